@@ -1,0 +1,33 @@
+# Haven's entry points. Everything a fresh clone needs is done by the
+# scripts these targets call; nothing is installed by hand.
+
+GO ?= go
+
+.PHONY: test demo proto build lint bench-synth clean
+
+## test: vet, staticcheck, gofmt and every test (with the race detector)
+test:
+	./scripts/test.sh
+
+## demo: generate the small synthetic network and print its summary
+demo:
+	$(GO) run ./cmd/haven synth --out .demo/net --scale small --seed 1 --force
+
+## proto: regenerate the Go code of proto/haven/v1 from the .proto sources
+proto:
+	./scripts/gen-proto.sh
+
+## build: the haven binary into bin/
+build:
+	$(GO) build -o bin/haven ./cmd/haven
+
+## lint: the static checks of `make test` without the tests
+lint:
+	./scripts/test.sh --lint-only
+
+## bench-synth: time and peak memory of generating the ICB-scale network
+bench-synth:
+	$(GO) test -run '^$$' -bench BenchmarkGenerateICB -benchtime 1x -timeout 30m ./integration/synth/
+
+clean:
+	rm -rf bin .demo

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole of `make test`: setup a fresh machine needs, static checks, and
+# every test. CI (.ci/run) calls `make test`, so this is also what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+lint_only=false
+[[ "${1:-}" == "--lint-only" ]] && lint_only=true
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "setup"
+./scripts/setup-test-env.sh
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*'))
+if [[ -n "$unformatted" ]]; then
+  echo "gofmt would change these files (run gofmt -w):" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+go tool staticcheck ./...
+
+$lint_only && exit 0
+
+step "go test"
+# -race everywhere: the suite stays well inside CI's limits on 2 cores.
+go test -race -count=1 -timeout 20m ./...
