@@ -82,6 +82,7 @@ run, in memory, and releases only tables that passed disclosure control.`,
 	root.AddCommand(
 		newVersionCmd(a),
 		newSynthCmd(a),
+		newPKICmd(a),
 	)
 	return root
 }
