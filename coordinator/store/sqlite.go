@@ -1,0 +1,425 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// SQLite is the embedded Store, a single file through modernc.org/sqlite
+// (pure Go, so the coordinator needs no cgo).
+type SQLite struct {
+	db *sql.DB
+}
+
+var _ Store = (*SQLite)(nil)
+
+// migrations are applied in order, each once, in its own transaction; the
+// schema_migrations table records which have run. Never edit one that has
+// shipped: add another.
+var migrations = []string{
+	// 1: runs and releases.
+	`CREATE TABLE runs (
+		id                TEXT PRIMARY KEY,
+		state             INTEGER NOT NULL,
+		definition_id     TEXT NOT NULL,
+		requester_id      TEXT NOT NULL,
+		requester_org     TEXT NOT NULL,
+		client_request_id TEXT,
+		submitted_at      INTEGER NOT NULL, -- unix nanoseconds
+		snapshot          BLOB NOT NULL     -- havenv1.Run, binary protobuf
+	);
+	CREATE INDEX runs_submitted ON runs (submitted_at DESC, id DESC);
+	CREATE INDEX runs_state ON runs (state);
+	CREATE UNIQUE INDEX runs_client_request ON runs (requester_id, client_request_id)
+		WHERE client_request_id IS NOT NULL;
+	CREATE TABLE releases (
+		run_id     TEXT PRIMARY KEY REFERENCES runs (id),
+		created_at INTEGER NOT NULL,
+		sha256     TEXT NOT NULL,
+		arrow_ipc  BLOB NOT NULL
+	);`,
+}
+
+// OpenSQLite opens (creating if need be) the store at path and brings its
+// schema up to date.
+func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+	// WAL lets readers (GetRun, DoGet) proceed while a run is updated;
+	// synchronous=FULL because a released table must survive power loss.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(ON)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open job store %s: %w", path, err)
+	}
+	// One writer at a time is what SQLite does anyway; saying so avoids
+	// SQLITE_BUSY between our own connections.
+	db.SetMaxOpenConns(1)
+	s := &SQLite{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open job store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// SchemaVersion returns the number of migrations applied.
+func (s *SQLite) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
+	return v, err
+}
+
+func (s *SQLite) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	have, err := s.SchemaVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this coordinator knows (%d); refusing to run an older binary against it", have, len(migrations))
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, v, time.Now().UnixNano()); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", v, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+func checkRun(run *havenv1.Run) error {
+	switch {
+	case run == nil:
+		return errors.New("nil run")
+	case run.GetId() == "":
+		return errors.New("run has no id")
+	case run.GetRequester().GetId() == "":
+		return fmt.Errorf("run %s has no requester", run.GetId())
+	case run.GetSubmittedAt() == nil:
+		return fmt.Errorf("run %s has no submission time", run.GetId())
+	}
+	return nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
+	}
+	return false
+}
+
+// CreateRun implements Store.
+func (s *SQLite) CreateRun(ctx context.Context, run *havenv1.Run) error {
+	if err := checkRun(run); err != nil {
+		return fmt.Errorf("create run: %w", err)
+	}
+	b, err := proto.Marshal(run)
+	if err != nil {
+		return fmt.Errorf("create run %s: %w", run.GetId(), err)
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO runs
+		(id, state, definition_id, requester_id, requester_org, client_request_id, submitted_at, snapshot)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		run.GetId(), int32(run.GetState()), run.GetDefinitionId(), run.GetRequester().GetId(),
+		run.GetRequester().GetOrg(), nullable(run.GetClientRequestId()), run.GetSubmittedAt().AsTime().UnixNano(), b)
+	if isConstraint(err) {
+		return fmt.Errorf("create run %s: %w", run.GetId(), ErrAlreadyExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create run %s: %w", run.GetId(), err)
+	}
+	return nil
+}
+
+// UpdateRun implements Store.
+func (s *SQLite) UpdateRun(ctx context.Context, run *havenv1.Run) error {
+	if err := checkRun(run); err != nil {
+		return fmt.Errorf("update run: %w", err)
+	}
+	b, err := proto.Marshal(run)
+	if err != nil {
+		return fmt.Errorf("update run %s: %w", run.GetId(), err)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE runs SET state = ?, snapshot = ? WHERE id = ?`,
+		int32(run.GetState()), b, run.GetId())
+	if err != nil {
+		return fmt.Errorf("update run %s: %w", run.GetId(), err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("update run %s: %w", run.GetId(), ErrNotFound)
+	}
+	return nil
+}
+
+func decodeRun(id string, b []byte) (*havenv1.Run, error) {
+	run := new(havenv1.Run)
+	if err := proto.Unmarshal(b, run); err != nil {
+		return nil, fmt.Errorf("decode stored run %s: %w", id, err)
+	}
+	return run, nil
+}
+
+// GetRun implements Store.
+func (s *SQLite) GetRun(ctx context.Context, id string) (*havenv1.Run, error) {
+	var b []byte
+	err := s.db.QueryRowContext(ctx, `SELECT snapshot FROM runs WHERE id = ?`, id).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("run %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get run %s: %w", id, err)
+	}
+	return decodeRun(id, b)
+}
+
+// FindRunByClientRequestID implements Store.
+func (s *SQLite) FindRunByClientRequestID(ctx context.Context, requesterID, clientRequestID string) (*havenv1.Run, error) {
+	var id string
+	var b []byte
+	err := s.db.QueryRowContext(ctx, `SELECT id, snapshot FROM runs WHERE requester_id = ? AND client_request_id = ?`,
+		requesterID, clientRequestID).Scan(&id, &b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("client request %s: %w", clientRequestID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find client request %s: %w", clientRequestID, err)
+	}
+	return decodeRun(id, b)
+}
+
+// Page tokens are opaque to clients: base64 of "<submitted_at>/<id>" of the
+// last run on the previous page (keyset pagination, stable under inserts).
+func encodePageToken(submitted int64, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(submitted, 10) + "/" + id))
+}
+
+func decodePageToken(tok string) (int64, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return 0, "", errors.New("malformed page token")
+	}
+	ts, id, ok := strings.Cut(string(b), "/")
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if !ok || err != nil || id == "" {
+		return 0, "", errors.New("malformed page token")
+	}
+	return n, id, nil
+}
+
+// ListRuns implements Store.
+func (s *SQLite) ListRuns(ctx context.Context, q ListQuery) ([]*havenv1.Run, string, error) {
+	size := q.PageSize
+	switch {
+	case size < 0:
+		return nil, "", fmt.Errorf("list runs: page size %d is negative", size)
+	case size == 0:
+		size = 50
+	case size > 500:
+		size = 500
+	}
+	// The query text is fixed; only placeholders vary with the filter.
+	var where []string
+	var args []any
+	if len(q.States) > 0 {
+		ph := make([]string, len(q.States))
+		for i, st := range q.States {
+			ph[i] = "?"
+			args = append(args, int32(st))
+		}
+		where = append(where, "state IN ("+strings.Join(ph, ", ")+")")
+	}
+	if q.DefinitionID != "" {
+		where = append(where, "definition_id = ?")
+		args = append(args, q.DefinitionID)
+	}
+	if q.RequesterOrg != "" {
+		where = append(where, "requester_org = ?")
+		args = append(args, q.RequesterOrg)
+	}
+	if q.PageToken != "" {
+		ts, id, err := decodePageToken(q.PageToken)
+		if err != nil {
+			return nil, "", fmt.Errorf("list runs: %w", err)
+		}
+		where = append(where, "(submitted_at < ? OR (submitted_at = ? AND id < ?))")
+		args = append(args, ts, ts, id)
+	}
+	query := `SELECT id, submitted_at, snapshot FROM runs`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY submitted_at DESC, id DESC LIMIT ?"
+	args = append(args, size+1)
+
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list runs: %w", err)
+	}
+	defer rows.Close()
+	var (
+		runs     []*havenv1.Run
+		lastTS   int64
+		lastID   string
+		overflow bool
+	)
+	for rows.Next() {
+		if len(runs) == size {
+			overflow = true
+			break
+		}
+		var id string
+		var ts int64
+		var b []byte
+		if err := rows.Scan(&id, &ts, &b); err != nil {
+			return nil, "", fmt.Errorf("list runs: %w", err)
+		}
+		run, err := decodeRun(id, b)
+		if err != nil {
+			return nil, "", err
+		}
+		runs = append(runs, run)
+		lastTS, lastID = ts, id
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list runs: %w", err)
+	}
+	next := ""
+	if overflow {
+		next = encodePageToken(lastTS, lastID)
+	}
+	return runs, next, nil
+}
+
+// InterruptActive implements Store.
+func (s *SQLite) InterruptActive(ctx context.Context, reason string, at time.Time) (int, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("interrupt runs: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT id, snapshot FROM runs WHERE state IN (?, ?, ?)`,
+		int32(havenv1.RunState_RUN_STATE_PENDING), int32(havenv1.RunState_RUN_STATE_RUNNING), int32(havenv1.RunState_RUN_STATE_LINKING))
+	if err != nil {
+		return 0, fmt.Errorf("interrupt runs: %w", err)
+	}
+	var active []*havenv1.Run
+	for rows.Next() {
+		var id string
+		var b []byte
+		if err := rows.Scan(&id, &b); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("interrupt runs: %w", err)
+		}
+		run, err := decodeRun(id, b)
+		if err != nil {
+			rows.Close()
+			return 0, err
+		}
+		active = append(active, run)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("interrupt runs: %w", err)
+	}
+	ts := timestamppb.New(at)
+	for _, run := range active {
+		run.State = havenv1.RunState_RUN_STATE_INTERRUPTED
+		run.Error = reason
+		run.UpdatedAt, run.FinishedAt = ts, ts
+		b, err := proto.Marshal(run)
+		if err != nil {
+			return 0, fmt.Errorf("interrupt run %s: %w", run.GetId(), err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE runs SET state = ?, snapshot = ? WHERE id = ?`,
+			int32(run.State), b, run.GetId()); err != nil {
+			return 0, fmt.Errorf("interrupt run %s: %w", run.GetId(), err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("interrupt runs: %w", err)
+	}
+	return len(active), nil
+}
+
+// PutRelease implements Store.
+func (s *SQLite) PutRelease(ctx context.Context, rel Release) error {
+	if rel.RunID == "" || len(rel.Table) == 0 {
+		return errors.New("put release: run id and table are required")
+	}
+	sum := sha256.Sum256(rel.Table)
+	digest := hex.EncodeToString(sum[:])
+	if rel.SHA256 != "" && rel.SHA256 != digest {
+		return fmt.Errorf("put release %s: table digest %s does not match the %s given", rel.RunID, digest, rel.SHA256)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO releases (run_id, created_at, sha256, arrow_ipc) VALUES (?, ?, ?, ?)`,
+		rel.RunID, rel.CreatedAt.UnixNano(), digest, rel.Table)
+	if isConstraint(err) {
+		// Either released already, or no such run (foreign key).
+		if _, gerr := s.GetRun(ctx, rel.RunID); errors.Is(gerr, ErrNotFound) {
+			return fmt.Errorf("put release: %w", gerr)
+		}
+		return fmt.Errorf("put release %s: %w", rel.RunID, ErrAlreadyExists)
+	}
+	if err != nil {
+		return fmt.Errorf("put release %s: %w", rel.RunID, err)
+	}
+	return nil
+}
+
+// GetRelease implements Store. It re-checks the table's digest, so a
+// damaged file is reported rather than served.
+func (s *SQLite) GetRelease(ctx context.Context, runID string) (Release, error) {
+	var rel Release
+	var created int64
+	err := s.db.QueryRowContext(ctx, `SELECT run_id, created_at, sha256, arrow_ipc FROM releases WHERE run_id = ?`, runID).
+		Scan(&rel.RunID, &created, &rel.SHA256, &rel.Table)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Release{}, fmt.Errorf("release of run %s: %w", runID, ErrNotFound)
+	}
+	if err != nil {
+		return Release{}, fmt.Errorf("get release %s: %w", runID, err)
+	}
+	rel.CreatedAt = time.Unix(0, created).UTC()
+	if sum := sha256.Sum256(rel.Table); hex.EncodeToString(sum[:]) != rel.SHA256 {
+		return Release{}, fmt.Errorf("release of run %s: stored table does not match its digest", runID)
+	}
+	return rel, nil
+}
+
+// Close implements Store.
+func (s *SQLite) Close() error { return s.db.Close() }

@@ -1,0 +1,78 @@
+// Package store keeps the coordinator's durable state: runs, their state
+// and coverage, and the tables released for them.
+//
+// It holds nothing about patients, by construction: a run is stored as its
+// havenv1.Run snapshot (definition, parameters, requester, state, coverage
+// by site, release summary) and a released table as the Arrow IPC stream of
+// the disclosure-controlled aggregate. Linked rows and partial results live
+// in the coordinator's memory for one run and never reach a Store.
+//
+// Store is an interface so that a PostgreSQL implementation can replace the
+// embedded SQLite one for a standby coordinator (DESIGN §12).
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// Errors a Store returns; test with errors.Is.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+)
+
+// Store is the coordinator's job store.
+type Store interface {
+	// CreateRun stores a new run. It fails with ErrAlreadyExists if a
+	// run with that id, or with that requester's client request id, exists.
+	CreateRun(ctx context.Context, run *havenv1.Run) error
+	// UpdateRun replaces the stored snapshot of an existing run.
+	UpdateRun(ctx context.Context, run *havenv1.Run) error
+	// GetRun returns the run with id, or ErrNotFound.
+	GetRun(ctx context.Context, id string) (*havenv1.Run, error)
+	// FindRunByClientRequestID returns the run a requester submitted with
+	// clientRequestID, or ErrNotFound; it makes SubmitRun idempotent.
+	FindRunByClientRequestID(ctx context.Context, requesterID, clientRequestID string) (*havenv1.Run, error)
+	// ListRuns returns runs newest first, a page at a time.
+	ListRuns(ctx context.Context, q ListQuery) (runs []*havenv1.Run, nextPageToken string, err error)
+	// InterruptActive marks every run that is still pending, running or
+	// linking as interrupted, with reason, and returns how many it marked.
+	// A coordinator calls it at start-up and on shutdown: the in-memory
+	// part of those runs is gone.
+	InterruptActive(ctx context.Context, reason string, at time.Time) (int, error)
+
+	// PutRelease stores the released table of a run, once; a second
+	// release of the same run fails with ErrAlreadyExists.
+	PutRelease(ctx context.Context, rel Release) error
+	// GetRelease returns the released table of a run, or ErrNotFound.
+	GetRelease(ctx context.Context, runID string) (Release, error)
+
+	// Close releases the store's resources.
+	Close() error
+}
+
+// ListQuery selects runs for ListRuns.
+type ListQuery struct {
+	States       []havenv1.RunState // any of these; empty for all
+	DefinitionID string             // empty for all
+	RequesterOrg string             // empty for all
+	PageSize     int                // 0 for the default (50); at most 500
+	PageToken    string             // from the previous page
+}
+
+// Release is a disclosure-controlled table released for a run.
+type Release struct {
+	RunID     string
+	CreatedAt time.Time
+	// Table is the released table as an Arrow IPC stream. Withheld cells
+	// are null, with their reasons in a companion column (see
+	// coordinator/disclosure).
+	Table []byte
+	// SHA256 is the hex digest of Table; the audit log's release entry
+	// names it, so a stored table can be matched to its audit.
+	SHA256 string
+}
