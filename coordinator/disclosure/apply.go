@@ -1,0 +1,216 @@
+package disclosure
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+)
+
+// Apply applies disclosure control to t under the thresholds th and returns
+// the table that may be released, as described in the package
+// documentation. It never modifies t. The result depends only on the
+// contents of t, not on the order of its cells: cells come out sorted by
+// key, margins by dimension and then value.
+//
+// A malformed table gives an error wrapping ErrTable that names the cell
+// and measure; bad thresholds give one wrapping ErrThresholds.
+func Apply(ctx context.Context, t Table, th Thresholds) (*Released, error) {
+	if err := th.Validate(); err != nil {
+		return nil, err
+	}
+	g, err := newGrid(&t, th)
+	if err != nil {
+		return nil, err
+	}
+	out := &Released{
+		Dims:     slices.Clone(t.Dims),
+		Measures: slices.Clone(t.Measures),
+		Cells:    make([]ReleasedCell, g.nCells),
+	}
+	for i, ci := range g.order {
+		out.Cells[i] = ReleasedCell{Key: slices.Clone(t.Cells[ci].Key), Values: make([]Value, len(t.Measures))}
+	}
+	if g.nMargins > 0 {
+		out.Margins = make([]Margin, g.nMargins)
+		for v := g.nCells; v < g.nCells+g.nMargins; v++ {
+			d, c := g.marginOf(v)
+			out.Margins[v-g.nCells] = Margin{Dim: t.Dims[d], Category: g.cats[d][c], Values: make([]Value, len(t.Measures))}
+		}
+	}
+	if g.total() >= 0 {
+		out.Total = make([]Value, len(t.Measures))
+	}
+
+	values := make([]Value, g.nVars)
+	for j, m := range t.Measures {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if m.Kind.additive() {
+			aggs, err := g.aggregates(j, th)
+			if err != nil {
+				return nil, fmt.Errorf("%w: measure %q: %v", ErrTable, m.Name, err)
+			}
+			for v := range aggs {
+				values[v] = primary(m, &aggs[v], th)
+			}
+			if err := protect(ctx, g, values, magnitudes(aggs, m.Kind)); err != nil {
+				return nil, fmt.Errorf("secondary suppression of measure %q: %w", m.Name, err)
+			}
+		} else {
+			for i, ci := range g.order {
+				in := &t.Cells[ci].Values[j]
+				values[i] = primary(m, &aggregate{n: in.N, sum: in.Sum, top: in.TopContributions, min: in.Min, max: in.Max}, th)
+			}
+			na := Value{Status: StatusNotApplicable, Reason: Reason{CodeNotAdditive, "margins and totals are given only for counts and sums"}}
+			for v := g.nCells; v < g.nVars; v++ {
+				values[v] = na
+			}
+		}
+		for i := range out.Cells {
+			out.Cells[i].Values[j] = values[i]
+		}
+		for v := g.nCells; v < g.nCells+g.nMargins; v++ {
+			out.Margins[v-g.nCells].Values[j] = values[v]
+		}
+		if tv := g.total(); tv >= 0 {
+			out.Total[j] = values[tv]
+		}
+	}
+	return out, nil
+}
+
+// aggregate is the true value of one measure for one cell, margin or total.
+type aggregate struct {
+	count    int64
+	n        int64
+	sum      float64
+	top      []float64 // largest contributions, descending; only for dominance
+	min, max float64
+}
+
+// aggregates returns the true values of additive measure j for every
+// variable of g: the cells as given, and the margins and total summed from
+// them.
+func (g *grid) aggregates(j int, th Thresholds) ([]aggregate, error) {
+	m := g.t.Measures[j]
+	aggs := make([]aggregate, g.nVars)
+	for i, ci := range g.order {
+		in := &g.t.Cells[ci].Values[j]
+		aggs[i] = aggregate{count: in.Count, n: in.N, sum: in.Sum}
+		if m.Dominance {
+			aggs[i].top = in.TopContributions
+		}
+	}
+	if g.k == 0 {
+		return aggs, nil
+	}
+	var rows []int32
+	for i := range g.nCells {
+		c := &aggs[i]
+		rows = g.rowsOf(rows[:0], i)
+		for _, r := range rows {
+			a := &aggs[g.rowHead[r]]
+			a.count += c.count
+			a.n += c.n
+			a.sum += c.sum
+			if a.count > maxExactCount || a.n > maxExactCount {
+				return nil, fmt.Errorf("totals exceed %d", int64(maxExactCount))
+			}
+			if m.Dominance {
+				// A margin's largest contributions are among its cells'
+				// largest, since every patient is in exactly one cell.
+				for _, x := range c.top {
+					a.top = insertTop(a.top, x, th.Dominance.N)
+				}
+			}
+		}
+	}
+	for v := g.nCells; v < g.nVars; v++ {
+		a := &aggs[v]
+		if !finite(a.sum) {
+			return nil, fmt.Errorf("a total is too large to represent")
+		}
+	}
+	return aggs, nil
+}
+
+// insertTop adds x to top, the n largest values so far in descending order,
+// keeping only the n largest.
+func insertTop(top []float64, x float64, n int) []float64 {
+	if len(top) == n && x <= top[n-1] {
+		return top
+	}
+	i := len(top)
+	for i > 0 && top[i-1] < x {
+		i--
+	}
+	if len(top) < n {
+		top = append(top, 0)
+	}
+	copy(top[i+1:], top[i:])
+	top[i] = x
+	return top
+}
+
+// primary applies the primary rules to one value and, when it is released,
+// rounds it.
+func primary(m Measure, a *aggregate, th Thresholds) Value {
+	if m.Kind == KindCount {
+		if a.count > 0 && a.count < int64(th.MinCount) {
+			return withheld(CodeLowCount, fmt.Sprintf("a count below %d", th.MinCount))
+		}
+		return Value{Status: StatusReleased, Value: float64(th.roundCount(a.count))}
+	}
+	if a.n == 0 {
+		if m.Kind == KindSum {
+			return Value{Status: StatusReleased, Value: 0}
+		}
+		return Value{Status: StatusNotApplicable, Reason: Reason{CodeNoPatients, "no patients contributed"}}
+	}
+	if a.n < int64(th.MinCount) {
+		return withheld(CodeFewContributors, fmt.Sprintf("derived from fewer than %d patients", th.MinCount))
+	}
+	if m.Dominance && dominated(a, th.Dominance) {
+		return withheld(CodeDominance, fmt.Sprintf("the largest %d contribution(s) exceed %v%% of the total",
+			th.Dominance.N, strconv.FormatFloat(100*th.Dominance.K, 'f', -1, 64)))
+	}
+	switch m.Kind {
+	case KindSum:
+		return Value{Status: StatusReleased, Value: th.roundSum(a.sum)}
+	case KindMean:
+		return Value{Status: StatusReleased, Value: roundSignificant(a.sum/float64(a.n), 4)}
+	}
+	if !th.ReleaseMinMax {
+		return withheld(CodeMinMaxDisclosive, "a minimum or maximum is one patient's own value")
+	}
+	if m.Kind == KindMin {
+		return Value{Status: StatusReleased, Value: a.min}
+	}
+	return Value{Status: StatusReleased, Value: a.max}
+}
+
+func withheld(c Code, msg string) Value {
+	return Value{Status: StatusWithheld, Reason: Reason{Code: c, Message: msg}}
+}
+
+// dominated reports whether the d.N largest contributions to a make up more
+// than d.K of its sum.
+func dominated(a *aggregate, d Dominance) bool {
+	var top float64
+	for _, v := range a.top[:min(len(a.top), d.N)] {
+		top += v
+	}
+	return top > d.K*a.sum
+}
+
+// roundSignificant rounds f to the given number of significant figures,
+// correctly (via the decimal conversion), with no -0.
+func roundSignificant(f float64, digits int) float64 {
+	r, err := strconv.ParseFloat(strconv.FormatFloat(f, 'g', digits, 64), 64)
+	if err != nil || r == 0 {
+		return 0
+	}
+	return r
+}

@@ -1,0 +1,67 @@
+// Package disclosure applies statistical disclosure control to an aggregate
+// table before the coordinator releases it to a commissioner (DESIGN §9).
+// The thresholds come from the governance policy decision haven/disclose;
+// the package takes them as a Thresholds value and depends on nothing else
+// in Haven.
+//
+// Apply takes the true table (one cell per group, one Input per measure)
+// and returns a Released table in which every value is either released,
+// rounded, or withheld with a Reason. It adds one-way margins and a grand
+// total for count and sum measures.
+//
+// # Rules
+//
+// Each measure is controlled on its own: a cell's patients count of 200 can
+// be released while its admitted count of 3 is withheld.
+//
+//   - Counts. 0 is released as 0: an empty group tells nothing about any
+//     patient. A count from 1 to MinCount-1 is withheld (low_count). Any
+//     other count is rounded half up to a multiple of RoundingBase, but
+//     never below the smallest multiple of the base that is at least
+//     MinCount: with the defaults (8, 5) 8 to 12 show as 10, and with
+//     (12, 5) a 12 shows as 15, not 10. So a released count is 0 or at
+//     least MinCount, and a positive count is never shown as 0.
+//   - Sums. A sum over no patients is released as 0; over 1 to MinCount-1
+//     patients (Input.N) it is withheld (few_contributors), so a sum for
+//     a group whose patient count is too small to show is not shown
+//     either. With the dominance rule, a sum whose Dominance.N largest
+//     contributions exceed Dominance.K of it is withheld (dominance).
+//     Released sums are rounded half up to a multiple of RoundingBase.
+//   - Means follow the same rules as sums and are released as Sum/N to 4
+//     significant figures. They get no margins and no secondary
+//     suppression: a mean is not the sum of others.
+//   - Min and max. Each is one patient's own value, so by default it is
+//     withheld (min_max_disclosive). If ReleaseMinMax is set it is
+//     released exactly when at least MinCount patients contribute.
+//   - Means, mins and maxes over no patients do not exist
+//     (not_applicable, no_patients), nor do their margins (not_additive).
+//
+// # Margins and secondary suppression
+//
+// For two or more dimensions, every count and sum measure gets one margin
+// per value of each dimension (the total over the other dimensions), and
+// every table with dimensions gets a grand total. Margins are computed
+// from the true cells and pass through the same primary rules and
+// rounding; they are not sums of rounded cells.
+//
+// Margins let a reader subtract. After primary suppression, further cells
+// and margins are withheld (secondary) until no withheld value is exactly
+// determined by the released ones through the equations a reader knows:
+// each margin is the sum of its cells, the total is the sum of the cells
+// and of each dimension's margins. Released values are taken as exact,
+// ignoring the protection that rounding gives. A heuristic picks the
+// complements (the smallest non-zero released cell of the line first, then
+// the line's margin, zeros last, since a zero is often known to be zero),
+// and an exact audit (Gauss-Jordan elimination in integer arithmetic over
+// each connected group of withheld values) checks the result, adding
+// complements until nothing is
+// determined. A rule that only asks for two or more withheld cells in every
+// line is not enough: a cell that bridges two closed rectangles is still
+// their difference.
+//
+// Limits: a withheld value is protected from exact derivation, not from
+// being bounded (a withheld count is known to be in 1..MinCount-1, and
+// non-negativity narrows ranges further); and each measure is protected on
+// its own, so one measure can still be estimated from others (a sum from a
+// mean and a rounded count).
+package disclosure
