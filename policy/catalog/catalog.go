@@ -1,0 +1,151 @@
+package catalog
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+)
+
+// Directories of a governance bundle that Load reads.
+const (
+	DefinitionsDir = "definitions"
+	CodelistsDir   = "codelists"
+)
+
+// Catalog is the approved catalogue of one governance bundle: every
+// definition and codelist, parsed and checked. It is immutable.
+type Catalog struct {
+	defs      map[string]*Definition
+	codelists map[string]*Codelist
+}
+
+// Load reads codelists/*.csv and definitions/*.yaml from fsys, normally the
+// verified contents of a signed bundle; it reads nothing outside fsys. Every
+// file must parse and check, and definitions/<id>.yaml must declare that id.
+// A bundle without the directories gives an empty catalogue, which approves
+// nothing. All mistakes across all files are returned at once, as an
+// ErrorList.
+func Load(fsys fs.FS) (*Catalog, error) {
+	c := &Catalog{defs: map[string]*Definition{}, codelists: map[string]*Codelist{}}
+	var errs ErrorList
+
+	files, err := listDir(fsys, CodelistsDir, ".csv", &errs)
+	if err != nil {
+		return nil, err
+	}
+	broken := map[string]bool{}
+	for _, name := range files {
+		src, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("load catalogue: %w", err)
+		}
+		cl, err := ParseCodelist(name, src)
+		if err != nil {
+			errs = appendErrors(errs, name, err)
+			broken[strings.TrimSuffix(path.Base(name), ".csv")] = true
+			continue
+		}
+		c.codelists[cl.Name] = cl
+	}
+
+	files, err = listDir(fsys, DefinitionsDir, ".yaml", &errs)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range files {
+		src, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("load catalogue: %w", err)
+		}
+		d, err := parseDefinition(name, src, c.codelists, broken)
+		if err != nil {
+			errs = appendErrors(errs, name, err)
+			continue
+		}
+		if want := strings.TrimSuffix(path.Base(name), ".yaml"); d.ID != want {
+			errs.add(Pos{File: name}, "id", "file %s declares id %q; name the file %s.yaml", name, d.ID, d.ID)
+			continue
+		}
+		c.defs[d.ID] = d
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// listDir returns the files directly under dir, which must all end in ext.
+// A missing dir is empty; anything else in it is reported, because a stray
+// file in a signed bundle is a mistake someone should see.
+func listDir(fsys fs.FS, dir, ext string, errs *ErrorList) ([]string, error) {
+	entries, err := fs.ReadDir(fsys, dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load catalogue: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		name := path.Join(dir, e.Name())
+		switch {
+		case e.IsDir():
+			errs.add(Pos{File: name}, "", "unexpected directory in %s/", dir)
+		case !strings.HasSuffix(e.Name(), ext):
+			errs.add(Pos{File: name}, "", "unexpected file in %s/: only *%s files belong there", dir, ext)
+		default:
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+func appendErrors(errs ErrorList, file string, err error) ErrorList {
+	var list ErrorList
+	if errors.As(err, &list) {
+		return append(errs, list...)
+	}
+	return append(errs, &Error{Pos: Pos{File: file}, Msg: err.Error()})
+}
+
+// Definitions returns every definition, in id order.
+func (c *Catalog) Definitions() []*Definition {
+	out := make([]*Definition, 0, len(c.defs))
+	for _, d := range c.defs {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b *Definition) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Get returns the definition with the given id.
+func (c *Catalog) Get(id string) (*Definition, bool) {
+	d, ok := c.defs[id]
+	return d, ok
+}
+
+// Codelist returns the codelist with the given name.
+func (c *Catalog) Codelist(name string) (*Codelist, bool) {
+	cl, ok := c.codelists[name]
+	return cl, ok
+}
+
+// ParseDefinition parses a definition against the catalogue's codelists,
+// e.g. to check a draft before it is added to the bundle.
+func (c *Catalog) ParseDefinition(file string, src []byte) (*Definition, error) {
+	return ParseDefinition(file, src, c.codelists)
+}
+
+// Codelists returns every codelist in the bundle, in name order, including
+// any no definition uses.
+func (c *Catalog) Codelists() []*Codelist {
+	out := make([]*Codelist, 0, len(c.codelists))
+	for _, cl := range c.codelists {
+		out = append(out, cl)
+	}
+	slices.SortFunc(out, func(a, b *Codelist) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

@@ -1,0 +1,386 @@
+package catalog
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/apache/arrow/go/v17/arrow"
+
+	"github.com/havenhealth/haven/node/cdm"
+)
+
+// Mode is how a run is answered (DESIGN §6).
+type Mode string
+
+// Plan modes.
+const (
+	// ModeAggregate: every variable comes from the practice the patient is
+	// registered with, so each GP node returns cells (group → measure
+	// partials) and the coordinator adds them. No patient-level data leaves
+	// a site.
+	ModeAggregate Mode = "aggregate"
+	// ModeLinkage: some value needs another provider, or patients must be
+	// counted once across trusts, so nodes return one row per relevant
+	// patient keyed by the run pseudonym, carrying only the derived fields
+	// the definition needs; the coordinator links, combines and aggregates.
+	ModeLinkage Mode = "linkage"
+)
+
+// RowKind is what one row of a site's output stands for.
+type RowKind string
+
+// Row kinds.
+const (
+	RowsCells    RowKind = "cells"    // one row per group: group columns, then measure partials
+	RowsPatients RowKind = "patients" // one row per patient: pseudonym, then derived fields
+)
+
+// FieldType is the logical type of an output field, with a fixed Arrow type.
+type FieldType string
+
+// Field types.
+const (
+	FieldString    FieldType = "string"    // utf8
+	FieldInt64     FieldType = "int64"     // int64
+	FieldFloat64   FieldType = "float64"   // float64
+	FieldBool      FieldType = "bool"      // bool
+	FieldPseudonym FieldType = "pseudonym" // fixed_size_binary(16): HMAC-SHA256(k_r, nhs_number)[:16] (DESIGN §7)
+	FieldDay       FieldType = "day"       // int32: days after the field's Anchor date
+	FieldDays      FieldType = "days"      // list<int32>: days after the field's Anchor date, ascending
+)
+
+// PseudonymBytes is the length of a run pseudonym.
+const PseudonymBytes = 16
+
+// Arrow returns the Arrow type a field of type t has on the wire.
+func (t FieldType) Arrow() arrow.DataType {
+	switch t {
+	case FieldString:
+		return arrow.BinaryTypes.String
+	case FieldInt64:
+		return arrow.PrimitiveTypes.Int64
+	case FieldFloat64:
+		return arrow.PrimitiveTypes.Float64
+	case FieldBool:
+		return arrow.FixedWidthTypes.Boolean
+	case FieldPseudonym:
+		return &arrow.FixedSizeBinaryType{ByteWidth: PseudonymBytes}
+	case FieldDay:
+		return arrow.PrimitiveTypes.Int32
+	case FieldDays:
+		return arrow.ListOf(arrow.PrimitiveTypes.Int32)
+	}
+	panic(fmt.Sprintf("catalog: Arrow of unknown field type %q", string(t))) // unreachable: plans build only the types above
+}
+
+// Role says what a field carries.
+type Role string
+
+// Field roles.
+const (
+	RoleKey        Role = "key"        // the run pseudonym; rows from different sites are matched on it
+	RolePopulation Role = "population" // in_population: the patient is in the population at this site
+	RoleGroup      Role = "group"      // a group_by variable of a cell
+	RolePartial    Role = "partial"    // a measure partial of a cell
+	RoleVariable   Role = "variable"   // a derived per-patient value, or a part of one
+)
+
+// Partial names the part of a measure a cell field holds. A measure's
+// partials are named <measure>__<partial>, except a count, which is named
+// after the measure itself.
+type Partial string
+
+// Measure partials.
+const (
+	PartialCount Partial = "count" // patients in the cell meeting the measure's where
+	PartialSum   Partial = "sum"   // sum of the variable over them (bool counts 1)
+	PartialN     Partial = "n"     // how many of them have a non-null value; sum and mean divide by it
+	PartialMin   Partial = "min"   // smallest value; null when n is 0
+	PartialMax   Partial = "max"   // largest value; null when n is 0
+	PartialTop   Partial = "top"   // largest single patient's value, for the dominance rule; null when n is 0
+)
+
+// Combine says how the coordinator merges one field across the sites that
+// send it.
+type Combine string
+
+// Combine rules.
+const (
+	CombineKey      Combine = "key"      // matched or grouped on, not merged
+	CombineOnce     Combine = "once"     // only one site sends a row per patient (the registering practice)
+	CombineSum      Combine = "sum"      // added
+	CombineMin      Combine = "min"      // smallest wins; for categories reported by several trusts, a deterministic choice
+	CombineMax      Combine = "max"      // largest wins
+	CombineAny      Combine = "any"      // logical or
+	CombineConcat   Combine = "concat"   // lists appended (then sorted)
+	CombineEarliest Combine = "earliest" // smallest day wins and the sending site's ODS code becomes the variable's value; ties go to the smaller ODS code
+)
+
+// Field is one column a site returns.
+type Field struct {
+	Name     string
+	Type     FieldType
+	Nullable bool
+	Role     Role
+	// Source is the variable or measure the field carries; empty for the
+	// pseudonym and the population flag.
+	Source string
+	// Partial is set for RolePartial fields.
+	Partial Partial
+	Combine Combine
+	// Anchor is the date that day 0 stands for, in FieldDay and FieldDays
+	// fields: days are sent instead of dates, relative to a date of the
+	// definition, and resolved with the run's parameters.
+	Anchor *DateExpr
+}
+
+// SiteTask is what every site of one kind computes and returns for a run:
+// the contract between node and coordinator.
+//
+// In aggregate mode a GP node returns one row per non-empty cell. In linkage
+// mode a node returns one row per relevant patient: where the task evaluates
+// the population (EvaluatesPopulation), a row for each patient in it (a GP
+// population) or for each patient with something to report (a hospital
+// population: in_population true, or any variable field non-empty); where it
+// does not, a row only for patients with something to report: a count above
+// 0, an exists that is true, a first day that is not null, or a day list
+// that is not empty. Identifying columns never appear.
+type SiteTask struct {
+	Kind                cdm.SiteKind
+	Rows                RowKind
+	EvaluatesPopulation bool
+	// Variables are those this kind of site derives, in name order.
+	Variables []string
+	Fields    []Field
+}
+
+// Field returns the field called name.
+func (t SiteTask) Field(name string) (Field, bool) {
+	for _, f := range t.Fields {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return Field{}, false
+}
+
+// Plan is how a definition is answered: the mode, and what each kind of
+// site returns. It depends on the definition only, not on parameter values.
+type Plan struct {
+	Definition string // id
+	Hash       string
+	Mode       Mode
+	// Population is where the population is evaluated.
+	Population cdm.SiteKind
+	// Reason says, for people, why the mode was chosen.
+	Reason string
+	// Tasks holds one task per kind of site that takes part, GP first.
+	Tasks []SiteTask
+}
+
+// Task returns the task for sites of kind k, if they take part.
+func (p *Plan) Task(k cdm.SiteKind) (SiteTask, bool) {
+	for _, t := range p.Tasks {
+		if t.Kind == k {
+			return t, true
+		}
+	}
+	return SiteTask{}, false
+}
+
+// Schema returns the Arrow schema a site of kind k must send, with metadata
+// naming the definition, its hash, the mode and the site kind, so an upload
+// can be checked against the plan before any row is read.
+func (p *Plan) Schema(k cdm.SiteKind) (*arrow.Schema, bool) {
+	t, ok := p.Task(k)
+	if !ok {
+		return nil, false
+	}
+	fields := make([]arrow.Field, len(t.Fields))
+	for i, f := range t.Fields {
+		fields[i] = arrow.Field{Name: f.Name, Type: f.Type.Arrow(), Nullable: f.Nullable}
+	}
+	md := arrow.NewMetadata(
+		[]string{"haven.definition.id", "haven.definition.hash", "haven.plan.mode", "haven.site.kind", "haven.plan.rows"},
+		[]string{p.Definition, p.Hash, string(p.Mode), string(k), string(t.Rows)},
+	)
+	return arrow.NewSchema(fields, &md), true
+}
+
+// Field names the plans use besides variable and measure names.
+const (
+	FieldNamePseudonym    = "pseudonym"
+	FieldNameInPopulation = "in_population"
+)
+
+// Plan classifies the definition and lists exactly what each kind of site
+// returns (DESIGN §6).
+func (d *Definition) Plan() *Plan {
+	pop := cdm.KindGP
+	if d.Population != nil && d.Population.Site != "" {
+		pop = d.Population.Site
+	}
+	p := &Plan{Definition: d.ID, Hash: d.hash, Population: pop}
+	bySite := map[cdm.SiteKind][]*Variable{}
+	for _, v := range d.Variables {
+		s := variableSite(v.Expr, pop)
+		bySite[s] = append(bySite[s], v)
+	}
+	switch {
+	case pop == cdm.KindTrust:
+		p.Mode = ModeLinkage
+		p.Reason = "the population is defined by hospital activity and a patient may attend several trusts, so each trust returns one row per patient under the run pseudonym and the coordinator counts each patient once"
+	case len(bySite[cdm.KindTrust]) > 0:
+		p.Mode = ModeLinkage
+		v := bySite[cdm.KindTrust][0]
+		p.Reason = fmt.Sprintf("variable %s comes from hospital trusts (%s), not from the practice where the patient is registered, so sites return one row per patient under the run pseudonym and the coordinator links them", v.Name, v.Expr.Table())
+	default:
+		p.Mode = ModeAggregate
+		p.Reason = "every variable comes from the practice where the patient is registered, so each practice returns counts for its own patients and the coordinator adds them; no patient-level data leaves a site"
+		p.Tasks = []SiteTask{d.cellTask(bySite[cdm.KindGP])}
+		return p
+	}
+	for _, k := range cdm.SiteKinds() {
+		vars := bySite[k]
+		if k != pop && len(vars) == 0 {
+			continue
+		}
+		p.Tasks = append(p.Tasks, patientTask(k, k == pop, vars))
+	}
+	return p
+}
+
+// cellTask is the GP task of an aggregate plan.
+func (d *Definition) cellTask(vars []*Variable) SiteTask {
+	t := SiteTask{Kind: cdm.KindGP, Rows: RowsCells, EvaluatesPopulation: true, Variables: names(vars)}
+	for _, g := range d.GroupBy {
+		v, _ := d.Variable(g)
+		t.Fields = append(t.Fields, Field{Name: g, Type: valueField(v.Expr.Type()), Nullable: nullable(v.Expr),
+			Role: RoleGroup, Source: g, Combine: CombineKey})
+	}
+	for _, m := range d.Measures {
+		part := func(p Partial, typ FieldType, nullable bool, c Combine) {
+			t.Fields = append(t.Fields, Field{Name: m.Name + "__" + string(p), Type: typ, Nullable: nullable,
+				Role: RolePartial, Source: m.Name, Partial: p, Combine: c})
+		}
+		if m.Agg == AggCount {
+			t.Fields = append(t.Fields, Field{Name: m.Name, Type: FieldInt64, Role: RolePartial,
+				Source: m.Name, Partial: PartialCount, Combine: CombineSum})
+			continue
+		}
+		v, _ := d.Variable(m.Of)
+		typ := FieldInt64
+		if v.Expr.Type() == TypeFloat {
+			typ = FieldFloat64
+		}
+		switch m.Agg {
+		case AggSum, AggMean:
+			part(PartialSum, typ, false, CombineSum)
+			part(PartialN, FieldInt64, false, CombineSum)
+			if m.Dominance {
+				part(PartialTop, typ, true, CombineMax)
+			}
+		case AggMin:
+			part(PartialMin, typ, true, CombineMin)
+			part(PartialN, FieldInt64, false, CombineSum)
+		case AggMax:
+			part(PartialMax, typ, true, CombineMax)
+			part(PartialN, FieldInt64, false, CombineSum)
+		}
+	}
+	return t
+}
+
+// patientTask is one kind's task in a linkage plan.
+func patientTask(k cdm.SiteKind, evaluatesPop bool, vars []*Variable) SiteTask {
+	t := SiteTask{Kind: k, Rows: RowsPatients, EvaluatesPopulation: evaluatesPop, Variables: names(vars)}
+	t.Fields = append(t.Fields, Field{Name: FieldNamePseudonym, Type: FieldPseudonym, Role: RoleKey, Combine: CombineKey})
+	// A hospital population is the union over trusts, so each trust says
+	// whether the patient is in its part; a GP population comes from one
+	// practice per patient, which sends only its population's rows.
+	severalSites := k == cdm.KindTrust
+	if evaluatesPop && severalSites {
+		t.Fields = append(t.Fields, Field{Name: FieldNameInPopulation, Type: FieldBool, Role: RolePopulation, Combine: CombineAny})
+	}
+	for _, v := range vars {
+		add := func(suffix string, typ FieldType, nullable bool, c Combine, anchor *DateExpr) {
+			name := v.Name
+			if suffix != "" {
+				name += "__" + suffix
+			}
+			t.Fields = append(t.Fields, Field{Name: name, Type: typ, Nullable: nullable, Role: RoleVariable,
+				Source: v.Name, Combine: c, Anchor: anchor})
+		}
+		switch x := v.Expr.(type) {
+		case *ReadmissionsVar:
+			add("discharge_days", FieldDays, false, CombineConcat, x.Index.Window.From)
+			add("admission_days", FieldDays, false, CombineConcat, x.Index.Window.From)
+		case *CountVar:
+			c := CombineOnce
+			if severalSites {
+				c = CombineSum
+			}
+			add("", FieldInt64, false, c, nil)
+		case *ExistsVar:
+			c := CombineOnce
+			if severalSites {
+				c = CombineAny
+			}
+			add("", FieldBool, false, c, nil)
+		case *FirstTrustVar:
+			add("first_day", FieldDay, true, CombineEarliest, x.Events.Window.From)
+		default:
+			c := CombineOnce
+			if severalSites {
+				c = CombineMin
+			}
+			add("", valueField(x.Type()), nullable(x), c, nil)
+		}
+	}
+	return t
+}
+
+func names(vs []*Variable) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.Name
+	}
+	return out
+}
+
+func valueField(t ValueType) FieldType {
+	switch t {
+	case TypeInt:
+		return FieldInt64
+	case TypeFloat:
+		return FieldFloat64
+	case TypeBool:
+		return FieldBool
+	}
+	return FieldString
+}
+
+// nullable reports whether a variable's value can be null for a patient in
+// the population.
+func nullable(v VarExpr) bool {
+	switch v := v.(type) {
+	case *ColumnVar:
+		return v.Nullable
+	case *LatestVar, *FirstTrustVar:
+		return true
+	}
+	return false
+}
+
+// String summarises the plan for logs and the CLI, one line per task.
+func (p *Plan) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s mode, population at %s sites", p.Definition, p.Mode, p.Population)
+	for _, t := range p.Tasks {
+		fmt.Fprintf(&b, "\n  %s returns %s:", t.Kind, t.Rows)
+		for _, f := range t.Fields {
+			fmt.Fprintf(&b, " %s(%s)", f.Name, f.Type)
+		}
+	}
+	return b.String()
+}
