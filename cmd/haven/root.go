@@ -83,6 +83,7 @@ run, in memory, and releases only tables that passed disclosure control.`,
 		newVersionCmd(a),
 		newSynthCmd(a),
 		newPKICmd(a),
+		newAuditCmd(a),
 	)
 	return root
 }
