@@ -84,6 +84,7 @@ run, in memory, and releases only tables that passed disclosure control.`,
 		newSynthCmd(a),
 		newPKICmd(a),
 		newAuditCmd(a),
+		newPolicyCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,140 @@
+# METADATA
+# title: haven/disclose
+# description: |
+#   Evaluated by the coordinator before it releases a table. Input:
+#
+#     purpose    the run's purpose, one of data.purposes
+#     table      {rows: number of cells (group combinations),
+#                 measures: [{name, kind}]}, kind one of
+#                 data.disclosure.measure_kinds
+#     coverage   {sites: {expected, answered},
+#                 population: {expected, answered}}
+#
+#   decision is {allow, reasons, thresholds, dominance_measures, partial}:
+#
+#     thresholds          {min_cell_count, rounding_base, dominance: {n, k}}:
+#                         counts from 1 to min_cell_count - 1 are withheld,
+#                         released counts are rounded to rounding_base, and a
+#                         sum or mean cell is withheld when its n largest
+#                         contributions make up more than k of it
+#     dominance_measures  names of the measures the dominance rule applies to
+#     partial             whether some sites or population did not answer;
+#                         a partial table is released only when the answered
+#                         share of the population reaches
+#                         partial_coverage.min_population_fraction
+#
+#   Defaults come from data.disclosure; data.disclosure.purposes may make
+#   them stricter for a purpose.
+package haven.disclose
+
+import data.haven.lib
+
+decision := {
+	"allow": count(reasons) == 0,
+	"reasons": sort(reasons),
+	"thresholds": {
+		"min_cell_count": settings.min_cell_count,
+		"rounding_base": settings.rounding_base,
+		"dominance": settings.dominance,
+	},
+	"dominance_measures": dominance_measures,
+	"partial": partial,
+}
+
+purpose := object.get(input, "purpose", "")
+
+# settings are the defaults overlaid with the purpose's own values.
+settings := object.union(
+	object.remove(data.disclosure, ["purposes"]),
+	object.get(data.disclosure, ["purposes", purpose], {}),
+)
+
+measures := object.get(input, ["table", "measures"], [])
+
+dominance_measures := sort([m.name |
+	some m in measures
+	m.kind in settings.dominance_kinds
+])
+
+sites := object.get(input, ["coverage", "sites"], {})
+
+population := object.get(input, ["coverage", "population"], {})
+
+partial if sites.answered < sites.expected
+
+partial if population.answered < population.expected
+
+default partial := false
+
+reasons contains lib.reason("purpose_unknown", "the run's purpose is not one of the purposes the board recognises") if {
+	not purpose_known
+}
+
+# `not` is applied only to rules without arguments or to calls whose
+# arguments are always defined, so that a missing field denies.
+purpose_known if data.purposes[purpose]
+
+reasons contains lib.reason("thresholds_invalid", "the disclosure thresholds in the bundle are not valid for this purpose") if {
+	not thresholds_valid
+}
+
+thresholds_valid if {
+	is_number(settings.min_cell_count)
+	settings.min_cell_count >= 1
+	is_number(settings.rounding_base)
+	settings.rounding_base >= 1
+	settings.dominance.n >= 1
+	settings.dominance.k > 0
+	settings.dominance.k <= 1
+}
+
+reasons contains lib.reason("table_invalid", "table.rows must be a non-negative number and table.measures a non-empty list") if {
+	not table_shaped
+}
+
+table_shaped if {
+	is_number(input.table.rows)
+	input.table.rows >= 0
+	is_array(input.table.measures)
+	count(input.table.measures) > 0
+}
+
+reasons contains lib.reason("table_too_large", sprintf("the table has more than %d cells", [settings.max_rows])) if {
+	is_number(input.table.rows)
+	input.table.rows > settings.max_rows
+}
+
+reasons contains lib.reason("measure_kind_unknown", sprintf("measure %q has a kind the board has no disclosure rule for", [name])) if {
+	some m in measures
+	not known_kind(m)
+	name := object.get(m, "name", "")
+}
+
+known_kind(m) if m.kind in settings.measure_kinds
+
+reasons contains lib.reason("coverage_invalid", "coverage must give expected and answered counts, with 0 <= answered <= expected and expected > 0") if {
+	not coverage_valid
+}
+
+coverage_valid if {
+	counts_valid(sites)
+	counts_valid(population)
+}
+
+counts_valid(c) if {
+	is_number(c.expected)
+	is_number(c.answered)
+	c.expected > 0
+	c.answered >= 0
+	c.answered <= c.expected
+}
+
+reasons contains lib.reason("coverage_insufficient", sprintf("only part of the population answered; at least %v is needed to release a partial table", [settings.partial_coverage.min_population_fraction])) if {
+	coverage_valid
+	partial
+	not partial_releasable
+}
+
+partial_releasable if {
+	population.answered / population.expected >= settings.partial_coverage.min_population_fraction
+}

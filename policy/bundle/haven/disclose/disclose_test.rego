@@ -1,0 +1,105 @@
+package haven.disclose
+
+import data.haven.lib
+
+base_input := {
+	"purpose": "commissioning",
+	"table": {"rows": 16, "measures": [
+		{"name": "patients", "kind": "count"},
+		{"name": "admitted", "kind": "count"},
+		{"name": "admissions", "kind": "sum"},
+		{"name": "mean_hba1c", "kind": "mean"},
+	]},
+	"coverage": {
+		"sites": {"expected": 10, "answered": 10},
+		"population": {"expected": 120000, "answered": 120000},
+	},
+}
+
+eval(patch) := d if {
+	d := decision with input as object.union(base_input, patch)
+}
+
+eval_without(paths) := d if {
+	d := decision with input as json.remove(base_input, paths)
+}
+
+denied_for(d, want) if {
+	d.allow == false
+	lib.codes(d) == want
+}
+
+test_allow_complete_table_with_defaults if {
+	d := eval({})
+	d.allow
+	d.reasons == []
+	d.partial == false
+	d.thresholds == {"min_cell_count": 8, "rounding_base": 5, "dominance": {"n": 1, "k": 0.8}}
+	d.dominance_measures == ["admissions", "mean_hba1c"]
+}
+
+test_purpose_makes_thresholds_stricter if {
+	d := eval({"purpose": "research"})
+	d.allow
+	d.thresholds.min_cell_count == 10
+	d.thresholds.rounding_base == 5
+}
+
+test_allow_partial_coverage_above_fraction if {
+	d := eval({"coverage": {"sites": {"answered": 9}, "population": {"answered": 108000}}})
+	d.allow
+	d.partial
+}
+
+test_allow_partial_sites_full_population if {
+	d := eval({"coverage": {"sites": {"answered": 9}}})
+	d.allow
+	d.partial
+}
+
+test_deny_partial_coverage_below_fraction if {
+	d := eval({"coverage": {"sites": {"answered": 8}, "population": {"answered": 107999}}})
+	denied_for(d, {"coverage_insufficient"})
+	d.partial
+}
+
+test_deny_invalid_coverage if {
+	denied_for(eval({"coverage": {"sites": {"answered": 11}}}), {"coverage_invalid"})
+	denied_for(eval({"coverage": {"population": {"expected": 0, "answered": 0}}}), {"coverage_invalid"})
+	denied_for(eval({"coverage": {"population": {"answered": -1}}}), {"coverage_invalid"})
+	denied_for(eval({"coverage": {"sites": {"answered": "all"}}}), {"coverage_invalid"})
+	denied_for(eval_without(["coverage"]), {"coverage_invalid"})
+}
+
+test_deny_unknown_purpose if {
+	denied_for(eval({"purpose": "marketing"}), {"purpose_unknown"})
+	denied_for(eval_without(["purpose"]), {"purpose_unknown"})
+}
+
+test_deny_unknown_measure_kind if {
+	d := eval({"table": {"measures": [{"name": "patients", "kind": "count"}, {"name": "top_earner", "kind": "max"}]}})
+	denied_for(d, {"measure_kind_unknown"})
+	contains(d.reasons[0].message, "top_earner")
+	denied_for(eval({"table": {"measures": [{"name": "patients"}]}}), {"measure_kind_unknown"})
+}
+
+test_deny_malformed_table if {
+	denied_for(eval({"table": {"rows": -1}}), {"table_invalid"})
+	denied_for(eval({"table": {"rows": "16"}}), {"table_invalid"})
+	denied_for(eval({"table": {"measures": []}}), {"table_invalid"})
+	denied_for(eval_without(["table"]), {"table_invalid"})
+}
+
+test_deny_table_too_large if {
+	denied_for(eval({"table": {"rows": 100001}}), {"table_too_large"})
+	eval({"table": {"rows": 100000}}).allow
+}
+
+test_deny_invalid_thresholds if {
+	d := decision with input as base_input
+		with data.disclosure.purposes as {"commissioning": {"min_cell_count": 0}}
+	denied_for(d, {"thresholds_invalid"})
+	d2 := decision with input as base_input
+		with data.disclosure.purposes as {"commissioning": {"dominance": {"n": 1, "k": 1.5}}}
+	denied_for(d2, {"thresholds_invalid"})
+}

@@ -1,0 +1,168 @@
+package haven.submit
+
+import data.haven.lib
+
+base_input := {
+	"now": lib.fixture_now,
+	"requester": {"id": "analyst-17", "org": "QWE", "roles": ["analyst"]},
+	"definition": {"id": "t2dm-emergency-admissions", "hash": lib.fixture_hash, "codelists": ["t2dm"]},
+	"parameters": lib.fixture_parameters,
+	"purpose": "commissioning",
+	"counts": {"runs_last_24h": 3},
+}
+
+# eval runs the decision on base_input patched with patch.
+eval(patch) := d if {
+	inp := object.union(base_input, patch)
+	d := decision with input as inp with data.approvals as lib.fixture_approvals
+	quick_path_sound(inp, lib.fixture_approvals)
+}
+
+# eval_without runs the decision on base_input without the given keys.
+eval_without(paths) := d if {
+	inp := json.remove(base_input, paths)
+	d := decision with input as inp with data.approvals as lib.fixture_approvals
+	quick_path_sound(inp, lib.fixture_approvals)
+}
+
+# quick_path_sound holds when `allowed` does not clear an input that some
+# rule denies. Every eval above checks it, so every test input does.
+quick_path_sound(inp, approvals) if {
+	not allowed with input as inp with data.approvals as approvals
+}
+
+quick_path_sound(inp, approvals) if {
+	allowed with input as inp with data.approvals as approvals
+	count(reasons) == 0 with input as inp with data.approvals as approvals
+}
+
+test_quick_path_clears_usual_input if {
+	allowed with input as base_input with data.approvals as lib.fixture_approvals
+}
+
+denied_for(d, want) if {
+	d.allow == false
+	lib.codes(d) == want
+}
+
+test_allow if {
+	d := eval({})
+	d.allow == true
+	d.reasons == []
+}
+
+test_allow_at_range_bounds if {
+	eval({"parameters": {"index_date": "2025-12-31", "followup_days": 30, "sex": "M"}}).allow
+	eval({"parameters": {"index_date": "2018-01-01", "followup_days": 730}}).allow
+}
+
+test_allow_second_role_and_purpose if {
+	eval({"requester": {"roles": ["researcher", "commissioner"]}, "purpose": "service_evaluation"}).allow
+}
+
+test_allow_without_rate_limit_or_counts if {
+	d := decision with input as json.remove(base_input, ["counts"])
+		with data.approvals as lib.fixture_approvals
+		with data.rate_limits as {}
+	d.allow
+}
+
+test_deny_bad_now if {
+	denied_for(eval({"now": "2026-03-01"}), {"invalid_input"})
+	denied_for(eval_without(["now"]), {"invalid_input"})
+}
+
+test_deny_unnamed_requester if {
+	denied_for(eval({"requester": {"id": ""}}), {"invalid_input"})
+	denied_for(eval_without(["requester/org"]), {"invalid_input"})
+}
+
+test_deny_unapproved_definition if {
+	denied_for(eval({"definition": {"id": "everything-about-everyone"}}), {"definition_not_approved"})
+	denied_for(eval_without(["definition"]), {"definition_not_approved"})
+}
+
+test_deny_hash_mismatch if {
+	denied_for(eval({"definition": {"hash": "2222222222222222222222222222222222222222222222222222222222222222"}}), {"definition_hash_mismatch"})
+	denied_for(eval_without(["definition/hash"]), {"definition_hash_mismatch"})
+}
+
+test_deny_approval_without_hash if {
+	approvals := json.remove(lib.fixture_approvals, ["t2dm-emergency-admissions/hash"])
+	d := decision with input as object.union(base_input, {"definition": {"hash": ""}})
+		with data.approvals as approvals
+	denied_for(d, {"definition_hash_mismatch"})
+}
+
+test_deny_empty_or_odd_hashes if {
+	blank := json.patch(lib.fixture_approvals, [{"op": "replace", "path": "/t2dm-emergency-admissions/hash", "value": ""}])
+	d := decision with input as object.union(base_input, {"definition": {"hash": ""}}) with data.approvals as blank
+	denied_for(d, {"definition_hash_mismatch"})
+	quick_path_sound(object.union(base_input, {"definition": {"hash": ""}}), blank)
+	numeric := json.patch(lib.fixture_approvals, [{"op": "replace", "path": "/t2dm-emergency-admissions/hash", "value": 7}])
+	d2 := decision with input as object.union(base_input, {"definition": {"hash": 7}}) with data.approvals as numeric
+	denied_for(d2, {"definition_hash_mismatch"})
+	quick_path_sound(object.union(base_input, {"definition": {"hash": 7}}), numeric)
+}
+
+test_deny_expired if {
+	denied_for(eval({"now": "2026-11-14T00:00:00Z"}), {"approval_expired"})
+	denied_for(eval({"now": "2027-01-01T00:00:00Z"}), {"approval_expired"})
+}
+
+test_deny_malformed_expiry if {
+	approvals := json.patch(lib.fixture_approvals, [{"op": "replace", "path": "/t2dm-emergency-admissions/expires", "value": "2026-11-14"}])
+	d := decision with input as base_input with data.approvals as approvals
+	denied_for(d, {"approval_expired"})
+}
+
+test_deny_role if {
+	denied_for(eval({"requester": {"roles": ["researcher"]}}), {"role_not_permitted"})
+	denied_for(eval({"requester": {"roles": []}}), {"role_not_permitted"})
+	denied_for(eval({"requester": {"roles": "analyst"}}), {"role_not_permitted"})
+	denied_for(eval_without(["requester/roles"]), {"role_not_permitted"})
+}
+
+test_deny_purpose if {
+	denied_for(eval({"purpose": "research"}), {"purpose_not_permitted"})
+	denied_for(eval_without(["purpose"]), {"purpose_not_permitted"})
+}
+
+test_deny_parameters if {
+	denied_for(eval({"parameters": {"followup_days": 29}}), {"parameter_below_min"})
+	denied_for(eval({"parameters": {"followup_days": 731}}), {"parameter_above_max"})
+	denied_for(eval({"parameters": {"index_date": "2017-12-31"}}), {"parameter_below_min"})
+	denied_for(eval({"parameters": {"index_date": "2026-01-01"}}), {"parameter_above_max"})
+	denied_for(eval({"parameters": {"followup_days": "365"}}), {"parameter_invalid"})
+	denied_for(eval({"parameters": {"sex": "U"}}), {"parameter_not_allowed"})
+	denied_for(eval({"parameters": {"postcode": "LS1"}}), {"parameter_not_approved"})
+	denied_for(eval({"parameters": 365}), {"invalid_input"})
+	denied_for(eval({"parameters": []}), {"invalid_input"})
+}
+
+test_deny_parameter_messages_do_not_echo_values if {
+	d := eval({"parameters": {"followup_days": 9999}})
+	some r in d.reasons
+	not contains(r.message, "9999")
+}
+
+test_deny_restricted_codelist if {
+	d := eval({"definition": {"codelists": ["t2dm", "sexual-health"]}})
+	denied_for(d, {"restricted_codelist"})
+	contains(d.reasons[0].message, "sexual-health")
+	denied_for(eval({"definition": {"codelists": "t2dm"}}), {"invalid_input"})
+	denied_for(eval({"definition": {"codelists": {"t2dm": true}}}), {"invalid_input"})
+}
+
+test_deny_rate if {
+	denied_for(eval({"counts": {"runs_last_24h": 50}}), {"rate_limit_exceeded"})
+	eval({"counts": {"runs_last_24h": 49}}).allow
+	denied_for(eval_without(["counts"]), {"rate_limit_unknown"})
+	denied_for(eval({"counts": {"runs_last_24h": "3"}}), {"rate_limit_unknown"})
+}
+
+test_every_failure_is_reported_in_order if {
+	d := eval({"purpose": "research", "requester": {"roles": ["researcher"]}, "parameters": {"followup_days": 1}})
+	denied_for(d, {"purpose_not_permitted", "role_not_permitted", "parameter_below_min"})
+	d.reasons == sort(d.reasons)
+}

@@ -1,0 +1,240 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/havenhealth/haven/policy/catalog"
+)
+
+// Editing a definition (or a codelist it uses) without the board
+// re-approving it fails `make test`: each approval must name the current
+// hash. To re-approve, run `haven policy hash` on the definition and put the
+// hash in data.json.
+func TestReferenceApprovalsMatchDefinitions(t *testing.T) {
+	if err := Lint(context.Background(), referenceBundle); err != nil {
+		t.Fatalf("the reference bundle does not lint clean; if a definition changed, re-approve it with `haven policy hash`:\n%v", err)
+	}
+	k := newKey(t)
+	dir := copyDir(t, referenceBundle)
+	sign(t, dir, k)
+	e := load(t, dir, k)
+	if n := len(e.Catalog().Definitions()); n == 0 {
+		t.Fatal("the reference bundle has no definitions")
+	}
+	for _, d := range e.Catalog().Definitions() {
+		t.Run(d.ID, func(t *testing.T) {
+			approval := approvalOf(t, dir, d.ID)
+			if approval["hash"] != d.Hash() {
+				t.Errorf("approval names %v, definition hashes to %s", approval["hash"], d.Hash())
+			}
+		})
+	}
+}
+
+func approvalOf(t *testing.T, dir, id string) map[string]any {
+	t.Helper()
+	var approval map[string]any
+	editJSON(t, filepath.Join(dir, "data.json"), func(data map[string]any) {
+		approval, _ = data["approvals"].(map[string]any)[id].(map[string]any)
+	})
+	if approval == nil {
+		t.Fatalf("no approval for %s", id)
+	}
+	return approval
+}
+
+// The coordinator's path end to end: bind a commissioner's parameters,
+// give them to policy in its form, and submit with the catalogue's hash.
+func TestSubmitWithBoundDefinition(t *testing.T) {
+	k := newKey(t)
+	dir := copyDir(t, referenceBundle)
+	sign(t, dir, k)
+	e := load(t, dir, k)
+	d, ok := e.Catalog().Get("t2dm-emergency-admissions")
+	if !ok {
+		t.Fatal("t2dm-emergency-admissions is not in the catalogue")
+	}
+	b, err := d.Bind(map[string]string{"followup_days": "400"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := ParametersOf(b)
+	if params["followup_days"] != int64(400) || params["index_date"] != "2023-04-01" {
+		t.Fatalf("ParametersOf = %v", params)
+	}
+	in := SubmitInput{
+		Now:        testNow,
+		Requester:  Requester{ID: "a1", Org: "QWE", Roles: []string{"commissioner"}},
+		Definition: DefinitionRef{ID: d.ID, Hash: d.Hash(), Codelists: d.CodelistNames()},
+		Parameters: params,
+		Purpose:    "commissioning",
+		Counts:     &SubmitCounts{},
+	}
+	dec, err := e.Submit(context.Background(), in)
+	if err != nil || !dec.Allow {
+		t.Fatalf("allow=%v reasons=%v err=%v", dec.Allow, dec.Reasons, err)
+	}
+
+	// The wire form (all strings) is refused: an int range needs a number.
+	in.Parameters = map[string]any{}
+	for k, v := range b.Params() {
+		in.Parameters[k] = v
+	}
+	if dec, _ := e.Submit(context.Background(), in); dec.Allow {
+		t.Error("string parameters passed a numeric range")
+	}
+}
+
+func TestEditedDefinitionLosesItsApproval(t *testing.T) {
+	k := newKey(t)
+	dir := copyDir(t, referenceBundle)
+	name := filepath.Join(dir, "definitions", "t2dm-emergency-admissions.yaml")
+	replaceOnce("version: 3", "version: 4")(t, name)
+
+	err := Lint(context.Background(), dir)
+	if err == nil || !strings.Contains(err.Error(), "approvals.t2dm-emergency-admissions.hash") {
+		t.Fatalf("Lint: got %v, want a problem with the approval's hash", err)
+	}
+
+	// Signed anyway, the bundle loads, but policy refuses the new version.
+	sign(t, dir, k)
+	e := load(t, dir, k)
+	d, _ := e.Catalog().Get("t2dm-emergency-admissions")
+	b, err := d.Bind(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := e.Submit(context.Background(), SubmitInput{
+		Now:        testNow,
+		Requester:  Requester{ID: "a1", Org: "QWE", Roles: []string{"commissioner"}},
+		Definition: DefinitionRef{ID: d.ID, Hash: d.Hash()},
+		Parameters: ParametersOf(b),
+		Purpose:    "commissioning",
+		Counts:     &SubmitCounts{},
+	})
+	if err != nil || dec.Allow || codes(dec)[0] != "definition_hash_mismatch" {
+		t.Errorf("edited definition: allow=%v reasons=%v err=%v", dec.Allow, codes(dec), err)
+	}
+}
+
+func TestLintReportsEveryProblemWithItsPosition(t *testing.T) {
+	dir := copyDir(t, referenceBundle)
+	write(t, filepath.Join(dir, "haven/extra.rego"), "package haven.extra\n\nx := if\n")
+	appendTo(t, filepath.Join(dir, "definitions", "t2dm-prevalence.yaml"), "colour: blue\n")
+	editJSON(t, filepath.Join(dir, "data.json"), func(data map[string]any) {
+		approvals := data["approvals"].(map[string]any)
+		approvals["no-such-definition"] = map[string]any{}
+		a := approvals["statins-chd"].(map[string]any)
+		a["expires"] = "next year"
+		a["roles"] = []any{"analyst", "overlord"}
+		delete(a["parameters"].(map[string]any), "lookback_days")
+	})
+
+	err := Lint(context.Background(), dir)
+	var list catalog.ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("Lint: got %v, want an ErrorList", err)
+	}
+	got := err.Error()
+	for _, want := range []string{
+		"haven/extra.rego:3:6: unexpected if keyword",
+		"definitions/t2dm-prevalence.yaml:",
+		`unknown field "colour"`,
+		// With a definition broken, the catalogue does not load; the
+		// approvals are still checked as far as they can be.
+		"data.json: approvals.statins-chd.expires:",
+		"data.json: approvals.statins-chd.roles: overlord is not one of",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, got)
+		}
+	}
+
+	// With the definition mended, the checks against it run too.
+	copyFile(t, filepath.Join(referenceBundle, "definitions", "t2dm-prevalence.yaml"), filepath.Join(dir, "definitions", "t2dm-prevalence.yaml"))
+	err = Lint(context.Background(), dir)
+	got = ""
+	if err != nil {
+		got = err.Error()
+	}
+	for _, want := range []string{
+		"data.json: approvals.no-such-definition: no definition",
+		"data.json: approvals.statins-chd.parameters.lookback_days: missing",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestApprovalRangesMatchParameterTypes(t *testing.T) {
+	dir := copyDir(t, referenceBundle)
+	editJSON(t, filepath.Join(dir, "data.json"), func(data map[string]any) {
+		p := data["approvals"].(map[string]any)["t2dm-emergency-admissions"].(map[string]any)["parameters"].(map[string]any)
+		p["followup_days"] = map[string]any{"min": "30", "max": 730.5}
+		p["index_date"] = map[string]any{"min": 20180101, "values": []any{"2020-01-01"}}
+		p["colour"] = map[string]any{}
+	})
+	err := Lint(context.Background(), dir)
+	got := ""
+	if err != nil {
+		got = err.Error()
+	}
+	for _, want := range []string{
+		"parameters.followup_days.min: 30 is not a whole number",
+		"parameters.followup_days.max: 730.5 is not a whole number",
+		"parameters.index_date.min: 20180101 is not a date",
+		"parameters.index_date.values: a date parameter takes min and max",
+		"parameters.colour: definition t2dm-emergency-admissions has no parameter colour",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestDefinitionFileHashIsTheCatalogues(t *testing.T) {
+	k := newKey(t)
+	dir := copyDir(t, referenceBundle)
+	sign(t, dir, k)
+	e := load(t, dir, k)
+	for _, want := range e.Catalog().Definitions() {
+		got, err := DefinitionFile(filepath.Join(referenceBundle, "definitions", want.ID+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Hash() != want.Hash() {
+			t.Errorf("%s: DefinitionFile hash %s, catalogue %s", want.ID, got.Hash(), want.Hash())
+		}
+	}
+}
+
+func appendTo(t *testing.T, name, text string) {
+	t.Helper()
+	f, err := os.OpenFile(name, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
