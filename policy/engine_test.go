@@ -438,12 +438,12 @@ func TestFilesAreTheVerifiedBytes(t *testing.T) {
 
 func TestMemFS(t *testing.T) {
 	f := files{
-		".manifest":                 []byte("{}"),
-		"data.json":                 []byte(`{"a": 1}`),
-		"haven/submit/submit.rego":  []byte("package haven.submit"),
-		"haven/submit/x_test.rego":  []byte("package haven.submit"),
-		"definitions/t2dm.yaml":     []byte("id: t2dm"),
-		"codelists/nested/t2dm.csv": []byte("code,term\n"),
+		".manifest":                        []byte("{}"),
+		"data.json":                        []byte(`{"a": 1}`),
+		"haven/submit/submit.rego":         []byte("package haven.submit"),
+		"haven/submit/x_test.rego":         []byte("package haven.submit"),
+		"definitions/t2dm/definition.yaml": []byte("id: t2dm"),
+		"codelists/nested/t2dm.csv":        []byte("code,term\n"),
 	}
 	if err := fstest.TestFS(f.asFS(), f.names()...); err != nil {
 		t.Fatal(err)

@@ -161,11 +161,11 @@ func ApprovalProblems(data map[string]any, cat *catalog.Catalog) catalog.ErrorLi
 		}
 		d, ok := cat.Get(id)
 		if !ok {
-			add(file, at, "no definition %q in the catalogue (definitions/%s.yaml)", id, id)
+			add(file, at, "no definition %q in the catalogue (%s)", id, catalog.DefinitionPath(id))
 			continue
 		}
 		if h, _ := a["hash"].(string); h != d.Hash() {
-			add(file, at+".hash", "approves %q but definitions/%s.yaml now hashes to %s: the definition changed since approval and needs re-approval (haven policy hash)", h, id, d.Hash())
+			add(file, at+".hash", "approves %q but %s now hashes to %s: the definition changed since approval and needs re-approval (haven policy hash)", h, catalog.DefinitionPath(id), d.Hash())
 		}
 		ranges, _ := a["parameters"].(map[string]any)
 		for _, p := range d.Parameters {
@@ -269,17 +269,19 @@ func sortedKeys(m map[string]any) []string {
 }
 
 // DefinitionFile parses the definition at p against the codelists of the
-// bundle it sits in: p is BUNDLE/definitions/ID.yaml and the codelists are
-// BUNDLE/codelists/*.csv. It is for checking or hashing a draft before it
-// is signed.
+// bundle it sits in: p is BUNDLE/definitions/ID/definition.yaml and the
+// codelists are BUNDLE/codelists/*.csv. A file that is not in a directory
+// under definitions/ is parsed against DIR/codelists/*.csv, DIR being the
+// directory it is in. It is for checking or hashing a draft before it is
+// signed.
 func DefinitionFile(p string) (*catalog.Definition, error) {
 	src, err := os.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
 	root := filepath.Dir(p)
-	if filepath.Base(root) == catalog.DefinitionsDir {
-		root = filepath.Dir(root)
+	if filepath.Base(filepath.Dir(root)) == catalog.DefinitionsDir {
+		root = filepath.Dir(filepath.Dir(root))
 	}
 	lists, err := filepath.Glob(filepath.Join(root, catalog.CodelistsDir, "*.csv"))
 	if err != nil {

@@ -93,7 +93,7 @@ func TestSubmitWithBoundDefinition(t *testing.T) {
 func TestEditedDefinitionLosesItsApproval(t *testing.T) {
 	k := newKey(t)
 	dir := copyDir(t, referenceBundle)
-	name := filepath.Join(dir, "definitions", "t2dm-emergency-admissions.yaml")
+	name := filepath.Join(dir, "definitions", "t2dm-emergency-admissions", "definition.yaml")
 	replaceOnce("version: 3", "version: 4")(t, name)
 
 	err := Lint(context.Background(), dir)
@@ -125,7 +125,7 @@ func TestEditedDefinitionLosesItsApproval(t *testing.T) {
 func TestLintReportsEveryProblemWithItsPosition(t *testing.T) {
 	dir := copyDir(t, referenceBundle)
 	write(t, filepath.Join(dir, "haven/extra.rego"), "package haven.extra\n\nx := if\n")
-	appendTo(t, filepath.Join(dir, "definitions", "t2dm-prevalence.yaml"), "colour: blue\n")
+	appendTo(t, filepath.Join(dir, "definitions", "t2dm-prevalence", "definition.yaml"), "colour: blue\n")
 	editJSON(t, filepath.Join(dir, "data.json"), func(data map[string]any) {
 		approvals := data["approvals"].(map[string]any)
 		approvals["no-such-definition"] = map[string]any{}
@@ -143,7 +143,7 @@ func TestLintReportsEveryProblemWithItsPosition(t *testing.T) {
 	got := err.Error()
 	for _, want := range []string{
 		"haven/extra.rego:3:6: unexpected if keyword",
-		"definitions/t2dm-prevalence.yaml:",
+		"definitions/t2dm-prevalence/definition.yaml:",
 		`unknown field "colour"`,
 		// With a definition broken, the catalogue does not load; the
 		// approvals are still checked as far as they can be.
@@ -156,7 +156,7 @@ func TestLintReportsEveryProblemWithItsPosition(t *testing.T) {
 	}
 
 	// With the definition mended, the checks against it run too.
-	copyFile(t, filepath.Join(referenceBundle, "definitions", "t2dm-prevalence.yaml"), filepath.Join(dir, "definitions", "t2dm-prevalence.yaml"))
+	copyFile(t, filepath.Join(referenceBundle, "definitions", "t2dm-prevalence", "definition.yaml"), filepath.Join(dir, "definitions", "t2dm-prevalence", "definition.yaml"))
 	err = Lint(context.Background(), dir)
 	got = ""
 	if err != nil {
@@ -215,7 +215,7 @@ func TestDefinitionFileHashIsTheCatalogues(t *testing.T) {
 	sign(t, dir, k)
 	e := load(t, dir, k)
 	for _, want := range e.Catalog().Definitions() {
-		got, err := DefinitionFile(filepath.Join(referenceBundle, "definitions", want.ID+".yaml"))
+		got, err := DefinitionFile(filepath.Join(referenceBundle, filepath.FromSlash(catalog.DefinitionPath(want.ID))))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -36,7 +36,7 @@ func TestTamperedFileIsRefused(t *testing.T) {
 	}{
 		{"rego policy", fixed("haven/submit/submit.rego"), flipLastLetter},
 		{"rego test", fixed("haven/submit/submit_test.rego"), flipLastLetter},
-		{"query definition", globbed("definitions/*.yaml"), flipLastLetter},
+		{"query definition", globbed("definitions/*/definition.yaml"), flipLastLetter},
 		{"codelist", globbed("codelists/*.csv"), flipLastLetter},
 		{"data value", fixed("data.json"), replaceOnce(`"min_cell_count": 8`, `"min_cell_count": 9`)},
 		{"manifest revision", fixed(".manifest"), replaceOnce(`"revision": "`, `"revision": "x`)},
@@ -84,8 +84,8 @@ func TestUnsignedOrMissingFilesAreRefused(t *testing.T) {
 			return "haven/extra.rego"
 		}},
 		{"added definition", func(t *testing.T, dir string) string {
-			write(t, filepath.Join(dir, "definitions/zz-unapproved.yaml"), "id: zz-unapproved\n")
-			return "definitions/zz-unapproved.yaml"
+			write(t, filepath.Join(dir, "definitions/zz-unapproved/definition.yaml"), "id: zz-unapproved\n")
+			return "definitions/zz-unapproved/definition.yaml"
 		}},
 		{"added dotfile", func(t *testing.T, dir string) string {
 			write(t, filepath.Join(dir, ".notes"), "x")
@@ -186,7 +186,7 @@ func TestTarballRoundTrip(t *testing.T) {
 	}
 
 	// Tamper after signing, then pack: the tarball is refused too.
-	name := firstGlob(t, filepath.Join(dir, "definitions/*.yaml"))
+	name := firstGlob(t, filepath.Join(dir, "definitions/*/definition.yaml"))
 	flipLastLetter(t, name)
 	pack(t, dir, tarball)
 	rel, _ := filepath.Rel(dir, name)

@@ -29,7 +29,7 @@ and gives coordinator and nodes the public key; they refuse anything else.
 A usual round: edit, then
   haven policy lint policy/bundle
   haven policy test policy/bundle
-  haven policy hash policy/bundle/definitions/NEW.yaml   (paste into data.json)
+  haven policy hash policy/bundle/definitions/NEW/definition.yaml   (paste into data.json)
   haven policy sign policy/bundle --key board.pem --out bundle.tar.gz`,
 		Example: `  haven policy keygen --out board.pem
   haven policy lint policy/bundle
@@ -53,7 +53,8 @@ func newPolicyLintCmd(a *app) *cobra.Command {
 		Use:   "lint PATH...",
 		Short: "Check bundles and query definitions, reporting every mistake with its position",
 		Long: `Check each PATH: a bundle (directory or .tar.gz) or a single definition
-(.yaml, checked against the codelists of the bundle it sits in).
+(BUNDLE/definitions/ID/definition.yaml, checked against the codelists of the
+bundle it sits in).
 
 For a bundle: every Rego file parses and compiles, the three decisions exist,
 data.json and .manifest parse, every definition and codelist checks, and every
@@ -61,7 +62,7 @@ approval names its definition's current hash, known purposes and roles, and a
 range for each parameter. Problems print one per line as file:line:column or
 file and field; the exit status is 1 if there are any.`,
 		Example: `  haven policy lint policy/bundle
-  haven policy lint policy/bundle/definitions/t2dm-prevalence.yaml`,
+  haven policy lint policy/bundle/definitions/t2dm-prevalence/definition.yaml`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			problems := 0
@@ -168,7 +169,7 @@ of every codelist it may use, read from the codelists directory of the bundle
 the file sits in. Approvals in data.json name this hash, so editing a
 definition or one of its codelists withdraws its approval until the board
 approves the new hash.`,
-		Example: `  haven policy hash policy/bundle/definitions/t2dm-emergency-admissions.yaml`,
+		Example: `  haven policy hash policy/bundle/definitions/t2dm-emergency-admissions/definition.yaml`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, p := range args {

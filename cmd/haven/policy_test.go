@@ -109,12 +109,12 @@ func TestPolicyKeygenSignVerify(t *testing.T) {
 }
 
 func TestPolicyLint(t *testing.T) {
-	if out, errOut, code := havenCLI(t, "policy", "lint", referenceBundle, filepath.Join(referenceBundle, "definitions", "t2dm-prevalence.yaml")); code != 0 {
+	if out, errOut, code := havenCLI(t, "policy", "lint", referenceBundle, filepath.Join(referenceBundle, "definitions", "t2dm-prevalence", "definition.yaml")); code != 0 {
 		t.Fatalf("lint of the reference bundle: exit %d\n%s%s", code, out, errOut)
 	}
 
 	dir := copyBundle(t)
-	def := filepath.Join(dir, "definitions", "t2dm-prevalence.yaml")
+	def := filepath.Join(dir, "definitions", "t2dm-prevalence", "definition.yaml")
 	f, err := os.OpenFile(def, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func TestPolicyLint(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "problems") {
 		t.Errorf("lint of a broken bundle: exit %d, stderr %q; want exit 1", code, errOut)
 	}
-	for _, want := range []string{"haven/broken.rego:3:6:", "definitions/t2dm-prevalence.yaml:", `unknown field "colour"`} {
+	for _, want := range []string{"haven/broken.rego:3:6:", "definitions/t2dm-prevalence/definition.yaml:", `unknown field "colour"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("lint output lacks %q:\n%s", want, out)
 		}
@@ -139,7 +139,7 @@ func TestPolicyLint(t *testing.T) {
 }
 
 func TestPolicyHash(t *testing.T) {
-	name := filepath.Join(referenceBundle, "definitions", "t2dm-emergency-admissions.yaml")
+	name := filepath.Join(referenceBundle, "definitions", "t2dm-emergency-admissions", "definition.yaml")
 	d, err := policy.DefinitionFile(name)
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func TestPolicyTest(t *testing.T) {
 }
 
 func TestPolicyEval(t *testing.T) {
-	d, err := policy.DefinitionFile(filepath.Join(referenceBundle, "definitions", "t2dm-emergency-admissions.yaml"))
+	d, err := policy.DefinitionFile(filepath.Join(referenceBundle, "definitions", "t2dm-emergency-admissions", "definition.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,23 @@ import (
 	"strings"
 )
 
-// Directories of a governance bundle that Load reads.
+// The layout of a governance bundle that Load reads.
 const (
 	DefinitionsDir = "definitions"
 	CodelistsDir   = "codelists"
+	// DefinitionFileName is the one file in each definitions/<id>/
+	// directory. Each definition has a directory of its own because OPA,
+	// loading a bundle directory as plain data (opa test without -b), merges
+	// every YAML file in a directory at the same data path, where the
+	// definitions' shared keys would conflict.
+	DefinitionFileName = "definition.yaml"
 )
+
+// DefinitionPath returns where the definition with the given id lives in a
+// bundle: definitions/<id>/definition.yaml.
+func DefinitionPath(id string) string {
+	return path.Join(DefinitionsDir, id, DefinitionFileName)
+}
 
 // Catalog is the approved catalogue of one governance bundle: every
 // definition and codelist, parsed and checked. It is immutable.
@@ -22,12 +34,12 @@ type Catalog struct {
 	codelists map[string]*Codelist
 }
 
-// Load reads codelists/*.csv and definitions/*.yaml from fsys, normally the
-// verified contents of a signed bundle; it reads nothing outside fsys. Every
-// file must parse and check, and definitions/<id>.yaml must declare that id.
-// A bundle without the directories gives an empty catalogue, which approves
-// nothing. All mistakes across all files are returned at once, as an
-// ErrorList.
+// Load reads codelists/*.csv and definitions/*/definition.yaml from fsys,
+// normally the verified contents of a signed bundle; it reads nothing outside
+// fsys. Every file must parse and check, and definitions/<id>/definition.yaml
+// must declare that id. A bundle without the directories gives an empty
+// catalogue, which approves nothing. All mistakes across all files are
+// returned at once, as an ErrorList.
 func Load(fsys fs.FS) (*Catalog, error) {
 	c := &Catalog{defs: map[string]*Definition{}, codelists: map[string]*Codelist{}}
 	var errs ErrorList
@@ -51,7 +63,7 @@ func Load(fsys fs.FS) (*Catalog, error) {
 		c.codelists[cl.Name] = cl
 	}
 
-	files, err = listDir(fsys, DefinitionsDir, ".yaml", &errs)
+	files, err = definitionFiles(fsys, &errs)
 	if err != nil {
 		return nil, err
 	}
@@ -65,8 +77,8 @@ func Load(fsys fs.FS) (*Catalog, error) {
 			errs = appendErrors(errs, name, err)
 			continue
 		}
-		if want := strings.TrimSuffix(path.Base(name), ".yaml"); d.ID != want {
-			errs.add(Pos{File: name}, "id", "file %s declares id %q; name the file %s.yaml", name, d.ID, d.ID)
+		if want := path.Base(path.Dir(name)); d.ID != want {
+			errs.add(Pos{File: name}, "id", "file %s declares id %q; name the directory %s/", name, d.ID, path.Dir(DefinitionPath(d.ID)))
 			continue
 		}
 		c.defs[d.ID] = d
@@ -98,6 +110,49 @@ func listDir(fsys fs.FS, dir, ext string, errs *ErrorList) ([]string, error) {
 			errs.add(Pos{File: name}, "", "unexpected file in %s/: only *%s files belong there", dir, ext)
 		default:
 			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// definitionFiles returns definitions/<id>/definition.yaml for every
+// directory under definitions/. A missing definitions/ is empty; a file
+// directly under it, a directory without a definition.yaml, and anything
+// beside the definition.yaml are reported, as listDir does.
+func definitionFiles(fsys fs.FS, errs *ErrorList) ([]string, error) {
+	entries, err := fs.ReadDir(fsys, DefinitionsDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load catalogue: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		dir := path.Join(DefinitionsDir, e.Name())
+		if !e.IsDir() {
+			errs.add(Pos{File: dir}, "", "unexpected file in %s/: each definition is %s", DefinitionsDir, DefinitionPath("<id>"))
+			continue
+		}
+		inner, err := fs.ReadDir(fsys, dir)
+		if err != nil {
+			return nil, fmt.Errorf("load catalogue: %w", err)
+		}
+		found := false
+		for _, f := range inner {
+			name := path.Join(dir, f.Name())
+			switch {
+			case f.IsDir():
+				errs.add(Pos{File: name}, "", "unexpected directory in %s/", dir)
+			case f.Name() != DefinitionFileName:
+				errs.add(Pos{File: name}, "", "unexpected file in %s/: only %s belongs there", dir, DefinitionFileName)
+			default:
+				found = true
+				out = append(out, name)
+			}
+		}
+		if !found {
+			errs.add(Pos{File: dir}, "", "no %s in %s/", DefinitionFileName, dir)
 		}
 	}
 	return out, nil

@@ -41,17 +41,21 @@ func codelistMap(c *Catalog) map[string]*Codelist {
 func bundleFS(t *testing.T) fstest.MapFS {
 	t.Helper()
 	m := fstest.MapFS{}
+	bundle := os.DirFS(bundleDir)
 	for _, dir := range []string{DefinitionsDir, CodelistsDir} {
-		entries, err := os.ReadDir(path.Join(bundleDir, dir))
+		err := fs.WalkDir(bundle, dir, func(name string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			src, err := fs.ReadFile(bundle, name)
+			if err != nil {
+				return err
+			}
+			m[name] = &fstest.MapFile{Data: src}
+			return nil
+		})
 		if err != nil {
 			t.Fatal(err)
-		}
-		for _, e := range entries {
-			src, err := os.ReadFile(path.Join(bundleDir, dir, e.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			m[path.Join(dir, e.Name())] = &fstest.MapFile{Data: src}
 		}
 	}
 	return m
@@ -307,15 +311,24 @@ func TestLoadErrors(t *testing.T) {
 		want []string
 		not  []string
 	}{
-		{"id differs from file name", func(m fstest.MapFS) {
-			m["definitions/other-name.yaml"] = m["definitions/statins-chd.yaml"]
-		}, []string{"definitions/other-name.yaml: id: file definitions/other-name.yaml declares id \"statins-chd\"; name the file statins-chd.yaml"}, nil},
-		{"stray file", func(m fstest.MapFS) {
-			m["definitions/README.md"] = &fstest.MapFile{Data: []byte("notes")}
-		}, []string{"definitions/README.md: unexpected file in definitions/: only *.yaml files belong there"}, nil},
+		{"id differs from directory name", func(m fstest.MapFS) {
+			m["definitions/other-name/definition.yaml"] = m["definitions/statins-chd/definition.yaml"]
+		}, []string{"definitions/other-name/definition.yaml: id: file definitions/other-name/definition.yaml declares id \"statins-chd\"; name the directory definitions/statins-chd/"}, nil},
+		{"file directly under definitions", func(m fstest.MapFS) {
+			m["definitions/statins-chd.yaml"] = m["definitions/statins-chd/definition.yaml"]
+		}, []string{"definitions/statins-chd.yaml: unexpected file in definitions/: each definition is definitions/<id>/definition.yaml"}, nil},
+		{"stray file beside a definition", func(m fstest.MapFS) {
+			m["definitions/statins-chd/README.md"] = &fstest.MapFile{Data: []byte("notes")}
+		}, []string{"definitions/statins-chd/README.md: unexpected file in definitions/statins-chd/: only definition.yaml belongs there"}, nil},
 		{"yml extension", func(m fstest.MapFS) {
-			m["definitions/x.yml"] = &fstest.MapFile{Data: []byte("id: x")}
-		}, []string{"definitions/x.yml: unexpected file"}, nil},
+			m["definitions/x/definition.yml"] = &fstest.MapFile{Data: []byte("id: x")}
+		}, []string{
+			"definitions/x/definition.yml: unexpected file",
+			"definitions/x: no definition.yaml in definitions/x/",
+		}, nil},
+		{"nested directory", func(m fstest.MapFS) {
+			m["definitions/statins-chd/old/definition.yaml"] = m["definitions/statins-chd/definition.yaml"]
+		}, []string{"definitions/statins-chd/old: unexpected directory in definitions/statins-chd/"}, nil},
 		{"subdirectory", func(m fstest.MapFS) {
 			m["codelists/old/t2dm.csv"] = &fstest.MapFile{Data: []byte("x")}
 		}, []string{"codelists/old: unexpected directory in codelists/"}, nil},
@@ -325,10 +338,10 @@ func TestLoadErrors(t *testing.T) {
 			not: []string{"unknown codelist"}},
 		{"errors in several files", func(m fstest.MapFS) {
 			m["codelists/bad.csv"] = &fstest.MapFile{Data: []byte("# system: snomed-ct\ncode,term\n44054007,typo\n")}
-			m["definitions/broken.yaml"] = &fstest.MapFile{Data: []byte("id: broken\nversion: 1\n")}
+			m["definitions/broken/definition.yaml"] = &fstest.MapFile{Data: []byte("id: broken\nversion: 1\n")}
 		}, []string{
 			"codelists/bad.csv:3:1: code: 44054007 fails the SNOMED CT check digit",
-			"definitions/broken.yaml:1:1: missing required field \"title\"",
+			"definitions/broken/definition.yaml:1:1: missing required field \"title\"",
 		}, nil},
 	}
 	for _, tt := range tests {
@@ -362,7 +375,7 @@ func TestLoadErrors(t *testing.T) {
 
 func TestCatalogParseDefinition(t *testing.T) {
 	c := loadBundle(t)
-	src, err := os.ReadFile(path.Join(bundleDir, "definitions/statins-chd.yaml"))
+	src, err := os.ReadFile(path.Join(bundleDir, DefinitionPath("statins-chd")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,18 +6,20 @@
 //
 // # Definitions
 //
-// A definition is a YAML file, definitions/<id>.yaml, that declares a query;
-// it never contains SQL. Everything is parsed from yaml.Node trees into the
-// typed AST of this package (Definition, Population, Variable, Measure…),
-// and every mistake is reported at once with file:line:column and the field
-// path, as an ErrorList. Unknown fields, wrong YAML types, aliases, unknown
-// CDM tables and columns, values outside a column's vocabulary, unknown
-// codelists, parameters used but not declared or declared but not used,
-// variables used but not defined or defined but not used, impossible
-// ranges, and identifying columns (cdm.Identifying) as outputs are all
-// errors.
+// A definition is a YAML file, definitions/<id>/definition.yaml, that
+// declares a query; it never contains SQL. (Each has a directory of its own
+// so that OPA, reading the bundle directory as plain data, finds no two
+// files at one data path.) Everything is parsed from yaml.Node trees into
+// the typed AST of this package (Definition, Population, Variable,
+// Measure…), and every mistake is reported at once with file:line:column
+// and the field path, as an ErrorList. Unknown fields, wrong YAML types,
+// aliases, unknown CDM tables and columns, values outside a column's
+// vocabulary, unknown codelists, parameters used but not declared or
+// declared but not used, variables used but not defined or defined but not
+// used, impossible ranges, and identifying columns (cdm.Identifying) as
+// outputs are all errors.
 //
-//	id: t2dm-emergency-admissions        # slug; must match the file name
+//	id: t2dm-emergency-admissions        # slug; must match the directory name
 //	version: 3                           # integer ≥ 1
 //	title: Emergency admissions among adults with type 2 diabetes
 //	description: Free text, published with the catalogue.

@@ -12,7 +12,7 @@ import (
 // panic; it returns either an ErrorList or a definition that hashes the
 // same when parsed again, binds or reports why not, and plans.
 func FuzzParseDefinition(f *testing.F) {
-	for _, pattern := range []string{"../bundle/definitions/*.yaml", "testdata/*.yaml", "testdata/reformatted/*.yaml"} {
+	for _, pattern := range []string{"../bundle/definitions/*/definition.yaml", "testdata/*.yaml", "testdata/reformatted/*.yaml"} {
 		files, _ := filepath.Glob(pattern)
 		for _, file := range files {
 			src, err := os.ReadFile(file)
