@@ -85,6 +85,8 @@ run, in memory, and releases only tables that passed disclosure control.`,
 		newPKICmd(a),
 		newAuditCmd(a),
 		newPolicyCmd(a),
+		newCoordinatorCmd(a),
+		newQueryCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,485 @@
+// Package api serves the Coordinator service, the commissioner's API: the
+// approved catalogue, submitting runs, following them and cancelling
+// them. The caller is the authenticated principal (coordinator/authn),
+// never a request field.
+//
+// A submission is checked in order: the definition is in the signed
+// catalogue (NotFound otherwise), every parameter value has its declared
+// type and passes the definition's own ranges (InvalidArgument naming the
+// parameter), and then haven/submit decides. A run the policy refuses is
+// still recorded, in RUN_STATE_REFUSED with the policy's reasons (not
+// approved, role not permitted, purpose not permitted, parameter outside
+// the approved range), so the register shows it and the CLI can say why.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/havenhealth/haven/coordinator/authn"
+	"github.com/havenhealth/haven/coordinator/dispatch"
+	"github.com/havenhealth/haven/coordinator/store"
+	"github.com/havenhealth/haven/policy"
+	"github.com/havenhealth/haven/policy/catalog"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// Governance is the active governance bundle (policy.Engine).
+type Governance interface {
+	Catalog() *catalog.Catalog
+	Files() fs.FS
+	Revision() string
+	Submit(ctx context.Context, in policy.SubmitInput) (policy.Decision, error)
+}
+
+// Runs is the dispatcher.
+type Runs interface {
+	Submit(ctx context.Context, sub dispatch.Submission) (*havenv1.Run, error)
+	GetRun(ctx context.Context, p authn.Principal, id string) (*havenv1.Run, error)
+	ListRuns(ctx context.Context, p authn.Principal, q store.ListQuery) ([]*havenv1.Run, string, error)
+	FindSubmitted(ctx context.Context, p authn.Principal, clientRequestID string) (*havenv1.Run, bool, error)
+	RecentRuns(ctx context.Context, p authn.Principal, since time.Time) (int, error)
+	CancelRun(ctx context.Context, p authn.Principal, runID, reason string) (*havenv1.Run, error)
+	Watch(ctx context.Context, p authn.Principal, runID string) (*dispatch.Watch, error)
+}
+
+// Server implements havenv1.CoordinatorServer.
+type Server struct {
+	havenv1.UnimplementedCoordinatorServer
+	gov  Governance
+	runs Runs
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu        sync.Mutex
+	approvals map[string]approval // of revision approvalsOf
+	approvRev string
+}
+
+// New returns the Coordinator service.
+func New(gov Governance, runs Runs, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{gov: gov, runs: runs, log: log, now: time.Now}
+}
+
+func principal(ctx context.Context) (authn.Principal, error) {
+	p, ok := authn.FromContext(ctx)
+	if !ok || p.Kind != authn.KindUser {
+		return authn.Principal{}, status.Error(codes.PermissionDenied, "the Coordinator service is for users")
+	}
+	return p, nil
+}
+
+// internal hides an unexpected error's detail from the caller and logs it.
+func (s *Server) internal(ctx context.Context, what string, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	s.log.LogAttrs(ctx, slog.LevelError, what, slog.String("error", err.Error()))
+	return status.Errorf(codes.Internal, "%s failed; the coordinator's log has the detail", what)
+}
+
+const (
+	defaultPageSize = 50
+	maxPageSize     = 500
+)
+
+// ListDefinitions implements havenv1.CoordinatorServer.
+func (s *Server) ListDefinitions(ctx context.Context, req *havenv1.ListDefinitionsRequest) (*havenv1.ListDefinitionsResponse, error) {
+	if _, err := principal(ctx); err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		return nil, status.Error(codes.InvalidArgument, "page_size is negative")
+	case size == 0:
+		size = defaultPageSize
+	}
+	size = min(size, maxPageSize)
+	after := ""
+	if tok := req.GetPageToken(); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, "page_token is not one this server gave")
+		}
+		after = string(b)
+	}
+	approvals := s.approvalsNow()
+	resp := &havenv1.ListDefinitionsResponse{}
+	for _, d := range s.gov.Catalog().Definitions() {
+		if d.ID <= after {
+			continue
+		}
+		if len(resp.Definitions) == size {
+			resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(resp.Definitions[size-1].Id))
+			break
+		}
+		resp.Definitions = append(resp.Definitions, summary(d, approvals))
+	}
+	return resp, nil
+}
+
+// GetDefinition implements havenv1.CoordinatorServer.
+func (s *Server) GetDefinition(ctx context.Context, req *havenv1.GetDefinitionRequest) (*havenv1.GetDefinitionResponse, error) {
+	if _, err := principal(ctx); err != nil {
+		return nil, err
+	}
+	d, err := s.definition(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if v := req.GetVersion(); v != 0 && int64(v) != d.Version {
+		return nil, status.Errorf(codes.NotFound, "definition %s version %d is not in force; the approved catalogue has version %d", d.ID, v, d.Version)
+	}
+	files := s.gov.Files()
+	src, err := fs.ReadFile(files, d.File())
+	if err != nil {
+		return nil, s.internal(ctx, "read definition source", err)
+	}
+	resp := &havenv1.GetDefinitionResponse{Definition: summary(d, s.approvalsNow()), Source: string(src)}
+	for _, cl := range d.Codelists() {
+		cs := &havenv1.CodelistSummary{Name: cl.Name, CodeCount: int64(cl.Len())}
+		if b, err := fs.ReadFile(files, path.Join(catalog.CodelistsDir, cl.Name+".csv")); err == nil {
+			sum := sha256.Sum256(b)
+			cs.Sha256 = hex.EncodeToString(sum[:])
+		}
+		resp.Codelists = append(resp.Codelists, cs)
+	}
+	return resp, nil
+}
+
+func (s *Server) definition(id string) (*catalog.Definition, error) {
+	if id == "" {
+		return nil, status.Error(codes.InvalidArgument, "definition id is required")
+	}
+	cat := s.gov.Catalog()
+	d, ok := cat.Get(id)
+	if !ok {
+		ids := make([]string, 0)
+		for _, d := range cat.Definitions() {
+			ids = append(ids, d.ID)
+		}
+		return nil, status.Errorf(codes.NotFound, "no definition %q in the approved catalogue (bundle %s); it has: %s",
+			id, s.gov.Revision(), strings.Join(ids, ", "))
+	}
+	return d, nil
+}
+
+// SubmitRun implements havenv1.CoordinatorServer.
+func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (*havenv1.SubmitRunResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if crid := req.GetClientRequestId(); crid != "" {
+		if err := havenv1.CheckID(crid); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "client_request_id: %v", err)
+		}
+		run, ok, err := s.runs.FindSubmitted(ctx, p, crid)
+		if err != nil {
+			return nil, s.internal(ctx, "look up client_request_id", err)
+		}
+		if ok {
+			return &havenv1.SubmitRunResponse{Run: run}, nil
+		}
+	}
+	d, err := s.definition(req.GetDefinitionId())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetPurpose() == "" {
+		return nil, status.Errorf(codes.InvalidArgument, "purpose is required%s", purposesHint(s.approvalsNow()[d.ID]))
+	}
+	raw, err := rawParameters(d, req.GetParameters())
+	if err != nil {
+		return nil, err
+	}
+	bound, err := d.Bind(raw)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "parameters of %s:\n%v", d.ID, err)
+	}
+	now := s.now()
+	recent, err := s.runs.RecentRuns(ctx, p, now.Add(-24*time.Hour))
+	if err != nil {
+		return nil, s.internal(ctx, "count recent runs", err)
+	}
+	dec, err := s.gov.Submit(ctx, policy.SubmitInput{
+		Now:        now,
+		Requester:  policy.Requester{ID: p.ID, Org: p.Org, Roles: p.Roles},
+		Definition: policy.DefinitionRef{ID: d.ID, Hash: d.Hash(), Codelists: d.CodelistNames()},
+		Parameters: dispatch.PolicyParameters(bound),
+		Purpose:    req.GetPurpose(),
+		Counts:     &policy.SubmitCounts{RunsLast24h: recent},
+	})
+	if err != nil {
+		// The decision denies with a policy_error reason; the run records it.
+		s.log.LogAttrs(ctx, slog.LevelError, "haven/submit failed", slog.String("definition", d.ID), slog.String("error", err.Error()))
+	}
+	run, err := s.runs.Submit(ctx, dispatch.Submission{Definition: d, Bound: bound, Purpose: req.GetPurpose(),
+		Requester: p, ClientRequestID: req.GetClientRequestId(), Decision: dec})
+	if err != nil {
+		return nil, s.internal(ctx, "submit run", err)
+	}
+	return &havenv1.SubmitRunResponse{Run: run}, nil
+}
+
+func purposesHint(a approval) string {
+	if len(a.Purposes) == 0 {
+		return ""
+	}
+	return "; the approval allows: " + strings.Join(a.Purposes, ", ")
+}
+
+// rawParameters turns wire values into the strings catalog.Bind reads,
+// checking that each value has its parameter's type. Names the definition
+// does not declare are passed on for Bind to report, with suggestions.
+func rawParameters(d *catalog.Definition, in map[string]*havenv1.ParameterValue) (map[string]string, error) {
+	out := make(map[string]string, len(in))
+	var problems []string
+	for _, name := range slices.Sorted(maps.Keys(in)) {
+		v := in[name]
+		p, declared := d.Parameter(name)
+		var s string
+		var kind catalog.ParamType
+		switch x := v.GetValue().(type) {
+		case *havenv1.ParameterValue_IntValue:
+			s, kind = strconv.FormatInt(x.IntValue, 10), catalog.ParamInt
+		case *havenv1.ParameterValue_DateValue:
+			s, kind = x.DateValue, catalog.ParamDate
+		case *havenv1.ParameterValue_EnumValue:
+			s, kind = x.EnumValue, catalog.ParamEnum
+		case *havenv1.ParameterValue_CodelistName:
+			s, kind = x.CodelistName, catalog.ParamCodelist
+		default:
+			problems = append(problems, fmt.Sprintf("parameters.%s: no value given", name))
+			continue
+		}
+		if declared && p.Type != kind {
+			problems = append(problems, fmt.Sprintf("parameters.%s: parameter %s is a %s, not a %s", name, name, p.Type, kind))
+			continue
+		}
+		out[name] = s
+	}
+	if len(problems) > 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "parameters of %s:\n%s", d.ID, strings.Join(problems, "\n"))
+	}
+	return out, nil
+}
+
+func checkRunID(id string) error {
+	if err := havenv1.CheckID(id); err != nil {
+		return status.Errorf(codes.InvalidArgument, "run_id: %v", err)
+	}
+	return nil
+}
+
+// GetRun implements havenv1.CoordinatorServer.
+func (s *Server) GetRun(ctx context.Context, req *havenv1.GetRunRequest) (*havenv1.GetRunResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRunID(req.GetRunId()); err != nil {
+		return nil, err
+	}
+	run, err := s.runs.GetRun(ctx, p, req.GetRunId())
+	if err != nil {
+		return nil, s.internal(ctx, "get run", err)
+	}
+	return &havenv1.GetRunResponse{Run: run}, nil
+}
+
+// WatchRun implements havenv1.CoordinatorServer.
+func (s *Server) WatchRun(req *havenv1.WatchRunRequest, stream havenv1.Coordinator_WatchRunServer) error {
+	ctx := stream.Context()
+	p, err := principal(ctx)
+	if err != nil {
+		return err
+	}
+	if err := checkRunID(req.GetRunId()); err != nil {
+		return err
+	}
+	w, err := s.runs.Watch(ctx, p, req.GetRunId())
+	if err != nil {
+		return s.internal(ctx, "watch run", err)
+	}
+	defer w.Stop()
+	if err := stream.Send(w.First); err != nil {
+		return err
+	}
+	if w.C == nil {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.C:
+			if !ok {
+				switch err := w.Err(); {
+				case errors.Is(err, dispatch.ErrWatcherBehind):
+					return status.Error(codes.ResourceExhausted, err.Error())
+				case err != nil:
+					return status.Error(codes.Unavailable, err.Error())
+				}
+				return nil
+			}
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// CancelRun implements havenv1.CoordinatorServer.
+func (s *Server) CancelRun(ctx context.Context, req *havenv1.CancelRunRequest) (*havenv1.CancelRunResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRunID(req.GetRunId()); err != nil {
+		return nil, err
+	}
+	if len(req.GetReason()) > 500 {
+		return nil, status.Error(codes.InvalidArgument, "reason is over 500 characters")
+	}
+	run, err := s.runs.CancelRun(ctx, p, req.GetRunId(), req.GetReason())
+	if err != nil {
+		return nil, s.internal(ctx, "cancel run", err)
+	}
+	return &havenv1.CancelRunResponse{Run: run}, nil
+}
+
+// ListRuns implements havenv1.CoordinatorServer.
+func (s *Server) ListRuns(ctx context.Context, req *havenv1.ListRunsRequest) (*havenv1.ListRunsResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetPageSize() < 0 {
+		return nil, status.Error(codes.InvalidArgument, "page_size is negative")
+	}
+	runs, next, err := s.runs.ListRuns(ctx, p, store.ListQuery{States: req.GetStates(), DefinitionID: req.GetDefinitionId(),
+		PageSize: min(int(req.GetPageSize()), maxPageSize), PageToken: req.GetPageToken()})
+	if err != nil {
+		if strings.Contains(err.Error(), "page token") {
+			return nil, status.Error(codes.InvalidArgument, "page_token is not one this server gave")
+		}
+		return nil, s.internal(ctx, "list runs", err)
+	}
+	return &havenv1.ListRunsResponse{Runs: runs, NextPageToken: next}, nil
+}
+
+// approval is one entry of the bundle's data.json approvals.
+type approval struct {
+	Hash       string   `json:"hash"`
+	Approver   string   `json:"approver"`
+	ApprovedOn string   `json:"approved_on"`
+	Expires    string   `json:"expires"`
+	Purposes   []string `json:"purposes"`
+}
+
+// approvalsNow returns the approvals of the active bundle, read once per
+// revision from the verified data.json.
+func (s *Server) approvalsNow() map[string]approval {
+	rev := s.gov.Revision()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.approvals != nil && s.approvRev == rev {
+		return s.approvals
+	}
+	var data struct {
+		Approvals map[string]approval `json:"approvals"`
+	}
+	b, err := fs.ReadFile(s.gov.Files(), "data.json")
+	if err == nil {
+		err = json.Unmarshal(b, &data)
+	}
+	if err != nil {
+		s.log.Warn("governance bundle has no readable approvals; definitions are listed without them", "error", err)
+	}
+	if data.Approvals == nil {
+		data.Approvals = map[string]approval{}
+	}
+	s.approvals, s.approvRev = data.Approvals, rev
+	return s.approvals
+}
+
+// summary describes a definition for the catalogue. The approval is
+// included only when it names the definition's current hash: an edited
+// definition is unapproved until the board approves it again.
+func summary(d *catalog.Definition, approvals map[string]approval) *havenv1.DefinitionSummary {
+	plan := d.Plan()
+	out := &havenv1.DefinitionSummary{
+		Id:          d.ID,
+		Version:     uint32(d.Version),
+		Title:       d.Title,
+		Description: strings.TrimSpace(d.Description),
+		Sha256:      d.Hash(),
+		Mode:        dispatch.WireMode(plan.Mode),
+		GroupBy:     slices.Clone(d.GroupBy),
+	}
+	for _, m := range d.Measures {
+		out.Measures = append(out.Measures, m.Name)
+	}
+	for _, p := range d.Parameters {
+		spec := &havenv1.ParameterSpec{Name: p.Name, Type: paramType(p.Type), Description: p.Description,
+			AllowedValues: slices.Clone(p.Values)}
+		if p.Min != nil {
+			spec.Min = dispatch.WireValue(*p.Min)
+		}
+		if p.Max != nil {
+			spec.Max = dispatch.WireValue(*p.Max)
+		}
+		if p.Default != nil {
+			spec.DefaultValue = dispatch.WireValue(*p.Default)
+		}
+		out.Parameters = append(out.Parameters, spec)
+	}
+	if a, ok := approvals[d.ID]; ok && a.Hash == d.Hash() {
+		ap := &havenv1.Approval{Approver: a.Approver, AllowedPurposes: slices.Clone(a.Purposes)}
+		if t, err := time.Parse(time.DateOnly, a.ApprovedOn); err == nil {
+			ap.ApprovedAt = timestamppb.New(t)
+		}
+		if t, err := time.Parse(time.RFC3339, a.Expires); err == nil {
+			ap.ExpiresAt = timestamppb.New(t)
+		}
+		out.Approval = ap
+	}
+	return out
+}
+
+func paramType(t catalog.ParamType) havenv1.ParameterType {
+	switch t {
+	case catalog.ParamInt:
+		return havenv1.ParameterType_PARAMETER_TYPE_INT
+	case catalog.ParamDate:
+		return havenv1.ParameterType_PARAMETER_TYPE_DATE
+	case catalog.ParamEnum:
+		return havenv1.ParameterType_PARAMETER_TYPE_ENUM
+	case catalog.ParamCodelist:
+		return havenv1.ParameterType_PARAMETER_TYPE_CODELIST
+	}
+	return havenv1.ParameterType_PARAMETER_TYPE_UNSPECIFIED
+}

@@ -1,0 +1,57 @@
+package api
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/havenhealth/haven/policy/catalog"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+func TestRawParameters(t *testing.T) {
+	cat, err := catalog.Load(os.DirFS(filepath.Join("..", "..", "policy", "bundle")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, _ := cat.Get("statins-chd")
+	date := func(s string) *havenv1.ParameterValue {
+		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_DateValue{DateValue: s}}
+	}
+	num := func(n int64) *havenv1.ParameterValue {
+		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_IntValue{IntValue: n}}
+	}
+	got, err := rawParameters(def, map[string]*havenv1.ParameterValue{"index_date": date("2024-04-01"), "lookback_days": num(90)})
+	if err != nil || got["index_date"] != "2024-04-01" || got["lookback_days"] != "90" {
+		t.Errorf("good values: %v %v", got, err)
+	}
+	// Undeclared names pass through for Bind to report with a suggestion.
+	if got, err := rawParameters(def, map[string]*havenv1.ParameterValue{"lookback": num(90)}); err != nil || got["lookback"] != "90" {
+		t.Errorf("undeclared name: %v %v", got, err)
+	}
+	_, err = rawParameters(def, map[string]*havenv1.ParameterValue{"index_date": num(2024), "lookback_days": date("2024-01-01"), "x": {}})
+	for _, want := range []string{"index_date is a date, not a int", "lookback_days is a int, not a date", "parameters.x: no value given"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("mistyped values: %v, want %q", err, want)
+		}
+	}
+}
+
+func TestSummary(t *testing.T) {
+	cat, err := catalog.Load(os.DirFS(filepath.Join("..", "..", "policy", "bundle")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, _ := cat.Get("t2dm-emergency-admissions")
+	approved := summary(def, map[string]approval{def.ID: {Hash: def.Hash(), Approver: "board", ApprovedOn: "2026-01-14",
+		Expires: "2028-03-31T23:59:59Z", Purposes: []string{"research"}}})
+	if approved.GetApproval().GetExpiresAt().AsTime().Year() != 2028 || approved.GetMode() != havenv1.PlanMode_PLAN_MODE_LINKAGE ||
+		len(approved.GetParameters()) != 2 || approved.GetParameters()[0].GetDefaultValue().GetIntValue() != 365 {
+		t.Errorf("summary %v", approved)
+	}
+	stale := summary(def, map[string]approval{def.ID: {Hash: strings.Repeat("0", 64)}})
+	if stale.GetApproval() != nil {
+		t.Errorf("an approval of another hash was shown: %v", stale.GetApproval())
+	}
+}

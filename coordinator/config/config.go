@@ -1,0 +1,371 @@
+// Package config reads and checks the coordinator's configuration file
+// (deploy/examples/coordinator.yaml is the annotated example).
+//
+// Loading is layered: Default, then the YAML file (strictly: an unknown
+// field is an error), then whatever flags the caller applies, and finally
+// Validate, which reports every problem at once. Relative paths in the file
+// are resolved against the file's directory, so a configuration and the
+// files it names can move together.
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/node/cdm"
+)
+
+// Config is the coordinator's configuration.
+type Config struct {
+	// Listen is the address the one gRPC port (NodeLink, Coordinator and
+	// Arrow Flight) listens on, host:port.
+	Listen string `yaml:"listen"`
+	// TLS is the coordinator's certificate and the network CA.
+	TLS TLS `yaml:"tls"`
+	// Governance is the signed governance bundle.
+	Governance Governance `yaml:"governance"`
+	// DataDir holds the job store (coordinator.db) and the audit log
+	// (audit.jsonl).
+	DataDir string `yaml:"data_dir"`
+	// Runs holds run and link timing.
+	Runs Runs `yaml:"runs"`
+	// Uploads caps each task's Flight upload.
+	Uploads Uploads `yaml:"uploads"`
+	// OperatorRoles are the user roles that may see, cancel and fetch
+	// every run, not only their own.
+	OperatorRoles []string `yaml:"operator_roles"`
+	// Users are the people and services that authenticate with a bearer
+	// token instead of a client certificate.
+	Users []User `yaml:"users"`
+	// Network describes the member sites; optional.
+	Network Network `yaml:"network"`
+
+	// file is the path the configuration was loaded from, for messages.
+	file string
+}
+
+// TLS names the coordinator's certificate and key and the network CA
+// certificate that client certificates are checked against.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CA   string `yaml:"ca"`
+}
+
+// Governance names the signed governance bundle and the board's key.
+type Governance struct {
+	// Bundle is a bundle directory or .tar.gz file.
+	Bundle string `yaml:"bundle"`
+	// PublicKey is the board's public key (PEM).
+	PublicKey string `yaml:"public_key"`
+	// ReloadInterval is how often the bundle is checked for a new
+	// version; zero turns reloading off.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+}
+
+// Runs holds timing of runs and node links.
+type Runs struct {
+	// Deadline is how long sites have to answer a run.
+	Deadline time.Duration `yaml:"deadline"`
+	// HeartbeatInterval is how often nodes send Heartbeat; a link silent
+	// for three intervals is dropped.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+}
+
+// Uploads caps what one task may upload (havenv1.UploadLimits). Byte
+// figures count Arrow IPC body bytes and accept a unit: 512MiB, 1GiB.
+type Uploads struct {
+	MaxRows       int64    `yaml:"max_rows"`
+	MaxBytes      ByteSize `yaml:"max_bytes"`
+	MaxBatchBytes ByteSize `yaml:"max_batch_bytes"`
+}
+
+// User is a bearer-token user. The token itself is never stored: only its
+// SHA-256, which `haven coordinator token` prints.
+type User struct {
+	ID          string   `yaml:"id"`
+	Org         string   `yaml:"org"`
+	Roles       []string `yaml:"roles"`
+	TokenSHA256 string   `yaml:"token_sha256"`
+}
+
+// Network describes the network's member sites.
+type Network struct {
+	// LinkageKeyID is the identifier of the network linkage secret; when
+	// set, linkage runs use only nodes that hold it.
+	LinkageKeyID string `yaml:"linkage_key_id"`
+	// Sites, when listed, are the only sites allowed to connect, and every
+	// one is expected in the runs of its kind whether connected or not.
+	// Unlisted, any node with a network certificate may connect and runs
+	// expect the sites that have connected since start-up.
+	Sites []Site `yaml:"sites"`
+}
+
+// Site is one member site.
+type Site struct {
+	ODS  string       `yaml:"ods"`
+	Kind cdm.SiteKind `yaml:"kind"`
+	// Population is the site's registered population, used for coverage
+	// while the site has not connected; the node's own figure wins.
+	Population int64 `yaml:"population"`
+}
+
+// Default returns the defaults a file overrides.
+func Default() Config {
+	return Config{
+		Listen: ":7443",
+		Governance: Governance{
+			ReloadInterval: 30 * time.Second,
+		},
+		Runs: Runs{
+			Deadline:          15 * time.Minute,
+			HeartbeatInterval: 15 * time.Second,
+		},
+		Uploads: Uploads{
+			MaxRows:       20_000_000,
+			MaxBytes:      2 << 30,
+			MaxBatchBytes: 64 << 20,
+		},
+		OperatorRoles: []string{"operator"},
+	}
+}
+
+// Load reads the file at path over Default and resolves its relative paths.
+// It does not validate; call Validate.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.file = path
+	cfg.resolve(filepath.Dir(path))
+	return cfg, nil
+}
+
+// Parse reads YAML over Default. Unknown fields are errors. Paths are left
+// as written.
+func Parse(b []byte) (*Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document; want one")
+	}
+	return &cfg, nil
+}
+
+func (c *Config) resolve(dir string) {
+	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA, &c.Governance.Bundle, &c.Governance.PublicKey, &c.DataDir} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// File is the path the configuration was loaded from, if any.
+func (c *Config) File() string { return c.file }
+
+// StorePath is the job store's file.
+func (c *Config) StorePath() string { return filepath.Join(c.DataDir, "coordinator.db") }
+
+// AuditPath is the audit log's file.
+func (c *Config) AuditPath() string { return filepath.Join(c.DataDir, "audit.jsonl") }
+
+var (
+	hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	tokenish  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$`)
+)
+
+// Validate reports every problem with c, each naming its field, or nil.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q is not host:port", c.Listen)
+	}
+	required := func(field, v string) {
+		if v == "" {
+			bad(field, "required")
+		}
+	}
+	required("tls.cert", c.TLS.Cert)
+	required("tls.key", c.TLS.Key)
+	required("tls.ca", c.TLS.CA)
+	required("governance.bundle", c.Governance.Bundle)
+	required("governance.public_key", c.Governance.PublicKey)
+	required("data_dir", c.DataDir)
+	if c.Governance.ReloadInterval < 0 {
+		bad("governance.reload_interval", "%v is negative", c.Governance.ReloadInterval)
+	} else if c.Governance.ReloadInterval > 0 && c.Governance.ReloadInterval < time.Second {
+		bad("governance.reload_interval", "%v is under a second; use 0 to turn reloading off", c.Governance.ReloadInterval)
+	}
+	if c.Runs.Deadline < time.Second || c.Runs.Deadline > 7*24*time.Hour {
+		bad("runs.deadline", "%v: want from 1s to 168h", c.Runs.Deadline)
+	}
+	if c.Runs.HeartbeatInterval < 100*time.Millisecond || c.Runs.HeartbeatInterval > 10*time.Minute {
+		bad("runs.heartbeat_interval", "%v: want from 100ms to 10m", c.Runs.HeartbeatInterval)
+	}
+	if c.Uploads.MaxRows < 1 {
+		bad("uploads.max_rows", "%d: want at least 1", c.Uploads.MaxRows)
+	}
+	if c.Uploads.MaxBytes < 1 {
+		bad("uploads.max_bytes", "%d: want at least 1", c.Uploads.MaxBytes)
+	}
+	if c.Uploads.MaxBatchBytes < 1 {
+		bad("uploads.max_batch_bytes", "%d: want at least 1", c.Uploads.MaxBatchBytes)
+	} else if c.Uploads.MaxBatchBytes > 1<<30 {
+		bad("uploads.max_batch_bytes", "%s: want at most 1GiB (one gRPC message carries one batch)", c.Uploads.MaxBatchBytes)
+	} else if c.Uploads.MaxBatchBytes > c.Uploads.MaxBytes {
+		bad("uploads.max_batch_bytes", "%s is more than uploads.max_bytes %s", c.Uploads.MaxBatchBytes, c.Uploads.MaxBytes)
+	}
+	for i, r := range c.OperatorRoles {
+		if !tokenish.MatchString(r) {
+			bad(fmt.Sprintf("operator_roles[%d]", i), "%q is not a role name", r)
+		}
+	}
+	ids := map[string]bool{}
+	hashes := map[string]bool{}
+	for i, u := range c.Users {
+		f := fmt.Sprintf("users[%d]", i)
+		if !tokenish.MatchString(u.ID) {
+			bad(f+".id", "%q: want letters, digits and . _ @ -", u.ID)
+		} else if ids[u.ID] {
+			bad(f+".id", "%q appears twice", u.ID)
+		}
+		ids[u.ID] = true
+		if !tokenish.MatchString(u.Org) {
+			bad(f+".org", "%q: want an organisation code", u.Org)
+		}
+		if len(u.Roles) == 0 {
+			bad(f+".roles", "at least one role is required")
+		}
+		for j, r := range u.Roles {
+			if !tokenish.MatchString(r) {
+				bad(fmt.Sprintf("%s.roles[%d]", f, j), "%q is not a role name", r)
+			}
+		}
+		switch {
+		case !hexSHA256.MatchString(u.TokenSHA256):
+			bad(f+".token_sha256", "want 64 lower-case hex digits (the SHA-256 of the token, never the token)")
+		case hashes[u.TokenSHA256]:
+			bad(f+".token_sha256", "the same token is configured for two users")
+		}
+		hashes[u.TokenSHA256] = true
+	}
+	if c.Network.LinkageKeyID != "" && !tokenish.MatchString(c.Network.LinkageKeyID) {
+		bad("network.linkage_key_id", "%q: want letters, digits and . _ @ -", c.Network.LinkageKeyID)
+	}
+	sites := map[string]bool{}
+	for i, s := range c.Network.Sites {
+		f := fmt.Sprintf("network.sites[%d]", i)
+		if err := pki.CheckODS(s.ODS); err != nil {
+			bad(f+".ods", "%v", err)
+		} else if sites[s.ODS] {
+			bad(f+".ods", "%s appears twice", s.ODS)
+		}
+		sites[s.ODS] = true
+		if !slices.Contains(cdm.SiteKinds(), s.Kind) {
+			bad(f+".kind", "%q: want gp or trust", s.Kind)
+		}
+		if s.Population < 0 {
+			bad(f+".population", "%d is negative", s.Population)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	err := errors.Join(errs...)
+	if c.file != "" {
+		return fmt.Errorf("config %s:\n%w", c.file, err)
+	}
+	return fmt.Errorf("config:\n%w", err)
+}
+
+// String summarises the configuration for logs. It names users by id and
+// never prints token hashes.
+func (c *Config) String() string {
+	users := make([]string, len(c.Users))
+	for i, u := range c.Users {
+		users[i] = fmt.Sprintf("%s(%s;%s)", u.ID, u.Org, strings.Join(u.Roles, ","))
+	}
+	return fmt.Sprintf("listen=%s data_dir=%s bundle=%s deadline=%v uploads=%d rows/%s users=[%s] sites=%d",
+		c.Listen, c.DataDir, c.Governance.Bundle, c.Runs.Deadline, c.Uploads.MaxRows, c.Uploads.MaxBytes,
+		strings.Join(users, " "), len(c.Network.Sites))
+}
+
+// HashToken returns the hex SHA-256 of a bearer token, the form Users hold.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// ByteSize is a number of bytes, written in YAML as an integer or with a
+// unit: B, KiB, MiB, GiB (powers of 1024) or kB, MB, GB (powers of 1000).
+type ByteSize int64
+
+var byteUnits = map[string]int64{
+	"": 1, "B": 1,
+	"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
+	"kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9,
+}
+
+var byteSizePattern = regexp.MustCompile(`^\s*([0-9]+)\s*([A-Za-z]*)\s*$`)
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a byte size such as 64MiB", n.Line)
+	}
+	m := byteSizePattern.FindStringSubmatch(n.Value)
+	unit, ok := int64(0), false
+	if m != nil {
+		unit, ok = byteUnits[m[2]]
+	}
+	if !ok {
+		return fmt.Errorf("line %d: %q is not a byte size; write e.g. 1048576, 512MiB or 1GiB", n.Line, n.Value)
+	}
+	v, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil || v > (1<<62)/unit {
+		return fmt.Errorf("line %d: %q is too large", n.Line, n.Value)
+	}
+	*b = ByteSize(v * unit)
+	return nil
+}
+
+// String writes b with the largest binary unit that divides it.
+func (b ByteSize) String() string {
+	for _, u := range []struct {
+		name string
+		n    int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if b != 0 && int64(b)%u.n == 0 {
+			return fmt.Sprintf("%d%s", int64(b)/u.n, u.name)
+		}
+	}
+	return fmt.Sprintf("%dB", int64(b))
+}

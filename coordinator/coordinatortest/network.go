@@ -1,0 +1,369 @@
+// Package coordinatortest runs a real coordinator for tests, the way
+// net/http/httptest runs a server: a network CA and certificates issued by
+// it, a copy of the reference governance bundle signed with a key made for
+// the test, a configuration file, and the service on a loopback port with
+// mutual TLS. NodeDouble is a test double of a node that speaks NodeLink
+// and uploads with Flight DoPut; synth.go makes the patients its answers
+// are computed from.
+//
+// It is for tests only and imports nothing from node/ but the shared data
+// model.
+package coordinatortest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/havenhealth/haven/coordinator"
+	"github.com/havenhealth/haven/coordinator/authn"
+	"github.com/havenhealth/haven/coordinator/config"
+	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/policy"
+	"github.com/havenhealth/haven/policy/catalog"
+)
+
+// Options shape a test network.
+type Options struct {
+	// Deadline of runs; default 20s.
+	Deadline time.Duration
+	// Heartbeat interval of node links; default 1s.
+	Heartbeat time.Duration
+	// MaxRows, MaxBytes and MaxBatchBytes cap uploads; zero means the
+	// configuration's defaults.
+	MaxRows       int64
+	MaxBytes      int64
+	MaxBatchBytes int64
+	// Users are bearer-token users: id → token. Each gets org "QHM" and
+	// role "analyst".
+	Users map[string]string
+	// Sites, if set, are the network's configured members.
+	Sites []config.Site
+}
+
+// Network is a running test coordinator and the files it runs from.
+type Network struct {
+	tb         testing.TB
+	Dir        string // everything lives under it
+	ConfigPath string
+	Config     *config.Config
+	CA         *pki.CA
+	CAFile     string
+	BundleDir  string
+	// Catalog is the signed bundle's catalogue, as nodes would load it.
+	Catalog *catalog.Catalog
+	// Addr is the coordinator's address, the same across restarts.
+	Addr string
+	// Logs holds everything the coordinator logged.
+	Logs *SyncBuffer
+
+	mu     sync.Mutex
+	certs  map[string][2]string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// New builds a network under a temporary directory and starts its
+// coordinator. It is stopped when the test ends.
+func New(tb testing.TB, opts Options) *Network {
+	tb.Helper()
+	if opts.Deadline == 0 {
+		opts.Deadline = 20 * time.Second
+	}
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = time.Second
+	}
+	dir := tb.TempDir()
+	n := &Network{tb: tb, Dir: dir, Logs: &SyncBuffer{}, certs: map[string][2]string{}}
+	ca, caPEM, caKey, err := pki.NewCA("Haven test CA", time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n.CA = ca
+	if n.CAFile, _, err = pki.WriteFiles(filepath.Join(dir, "pki"), "ca", caPEM, caKey); err != nil {
+		tb.Fatal(err)
+	}
+	_, certPEM, keyPEM, err := ca.Issue(pki.Request{Kind: pki.KindServer, Hosts: []string{"127.0.0.1", "localhost"}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, _, err := pki.WriteFiles(filepath.Join(dir, "pki"), "server", certPEM, keyPEM); err != nil {
+		tb.Fatal(err)
+	}
+	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"))
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n.Addr = lis.Addr().String()
+	lis.Close()
+
+	users := ""
+	for id, token := range opts.Users {
+		users += fmt.Sprintf("  - {id: %s, org: QHM, roles: [analyst], token_sha256: %s}\n", id, config.HashToken(token))
+	}
+	var sites bytes.Buffer
+	for _, s := range opts.Sites {
+		fmt.Fprintf(&sites, "    - {ods: %s, kind: %s, population: %d}\n", s.ODS, s.Kind, s.Population)
+	}
+	uploads := ""
+	if opts.MaxRows > 0 {
+		uploads += fmt.Sprintf("  max_rows: %d\n", opts.MaxRows)
+	}
+	if opts.MaxBytes > 0 {
+		uploads += fmt.Sprintf("  max_bytes: %d\n", opts.MaxBytes)
+	}
+	if opts.MaxBatchBytes > 0 {
+		uploads += fmt.Sprintf("  max_batch_bytes: %d\n", opts.MaxBatchBytes)
+	}
+	if uploads != "" {
+		uploads = "uploads:\n" + uploads
+	}
+	network := ""
+	if sites.Len() > 0 {
+		network = "network:\n  sites:\n" + sites.String()
+	}
+	if users != "" {
+		users = "users:\n" + users
+	}
+	// Relative paths, resolved against the file, as an operator writes them.
+	yml := fmt.Sprintf(`listen: %s
+tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt}
+governance: {bundle: bundle, public_key: board.pub.pem, reload_interval: 0s}
+data_dir: data
+runs: {deadline: %s, heartbeat_interval: %s}
+operator_roles: [operator]
+%s%s%s`, n.Addr, opts.Deadline, opts.Heartbeat, uploads, users, network)
+	n.ConfigPath = filepath.Join(dir, "coordinator.yaml")
+	if err := os.WriteFile(n.ConfigPath, []byte(yml), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if n.Config, err = config.Load(n.ConfigPath); err != nil {
+		tb.Fatal(err)
+	}
+	n.Start()
+	tb.Cleanup(func() {
+		if err := n.Stop(); err != nil {
+			tb.Errorf("stop coordinator: %v", err)
+		}
+	})
+	return n
+}
+
+// repoRoot is the module root, found from this file's path.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// signedBundle copies the reference bundle to dst, makes every approval
+// name its definition's current hash (so these tests do not depend on
+// the reference hashes), and signs it with a key made here, whose public
+// half goes to pubPath.
+func signedBundle(tb testing.TB, dst, pubPath string) (string, *catalog.Catalog) {
+	tb.Helper()
+	src := filepath.Join(repoRoot(), "policy", "bundle")
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		if d.Name() == ".signatures.json" {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cat, err := catalog.Load(os.DirFS(dst))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dataPath := filepath.Join(dst, "data.json")
+	b, err := os.ReadFile(dataPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(b, &data); err != nil {
+		tb.Fatal(err)
+	}
+	approvals, _ := data["approvals"].(map[string]any)
+	for _, d := range cat.Definitions() {
+		if a, ok := approvals[d.ID].(map[string]any); ok {
+			a["hash"] = d.Hash()
+		}
+	}
+	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(dataPath, b, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	priv, pub, err := policy.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := policy.Sign(dst, priv, "", "test-board"); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(pubPath, pub, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return dst, cat
+}
+
+// Start starts the coordinator from the configuration file.
+func (n *Network) Start() {
+	n.tb.Helper()
+	cfg, err := config.Load(n.ConfigPath)
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(n.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	svc, err := coordinator.New(context.Background(), cfg, log)
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	var lis net.Listener
+	for i := 0; ; i++ {
+		if lis, err = net.Listen("tcp", n.Addr); err == nil || i == 50 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the old listener's port is being released
+	}
+	if err != nil {
+		svc.Close()
+		n.tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Serve(ctx, lis) }()
+	n.mu.Lock()
+	n.cancel, n.done = cancel, done
+	n.mu.Unlock()
+}
+
+// Stop shuts the coordinator down as SIGTERM does and waits for it.
+func (n *Network) Stop() error {
+	n.mu.Lock()
+	cancel, done := n.cancel, n.done
+	n.cancel, n.done = nil, nil
+	n.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	return <-done
+}
+
+// Restart stops the coordinator and starts it again on the same files.
+func (n *Network) Restart() {
+	n.tb.Helper()
+	if err := n.Stop(); err != nil {
+		n.tb.Fatalf("stop coordinator: %v", err)
+	}
+	n.Start()
+}
+
+// issue writes a certificate once per name and returns its files.
+func (n *Network) issue(name string, req pki.Request) (certFile, keyFile string) {
+	n.tb.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c, ok := n.certs[name]; ok {
+		return c[0], c[1]
+	}
+	_, certPEM, keyPEM, err := n.CA.Issue(req)
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	certFile, keyFile, err = pki.WriteFiles(filepath.Join(n.Dir, "pki"), name, certPEM, keyPEM)
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	n.certs[name] = [2]string{certFile, keyFile}
+	return certFile, keyFile
+}
+
+// NodeCert returns a node certificate naming site ods.
+func (n *Network) NodeCert(ods string) (certFile, keyFile string) {
+	return n.issue("node-"+ods, pki.Request{Kind: pki.KindNode, ODS: ods})
+}
+
+// UserCert returns a user certificate.
+func (n *Network) UserCert(id, org string, roles ...string) (certFile, keyFile string) {
+	return n.issue("user-"+id, pki.Request{Kind: pki.KindUser, ID: id, Org: org, Roles: roles})
+}
+
+// Dial connects with a client certificate.
+func (n *Network) Dial(certFile, keyFile string) *grpc.ClientConn {
+	n.tb.Helper()
+	tc, err := pki.ClientTLS(certFile, keyFile, n.CAFile, "")
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	return n.dial(grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+}
+
+// DialToken connects with a bearer token and no client certificate.
+func (n *Network) DialToken(token string) *grpc.ClientConn {
+	n.tb.Helper()
+	pool, err := pki.CertPool(n.CAFile)
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	return n.dial(grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13})),
+		grpc.WithPerRPCCredentials(authn.BearerToken(token)))
+}
+
+func (n *Network) dial(opts ...grpc.DialOption) *grpc.ClientConn {
+	conn, err := grpc.NewClient(n.Addr, opts...)
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	n.tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// SyncBuffer is a bytes.Buffer a logger and a test can share.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,512 @@
+// Package dispatch runs runs: it records a submission, asks the planner
+// which sites to ask, sends each its Task down its node link, follows what
+// the sites answer, stages their Flight uploads, and when every site has
+// answered or the deadline has passed, links the results
+// (coordinator/linkage), asks haven/disclose for the thresholds, applies
+// disclosure control and stores the released table.
+//
+// # State
+//
+// Each run in progress lives in memory as an activeRun: its Run snapshot
+// (the same message the job store keeps and WatchRun streams), one entry
+// per site, the run's linkage state and the uploads waiting for their
+// TaskDone. Every change to a run happens under the run's own lock and
+// produces one RunEvent. State changes are written to the job store at
+// once; changes to a site's status are written at most every
+// Config.PersistInterval, since an interrupted run is never resumed from
+// the store anyway.
+//
+// # Uploads
+//
+// A site's upload is checked (schema, limits, every row, by a scratch
+// linkage run) and held as staged; it is added to the run only when the
+// node's TaskDone arrives and agrees with what was received. A rejected or
+// failed upload, or a TaskFailed, leaves the run exactly as it was.
+//
+// # Memory
+//
+// Linked rows exist only inside the run's linkage state, which is dropped
+// when the run ends however it ends. The job store receives the Run
+// snapshot (no patient data) and the released table; the audit log
+// receives identifiers and counts.
+package dispatch
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/havenhealth/haven/coordinator/audit"
+	"github.com/havenhealth/haven/coordinator/authn"
+	"github.com/havenhealth/haven/coordinator/disclosure"
+	"github.com/havenhealth/haven/coordinator/linkage"
+	"github.com/havenhealth/haven/coordinator/nodelink"
+	"github.com/havenhealth/haven/coordinator/planner"
+	"github.com/havenhealth/haven/coordinator/store"
+	"github.com/havenhealth/haven/policy"
+	"github.com/havenhealth/haven/policy/catalog"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// Links is the registry of node links (nodelink.Server).
+type Links interface {
+	Sites() []nodelink.SiteInfo
+	Send(ods string, m *havenv1.CoordinatorMessage) error
+}
+
+// Discloser evaluates haven/disclose (policy.Engine).
+type Discloser interface {
+	Disclose(ctx context.Context, in policy.DiscloseInput) (policy.DisclosureDecision, error)
+}
+
+// Auditor appends to the audit log (audit.Log).
+type Auditor interface {
+	Append(ctx context.Context, r audit.Record) (audit.Entry, error)
+}
+
+// Combiner links and aggregates one run's uploads (linkage.Run).
+type Combiner interface {
+	Add(ctx context.Context, site linkage.Site, rec arrow.Record) error
+	Table(ctx context.Context) (disclosure.Table, linkage.Stats, error)
+	Close()
+}
+
+// CombinerFactory makes the Combiner of a run.
+type CombinerFactory func(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound) (Combiner, error)
+
+// NewLinkage is the CombinerFactory of a real coordinator.
+func NewLinkage(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound) (Combiner, error) {
+	return linkage.New(plan, def, b, linkage.Options{})
+}
+
+// Config is what a Dispatcher needs.
+type Config struct {
+	Store  store.Store
+	Audit  Auditor
+	Policy Discloser
+	Links  Links
+	// Members are the configured member sites; with none, a run asks the
+	// sites that have connected since start-up.
+	Members []planner.Site
+	// LinkageKeyID, if set, restricts linkage runs to nodes holding it.
+	LinkageKeyID string
+	// Limits cap each task's upload.
+	Limits *havenv1.UploadLimits
+	// Deadline is how long sites have to answer.
+	Deadline time.Duration
+	Logger   *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// NewCombiner makes each run's combiner; nil means NewLinkage.
+	NewCombiner CombinerFactory
+	// PersistInterval bounds how stale the stored snapshot of a run in
+	// progress may be; zero means 250ms.
+	PersistInterval time.Duration
+}
+
+// Dispatcher runs runs. It is safe for concurrent use.
+type Dispatcher struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	runs   map[string]*activeRun // runs in progress, by id
+	tasks  map[string]taskRef    // their tasks, by task id
+	closed bool
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	loops    sync.WaitGroup
+	finishes sync.WaitGroup
+}
+
+type taskRef struct {
+	run *activeRun
+	ods string
+}
+
+// New returns a dispatcher; Start begins its background work.
+func New(cfg Config) (*Dispatcher, error) {
+	switch {
+	case cfg.Store == nil, cfg.Audit == nil, cfg.Policy == nil, cfg.Links == nil:
+		return nil, errors.New("dispatch: store, audit, policy and links are required")
+	case cfg.Limits == nil:
+		return nil, errors.New("dispatch: upload limits are required")
+	case cfg.Deadline <= 0:
+		return nil, errors.New("dispatch: the run deadline must be positive")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NewCombiner == nil {
+		cfg.NewCombiner = NewLinkage
+	}
+	if cfg.PersistInterval <= 0 {
+		cfg.PersistInterval = 250 * time.Millisecond
+	}
+	return &Dispatcher{cfg: cfg, log: cfg.Logger, runs: map[string]*activeRun{}, tasks: map[string]taskRef{},
+		stop: make(chan struct{})}, nil
+}
+
+// Start begins writing the snapshots of runs in progress to the store.
+func (d *Dispatcher) Start() {
+	d.loops.Add(1)
+	go d.persistLoop()
+}
+
+// Submission is a checked request for a run.
+type Submission struct {
+	Definition *catalog.Definition
+	Bound      *catalog.Bound
+	Purpose    string
+	Requester  authn.Principal
+	// ClientRequestID makes retried submissions idempotent.
+	ClientRequestID string
+	// Decision is the haven/submit decision.
+	Decision policy.Decision
+}
+
+// NewID returns a fresh, unguessable run or task id with a prefix.
+func NewID(prefix string) string { return prefix + "-" + rand.Text() }
+
+// Submit records a run and, if haven/submit allowed it, plans it and sends
+// its tasks. It returns the run as it stands after dispatch: REFUSED with
+// the policy's reasons, FAILED if it could not be planned, or RUNNING.
+func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, error) {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return nil, status.Error(codes.Unavailable, "the coordinator is shutting down; submit again later")
+	}
+	def := sub.Definition
+	now := d.cfg.Now()
+	plan := def.Plan()
+	run := &havenv1.Run{
+		Id:                NewID("run"),
+		DefinitionId:      def.ID,
+		DefinitionVersion: uint32(def.Version),
+		DefinitionHash:    def.Hash(),
+		Parameters:        WireParameters(sub.Bound),
+		Purpose:           sub.Purpose,
+		Requester:         &havenv1.Requester{Id: sub.Requester.ID, Org: sub.Requester.Org},
+		Mode:              WireMode(plan.Mode),
+		State:             havenv1.RunState_RUN_STATE_PENDING,
+		SubmittedAt:       timestamppb.New(now),
+		UpdatedAt:         timestamppb.New(now),
+		ClientRequestId:   sub.ClientRequestID,
+		BundleRevision:    sub.Decision.Revision,
+		Coverage:          &havenv1.Coverage{},
+	}
+	actor := sub.Requester.Actor()
+	d.audit(ctx, audit.KindSubmission, run.Id, actor, map[string]any{
+		"definition": def.ID, "version": def.Version, "hash": def.Hash(), "mode": plan.Mode,
+		"parameters": sub.Bound.Params(), "purpose": sub.Purpose, "requester_org": sub.Requester.Org,
+		"client_request_id": sub.ClientRequestID, "auth": sub.Requester.Method,
+	})
+	d.audit(ctx, audit.KindDecision, run.Id, "coordinator", decisionData("haven/submit", sub.Decision))
+
+	if !sub.Decision.Allow {
+		run.State = havenv1.RunState_RUN_STATE_REFUSED
+		run.PolicyReasons = wireReasons(sub.Decision.Reasons)
+		run.FinishedAt = run.UpdatedAt
+		if err := d.create(ctx, run); err != nil {
+			return nil, err
+		}
+		d.audit(ctx, audit.KindRunState, run.Id, "coordinator", map[string]any{"state": "refused", "by": "haven/submit",
+			"reasons": reasonCodes(sub.Decision.Reasons)})
+		return run, nil
+	}
+
+	assign, err := planner.Assign(plan, planner.Merge(d.cfg.Members, liveSites(d.cfg.Links.Sites())),
+		planner.Options{LinkageKeyID: d.cfg.LinkageKeyID})
+	if err != nil {
+		return d.failAtStart(ctx, run, fmt.Sprintf("could not plan the run: %v", err))
+	}
+	combiner, err := d.cfg.NewCombiner(plan, def, sub.Bound)
+	if err != nil {
+		return d.failAtStart(ctx, run, fmt.Sprintf("could not prepare linkage: %v", err))
+	}
+	run.Deadline = timestamppb.New(now.Add(d.cfg.Deadline))
+	r := newActiveRun(run, def, sub.Bound, plan, combiner, sub.Decision.ID)
+	for _, a := range assign {
+		st := &havenv1.SiteStatus{SiteOds: a.Site.ODS, Kind: nodelink.WireSiteKind(a.Site.Kind), State: a.State,
+			Error: a.Error, UpdatedAt: timestamppb.New(now)}
+		schema, _ := plan.Schema(a.Site.Kind)
+		s := &siteRun{ods: a.Site.ODS, kind: a.Site.Kind, population: a.Site.Population, status: st, schema: schema,
+			taskID: NewID("task"), fields: fieldNames(a.Task)}
+		r.sites[s.ods] = s
+		run.Coverage.Sites = append(run.Coverage.Sites, st)
+	}
+	r.updateCoverage()
+	if err := d.create(ctx, run); err != nil {
+		combiner.Close()
+		return nil, err
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		combiner.Close()
+		d.interruptLocked(ctx, r, "the coordinator is shutting down")
+		return proto.Clone(r.run).(*havenv1.Run), nil
+	}
+	d.runs[run.Id] = r
+	for _, s := range r.sites {
+		d.tasks[s.taskID] = taskRef{run: r, ods: s.ods}
+	}
+	d.mu.Unlock()
+
+	for _, ods := range r.order() {
+		s := r.sites[ods]
+		switch s.status.State {
+		case havenv1.SiteState_SITE_STATE_PENDING:
+			d.sendTask(ctx, r, s, now)
+		default:
+			d.audit(ctx, audit.KindDispatch, run.Id, "coordinator", map[string]any{"site": s.ods, "kind": s.kind,
+				"sent": false, "state": stateName(s.status.State), "error": s.status.Error})
+		}
+	}
+	d.setState(ctx, r, havenv1.RunState_RUN_STATE_RUNNING, now)
+	r.timer = time.AfterFunc(r.run.Deadline.AsTime().Sub(d.cfg.Now()), func() { d.deadline(r) })
+	d.checkComplete(ctx, r)
+	return proto.Clone(r.run).(*havenv1.Run), nil
+}
+
+func (d *Dispatcher) create(ctx context.Context, run *havenv1.Run) error {
+	if err := d.cfg.Store.CreateRun(ctx, run); err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) && run.ClientRequestId != "" {
+			return status.Errorf(codes.AlreadyExists, "a run with client request id %q is being submitted; retry to get it", run.ClientRequestId)
+		}
+		return fmt.Errorf("store run %s: %w", run.Id, err)
+	}
+	return nil
+}
+
+// failAtStart stores a run that could not be started.
+func (d *Dispatcher) failAtStart(ctx context.Context, run *havenv1.Run, msg string) (*havenv1.Run, error) {
+	run.State = havenv1.RunState_RUN_STATE_FAILED
+	run.Error = msg
+	run.FinishedAt = run.UpdatedAt
+	if err := d.create(ctx, run); err != nil {
+		return nil, err
+	}
+	d.audit(ctx, audit.KindRunState, run.Id, "coordinator", map[string]any{"state": "failed", "error": msg})
+	d.log.LogAttrs(ctx, slog.LevelWarn, "run failed", slog.String("run", run.Id), slog.String("error", msg))
+	return run, nil
+}
+
+// sendTask sends a site its task and marks it pending. r.mu is held.
+func (d *Dispatcher) sendTask(ctx context.Context, r *activeRun, s *siteRun, now time.Time) {
+	task := d.task(r, s, now)
+	err := d.cfg.Links.Send(s.ods, &havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Task{Task: task}})
+	data := map[string]any{"site": s.ods, "kind": s.kind, "task_id": s.taskID, "sent": err == nil,
+		"deadline": r.run.Deadline.AsTime(), "limits": map[string]int64{"max_rows": task.Limits.MaxRows,
+			"max_bytes": task.Limits.MaxBytes, "max_batch_bytes": task.Limits.MaxBatchBytes}}
+	if err != nil {
+		data["error"] = err.Error()
+		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_DISCONNECTED, now, func(st *havenv1.SiteStatus) {
+			st.Error = "the task could not be sent: " + err.Error()
+		})
+	} else {
+		s.sent = true
+		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_PENDING, now, func(st *havenv1.SiteStatus) { st.Error = "" })
+	}
+	d.audit(ctx, audit.KindDispatch, r.run.Id, "coordinator", data)
+}
+
+// task builds the Task a site is sent.
+func (d *Dispatcher) task(r *activeRun, s *siteRun, now time.Time) *havenv1.Task {
+	run := r.run
+	return &havenv1.Task{
+		TaskId:            s.taskID,
+		RunId:             run.Id,
+		DefinitionId:      run.DefinitionId,
+		DefinitionVersion: run.DefinitionVersion,
+		DefinitionHash:    run.DefinitionHash,
+		Parameters:        run.Parameters,
+		Purpose:           run.Purpose,
+		RequesterOrg:      run.Requester.GetOrg(),
+		Mode:              run.Mode,
+		SiteKind:          nodelink.WireSiteKind(s.kind),
+		OutputFields:      s.fields,
+		Limits:            proto.Clone(d.cfg.Limits).(*havenv1.UploadLimits),
+		Deadline:          run.Deadline,
+		IssuedAt:          timestamppb.New(now),
+		BundleRevision:    run.BundleRevision,
+		SubmitDecisionId:  r.decisionID,
+	}
+}
+
+func fieldNames(t catalog.SiteTask) []string {
+	out := make([]string, len(t.Fields))
+	for i, f := range t.Fields {
+		out[i] = f.Name
+	}
+	return out
+}
+
+func liveSites(infos []nodelink.SiteInfo) []planner.Site {
+	out := make([]planner.Site, len(infos))
+	for i, si := range infos {
+		out[i] = planner.Site{ODS: si.ODS, Kind: si.Kind, Population: si.Population, Connected: si.Connected,
+			Paused: si.Paused, LinkageKeyID: si.LinkageKeyID}
+	}
+	return out
+}
+
+// lookup returns the run in progress with id.
+func (d *Dispatcher) lookup(id string) *activeRun {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.runs[id]
+}
+
+// forget removes a finished run from memory.
+func (d *Dispatcher) forget(r *activeRun) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.runs[r.id] == r {
+		delete(d.runs, r.id)
+	}
+	for _, s := range r.sites {
+		delete(d.tasks, s.taskID)
+	}
+}
+
+func (d *Dispatcher) audit(ctx context.Context, kind audit.Kind, runID, actor string, data any) {
+	if _, err := d.cfg.Audit.Append(context.WithoutCancel(ctx), audit.Record{Kind: kind, RunID: runID, Actor: actor, Data: data}); err != nil {
+		d.log.LogAttrs(ctx, slog.LevelError, "audit append failed", slog.String("run", runID),
+			slog.String("kind", string(kind)), slog.String("error", err.Error()))
+	}
+}
+
+func decisionData(name string, dec policy.Decision) map[string]any {
+	return map[string]any{"decision": name, "decision_id": dec.ID, "allow": dec.Allow,
+		"reasons": reasonCodes(dec.Reasons), "bundle_revision": dec.Revision}
+}
+
+func reasonCodes(rs []policy.Reason) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Code
+	}
+	return out
+}
+
+func wireReasons(rs []policy.Reason) []*havenv1.PolicyReason {
+	out := make([]*havenv1.PolicyReason, len(rs))
+	for i, r := range rs {
+		out[i] = &havenv1.PolicyReason{Code: r.Code, Message: r.Message}
+	}
+	return out
+}
+
+// WireMode converts a plan mode.
+func WireMode(m catalog.Mode) havenv1.PlanMode {
+	switch m {
+	case catalog.ModeAggregate:
+		return havenv1.PlanMode_PLAN_MODE_AGGREGATE
+	case catalog.ModeLinkage:
+		return havenv1.PlanMode_PLAN_MODE_LINKAGE
+	}
+	return havenv1.PlanMode_PLAN_MODE_UNSPECIFIED
+}
+
+// WireParameters returns a bound definition's parameters, defaults filled
+// in, in wire form.
+func WireParameters(b *catalog.Bound) map[string]*havenv1.ParameterValue {
+	out := map[string]*havenv1.ParameterValue{}
+	for _, p := range b.Definition().Parameters {
+		v, ok := b.Value(p.Name)
+		if !ok {
+			continue
+		}
+		out[p.Name] = WireValue(v)
+	}
+	return out
+}
+
+// WireValue converts one parameter value.
+func WireValue(v catalog.Value) *havenv1.ParameterValue {
+	switch v.Type {
+	case catalog.ParamDate:
+		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_DateValue{DateValue: v.Date.String()}}
+	case catalog.ParamInt:
+		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_IntValue{IntValue: v.Int}}
+	case catalog.ParamEnum:
+		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_EnumValue{EnumValue: v.Str}}
+	case catalog.ParamCodelist:
+		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_CodelistName{CodelistName: v.Str}}
+	}
+	return &havenv1.ParameterValue{}
+}
+
+// PolicyParameters returns a bound definition's parameters as haven/submit
+// reads them: dates as YYYY-MM-DD strings, integers as numbers.
+func PolicyParameters(b *catalog.Bound) map[string]any {
+	out := map[string]any{}
+	for _, p := range b.Definition().Parameters {
+		v, ok := b.Value(p.Name)
+		if !ok {
+			continue
+		}
+		if v.Type == catalog.ParamInt {
+			out[p.Name] = v.Int
+		} else {
+			out[p.Name] = v.String()
+		}
+	}
+	return out
+}
+
+func stateName(s havenv1.SiteState) string {
+	switch s {
+	case havenv1.SiteState_SITE_STATE_PENDING:
+		return "pending"
+	case havenv1.SiteState_SITE_STATE_ACCEPTED:
+		return "accepted"
+	case havenv1.SiteState_SITE_STATE_REFUSED:
+		return "refused"
+	case havenv1.SiteState_SITE_STATE_DONE:
+		return "done"
+	case havenv1.SiteState_SITE_STATE_FAILED:
+		return "failed"
+	case havenv1.SiteState_SITE_STATE_TIMED_OUT:
+		return "timed_out"
+	case havenv1.SiteState_SITE_STATE_PAUSED:
+		return "paused"
+	case havenv1.SiteState_SITE_STATE_DISCONNECTED:
+		return "disconnected"
+	}
+	return s.String()
+}
+
+// linkageSite names a site to the linkage.
+func linkageSite(s *siteRun) linkage.Site { return linkage.Site{ODS: s.ods, Kind: s.kind} }
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

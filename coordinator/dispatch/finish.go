@@ -1,0 +1,248 @@
+package dispatch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/havenhealth/haven/coordinator/audit"
+	"github.com/havenhealth/haven/coordinator/disclosure"
+	"github.com/havenhealth/haven/coordinator/linkage"
+	"github.com/havenhealth/haven/coordinator/release"
+	"github.com/havenhealth/haven/coordinator/store"
+	"github.com/havenhealth/haven/policy"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// link moves the run to LINKING and finishes it in the background, so
+// that reading the run is not held up while its table is computed. r.mu is
+// held.
+func (d *Dispatcher) link(ctx context.Context, r *activeRun) {
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	d.setState(ctx, r, havenv1.RunState_RUN_STATE_LINKING, d.cfg.Now())
+	cov := proto.Clone(r.run.Coverage).(*havenv1.Coverage)
+	d.finishes.Add(1)
+	go func() {
+		defer d.finishes.Done()
+		d.finish(context.WithoutCancel(ctx), r, cov)
+	}()
+}
+
+// outcome is what finishing a run produced.
+type outcome struct {
+	state   havenv1.RunState
+	reasons []*havenv1.PolicyReason
+	err     string
+	table   []byte
+	summary *havenv1.ReleaseSummary
+	audit   map[string]any
+}
+
+// finish computes, controls and stores the run's table. Nothing else adds
+// to the combiner once the run is LINKING, so it is read without r.mu.
+func (d *Dispatcher) finish(ctx context.Context, r *activeRun, cov *havenv1.Coverage) {
+	out := d.compute(ctx, r, cov)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended || r.run.State != havenv1.RunState_RUN_STATE_LINKING {
+		return // cancelled or interrupted meanwhile
+	}
+	now := d.cfg.Now()
+	if out.state == havenv1.RunState_RUN_STATE_RELEASED {
+		sum := sha256.Sum256(out.table)
+		digest := hex.EncodeToString(sum[:])
+		err := d.cfg.Store.PutRelease(ctx, store.Release{RunID: r.id, CreatedAt: now, Table: out.table, SHA256: digest})
+		if err != nil {
+			out = outcome{state: havenv1.RunState_RUN_STATE_FAILED, err: "the released table could not be stored: " + err.Error()}
+		} else {
+			out.audit["sha256"] = digest
+			out.audit["bytes"] = len(out.table)
+			d.audit(ctx, audit.KindRelease, r.id, "coordinator", out.audit)
+			r.run.Release = out.summary
+		}
+	}
+	switch out.state {
+	case havenv1.RunState_RUN_STATE_REFUSED:
+		r.run.PolicyReasons = out.reasons
+		d.audit(ctx, audit.KindRunState, r.id, "coordinator", map[string]any{"state": "refused", "by": "haven/disclose",
+			"reasons": wireCodes(out.reasons)})
+	case havenv1.RunState_RUN_STATE_FAILED:
+		r.run.Error = out.err
+		d.audit(ctx, audit.KindRunState, r.id, "coordinator", map[string]any{"state": "failed", "error": out.err})
+		d.log.LogAttrs(ctx, slog.LevelWarn, "run failed", slog.String("run", r.id), slog.String("error", out.err))
+	}
+	d.setState(ctx, r, out.state, now)
+	r.end()
+	d.forget(r)
+}
+
+func wireCodes(rs []*havenv1.PolicyReason) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.GetCode()
+	}
+	return out
+}
+
+// compute links the uploads, asks haven/disclose, applies disclosure
+// control and encodes the table.
+func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Coverage) outcome {
+	failed := func(format string, args ...any) outcome {
+		return outcome{state: havenv1.RunState_RUN_STATE_FAILED, err: fmt.Sprintf(format, args...)}
+	}
+	table, stats, err := r.combiner.Table(ctx)
+	if err != nil {
+		return failed("linkage: %v", err)
+	}
+	measures := make([]policy.Measure, len(table.Measures))
+	for i, m := range table.Measures {
+		measures[i] = policy.Measure{Name: m.Name, Kind: string(m.Kind)}
+	}
+	in := policy.DiscloseInput{
+		Purpose: r.run.Purpose,
+		Table:   policy.TableShape{Rows: len(table.Cells), Measures: measures},
+		Coverage: policy.Coverage{
+			Sites:      policy.Answered{Expected: int64(cov.SitesExpected), Answered: int64(cov.SitesAnswered)},
+			Population: policy.Answered{Expected: cov.PopulationExpected, Answered: cov.PopulationAnswered},
+		},
+	}
+	dec, err := d.cfg.Policy.Disclose(ctx, in)
+	data := decisionData("haven/disclose", dec.Decision)
+	data["partial"] = dec.Partial
+	if err != nil {
+		data["error"] = err.Error()
+	}
+	d.audit(ctx, audit.KindDecision, r.id, "coordinator", data)
+	if !dec.Allow {
+		return outcome{state: havenv1.RunState_RUN_STATE_REFUSED, reasons: wireReasons(dec.Reasons)}
+	}
+	th := disclosure.Thresholds{
+		MinCount:     dec.Thresholds.MinCellCount,
+		RoundingBase: dec.Thresholds.RoundingBase,
+		Dominance:    disclosure.Dominance{N: dec.Thresholds.Dominance.N, K: dec.Thresholds.Dominance.K},
+	}
+	// The dominance rule needs each cell's largest contributions, which
+	// the plan carries only for the measures whose definition asks for
+	// them; policy may name more. Those it names but the plan cannot check
+	// are recorded in the audit entry of the release.
+	var unchecked []string
+	for i := range table.Measures {
+		m := &table.Measures[i]
+		wanted := slices.Contains(dec.DominanceMeasures, m.Name)
+		if wanted && !m.Dominance {
+			unchecked = append(unchecked, m.Name)
+		}
+		m.Dominance = m.Dominance && wanted
+	}
+	if len(unchecked) > 0 {
+		d.log.LogAttrs(ctx, slog.LevelWarn, "policy asks for the dominance rule on measures the plan gives no contributions for",
+			slog.String("run", r.id), slog.Any("measures", unchecked))
+	}
+	rel, err := disclosure.Apply(ctx, table, th)
+	if err != nil {
+		return failed("disclosure control: %v", err)
+	}
+	b, err := release.Encode(rel, release.Meta{
+		RunID: r.id, DefinitionID: r.run.DefinitionId, DefinitionVersion: r.run.DefinitionVersion,
+		DefinitionHash: r.run.DefinitionHash, Purpose: r.run.Purpose, BundleRevision: r.run.BundleRevision,
+		ReleasedAt: d.cfg.Now(), MinCellCount: int64(th.MinCount), RoundingBase: int64(th.RoundingBase),
+		SitesExpected: int64(cov.SitesExpected), SitesAnswered: int64(cov.SitesAnswered),
+		PopulationExpected: cov.PopulationExpected, PopulationAnswered: cov.PopulationAnswered,
+	})
+	if err != nil {
+		return failed("encode the released table: %v", err)
+	}
+	summary := summarise(rel, th)
+	withheld := map[string]int{}
+	for c, n := range rel.WithheldCounts() {
+		withheld[string(c)] = n
+	}
+	return outcome{state: havenv1.RunState_RUN_STATE_RELEASED, table: b, summary: summary, audit: map[string]any{
+		"decision_id": dec.ID, "bundle_revision": dec.Revision, "partial": dec.Partial,
+		"min_cell_count": th.MinCount, "rounding_base": th.RoundingBase,
+		"dominance": map[string]any{"n": th.Dominance.N, "k": th.Dominance.K}, "dominance_unchecked": unchecked,
+		"rows": summary.Rows, "cells_released": summary.CellsReleased, "cells_withheld": summary.CellsWithheld,
+		"withheld_by_reason": withheld, "linkage": statsData(stats),
+		"coverage": map[string]any{"sites_expected": cov.SitesExpected, "sites_answered": cov.SitesAnswered,
+			"population_expected": cov.PopulationExpected, "population_answered": cov.PopulationAnswered},
+	}}
+}
+
+// summarise counts the released table's rows and values.
+func summarise(rel *disclosure.Released, th disclosure.Thresholds) *havenv1.ReleaseSummary {
+	s := &havenv1.ReleaseSummary{MinCellCount: int64(th.MinCount), RoundingBase: int64(th.RoundingBase)}
+	count := func(vs []disclosure.Value) {
+		s.Rows++
+		for _, v := range vs {
+			switch v.Status {
+			case disclosure.StatusReleased:
+				s.CellsReleased++
+			case disclosure.StatusWithheld:
+				s.CellsWithheld++
+			}
+		}
+	}
+	for _, c := range rel.Cells {
+		count(c.Values)
+	}
+	for _, m := range rel.Margins {
+		count(m.Values)
+	}
+	if rel.Total != nil {
+		count(rel.Total)
+	}
+	return s
+}
+
+func statsData(st linkage.Stats) map[string]any {
+	return map[string]any{"mode": st.Mode, "sites": st.Sites, "batches": st.Batches, "gp_rows": st.GPRows,
+		"trust_rows": st.TrustRows, "patients": st.Patients, "population": st.Population,
+		"unlinked_patients": st.UnlinkedPatients, "unlinked_rows": st.UnlinkedRows,
+		"duplicate_registrations": st.DuplicateRegistrations, "cells": st.Cells, "memory_bytes": st.MemoryBytes}
+}
+
+// Shutdown stops the dispatcher: every run in progress is marked
+// INTERRUPTED (its linked rows were only in memory), its sites are sent
+// CancelTask, its watchers are told, and its audit entry written. It waits
+// for runs being linked to stop.
+func (d *Dispatcher) Shutdown(ctx context.Context, reason string) {
+	d.mu.Lock()
+	d.closed = true
+	runs := make([]*activeRun, 0, len(d.runs))
+	for _, r := range d.runs {
+		runs = append(runs, r)
+	}
+	d.mu.Unlock()
+	for _, r := range runs {
+		r.mu.Lock()
+		d.interruptLocked(ctx, r, reason)
+		r.mu.Unlock()
+		d.forget(r)
+	}
+	d.stopOnce.Do(func() { close(d.stop) })
+	d.loops.Wait()
+	d.finishes.Wait()
+}
+
+// interruptLocked marks a run interrupted. r.mu is held.
+func (d *Dispatcher) interruptLocked(ctx context.Context, r *activeRun, reason string) {
+	if r.ended || FinalRun(r.run.State) {
+		return
+	}
+	d.cancelTasks(ctx, r, "the run was interrupted: "+reason)
+	r.run.Error = reason
+	d.audit(ctx, audit.KindRunState, r.id, "coordinator", map[string]any{"state": "interrupted", "reason": reason,
+		"previous": r.run.State.String()})
+	d.setState(ctx, r, havenv1.RunState_RUN_STATE_INTERRUPTED, d.cfg.Now())
+	for w := range r.watchers {
+		w.close(ErrShuttingDown)
+	}
+	r.end()
+}

@@ -1,0 +1,274 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/havenhealth/haven/coordinator/audit"
+	"github.com/havenhealth/haven/coordinator/nodelink"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+var _ nodelink.Handler = (*Dispatcher)(nil)
+
+// taskID returns the task a task message is about.
+func taskID(m *havenv1.NodeMessage) string {
+	switch b := m.GetBody().(type) {
+	case *havenv1.NodeMessage_TaskAccepted:
+		return b.TaskAccepted.GetTaskId()
+	case *havenv1.NodeMessage_TaskRefused:
+		return b.TaskRefused.GetTaskId()
+	case *havenv1.NodeMessage_TaskProgress:
+		return b.TaskProgress.GetTaskId()
+	case *havenv1.NodeMessage_TaskDone:
+		return b.TaskDone.GetTaskId()
+	case *havenv1.NodeMessage_TaskFailed:
+		return b.TaskFailed.GetTaskId()
+	}
+	return ""
+}
+
+// TaskMessage implements nodelink.Handler. Messages are idempotent by
+// task id: once a site's task has an outcome, later messages about it are
+// ignored, so a node may report an outcome again when in doubt.
+func (d *Dispatcher) TaskMessage(ctx context.Context, ods string, m *havenv1.NodeMessage) {
+	id := taskID(m)
+	d.mu.Lock()
+	ref, ok := d.tasks[id]
+	d.mu.Unlock()
+	if !ok {
+		d.log.LogAttrs(ctx, slog.LevelDebug, "message about a task not in progress", slog.String("site", ods), slog.String("task", id))
+		if m.GetTaskAccepted() != nil {
+			// The node is running something no run wants.
+			d.sendCancel(ctx, ods, id, "the coordinator has no run in progress for this task")
+		}
+		return
+	}
+	if ref.ods != ods {
+		d.log.LogAttrs(ctx, slog.LevelWarn, "site reported on another site's task; ignored",
+			slog.String("site", ods), slog.String("task", id), slog.String("task_site", ref.ods))
+		return
+	}
+	r := ref.run
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sites[ods]
+	if r.ended || s == nil {
+		return
+	}
+	if _, progress := m.GetBody().(*havenv1.NodeMessage_TaskProgress); !progress && finalSite(s.status.State) {
+		d.log.LogAttrs(ctx, slog.LevelDebug, "outcome for a task that already has one; ignored",
+			slog.String("site", ods), slog.String("task", id), slog.String("state", s.status.State.String()))
+		return
+	}
+	if r.run.State != havenv1.RunState_RUN_STATE_RUNNING {
+		return
+	}
+	now := d.cfg.Now()
+	switch b := m.GetBody().(type) {
+	case *havenv1.NodeMessage_TaskAccepted:
+		a := b.TaskAccepted
+		if s.status.State == havenv1.SiteState_SITE_STATE_ACCEPTED {
+			return
+		}
+		d.audit(ctx, audit.KindNodeResponse, r.id, ods, map[string]any{"task_id": id, "response": "accepted",
+			"sql_hash": a.GetSqlHash(), "decision_id": a.GetDecisionId(), "bundle_revision": a.GetBundleRevision()})
+		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_ACCEPTED, now, nil)
+	case *havenv1.NodeMessage_TaskRefused:
+		f := b.TaskRefused
+		reasons := f.GetReasons()
+		if len(reasons) == 0 {
+			reasons = []*havenv1.PolicyReason{{Code: "unspecified", Message: "the site gave no reason"}}
+		}
+		codes := make([]string, len(reasons))
+		for i, rs := range reasons {
+			codes[i] = rs.GetCode()
+		}
+		d.audit(ctx, audit.KindNodeResponse, r.id, ods, map[string]any{"task_id": id, "response": "refused",
+			"reasons": codes, "decision_id": f.GetDecisionId(), "bundle_revision": f.GetBundleRevision()})
+		s.staged.release()
+		s.staged = nil
+		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_REFUSED, now, func(st *havenv1.SiteStatus) {
+			st.Reasons = cloneReasons(reasons)
+		})
+		d.checkComplete(ctx, r)
+	case *havenv1.NodeMessage_TaskProgress:
+		// Advisory; the upload itself is what counts.
+	case *havenv1.NodeMessage_TaskDone:
+		d.taskDone(ctx, r, s, b.TaskDone)
+		d.checkComplete(ctx, r)
+	case *havenv1.NodeMessage_TaskFailed:
+		f := b.TaskFailed
+		d.audit(ctx, audit.KindNodeResponse, r.id, ods, map[string]any{"task_id": id, "response": "failed",
+			"code": f.GetCode().String(), "message": f.GetMessage()})
+		s.staged.release()
+		s.staged = nil
+		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_FAILED, now, func(st *havenv1.SiteStatus) {
+			st.Error = fmt.Sprintf("%s: %s", strings.TrimPrefix(f.GetCode().String(), "TASK_ERROR_CODE_"), f.GetMessage())
+		})
+		d.checkComplete(ctx, r)
+	}
+}
+
+func cloneReasons(rs []*havenv1.PolicyReason) []*havenv1.PolicyReason {
+	out := make([]*havenv1.PolicyReason, len(rs))
+	for i, r := range rs {
+		out[i] = proto.Clone(r).(*havenv1.PolicyReason)
+	}
+	return out
+}
+
+// taskDone applies a site's staged upload once the node's own figures
+// agree with what was received. r.mu is held.
+func (d *Dispatcher) taskDone(ctx context.Context, r *activeRun, s *siteRun, done *havenv1.TaskDone) {
+	now := d.cfg.Now()
+	up := s.staged
+	s.staged = nil
+	defer up.release()
+	fail := func(msg string) {
+		d.audit(ctx, audit.KindNodeResponse, r.id, s.ods, map[string]any{"task_id": s.taskID, "response": "done_rejected",
+			"rows": done.GetRows(), "bytes": done.GetBytes(), "batches": done.GetBatches(), "error": msg})
+		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_FAILED, now, func(st *havenv1.SiteStatus) { st.Error = msg })
+	}
+	var got staged
+	if up != nil {
+		got = *up
+	}
+	switch {
+	case up == nil && done.GetRows() > 0:
+		fail(fmt.Sprintf("the node reports %d rows sent, but no upload was received", done.GetRows()))
+		return
+	case done.GetRows() != got.rows || done.GetBytes() != got.bytes || done.GetBatches() != got.batches:
+		fail(fmt.Sprintf("the node reports %d rows, %d bytes in %d batches; the coordinator received %d rows, %d bytes in %d batches",
+			done.GetRows(), done.GetBytes(), done.GetBatches(), got.rows, got.bytes, got.batches))
+		return
+	case len(done.GetFields()) > 0 && !slices.Equal(done.GetFields(), s.fields):
+		fail(fmt.Sprintf("the node reports fields %v; the task asked for %v", done.GetFields(), s.fields))
+		return
+	}
+	if up != nil && up.rec != nil {
+		if err := r.combiner.Add(ctx, linkageSite(s), up.rec); err != nil {
+			fail("the upload could not be linked: " + Redact(err.Error()))
+			return
+		}
+	}
+	d.audit(ctx, audit.KindNodeResponse, r.id, s.ods, map[string]any{"task_id": s.taskID, "response": "done",
+		"rows": got.rows, "bytes": got.bytes, "batches": got.batches, "fields": s.fields,
+		"rows_excluded_invalid_nhs_number": done.GetRowsExcludedInvalidNhsNumber(),
+		"rows_excluded_opt_out":            done.GetRowsExcludedOptOut()})
+	d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_DONE, now, func(st *havenv1.SiteStatus) {
+		st.Rows, st.Bytes, st.Error = got.rows, got.bytes, ""
+	})
+}
+
+// NodeConnected implements nodelink.Handler: it sends a reconnected site
+// the tasks it never received, and cancels the tasks it runs that no run
+// wants any more.
+func (d *Dispatcher) NodeConnected(ctx context.Context, site nodelink.SiteInfo, running []string) {
+	for _, id := range running {
+		d.mu.Lock()
+		ref, ok := d.tasks[id]
+		d.mu.Unlock()
+		wanted := ok && ref.ods == site.ODS
+		if wanted {
+			ref.run.mu.Lock()
+			s := ref.run.sites[site.ODS]
+			wanted = !ref.run.ended && ref.run.run.State == havenv1.RunState_RUN_STATE_RUNNING && s != nil && !finalSite(s.status.State)
+			ref.run.mu.Unlock()
+		}
+		if !wanted {
+			d.sendCancel(ctx, site.ODS, id, "the coordinator no longer needs this task")
+		}
+	}
+
+	d.mu.Lock()
+	runs := make([]*activeRun, 0, len(d.runs))
+	for _, r := range d.runs {
+		if _, ok := r.sites[site.ODS]; ok {
+			runs = append(runs, r)
+		}
+	}
+	d.mu.Unlock()
+	now := d.cfg.Now()
+	for _, r := range runs {
+		r.mu.Lock()
+		s := r.sites[site.ODS]
+		switch {
+		case r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING || !now.Before(r.run.Deadline.AsTime()):
+		case s.status.State == havenv1.SiteState_SITE_STATE_DISCONNECTED:
+			if site.Population > 0 {
+				s.population = site.Population
+			}
+			if site.Paused {
+				d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_PAUSED, now, func(st *havenv1.SiteStatus) { st.Error = "" })
+			} else {
+				d.sendTask(ctx, r, s, now)
+			}
+		case !finalSite(s.status.State) && !slices.Contains(running, s.taskID):
+			// Neither running nor reported: the task never reached the node.
+			d.sendTask(ctx, r, s, now)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// NodeDisconnected implements nodelink.Handler. A site whose link drops
+// keeps its place: its node may finish the task and report when it is
+// back, until the deadline.
+func (d *Dispatcher) NodeDisconnected(ctx context.Context, ods string) {
+	d.log.LogAttrs(ctx, slog.LevelDebug, "site link down; its tasks wait for the deadline", slog.String("site", ods))
+}
+
+func (d *Dispatcher) sendCancel(ctx context.Context, ods, taskID, reason string) {
+	err := d.cfg.Links.Send(ods, &havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_CancelTask{
+		CancelTask: &havenv1.CancelTask{TaskId: taskID, Reason: reason}}})
+	if err != nil {
+		d.log.LogAttrs(ctx, slog.LevelWarn, "cancel not sent", slog.String("site", ods), slog.String("task", taskID),
+			slog.String("error", err.Error()))
+	}
+}
+
+// checkComplete finishes the run once no site is still expected to
+// answer. r.mu is held.
+func (d *Dispatcher) checkComplete(ctx context.Context, r *activeRun) {
+	if r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING {
+		return
+	}
+	for _, s := range r.sites {
+		if !finalSite(s.status.State) {
+			return
+		}
+	}
+	d.link(ctx, r)
+}
+
+// deadline is called when a run's deadline passes: sites still working
+// are timed out and cancelled, and the run is finished with what arrived.
+func (d *Dispatcher) deadline(r *activeRun) {
+	ctx := context.Background()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING {
+		return
+	}
+	now := d.cfg.Now()
+	d.cancelTasks(ctx, r, "the run's deadline passed")
+	for _, ods := range r.order() {
+		s := r.sites[ods]
+		if finalSite(s.status.State) {
+			continue
+		}
+		s.staged.release()
+		s.staged = nil
+		d.audit(ctx, audit.KindNodeResponse, r.id, ods, map[string]any{"task_id": s.taskID, "response": "timed_out"})
+		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_TIMED_OUT, now, func(st *havenv1.SiteStatus) {
+			st.Error = "no result by the deadline " + r.run.Deadline.AsTime().UTC().Format("2006-01-02 15:04:05Z")
+		})
+	}
+	d.link(ctx, r)
+}

@@ -1,0 +1,373 @@
+// Package release encodes a disclosure-controlled table as the Arrow IPC
+// stream the coordinator stores and serves with Flight DoGet, and reads it
+// back for the commissioner's CLI.
+//
+// A released table is one record batch with these columns, in order:
+//
+//	row_kind               utf8, not null: "cell", "margin" or "total"
+//	<dim> …                utf8, one per group_by variable, in definition order;
+//	                       null where a margin or the total spans the dimension
+//	<measure>              float64, one per measure, in definition order;
+//	                       null when the value was withheld or does not exist
+//	<measure>__withheld    utf8, beside each measure: the reason code when the
+//	                       value is missing (e.g. "low_count", "secondary",
+//	                       "not_additive"), null when it was released
+//
+// Cells come first, sorted by key, then the one-way margins (the margin's
+// own dimension holds its category, the others are null), then the grand
+// total. The schema's metadata names the run, the definition, the
+// thresholds and the coverage (see Meta), so a table file read on its own
+// says what it is.
+package release
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/havenhealth/haven/coordinator/disclosure"
+)
+
+// RowKindField is the name of the column that says what a row is.
+const RowKindField = "row_kind"
+
+// WithheldSuffix is appended to a measure's name to name its reason column.
+const WithheldSuffix = "__withheld"
+
+// RowKind says what a row of a released table is.
+type RowKind string
+
+// Row kinds.
+const (
+	RowCell   RowKind = "cell"   // one group
+	RowMargin RowKind = "margin" // the total over every other dimension, for one value of one dimension
+	RowTotal  RowKind = "total"  // the grand total
+)
+
+// Meta describes a released table. It travels in the schema's metadata.
+type Meta struct {
+	RunID              string
+	DefinitionID       string
+	DefinitionVersion  uint32
+	DefinitionHash     string
+	Purpose            string
+	BundleRevision     string
+	ReleasedAt         time.Time
+	MinCellCount       int64
+	RoundingBase       int64
+	SitesExpected      int64
+	SitesAnswered      int64
+	PopulationExpected int64
+	PopulationAnswered int64
+}
+
+// Metadata keys.
+const (
+	keyRunID       = "haven.run.id"
+	keyDefID       = "haven.definition.id"
+	keyDefVersion  = "haven.definition.version"
+	keyDefHash     = "haven.definition.hash"
+	keyPurpose     = "haven.run.purpose"
+	keyRevision    = "haven.bundle.revision"
+	keyReleasedAt  = "haven.released_at"
+	keyMinCount    = "haven.disclosure.min_cell_count"
+	keyRounding    = "haven.disclosure.rounding_base"
+	keySitesExp    = "haven.coverage.sites_expected"
+	keySitesAns    = "haven.coverage.sites_answered"
+	keyPopExp      = "haven.coverage.population_expected"
+	keyPopAns      = "haven.coverage.population_answered"
+	keyDims        = "haven.table.dims"
+	keyMeasures    = "haven.table.measures"
+	keyMeasureKind = "haven.measure.kind"
+)
+
+// Measure is one measure column of a table.
+type Measure struct {
+	Name string          `json:"name"`
+	Kind disclosure.Kind `json:"kind"`
+}
+
+// Schema is the Arrow schema of a released table with dimensions dims and
+// measures ms. It fails if a name is used twice or clashes with the
+// row_kind column or a reason column.
+func Schema(dims []string, ms []Measure, meta Meta) (*arrow.Schema, error) {
+	seen := map[string]bool{RowKindField: true}
+	claim := func(name string) error {
+		if name == "" {
+			return errors.New("release: a column has no name")
+		}
+		if seen[name] {
+			return fmt.Errorf("release: column name %q is used twice", name)
+		}
+		seen[name] = true
+		return nil
+	}
+	fields := []arrow.Field{{Name: RowKindField, Type: arrow.BinaryTypes.String}}
+	for _, d := range dims {
+		if err := claim(d); err != nil {
+			return nil, err
+		}
+		fields = append(fields, arrow.Field{Name: d, Type: arrow.BinaryTypes.String, Nullable: true})
+	}
+	for _, m := range ms {
+		if err := claim(m.Name); err != nil {
+			return nil, err
+		}
+		if err := claim(m.Name + WithheldSuffix); err != nil {
+			return nil, err
+		}
+		md := arrow.NewMetadata([]string{keyMeasureKind}, []string{string(m.Kind)})
+		fields = append(fields,
+			arrow.Field{Name: m.Name, Type: arrow.PrimitiveTypes.Float64, Nullable: true, Metadata: md},
+			arrow.Field{Name: m.Name + WithheldSuffix, Type: arrow.BinaryTypes.String, Nullable: true})
+	}
+	dimsJSON, _ := json.Marshal(dims)
+	msJSON, _ := json.Marshal(ms)
+	i := strconv.FormatInt
+	keys := []string{keyRunID, keyDefID, keyDefVersion, keyDefHash, keyPurpose, keyRevision, keyReleasedAt,
+		keyMinCount, keyRounding, keySitesExp, keySitesAns, keyPopExp, keyPopAns, keyDims, keyMeasures}
+	vals := []string{meta.RunID, meta.DefinitionID, i(int64(meta.DefinitionVersion), 10), meta.DefinitionHash,
+		meta.Purpose, meta.BundleRevision, meta.ReleasedAt.UTC().Format(time.RFC3339Nano),
+		i(meta.MinCellCount, 10), i(meta.RoundingBase, 10), i(meta.SitesExpected, 10), i(meta.SitesAnswered, 10),
+		i(meta.PopulationExpected, 10), i(meta.PopulationAnswered, 10), string(dimsJSON), string(msJSON)}
+	md := arrow.NewMetadata(keys, vals)
+	return arrow.NewSchema(fields, &md), nil
+}
+
+// Encode writes rel as an Arrow IPC stream of one record batch.
+func Encode(rel *disclosure.Released, meta Meta) ([]byte, error) {
+	if rel == nil {
+		return nil, errors.New("release: no table")
+	}
+	ms := make([]Measure, len(rel.Measures))
+	for i, m := range rel.Measures {
+		ms[i] = Measure{Name: m.Name, Kind: m.Kind}
+	}
+	schema, err := Schema(rel.Dims, ms, meta)
+	if err != nil {
+		return nil, err
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	nd := len(rel.Dims)
+	appendValues := func(vs []disclosure.Value) error {
+		if len(vs) != len(ms) {
+			return fmt.Errorf("release: a row has %d values for %d measures", len(vs), len(ms))
+		}
+		for j, v := range vs {
+			vb := b.Field(1 + nd + 2*j).(*array.Float64Builder)
+			rb := b.Field(2 + nd + 2*j).(*array.StringBuilder)
+			if v.Status == disclosure.StatusReleased {
+				vb.Append(v.Value)
+				rb.AppendNull()
+				continue
+			}
+			if v.Reason.Code == "" {
+				return fmt.Errorf("release: measure %s: a %s value has no reason", ms[j].Name, v.Status)
+			}
+			vb.AppendNull()
+			rb.Append(string(v.Reason.Code))
+		}
+		return nil
+	}
+	kinds := b.Field(0).(*array.StringBuilder)
+	for _, c := range rel.Cells {
+		if len(c.Key) != nd {
+			return nil, fmt.Errorf("release: a cell has %d key values for %d dimensions", len(c.Key), nd)
+		}
+		kinds.Append(string(RowCell))
+		for d, k := range c.Key {
+			b.Field(1 + d).(*array.StringBuilder).Append(k)
+		}
+		if err := appendValues(c.Values); err != nil {
+			return nil, err
+		}
+	}
+	for _, m := range rel.Margins {
+		dim := slices.Index(rel.Dims, m.Dim)
+		if dim < 0 {
+			return nil, fmt.Errorf("release: margin over unknown dimension %q", m.Dim)
+		}
+		kinds.Append(string(RowMargin))
+		for d := range nd {
+			sb := b.Field(1 + d).(*array.StringBuilder)
+			if d == dim {
+				sb.Append(m.Category)
+			} else {
+				sb.AppendNull()
+			}
+		}
+		if err := appendValues(m.Values); err != nil {
+			return nil, err
+		}
+	}
+	if rel.Total != nil {
+		kinds.Append(string(RowTotal))
+		for d := range nd {
+			b.Field(1 + d).(*array.StringBuilder).AppendNull()
+		}
+		if err := appendValues(rel.Total); err != nil {
+			return nil, err
+		}
+	}
+	rec := b.NewRecord()
+	defer rec.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schema))
+	if err := w.Write(rec); err != nil {
+		return nil, fmt.Errorf("release: encode: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("release: encode: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Table is a released table as read back.
+type Table struct {
+	Meta     Meta
+	Dims     []string
+	Measures []Measure
+	Rows     []Row
+}
+
+// Row is one row of a released table.
+type Row struct {
+	Kind RowKind
+	// Key holds one value per dimension; for a margin only MarginDim's
+	// is set, for the total none is ("").
+	Key []string
+	// MarginDim is the index of the dimension of a margin row; -1 otherwise.
+	MarginDim int
+	Values    []Value // one per measure
+}
+
+// Value is one measure in one row.
+type Value struct {
+	// Released says the value was released; Value holds it.
+	Released bool
+	Value    float64
+	// Reason is the reason code when the value is missing.
+	Reason disclosure.Code
+}
+
+// Withheld reports whether disclosure control withheld the value, as
+// opposed to the value not existing (a mean over no patients, a margin of
+// a mean).
+func (v Value) Withheld() bool {
+	return !v.Released && v.Reason != disclosure.CodeNoPatients && v.Reason != disclosure.CodeNotAdditive
+}
+
+// ReadIPC reads a table from an Arrow IPC stream.
+func ReadIPC(r io.Reader) (*Table, error) {
+	rdr, err := ipc.NewReader(r)
+	if err != nil {
+		return nil, fmt.Errorf("read released table: %w", err)
+	}
+	defer rdr.Release()
+	return Read(rdr)
+}
+
+// Read reads a table from a record reader (an IPC or a Flight reader).
+func Read(rdr array.RecordReader) (t *Table, err error) {
+	defer func() {
+		// A damaged stream can make Arrow's accessors panic; say so
+		// instead of crashing the reader.
+		if p := recover(); p != nil {
+			t, err = nil, fmt.Errorf("read released table: malformed data: %v", p)
+		}
+	}()
+	t, err = tableOf(rdr.Schema())
+	if err != nil {
+		return nil, err
+	}
+	for rdr.Next() {
+		if err := t.appendRecord(rdr.Record()); err != nil {
+			return nil, err
+		}
+	}
+	if err := rdr.Err(); err != nil {
+		return nil, fmt.Errorf("read released table: %w", err)
+	}
+	return t, nil
+}
+
+func tableOf(s *arrow.Schema) (*Table, error) {
+	md := s.Metadata()
+	get := func(k string) string {
+		if i := md.FindKey(k); i >= 0 {
+			return md.Values()[i]
+		}
+		return ""
+	}
+	t := &Table{}
+	if err := json.Unmarshal([]byte(get(keyDims)), &t.Dims); err != nil {
+		return nil, fmt.Errorf("read released table: metadata %s: %w", keyDims, err)
+	}
+	if err := json.Unmarshal([]byte(get(keyMeasures)), &t.Measures); err != nil {
+		return nil, fmt.Errorf("read released table: metadata %s: %w", keyMeasures, err)
+	}
+	num := func(k string) int64 { n, _ := strconv.ParseInt(get(k), 10, 64); return n }
+	at, _ := time.Parse(time.RFC3339Nano, get(keyReleasedAt))
+	t.Meta = Meta{
+		RunID: get(keyRunID), DefinitionID: get(keyDefID), DefinitionVersion: uint32(num(keyDefVersion)),
+		DefinitionHash: get(keyDefHash), Purpose: get(keyPurpose), BundleRevision: get(keyRevision), ReleasedAt: at,
+		MinCellCount: num(keyMinCount), RoundingBase: num(keyRounding),
+		SitesExpected: num(keySitesExp), SitesAnswered: num(keySitesAns),
+		PopulationExpected: num(keyPopExp), PopulationAnswered: num(keyPopAns),
+	}
+	want, err := Schema(t.Dims, t.Measures, t.Meta)
+	if err != nil {
+		return nil, fmt.Errorf("read released table: %w", err)
+	}
+	if !want.Equal(s) {
+		return nil, errors.New("read released table: the columns do not match the dimensions and measures its metadata names")
+	}
+	return t, nil
+}
+
+func (t *Table) appendRecord(rec arrow.Record) error {
+	nd := len(t.Dims)
+	kinds, ok := rec.Column(0).(*array.String)
+	if !ok {
+		return errors.New("read released table: row_kind is not a string column")
+	}
+	dims := make([]*array.String, nd)
+	for d := range nd {
+		dims[d] = rec.Column(1 + d).(*array.String)
+	}
+	for i := range int(rec.NumRows()) {
+		row := Row{Kind: RowKind(kinds.Value(i)), Key: make([]string, nd), MarginDim: -1, Values: make([]Value, len(t.Measures))}
+		for d := range nd {
+			if dims[d].IsValid(i) {
+				row.Key[d] = dims[d].Value(i)
+				if row.Kind == RowMargin {
+					row.MarginDim = d
+				}
+			}
+		}
+		for j := range t.Measures {
+			vs := rec.Column(1 + nd + 2*j).(*array.Float64)
+			rs := rec.Column(2 + nd + 2*j).(*array.String)
+			if vs.IsValid(i) {
+				row.Values[j] = Value{Released: true, Value: vs.Value(i)}
+			} else if rs.IsValid(i) {
+				row.Values[j] = Value{Reason: disclosure.Code(rs.Value(i))}
+			} else {
+				return fmt.Errorf("read released table: row %d, measure %s: neither a value nor a reason", i, t.Measures[j].Name)
+			}
+		}
+		t.Rows = append(t.Rows, row)
+	}
+	return nil
+}

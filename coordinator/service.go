@@ -1,0 +1,287 @@
+// Package coordinator wires the coordinator service together: one gRPC
+// server on one port, with mutual TLS, hosting NodeLink (the nodes' control
+// links, coordinator/nodelink), the Coordinator service (the commissioners'
+// API, coordinator/api) and Arrow Flight DoPut and DoGet
+// (coordinator/flightsvc), all over one job store, one audit log and one
+// verified governance bundle, with the dispatcher (coordinator/dispatch)
+// running the runs.
+//
+// New opens everything and marks runs a previous process left unfinished
+// as interrupted; Serve runs until its context ends, then stops in order:
+// runs in progress are marked interrupted (their linked rows were only in
+// memory), nodes are told Goodbye, RPCs drain, and the store and audit log
+// are closed, losing nothing stored.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow/flight"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/havenhealth/haven/coordinator/api"
+	"github.com/havenhealth/haven/coordinator/audit"
+	"github.com/havenhealth/haven/coordinator/authn"
+	"github.com/havenhealth/haven/coordinator/config"
+	"github.com/havenhealth/haven/coordinator/dispatch"
+	"github.com/havenhealth/haven/coordinator/flightsvc"
+	"github.com/havenhealth/haven/coordinator/nodelink"
+	"github.com/havenhealth/haven/coordinator/planner"
+	"github.com/havenhealth/haven/coordinator/store"
+	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/policy"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// ShutdownTimeout bounds how long Serve waits for RPCs to drain.
+const ShutdownTimeout = 10 * time.Second
+
+// Service is a configured coordinator.
+type Service struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	store  *store.SQLite
+	audit  *audit.Log
+	policy *policy.Engine
+	links  *nodelink.Server
+	runs   *dispatch.Dispatcher
+	grpc   *grpc.Server
+}
+
+// New opens the store, the audit log and the governance bundle named by
+// cfg, and marks every run left in progress by an earlier process as
+// interrupted. It starts nothing; call Serve.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Service{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	tlsCfg, err := pki.ServerTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA)
+	if err != nil {
+		return nil, err
+	}
+	key, err := os.ReadFile(cfg.Governance.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("read the board's public key: %w", err)
+	}
+	if s.policy, err = policy.Load(ctx, policy.Config{BundlePath: cfg.Governance.Bundle, PublicKeyPEM: key, Logger: log}); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if s.store, err = store.OpenSQLite(ctx, cfg.StorePath()); err != nil {
+		return nil, err
+	}
+	if s.audit, err = audit.Open(cfg.AuditPath()); err != nil {
+		return nil, err
+	}
+	if err := s.interruptLeftovers(ctx, "the coordinator restarted while the run was in progress; its linked rows were held only in memory"); err != nil {
+		return nil, err
+	}
+
+	users := make([]authn.User, len(cfg.Users))
+	for i, u := range cfg.Users {
+		users[i] = authn.User{ID: u.ID, Org: u.Org, Roles: u.Roles, TokenSHA256: u.TokenSHA256}
+	}
+	auth, err := authn.New(users, cfg.OperatorRoles)
+	if err != nil {
+		return nil, fmt.Errorf("config users: %w", err)
+	}
+
+	var members map[string]cdm.SiteKind
+	var memberSites []planner.Site
+	if len(cfg.Network.Sites) > 0 {
+		members = map[string]cdm.SiteKind{}
+		for _, m := range cfg.Network.Sites {
+			members[m.ODS] = m.Kind
+			memberSites = append(memberSites, planner.Site{ODS: m.ODS, Kind: m.Kind, Population: m.Population})
+		}
+	}
+	// NodeLink hands task messages to the dispatcher, and the dispatcher
+	// sends tasks down node links: handler breaks the cycle.
+	handler := &lateHandler{}
+	if s.links, err = nodelink.New(nodelink.Config{Handler: handler, Audit: s.audit, Logger: log,
+		HeartbeatInterval: cfg.Runs.HeartbeatInterval, Revision: s.policy.Revision, Members: members}); err != nil {
+		return nil, err
+	}
+	if s.runs, err = dispatch.New(dispatch.Config{Store: s.store, Audit: s.audit, Policy: s.policy, Links: s.links,
+		Members: memberSites, LinkageKeyID: cfg.Network.LinkageKeyID, Deadline: cfg.Runs.Deadline, Logger: log,
+		Limits: &havenv1.UploadLimits{MaxRows: cfg.Uploads.MaxRows, MaxBytes: int64(cfg.Uploads.MaxBytes),
+			MaxBatchBytes: int64(cfg.Uploads.MaxBatchBytes)}}); err != nil {
+		return nil, err
+	}
+	handler.d = s.runs
+
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.ChainUnaryInterceptor(auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(auth.StreamInterceptor()),
+		// One record batch travels in one message.
+		grpc.MaxRecvMsgSize(int(cfg.Uploads.MaxBatchBytes)+1<<20),
+		// Node links are long-lived and mostly idle.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+	)
+	havenv1.RegisterNodeLinkServer(s.grpc, s.links)
+	havenv1.RegisterCoordinatorServer(s.grpc, api.New(s.policy, s.runs, log))
+	flight.RegisterFlightServiceServer(s.grpc, flightsvc.New(uploads{s.runs}, s.runs, log))
+	return s, nil
+}
+
+// interruptLeftovers marks runs an earlier process left in progress as
+// interrupted, with an audit entry for each.
+func (s *Service) interruptLeftovers(ctx context.Context, reason string) error {
+	var ids []string
+	q := store.ListQuery{PageSize: 500, States: []havenv1.RunState{havenv1.RunState_RUN_STATE_PENDING,
+		havenv1.RunState_RUN_STATE_RUNNING, havenv1.RunState_RUN_STATE_LINKING}}
+	for {
+		runs, next, err := s.store.ListRuns(ctx, q)
+		if err != nil {
+			return fmt.Errorf("find unfinished runs: %w", err)
+		}
+		for _, r := range runs {
+			ids = append(ids, r.Id)
+		}
+		if next == "" {
+			break
+		}
+		q.PageToken = next
+	}
+	n, err := s.store.InterruptActive(ctx, reason, time.Now())
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if _, err := s.audit.Append(ctx, audit.Record{Kind: audit.KindRunState, RunID: id, Actor: "coordinator",
+			Data: map[string]any{"state": "interrupted", "reason": reason}}); err != nil {
+			return err
+		}
+	}
+	if n > 0 {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "runs interrupted", slog.Int("runs", n), slog.String("reason", reason))
+	}
+	return nil
+}
+
+// Run listens on the configured address and serves until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	lis, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		s.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.Serve(ctx, lis)
+}
+
+// Serve serves on lis until ctx ends, then shuts down in good order and
+// closes the service. It returns nil after a shutdown asked for by ctx.
+func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
+	s.runs.Start()
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatch()
+	if iv := s.cfg.Governance.ReloadInterval; iv > 0 {
+		go s.policy.Watch(watchCtx, iv)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.grpc.Serve(lis) }()
+	s.log.LogAttrs(ctx, slog.LevelInfo, "coordinator serving", slog.String("addr", lis.Addr().String()),
+		slog.String("bundle_revision", s.policy.Revision()))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	stopWatch()
+	err := s.shutdown()
+	if serveErr != nil && !errors.Is(serveErr, grpc.ErrServerStopped) {
+		return errors.Join(fmt.Errorf("serve: %w", serveErr), err)
+	}
+	return err
+}
+
+func (s *Service) shutdown() error {
+	const reason = "the coordinator is shutting down"
+	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	s.log.LogAttrs(ctx, slog.LevelInfo, "coordinator shutting down")
+	s.runs.Shutdown(ctx, reason)
+	var errs []error
+	if err := s.links.Close(ctx, reason); err != nil {
+		errs = append(errs, err)
+	}
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-stopped
+	}
+	errs = append(errs, s.Close())
+	return errors.Join(errs...)
+}
+
+// Close releases the store and the audit log; Serve calls it. A run still
+// marked in progress is marked interrupted first, so nothing reads as
+// running after the process is gone.
+func (s *Service) Close() error {
+	var errs []error
+	if s.store != nil {
+		if _, err := s.store.InterruptActive(context.Background(), "the coordinator shut down while the run was in progress", time.Now()); err != nil {
+			errs = append(errs, err)
+		}
+		errs = append(errs, s.store.Close())
+		s.store = nil
+	}
+	if s.audit != nil {
+		errs = append(errs, s.audit.Close())
+		s.audit = nil
+	}
+	return errors.Join(errs...)
+}
+
+// lateHandler forwards node-link events to the dispatcher, which is built
+// after the node-link server it sends through.
+type lateHandler struct{ d *dispatch.Dispatcher }
+
+func (h *lateHandler) TaskMessage(ctx context.Context, ods string, m *havenv1.NodeMessage) {
+	h.d.TaskMessage(ctx, ods, m)
+}
+
+func (h *lateHandler) NodeConnected(ctx context.Context, site nodelink.SiteInfo, running []string) {
+	h.d.NodeConnected(ctx, site, running)
+}
+
+func (h *lateHandler) NodeDisconnected(ctx context.Context, ods string) {
+	h.d.NodeDisconnected(ctx, ods)
+}
+
+// uploads adapts the dispatcher to the Flight service.
+type uploads struct{ d *dispatch.Dispatcher }
+
+func (u uploads) OpenUpload(ctx context.Context, site, taskID string) (flightsvc.Upload, error) {
+	up, err := u.d.OpenUpload(ctx, site, taskID)
+	if err != nil {
+		return nil, err
+	}
+	return up, nil
+}
