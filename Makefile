@@ -2,6 +2,8 @@
 # scripts these targets call; nothing is installed by hand.
 
 GO ?= go
+# duckdb-go exposes its Arrow API only under this tag (DuckDB connector).
+export GOFLAGS := $(strip $(GOFLAGS) -tags=duckdb_arrow)
 
 .PHONY: test demo proto build lint bench-synth clean
 
@@ -13,13 +15,15 @@ test:
 demo:
 	$(GO) run ./cmd/haven synth --out .demo/net --scale small --seed 1 --force
 
-## proto: regenerate the Go code of proto/haven/v1 from the .proto sources
+## proto: regenerate the Go code of proto/haven/... from the .proto sources
 proto:
 	./scripts/gen-proto.sh
 
-## build: the haven binary into bin/
+## build: the haven binary and the connector plugins into bin/
 build:
 	$(GO) build -o bin/haven ./cmd/haven
+	$(GO) build -o bin/haven-connector-duckdb ./cmd/haven-connector-duckdb
+	$(GO) build -o bin/haven-connector-postgres ./cmd/haven-connector-postgres
 
 ## lint: the static checks of `make test` without the tests
 lint:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the Go code of proto/haven/v1 from its .proto sources (`make
-# proto`). The plugins are built from the versions pinned by go.mod's tool
+# Regenerates the Go code of proto/haven/v1 (the wire contract) and
+# proto/haven/connector/v1 (the connector plugin protocol) from their .proto
+# sources (`make proto`). The plugins are built from the versions pinned by go.mod's tool
 # lines and protoc comes from Debian, so the output is byte-identical to the
 # committed files wherever the same protoc release is installed.
 set -euo pipefail
@@ -10,7 +11,8 @@ cd "$(dirname "$0")/.."
 # Another release still works, but changes the version line in every header.
 want_protoc="3.21.12"
 proto_root=proto
-out_dir=proto/haven/v1
+# Each package is generated on its own, so one never imports the other's files.
+out_dirs=(proto/haven/v1 proto/haven/connector/v1)
 
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
@@ -37,12 +39,14 @@ go build -o "$tmp/protoc-gen-go" google.golang.org/protobuf/cmd/protoc-gen-go
 go build -o "$tmp/protoc-gen-go-grpc" google.golang.org/grpc/cmd/protoc-gen-go-grpc
 
 # Remove the old output first so a deleted .proto leaves no orphan behind.
-rm -f "$out_dir"/*.pb.go
-protoc \
-  -I "$proto_root" -I "$wkt_include" \
-  --plugin=protoc-gen-go="$tmp/protoc-gen-go" \
-  --plugin=protoc-gen-go-grpc="$tmp/protoc-gen-go-grpc" \
-  --go_out="$proto_root" --go_opt=paths=source_relative \
-  --go-grpc_out="$proto_root" --go-grpc_opt=paths=source_relative \
-  "$out_dir"/*.proto
-echo "gen-proto: wrote $(ls "$out_dir"/*.pb.go | wc -l) files in $out_dir" >&2
+for out_dir in "${out_dirs[@]}"; do
+  rm -f "$out_dir"/*.pb.go
+  protoc \
+    -I "$proto_root" -I "$wkt_include" \
+    --plugin=protoc-gen-go="$tmp/protoc-gen-go" \
+    --plugin=protoc-gen-go-grpc="$tmp/protoc-gen-go-grpc" \
+    --go_out="$proto_root" --go_opt=paths=source_relative \
+    --go-grpc_out="$proto_root" --go-grpc_opt=paths=source_relative \
+    "$out_dir"/*.proto
+  echo "gen-proto: wrote $(ls "$out_dir"/*.pb.go | wc -l) files in $out_dir" >&2
+done

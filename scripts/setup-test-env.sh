@@ -17,3 +17,7 @@ esac
 # Modules and the pinned tools (staticcheck, opa, protoc plugins).
 go mod download
 echo "setup: go $have_go, modules present"
+
+# PostgreSQL server binaries for the tests that start a throwaway cluster
+# (internal/pgtest); installs Debian's postgresql when missing.
+./scripts/setup-postgres.sh

@@ -9,6 +9,10 @@ lint_only=false
 
 step() { printf '\n== %s\n' "$*"; }
 
+# duckdb-go exposes its Arrow API only under this build tag; without it the
+# DuckDB connector is not built, so every check below uses it.
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-tags=duckdb_arrow"
+
 step "setup"
 ./scripts/setup-test-env.sh
 

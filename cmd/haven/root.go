@@ -85,6 +85,7 @@ run, in memory, and releases only tables that passed disclosure control.`,
 		newPKICmd(a),
 		newAuditCmd(a),
 		newPolicyCmd(a),
+		newNodeCmd(a),
 		newCoordinatorCmd(a),
 		newQueryCmd(a),
 	)

@@ -1,0 +1,223 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/node/config"
+	"github.com/havenhealth/haven/node/connector"
+	"github.com/havenhealth/haven/node/optout"
+	"github.com/havenhealth/haven/policy"
+)
+
+// Finding is one line of a check report.
+type Finding struct {
+	// Check names what was checked, e.g. "governance bundle".
+	Check string
+	// OK is false for a problem that stops the node working.
+	OK bool
+	// Warn marks an OK finding that needs attention soon, e.g. a
+	// certificate close to expiry.
+	Warn bool
+	// Detail says what was found, for people. It never holds patient data.
+	Detail string
+}
+
+// CertWarning is how close to expiry a certificate must be for Check to
+// warn.
+const CertWarning = 30 * 24 * time.Hour
+
+// Check examines everything a node depends on and reports each finding,
+// for `haven node check`: the configuration's files, the certificate and
+// its expiry, the linkage secret, the opt-out list, the bundle's signature,
+// the connector plugin (checksum, start, the CDM tables with row counts,
+// invalid NHS numbers in each), the state and audit directories, and
+// whether the coordinator answers a TLS handshake. It starts no daemon and
+// changes nothing but the directories it creates.
+func Check(ctx context.Context, cfg *config.Config, logger *slog.Logger) []Finding {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var out []Finding
+	add := func(check string, err error, okDetail string) bool {
+		if err != nil {
+			out = append(out, Finding{Check: check, Detail: err.Error()})
+			return false
+		}
+		out = append(out, Finding{Check: check, OK: true, Detail: okDetail})
+		return true
+	}
+
+	// Certificate.
+	if cert, err := pki.ReadCert(cfg.TLS.Cert); err != nil {
+		add("node certificate", err, "")
+	} else if err := cfg.CheckCertificate(); err != nil {
+		add("node certificate", err, "")
+	} else {
+		left := time.Until(cert.NotAfter)
+		f := Finding{Check: "node certificate", OK: true,
+			Detail: fmt.Sprintf("names site %s; expires %s (%d days)", cfg.Site.ODS, cert.NotAfter.Format(time.DateOnly), int(left.Hours()/24))}
+		if left < CertWarning {
+			f.Warn = true
+			f.Detail += "; ask the network operator for a new one"
+		}
+		out = append(out, f)
+	}
+	_, err := pki.CertPool(cfg.TLS.CA)
+	add("network CA", err, cfg.TLS.CA)
+
+	// Linkage secret: never printed, only its fitness.
+	_, err = cfg.ReadSecret()
+	add("linkage secret", err, fmt.Sprintf("readable by its owner only, long enough (key id %s)", cfg.Linkage.KeyID))
+
+	// Opt-out list.
+	if s, invalid, err := optout.ReadNDOPFile(cfg.OptOut.NDOPFile); add("national opt-out list", err, "") {
+		out[len(out)-1].Detail = fmt.Sprintf("%d patients", s.Len())
+		if invalid > 0 {
+			out[len(out)-1].Warn = true
+			out[len(out)-1].Detail += fmt.Sprintf("; %d entries are not valid NHS numbers and are ignored", invalid)
+		}
+	}
+
+	// Bundle.
+	if pub, err := os.ReadFile(cfg.Governance.PublicKey); !add("board public key", err, cfg.Governance.PublicKey) {
+		out = append(out, Finding{Check: "governance bundle", Detail: "cannot be verified without the board's public key"})
+	} else {
+		e, err := policy.Load(ctx, policy.Config{BundlePath: cfg.Governance.Bundle, PublicKeyPEM: pub, SiteModules: cfg.Governance.SiteModules, Logger: logger})
+		if add("governance bundle", err, "") {
+			out[len(out)-1].Detail = fmt.Sprintf("signature valid; revision %s; %d approved definitions; %d site modules",
+				e.Revision(), len(e.Catalog().Definitions()), len(cfg.Governance.SiteModules))
+		}
+	}
+
+	// Directories.
+	for _, d := range []struct{ name, dir string }{{"state directory", cfg.StateDir}, {"audit directory", cfg.AuditDir}} {
+		add(d.name, writable(d.dir), d.dir)
+	}
+
+	// Connector.
+	out = append(out, checkConnector(ctx, cfg, logger)...)
+
+	// Coordinator.
+	add("coordinator", dialCoordinator(ctx, cfg), fmt.Sprintf("%s answered a TLS handshake with a certificate from the network CA", cfg.Coordinator.Address))
+	return out
+}
+
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".check-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+func checkConnector(ctx context.Context, cfg *config.Config, logger *slog.Logger) []Finding {
+	var out []Finding
+	sum, err := connector.FileSHA256(cfg.Connector.Path)
+	switch {
+	case err != nil:
+		return append(out, Finding{Check: "connector plugin", Detail: err.Error()})
+	case sum != cfg.Connector.SHA256:
+		return append(out, Finding{Check: "connector plugin", Detail: fmt.Sprintf("%s has sha256 %s, the configuration says %s; it will not be started", cfg.Connector.Path, sum, cfg.Connector.SHA256)})
+	}
+	h, err := connector.Launch(ctx, connector.LaunchConfig{
+		Path: cfg.Connector.Path, SHA256: cfg.Connector.SHA256, Args: cfg.Connector.Args, Env: envList(cfg.Connector.Env),
+		Logger: logger, StartTimeout: cfg.Connector.StartTimeout.Std(), QueryTimeout: cfg.Limits.QueryTimeout.Std(),
+	})
+	if err != nil {
+		return append(out, Finding{Check: "connector plugin", Detail: err.Error()})
+	}
+	defer h.Close()
+	d, err := h.Describe(ctx)
+	if err != nil {
+		return append(out, Finding{Check: "connector plugin", Detail: err.Error()})
+	}
+	out = append(out, Finding{Check: "connector plugin", OK: true,
+		Detail: fmt.Sprintf("%s: checksum matches, started; dialect %s, version %s", filepath.Base(cfg.Connector.Path), d.Dialect, d.PluginVersion)})
+	for _, t := range cdm.TablesFor(cfg.Site.Kind) {
+		name := "CDM table " + t.Name
+		ti, ok := d.Table(t.Name)
+		if !ok {
+			out = append(out, Finding{Check: name, Detail: fmt.Sprintf("missing: a %s site must expose it", cfg.Site.Kind)})
+			continue
+		}
+		invalid, err := countInvalid(ctx, h, t.Name, cfg.Limits.MaxRows)
+		if err != nil {
+			out = append(out, Finding{Check: name, Detail: fmt.Sprintf("%d rows; reading its NHS numbers failed: %v", ti.Rows, err)})
+			continue
+		}
+		f := Finding{Check: name, OK: true, Detail: fmt.Sprintf("%d rows", ti.Rows)}
+		if invalid > 0 {
+			f.Warn = true
+			f.Detail += fmt.Sprintf("; %d with an invalid NHS number, which every query leaves out", invalid)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// countInvalid counts the rows of a CDM table whose NHS number fails the
+// modulus-11 check.
+func countInvalid(ctx context.Context, h *connector.Host, table string, maxRows int64) (int64, error) {
+	t, ok := cdm.Lookup(table)
+	if !ok {
+		return 0, fmt.Errorf("no CDM table %s", table)
+	}
+	res, err := h.Query(ctx, connector.Query{SQL: "SELECT " + cdm.ColNHSNumber + " FROM " + t.Name, MaxRows: maxRows})
+	if err != nil {
+		return 0, err
+	}
+	defer res.Close()
+	var n int64
+	for res.Next() {
+		col, ok := res.Record().Column(0).(*array.String)
+		if !ok {
+			return 0, fmt.Errorf("%s.%s is %s, want utf8", t.Name, cdm.ColNHSNumber, res.Record().Column(0).DataType())
+		}
+		for i := range col.Len() {
+			if col.IsNull(i) || !cdm.ValidNHSNumber(col.Value(i)) {
+				n++
+			}
+		}
+	}
+	return n, res.Err()
+}
+
+// dialCoordinator makes a TLS handshake with the coordinator as the node
+// would, and hangs up.
+func dialCoordinator(ctx context.Context, cfg *config.Config) error {
+	tc, err := pki.ClientTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA, cfg.Coordinator.ServerName)
+	if err != nil {
+		return err
+	}
+	if tc.ServerName == "" {
+		host, _, err := net.SplitHostPort(cfg.Coordinator.Address)
+		if err != nil {
+			return err
+		}
+		tc.ServerName = host
+	}
+	tc.NextProtos = []string{"h2"}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: tc}
+	conn, err := d.DialContext(ctx, "tcp", cfg.Coordinator.Address)
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.Coordinator.Address, err)
+	}
+	return conn.Close()
+}

@@ -1,0 +1,447 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/node/connector"
+	"github.com/havenhealth/haven/node/optout"
+	"github.com/havenhealth/haven/node/pseudonym"
+	"github.com/havenhealth/haven/node/sqlgen"
+	"github.com/havenhealth/haven/policy/catalog"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// The node's own statements. They read only CDM identifiers and bind every
+// value, so they run unchanged on every dialect.
+var (
+	// Type 1 opt-outs recorded at the site.
+	sqlSiteOptOuts = "SELECT " + cdm.ColNHSNumber + " FROM " + cdm.TableOptOut + " WHERE " + cdm.ColKind + " = $1"
+	// Every patient the site holds, to count those left out as objectors.
+	sqlPatients = "SELECT " + cdm.ColNHSNumber + " FROM " + cdm.TablePatient
+)
+
+func connectorErr(what string, err error) error {
+	code := havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR
+	if errors.Is(err, connector.ErrLimitExceeded) {
+		code = havenv1.TaskErrorCode_TASK_ERROR_CODE_LIMIT_EXCEEDED
+	}
+	return taskErr(code, "%s: %v", what, err)
+}
+
+// query runs q within the node's query timeout and calls each for every
+// record batch.
+func (r *Runner) query(ctx context.Context, what string, q connector.Query, each func(arrow.Record) error) error {
+	if r.cfg.Limits.QueryTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.Limits.QueryTimeout)
+		defer cancel()
+	}
+	began := time.Now()
+	res, err := r.cfg.Source.Query(ctx, q)
+	if err != nil {
+		return connectorErr(what, err)
+	}
+	defer res.Close()
+	for res.Next() {
+		if err := each(res.Record()); err != nil {
+			return err
+		}
+	}
+	if err := res.Err(); err != nil {
+		return connectorErr(what, err)
+	}
+	r.log.Debug("query done", "query", what, "duration", time.Since(began))
+	return nil
+}
+
+// scanStrings calls each for every value of the first column of q's
+// result, which must be a string column.
+func (r *Runner) scanStrings(ctx context.Context, what string, q connector.Query, each func(s string, null bool) error) error {
+	return r.query(ctx, what, q, func(rec arrow.Record) error {
+		if rec.NumCols() < 1 {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has no columns", what)
+		}
+		col, ok := rec.Column(0).(*array.String)
+		if !ok {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: column %s is %s, want utf8", what, rec.ColumnName(0), rec.Column(0).DataType())
+		}
+		for i := range col.Len() {
+			if err := each(col.Value(i), col.IsNull(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// siteOptOuts reads the type 1 opt-outs the site records. A practice must
+// hold the opt_out table; a trust may.
+func (r *Runner) siteOptOuts(ctx context.Context) (*optout.Set, error) {
+	has, err := r.cfg.Source.HasTable(ctx, cdm.TableOptOut)
+	if err != nil {
+		return nil, connectorErr("connector", err)
+	}
+	if !has {
+		if r.cfg.Kind == cdm.KindGP {
+			return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR,
+				"the connector exposes no %s table, so this practice's type 1 opt-outs cannot be honoured", cdm.TableOptOut)
+		}
+		return &optout.Set{}, nil
+	}
+	var b optout.Builder
+	err = r.scanStrings(ctx, "read type 1 opt-outs", r.localQuery(sqlSiteOptOuts, connector.String(cdm.OptOutType1)), func(s string, null bool) error {
+		if !null {
+			b.Add(s)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b.Set(), nil
+}
+
+// invalidCountTTL is how long a count of invalid NHS numbers is reused.
+// The count scans whole tables, is the same for every task that reads the
+// same tables, and only informs (the rows are excluded by the SQL either
+// way); a site's data changes far more slowly than tasks arrive.
+const invalidCountTTL = 10 * time.Minute
+
+type cachedCount struct {
+	n  int64
+	at time.Time
+}
+
+// invalidCount runs the program's count of rows left out for invalid NHS
+// numbers, summed over the tables it reads, or reuses a recent count of
+// the same statement.
+func (r *Runner) invalidCount(ctx context.Context, p *sqlgen.Program) (int64, error) {
+	st := p.InvalidNHSNumbers
+	key := st.SHA256
+	if len(st.Args) == 0 {
+		r.mu.Lock()
+		c, ok := r.invalidCounts[key]
+		r.mu.Unlock()
+		if ok && r.cfg.Now().Sub(c.at) < invalidCountTTL {
+			return c.n, nil
+		}
+	}
+	n, err := r.countInvalid(ctx, p)
+	if err == nil && len(st.Args) == 0 {
+		r.mu.Lock()
+		r.invalidCounts[key] = cachedCount{n: n, at: r.cfg.Now()}
+		r.mu.Unlock()
+	}
+	return n, err
+}
+
+func (r *Runner) countInvalid(ctx context.Context, p *sqlgen.Program) (int64, error) {
+	var total int64
+	err := r.query(ctx, "count invalid NHS numbers", r.localQuery(p.InvalidNHSNumbers.SQL, args(p.InvalidNHSNumbers.Args)...), func(rec arrow.Record) error {
+		for c := range int(rec.NumCols()) {
+			col, ok := rec.Column(c).(*array.Int64)
+			if !ok {
+				return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "count invalid NHS numbers: column %s is %s, want int64", rec.ColumnName(c), rec.Column(c).DataType())
+			}
+			for i := range col.Len() {
+				total += col.Value(i)
+			}
+		}
+		return nil
+	})
+	return total, err
+}
+
+// optedOutPatients counts the site's patient rows whose NHS number is on an
+// opt-out list: the patients every statement left out as objectors.
+func (r *Runner) optedOutPatients(ctx context.Context, optOuts *optout.Set) (int64, error) {
+	if optOuts.Len() == 0 {
+		return 0, nil
+	}
+	var n int64
+	err := r.scanStrings(ctx, "count opted-out patients", r.localQuery(sqlPatients), func(s string, null bool) error {
+		if !null && optOuts.Contains(s) {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// args converts sqlgen's argument values to connector values.
+func args(in []any) []connector.Value {
+	out := make([]connector.Value, len(in))
+	for i, a := range in {
+		switch v := a.(type) {
+		case string:
+			out[i] = connector.String(v)
+		case int64:
+			out[i] = connector.Int64(v)
+		case float64:
+			out[i] = connector.Float64(v)
+		case bool:
+			out[i] = connector.Bool(v)
+		case time.Time:
+			out[i] = connector.Date(v)
+		case []string:
+			out[i] = connector.StringList(v)
+		default:
+			out[i] = connector.Null() // unreachable: sqlgen binds only the types above
+		}
+	}
+	return out
+}
+
+// output is a task's result, held in full before any of it is sent.
+type output struct {
+	schema  *arrow.Schema  // the plan's schema: what is uploaded
+	records []arrow.Record // ready to send, in schema
+	// pending holds linkage batches until check has verified their NHS
+	// numbers and replaced them by pseudonyms.
+	pending []pendingBatch
+	rows    int64
+}
+
+// pendingBatch is a linkage batch before check.
+type pendingBatch struct {
+	nhs  *array.String
+	cols []arrow.Array // the fields after the pseudonym
+	rows int64
+}
+
+func (p pendingBatch) release() {
+	p.nhs.Release()
+	for _, c := range p.cols {
+		c.Release()
+	}
+}
+
+func (o *output) release() {
+	release(o.records)
+	for _, p := range o.pending {
+		p.release()
+	}
+	o.records, o.pending = nil, nil
+}
+
+func release(recs []arrow.Record) {
+	for _, r := range recs {
+		r.Release()
+	}
+}
+
+// result runs the program's Result statement and holds what it returns,
+// each column in the plan's Arrow type.
+func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
+	schema, ok := j.plan.Schema(r.cfg.Kind)
+	if !ok {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "no schema for %s sites", r.cfg.Kind)
+	}
+	fields := j.siteTask.Fields
+	linkage := j.siteTask.Rows == catalog.RowsPatients
+	cols := j.prog.Result.Columns
+	want := len(fields)
+	if linkage {
+		// nhs_number stands where the pseudonym goes.
+		if len(cols) != want || cols[0].Name != cdm.ColNHSNumber {
+			return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "the compiled linkage result does not start with %s", cdm.ColNHSNumber)
+		}
+	} else if len(cols) != want {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "the compiled result has %d columns, the plan %d", len(cols), want)
+	}
+
+	maxRows := r.cfg.Limits.MaxRows
+	if l := j.t.GetLimits().GetMaxRows(); l > 0 {
+		maxRows = min(maxRows, l)
+	}
+	q := connector.Query{SQL: j.prog.Result.SQL, Args: args(j.prog.Result.Args), MaxRows: maxRows, MaxBytes: r.cfg.Limits.MaxBytes}
+	out := &output{schema: schema}
+	err := r.query(ctx, "run the query", q, func(rec arrow.Record) error {
+		if int(rec.NumCols()) != want {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "the result has %d columns, want %d", rec.NumCols(), want)
+		}
+		var nhs *array.String
+		arrs := make([]arrow.Array, 0, want)
+		keep := false
+		defer func() {
+			if !keep {
+				for _, a := range arrs {
+					a.Release()
+				}
+				if nhs != nil {
+					nhs.Release()
+				}
+			}
+		}()
+		for i := range want {
+			if got := rec.ColumnName(i); got != cols[i].Name {
+				return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "result column %d is %q, want %q", i, got, cols[i].Name)
+			}
+			if linkage && i == 0 {
+				s, ok := rec.Column(0).(*array.String)
+				if !ok {
+					return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "result column %s is %s, want utf8", cdm.ColNHSNumber, rec.Column(0).DataType())
+				}
+				s.Retain()
+				nhs = s
+				continue
+			}
+			a, err := conform(rec.Column(i), fields[i].Type)
+			if err != nil {
+				return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "result column %s: %v", cols[i].Name, err)
+			}
+			arrs = append(arrs, a)
+		}
+		if linkage {
+			keep = true // pending owns them now
+			out.pending = append(out.pending, pendingBatch{nhs: nhs, cols: arrs, rows: rec.NumRows()})
+		} else {
+			out.records = append(out.records, array.NewRecord(schema, arrs, rec.NumRows()))
+		}
+		out.rows += rec.NumRows()
+		return nil
+	})
+	if err != nil {
+		out.release()
+		return nil, err
+	}
+	return out, nil
+}
+
+// conform returns a as Arrow type t, the plan's, or says why it cannot.
+// Connectors return integers as int64 only; days are narrowed to int32.
+func conform(a arrow.Array, t catalog.FieldType) (arrow.Array, error) {
+	want := t.Arrow()
+	if arrow.TypeEqual(a.DataType(), want) {
+		a.Retain()
+		return a, nil
+	}
+	switch t {
+	case catalog.FieldDay:
+		if src, ok := a.(*array.Int64); ok {
+			return narrowDays(src)
+		}
+	case catalog.FieldDays:
+		if src, ok := a.(*array.List); ok {
+			if vals, ok := src.ListValues().(*array.Int64); ok {
+				return narrowDayLists(src, vals)
+			}
+		}
+	}
+	return nil, fmt.Errorf("type %s cannot carry the plan's %s (%s)", a.DataType(), t, want)
+}
+
+func narrowDays(src *array.Int64) (arrow.Array, error) {
+	b := array.NewInt32Builder(memory.DefaultAllocator)
+	defer b.Release()
+	b.Reserve(src.Len())
+	for i := range src.Len() {
+		if src.IsNull(i) {
+			b.AppendNull()
+			continue
+		}
+		v := src.Value(i)
+		if v < math.MinInt32 || v > math.MaxInt32 {
+			return nil, fmt.Errorf("a day offset is outside int32")
+		}
+		b.Append(int32(v))
+	}
+	return b.NewArray(), nil
+}
+
+func narrowDayLists(src *array.List, vals *array.Int64) (arrow.Array, error) {
+	b := array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Int32)
+	defer b.Release()
+	vb := b.ValueBuilder().(*array.Int32Builder)
+	for i := range src.Len() {
+		if src.IsNull(i) {
+			b.AppendNull()
+			continue
+		}
+		b.Append(true)
+		from, to := src.ValueOffsets(i)
+		for k := from; k < to; k++ {
+			if vals.IsNull(int(k)) {
+				return nil, fmt.Errorf("a day list holds a null")
+			}
+			v := vals.Value(int(k))
+			if v < math.MinInt32 || v > math.MaxInt32 {
+				return nil, fmt.Errorf("a day offset is outside int32")
+			}
+			vb.Append(int32(v))
+		}
+	}
+	return b.NewArray(), nil
+}
+
+// check is the last look before anything leaves the site. Every NHS
+// number the result rests on must be valid and on no opt-out list; any
+// that is not aborts the task. In linkage mode the numbers are then
+// replaced by the run pseudonym.
+func (r *Runner) check(ctx context.Context, j *job, out *output, optOuts *optout.Set) error {
+	var invalid, optedOut int64
+	verify := func(s string, null bool) {
+		switch {
+		case null || !cdm.ValidNHSNumber(s):
+			invalid++
+		case optOuts.Contains(s):
+			optedOut++
+		}
+	}
+	linkage := j.siteTask.Rows == catalog.RowsPatients
+	if linkage {
+		for _, p := range out.pending {
+			for i := range p.nhs.Len() {
+				verify(p.nhs.Value(i), p.nhs.IsNull(i))
+			}
+		}
+	} else if j.prog.Members != nil {
+		m := j.prog.Members
+		err := r.scanStrings(ctx, "read the counted patients", r.localQuery(m.SQL, args(m.Args)...), func(s string, null bool) error {
+			verify(s, null)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	} else {
+		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "an aggregate program without its members statement cannot be checked")
+	}
+	if invalid > 0 || optedOut > 0 {
+		r.log.Error("opt-out check failed: the result rests on patients it must not; nothing was sent",
+			"task_id", j.t.GetTaskId(), "opted_out", optedOut, "invalid_nhs_numbers", invalid)
+		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL,
+			"check before upload failed: the result rests on %d opted-out patients and %d invalid NHS numbers; nothing was sent", optedOut, invalid)
+	}
+	if !linkage {
+		return nil
+	}
+	d, err := pseudonym.NewDeriver(r.cfg.Secret, j.t.GetRunId())
+	if err != nil {
+		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "derive run key: %v", err)
+	}
+	for _, p := range out.pending {
+		b := array.NewFixedSizeBinaryBuilder(memory.DefaultAllocator, &arrow.FixedSizeBinaryType{ByteWidth: pseudonym.Size})
+		b.Reserve(p.nhs.Len())
+		for k := range p.nhs.Len() {
+			ps := d.Of(p.nhs.Value(k))
+			b.Append(ps[:])
+		}
+		keys := b.NewArray()
+		b.Release()
+		out.records = append(out.records, array.NewRecord(out.schema, append([]arrow.Array{keys}, p.cols...), p.rows))
+		keys.Release()
+		p.release()
+	}
+	out.pending = nil
+	return nil
+}

@@ -1,0 +1,492 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/havenhealth/haven/node/audit"
+	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/node/connector"
+	"github.com/havenhealth/haven/node/pseudonym"
+	"github.com/havenhealth/haven/node/sqlgen"
+	"github.com/havenhealth/haven/policy"
+	"github.com/havenhealth/haven/policy/catalog"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// Reason codes the node gives itself, beside those policy gives.
+const (
+	CodeSitePaused            = "site_paused"
+	CodeSiteKindMismatch      = "site_kind_mismatch"
+	CodeDefinitionNotInBundle = "definition_not_in_bundle"
+	CodeDefinitionMismatch    = "definition_hash_mismatch"
+	CodeRunReplayed           = "run_replayed"
+	CodeInvalidTask           = "invalid_task"
+)
+
+// taskError is a failure with the code the coordinator should see.
+type taskError struct {
+	code havenv1.TaskErrorCode
+	msg  string
+}
+
+func (e *taskError) Error() string { return e.msg }
+
+func taskErr(code havenv1.TaskErrorCode, format string, args ...any) *taskError {
+	return &taskError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func failed(taskID string, code havenv1.TaskErrorCode, msg string) *havenv1.TaskOutcome {
+	return &havenv1.TaskOutcome{Outcome: &havenv1.TaskOutcome_Failed{Failed: &havenv1.TaskFailed{
+		TaskId: taskID, Code: code, Message: audit.Redact(msg),
+	}}}
+}
+
+// stopCode is the error code of a task whose context ended.
+func stopCode(ctx context.Context) havenv1.TaskErrorCode {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errCancelled):
+		return havenv1.TaskErrorCode_TASK_ERROR_CODE_CANCELLED
+	case errors.Is(cause, errStopping):
+		return havenv1.TaskErrorCode_TASK_ERROR_CODE_ABANDONED
+	case errors.Is(cause, context.DeadlineExceeded):
+		return havenv1.TaskErrorCode_TASK_ERROR_CODE_DEADLINE_EXCEEDED
+	}
+	return havenv1.TaskErrorCode_TASK_ERROR_CODE_CANCELLED
+}
+
+// job is one task on its way through Execute.
+type job struct {
+	t       *havenv1.Task
+	started time.Time
+	rec     audit.Record // the fields every audit record of the task shares
+
+	def      *catalog.Definition
+	bound    *catalog.Bound
+	plan     *catalog.Plan
+	siteTask catalog.SiteTask
+	decision policy.Decision
+	prog     *sqlgen.Program
+}
+
+// Execute runs one task to its outcome, writing the audit log and sending
+// acceptance and progress as it goes. It does not report the outcome;
+// Submit does. Tests and benchmarks call it directly.
+func (r *Runner) Execute(ctx context.Context, t *havenv1.Task) *havenv1.TaskOutcome {
+	j := &job{t: t, started: r.cfg.Now()}
+	j.rec = audit.Record{
+		TaskID: t.GetTaskId(), RunID: t.GetRunId(),
+		DefinitionID: t.GetDefinitionId(), DefinitionVersion: t.GetDefinitionVersion(), DefinitionHash: t.GetDefinitionHash(),
+		Purpose: t.GetPurpose(), RequesterOrg: t.GetRequesterOrg(), Mode: modeName(t.GetMode()),
+		Parameters: wireParamsForAudit(t.GetParameters()),
+	}
+	r.audit(j, audit.Record{Event: audit.EventReceived})
+	r.log.LogAttrs(ctx, slog.LevelInfo, "task received", slog.String("task_id", t.GetTaskId()), slog.String("run_id", t.GetRunId()),
+		slog.String("definition", t.GetDefinitionId()), slog.String("purpose", t.GetPurpose()), slog.String("requester_org", t.GetRequesterOrg()))
+
+	if t.GetDeadline() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, t.GetDeadline().AsTime())
+		defer cancel()
+	}
+	if ctx.Err() != nil {
+		// Past its deadline, or cancelled, before anything was decided.
+		return r.failed(ctx, j, taskErr(stopCode(ctx), "the task ended before it started"))
+	}
+
+	// On record before the run id is claimed: if the node dies from here
+	// on, its next Register reports the task abandoned rather than never
+	// received.
+	if err := r.cfg.Journal.Started(t.GetTaskId(), t.GetRunId()); err != nil {
+		return r.failed(ctx, j, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "task journal: %v", err))
+	}
+	if refusal := r.decide(ctx, j); refusal != nil {
+		return r.refused(ctx, j, refusal)
+	}
+	done, err := r.run(ctx, j)
+	if err != nil {
+		return r.failed(ctx, j, err)
+	}
+	return done
+}
+
+// refusal is a decision not to run a task.
+type refusal struct {
+	reasons []policy.Reason
+}
+
+func refuse(code, format string, args ...any) *refusal {
+	return &refusal{reasons: []policy.Reason{{Code: code, Message: fmt.Sprintf(format, args...), Source: "node"}}}
+}
+
+// decide makes steps 1–5 of the package comment, and on yes leaves the
+// bound definition, plan, decision and compiled program in j.
+func (r *Runner) decide(ctx context.Context, j *job) *refusal {
+	t := j.t
+	if err := havenv1.CheckID(t.GetTaskId()); err != nil {
+		return refuse(CodeInvalidTask, "task %v", err)
+	}
+	if err := havenv1.CheckID(t.GetRunId()); err != nil {
+		return refuse(CodeInvalidTask, "run %v", err)
+	}
+	j.decision.Revision = r.cfg.Policy.Revision()
+
+	pause, err := r.cfg.Pause()
+	if err != nil {
+		r.log.Error("pause switch unreadable; refusing tasks until it is fixed", "error", err)
+		return refuse(CodeSitePaused, "the site's pause switch cannot be read, so the site counts as paused")
+	}
+	if pause.Paused {
+		return refuse(CodeSitePaused, "this site is paused by its provider")
+	}
+	if want := wireKind(r.cfg.Kind); t.GetSiteKind() != want {
+		return refuse(CodeSiteKindMismatch, "the task is for %s sites and this is a %s site", kindName(t.GetSiteKind()), r.cfg.Kind)
+	}
+
+	// The catalogue and the policy must come from the same bundle, so the
+	// catalogue is taken once here, with the revision above.
+	cat := r.cfg.Policy.Catalog()
+	def, ok := cat.Get(t.GetDefinitionId())
+	if !ok {
+		return refuse(CodeDefinitionNotInBundle, "definition %q is not in this node's signed bundle (revision %s)", t.GetDefinitionId(), j.decision.Revision)
+	}
+	if def.Hash() != t.GetDefinitionHash() || def.Version != int64(t.GetDefinitionVersion()) {
+		return refuse(CodeDefinitionMismatch, "definition %q version %d differs from the one in this node's signed bundle (version %d)",
+			def.ID, t.GetDefinitionVersion(), def.Version)
+	}
+	j.def = def
+	params, err := wireParams(def, t.GetParameters())
+	if err == nil {
+		j.bound, err = def.Bind(params)
+	}
+	if err != nil {
+		return refuse(CodeInvalidTask, "the parameters do not fit definition %s: %v", def.ID, err)
+	}
+	j.plan = def.Plan()
+	if got, want := modeName(t.GetMode()), string(j.plan.Mode); got != want {
+		return refuse(CodeInvalidTask, "the task asks for %s mode; definition %s is answered in %s mode", got, def.ID, want)
+	}
+	st, ok := j.plan.Task(r.cfg.Kind)
+	if !ok {
+		return refuse(CodeInvalidTask, "%s sites take no part in definition %s", r.cfg.Kind, def.ID)
+	}
+	j.siteTask = st
+	if want := fieldNames(st.Fields); !slices.Equal(t.GetOutputFields(), want) {
+		return refuse(CodeInvalidTask, "the task's output fields %v are not those the definition gives %s sites: %v", t.GetOutputFields(), r.cfg.Kind, want)
+	}
+
+	in := policy.ParticipateInput{
+		Now: r.cfg.Now().UTC(),
+		Task: policy.Task{
+			Definition:   policy.DefinitionRef{ID: def.ID, Hash: def.Hash(), Codelists: def.CodelistNames()},
+			Purpose:      t.GetPurpose(),
+			Mode:         string(j.plan.Mode),
+			RequesterOrg: t.GetRequesterOrg(),
+			Codelists:    def.CodelistNames(),
+			Parameters:   policyParams(j.bound),
+		},
+		Site: policy.Site{ODS: r.cfg.ODS, Kind: string(r.cfg.Kind), Paused: pause.Paused, BundleRevision: j.decision.Revision},
+	}
+	d, err := r.cfg.Policy.Participate(ctx, in)
+	if err != nil {
+		// The decision denies already; say why in the node's log.
+		r.log.Warn("participate policy failed; the task is refused", "task_id", t.GetTaskId(), "error", err)
+		d.Allow = false
+	}
+	j.decision = d
+	if !d.Allow {
+		if len(d.Reasons) == 0 {
+			d.Reasons = []policy.Reason{{Code: policy.CodePolicyError, Message: "policy did not allow the task"}}
+		}
+		return &refusal{reasons: d.Reasons}
+	}
+
+	if err := r.cfg.Ledger.Claim(t.GetRunId()); err != nil {
+		if errors.Is(err, pseudonym.ErrReplayedRun) {
+			return refuse(CodeRunReplayed, "run %s was seen before; a repeated run id could link two results", t.GetRunId())
+		}
+		r.log.Error("run ledger", "error", err)
+		return refuse(CodeRunReplayed, "the run ledger could not record this run, so it cannot be shown to be new")
+	}
+	return nil
+}
+
+// refused reports a refusal in the log and the audit.
+func (r *Runner) refused(ctx context.Context, j *job, rf *refusal) *havenv1.TaskOutcome {
+	tr := &havenv1.TaskRefused{TaskId: j.t.GetTaskId(), DecisionId: j.decision.ID, BundleRevision: j.decision.Revision}
+	rec := audit.Record{Event: audit.EventRefused, DecisionID: j.decision.ID, BundleRevision: j.decision.Revision, Allow: new(bool)}
+	codes := make([]string, len(rf.reasons))
+	for i, rs := range rf.reasons {
+		tr.Reasons = append(tr.Reasons, &havenv1.PolicyReason{Code: rs.Code, Message: rs.Message})
+		rec.Reasons = append(rec.Reasons, audit.Reason{Code: rs.Code, Message: rs.Message, Source: rs.Source})
+		codes[i] = rs.Code
+	}
+	rec.DurationMilliseconds = r.cfg.Now().Sub(j.started).Milliseconds()
+	r.audit(j, rec)
+	r.log.LogAttrs(ctx, slog.LevelInfo, "task refused", slog.String("task_id", j.t.GetTaskId()), slog.Any("reasons", codes))
+	return &havenv1.TaskOutcome{Outcome: &havenv1.TaskOutcome_Refused{Refused: tr}}
+}
+
+// failed reports a failure in the log and the audit.
+func (r *Runner) failed(ctx context.Context, j *job, err error) *havenv1.TaskOutcome {
+	var te *taskError
+	if !errors.As(err, &te) {
+		te = &taskError{code: havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, msg: err.Error()}
+	}
+	if ctx.Err() != nil && te.code != havenv1.TaskErrorCode_TASK_ERROR_CODE_LIMIT_EXCEEDED {
+		te = &taskError{code: stopCode(ctx), msg: fmt.Sprintf("%s: %v", context.Cause(ctx), te.msg)}
+	}
+	msg := audit.Redact(te.msg)
+	r.audit(j, audit.Record{Event: audit.EventFailed, ErrorCode: te.code.String(), Message: msg,
+		DurationMilliseconds: r.cfg.Now().Sub(j.started).Milliseconds()})
+	r.log.LogAttrs(ctx, slog.LevelWarn, "task failed", slog.String("task_id", j.t.GetTaskId()),
+		slog.String("code", te.code.String()), slog.String("error", msg))
+	return failed(j.t.GetTaskId(), te.code, msg)
+}
+
+func (r *Runner) audit(j *job, rec audit.Record) {
+	full := j.rec
+	full.Event = rec.Event
+	full.DecisionID, full.BundleRevision, full.Allow, full.Reasons = rec.DecisionID, rec.BundleRevision, rec.Allow, rec.Reasons
+	full.SQL = rec.SQL
+	full.Rows, full.Bytes, full.Batches, full.Fields = rec.Rows, rec.Bytes, rec.Batches, rec.Fields
+	full.ExcludedInvalidNHS, full.ExcludedOptOut, full.Receipt = rec.ExcludedInvalidNHS, rec.ExcludedOptOut, rec.Receipt
+	full.DurationMilliseconds, full.ErrorCode, full.Message = rec.DurationMilliseconds, rec.ErrorCode, rec.Message
+	if rec.Event != audit.EventReceived {
+		full.Parameters = nil // once per task is enough
+	}
+	if err := r.cfg.Audit.Append(full); err != nil {
+		r.log.Error("audit log", "error", err)
+	}
+}
+
+func (r *Runner) progress(j *job, stage havenv1.TaskStage, rows, bytes int64) {
+	_ = r.cfg.Link.Send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskProgress{TaskProgress: &havenv1.TaskProgress{
+		TaskId: j.t.GetTaskId(), Stage: stage, Rows: rows, Bytes: bytes,
+	}}})
+}
+
+// run compiles, queries, checks and uploads an accepted task.
+func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) {
+	dialect, err := r.cfg.Source.Dialect(ctx)
+	if err != nil {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "connector: %v", err)
+	}
+	ndop := r.cfg.NDOP()
+	j.prog, err = sqlgen.Compile(j.bound, j.plan, r.cfg.Kind, dialect, sqlgen.Options{SiteODS: r.cfg.ODS, NDOP: ndop.Strings()})
+	if err != nil {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "compile: %v", err)
+	}
+	hashes := map[string]string{}
+	for _, s := range j.prog.Statements() {
+		hashes[s.Name] = s.SHA256
+	}
+	_ = r.cfg.Link.Send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskAccepted{TaskAccepted: &havenv1.TaskAccepted{
+		TaskId: j.t.GetTaskId(), SqlHash: j.prog.Result.SHA256, DecisionId: j.decision.ID, BundleRevision: j.decision.Revision,
+	}}})
+	r.audit(j, audit.Record{Event: audit.EventAccepted, DecisionID: j.decision.ID, BundleRevision: j.decision.Revision,
+		Allow: ptr(true), SQL: hashes})
+	r.log.LogAttrs(ctx, slog.LevelInfo, "task accepted", slog.String("task_id", j.t.GetTaskId()),
+		slog.String("decision_id", j.decision.ID), slog.String("sql_sha256", j.prog.Result.SHA256))
+	r.progress(j, havenv1.TaskStage_TASK_STAGE_COMPILING, 0, 0)
+
+	r.progress(j, havenv1.TaskStage_TASK_STAGE_QUERYING, 0, 0)
+	// Counting the rows left out for invalid NHS numbers scans every
+	// table the program reads and decides nothing, so it runs beside the
+	// rest.
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var invalid int64
+	var invalidErr error
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		invalid, invalidErr = r.invalidCount(qctx, j.prog)
+	}()
+	defer func() { cancel(); <-counted }()
+
+	// What must not leave: the national list and the site's own type 1
+	// objections, read fresh for every task.
+	siteOptOuts, err := r.siteOptOuts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	optOuts := ndop.Union(siteOptOuts)
+	excludedOptOut, err := r.optedOutPatients(ctx, optOuts)
+	if err != nil {
+		return nil, err
+	}
+
+	out, err := r.result(ctx, j)
+	if err != nil {
+		return nil, err
+	}
+	defer out.release()
+	r.progress(j, havenv1.TaskStage_TASK_STAGE_CHECKING, out.rows, 0)
+	if err := r.check(ctx, j, out, optOuts); err != nil {
+		return nil, err
+	}
+	<-counted
+	if invalidErr != nil {
+		return nil, invalidErr
+	}
+
+	batches, total, err := r.batch(j, out)
+	if err != nil {
+		return nil, err
+	}
+	defer release(batches)
+	r.progress(j, havenv1.TaskStage_TASK_STAGE_UPLOADING, 0, 0)
+	sent, err := r.upload(ctx, j, out.schema, batches)
+	if err != nil {
+		return nil, err
+	}
+	if sent.Bytes != total {
+		r.log.Warn("upload size differs from the estimate", "task_id", j.t.GetTaskId(), "estimated", total, "sent", sent.Bytes)
+	}
+
+	dur := r.cfg.Now().Sub(j.started)
+	done := &havenv1.TaskDone{
+		TaskId: j.t.GetTaskId(), Rows: sent.Rows, Bytes: sent.Bytes, Batches: sent.Batches,
+		Fields:                       fieldNames(j.siteTask.Fields),
+		RowsExcludedInvalidNhsNumber: invalid,
+		RowsExcludedOptOut:           excludedOptOut,
+		Duration:                     durationpb.New(dur),
+	}
+	rc := sent.Receipt
+	r.audit(j, audit.Record{Event: audit.EventDone, DecisionID: j.decision.ID, BundleRevision: j.decision.Revision, SQL: hashes,
+		Rows: done.Rows, Bytes: done.Bytes, Batches: done.Batches, Fields: done.Fields,
+		ExcludedInvalidNHS: invalid, ExcludedOptOut: excludedOptOut,
+		Receipt:              &audit.Receipt{Rows: rc.GetRows(), Bytes: rc.GetBytes(), Batches: rc.GetBatches()},
+		DurationMilliseconds: dur.Milliseconds()})
+	r.log.LogAttrs(ctx, slog.LevelInfo, "task done", slog.String("task_id", j.t.GetTaskId()),
+		slog.Int64("rows", done.Rows), slog.Int64("bytes", done.Bytes), slog.Int64("batches", done.Batches), slog.Duration("duration", dur))
+	return &havenv1.TaskOutcome{Outcome: &havenv1.TaskOutcome_Done{Done: done}}, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// wireParams turns the task's typed parameter values into the strings
+// Bind takes, checking that each value's kind is the parameter's type.
+func wireParams(def *catalog.Definition, in map[string]*havenv1.ParameterValue) (map[string]string, error) {
+	out := make(map[string]string, len(in))
+	for _, name := range slices.Sorted(maps.Keys(in)) {
+		v := in[name]
+		p, ok := def.Parameter(name)
+		if !ok {
+			return nil, fmt.Errorf("unknown parameter %q", name)
+		}
+		var s string
+		var kind catalog.ParamType
+		switch x := v.GetValue().(type) {
+		case *havenv1.ParameterValue_IntValue:
+			s, kind = strconv.FormatInt(x.IntValue, 10), catalog.ParamInt
+		case *havenv1.ParameterValue_DateValue:
+			s, kind = x.DateValue, catalog.ParamDate
+		case *havenv1.ParameterValue_EnumValue:
+			s, kind = x.EnumValue, catalog.ParamEnum
+		case *havenv1.ParameterValue_CodelistName:
+			s, kind = x.CodelistName, catalog.ParamCodelist
+		default:
+			return nil, fmt.Errorf("parameter %s has no value", name)
+		}
+		if kind != p.Type {
+			return nil, fmt.Errorf("parameter %s is a %s, the task gives a %s", name, p.Type, kind)
+		}
+		out[name] = s
+	}
+	return out, nil
+}
+
+// wireParamsForAudit renders parameter values for the audit log. They are
+// what a commissioner chose (dates, numbers, codelist names), never
+// patient data.
+func wireParamsForAudit(in map[string]*havenv1.ParameterValue) map[string]string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(in))
+	for name, v := range in {
+		switch x := v.GetValue().(type) {
+		case *havenv1.ParameterValue_IntValue:
+			out[name] = strconv.FormatInt(x.IntValue, 10)
+		case *havenv1.ParameterValue_DateValue:
+			out[name] = x.DateValue
+		case *havenv1.ParameterValue_EnumValue:
+			out[name] = x.EnumValue
+		case *havenv1.ParameterValue_CodelistName:
+			out[name] = x.CodelistName
+		}
+	}
+	return out
+}
+
+// policyParams is the bound parameters as policy input: dates as
+// YYYY-MM-DD, integers as numbers, names as strings.
+func policyParams(b *catalog.Bound) map[string]any {
+	out := map[string]any{}
+	for _, p := range b.Definition().Parameters {
+		v, ok := b.Value(p.Name)
+		if !ok {
+			continue
+		}
+		if v.Type == catalog.ParamInt {
+			out[p.Name] = v.Int
+		} else {
+			out[p.Name] = v.String()
+		}
+	}
+	return out
+}
+
+func fieldNames(fs []catalog.Field) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.Name
+	}
+	return out
+}
+
+func wireKind(k cdm.SiteKind) havenv1.SiteKind {
+	switch k {
+	case cdm.KindGP:
+		return havenv1.SiteKind_SITE_KIND_GP
+	case cdm.KindTrust:
+		return havenv1.SiteKind_SITE_KIND_TRUST
+	}
+	return havenv1.SiteKind_SITE_KIND_UNSPECIFIED
+}
+
+func kindName(k havenv1.SiteKind) string {
+	switch k {
+	case havenv1.SiteKind_SITE_KIND_GP:
+		return string(cdm.KindGP)
+	case havenv1.SiteKind_SITE_KIND_TRUST:
+		return string(cdm.KindTrust)
+	}
+	return "unspecified"
+}
+
+func modeName(m havenv1.PlanMode) string {
+	switch m {
+	case havenv1.PlanMode_PLAN_MODE_AGGREGATE:
+		return string(catalog.ModeAggregate)
+	case havenv1.PlanMode_PLAN_MODE_LINKAGE:
+		return string(catalog.ModeLinkage)
+	}
+	return "unspecified"
+}
+
+// queryLimits is the node's limits for local queries that never leave the
+// site (opt-outs, members, counts).
+func (r *Runner) localQuery(sql string, args ...connector.Value) connector.Query {
+	return connector.Query{SQL: sql, Args: args, MaxRows: r.cfg.Limits.MaxRows, MaxBytes: r.cfg.Limits.MaxBytes}
+}
