@@ -203,6 +203,9 @@ type Runner struct {
 type running struct {
 	cancel context.CancelCauseFunc
 	task   *havenv1.Task
+	// resend is set when the coordinator sent the task again while it ran:
+	// it may have missed the outcome, so it is reported once more.
+	resend bool
 }
 
 // maxRecent is how many finished tasks Recent remembers.
@@ -246,9 +249,12 @@ func (r *Runner) Submit(t *havenv1.Task) {
 		r.report(state.Abandoned(id, "the node was stopping when the task arrived"))
 		return
 	}
-	if _, ok := r.running[id]; ok {
+	if rt, ok := r.running[id]; ok {
+		// The outcome may be on its way already (reported, not yet
+		// removed from running); report it again when the task ends.
+		rt.resend = true
 		r.mu.Unlock()
-		r.log.Info("task sent again while running; ignored", "task_id", id)
+		r.log.Info("task sent again while running; its outcome will be reported again", "task_id", id)
 		return
 	}
 	if isRunning, outcome, confirmed := r.cfg.Journal.Lookup(id); isRunning || outcome != nil || confirmed {
@@ -277,9 +283,13 @@ func (r *Runner) Submit(t *havenv1.Task) {
 		}
 		r.report(o)
 		r.mu.Lock()
+		resend := r.running[id].resend
 		delete(r.running, id)
 		r.remember(t, o)
 		r.mu.Unlock()
+		if resend {
+			r.report(o)
+		}
 	}()
 }
 
