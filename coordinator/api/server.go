@@ -25,7 +25,6 @@ import (
 	"maps"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -228,7 +227,7 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 		Now:        now,
 		Requester:  policy.Requester{ID: p.ID, Org: p.Org, Roles: p.Roles},
 		Definition: policy.DefinitionRef{ID: d.ID, Hash: d.Hash(), Codelists: d.CodelistNames()},
-		Parameters: dispatch.PolicyParameters(bound),
+		Parameters: policy.ParametersOf(bound),
 		Purpose:    req.GetPurpose(),
 		Counts:     &policy.SubmitCounts{RunsLast24h: recent},
 	})
@@ -260,21 +259,12 @@ func rawParameters(d *catalog.Definition, in map[string]*havenv1.ParameterValue)
 	for _, name := range slices.Sorted(maps.Keys(in)) {
 		v := in[name]
 		p, declared := d.Parameter(name)
-		var s string
-		var kind catalog.ParamType
-		switch x := v.GetValue().(type) {
-		case *havenv1.ParameterValue_IntValue:
-			s, kind = strconv.FormatInt(x.IntValue, 10), catalog.ParamInt
-		case *havenv1.ParameterValue_DateValue:
-			s, kind = x.DateValue, catalog.ParamDate
-		case *havenv1.ParameterValue_EnumValue:
-			s, kind = x.EnumValue, catalog.ParamEnum
-		case *havenv1.ParameterValue_CodelistName:
-			s, kind = x.CodelistName, catalog.ParamCodelist
-		default:
+		s, typ, ok := v.Text()
+		if !ok {
 			problems = append(problems, fmt.Sprintf("parameters.%s: no value given", name))
 			continue
 		}
+		kind := catalog.ParamType(typ)
 		if declared && p.Type != kind {
 			problems = append(problems, fmt.Sprintf("parameters.%s: parameter %s is a %s, not a %s", name, name, p.Type, kind))
 			continue

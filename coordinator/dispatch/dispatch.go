@@ -458,24 +458,6 @@ func WireValue(v catalog.Value) *havenv1.ParameterValue {
 	return &havenv1.ParameterValue{}
 }
 
-// PolicyParameters returns a bound definition's parameters as haven/submit
-// reads them: dates as YYYY-MM-DD strings, integers as numbers.
-func PolicyParameters(b *catalog.Bound) map[string]any {
-	out := map[string]any{}
-	for _, p := range b.Definition().Parameters {
-		v, ok := b.Value(p.Name)
-		if !ok {
-			continue
-		}
-		if v.Type == catalog.ParamInt {
-			out[p.Name] = v.Int
-		} else {
-			out[p.Name] = v.String()
-		}
-	}
-	return out
-}
-
 func stateName(s havenv1.SiteState) string {
 	switch s {
 	case havenv1.SiteState_SITE_STATE_PENDING:

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -86,7 +85,7 @@ func (r *Runner) Execute(ctx context.Context, t *havenv1.Task) *havenv1.TaskOutc
 		TaskID: t.GetTaskId(), RunID: t.GetRunId(),
 		DefinitionID: t.GetDefinitionId(), DefinitionVersion: t.GetDefinitionVersion(), DefinitionHash: t.GetDefinitionHash(),
 		Purpose: t.GetPurpose(), RequesterOrg: t.GetRequesterOrg(), Mode: modeName(t.GetMode()),
-		Parameters: wireParamsForAudit(t.GetParameters()),
+		Parameters: havenv1.ParameterTexts(t.GetParameters()),
 	}
 	r.audit(j, audit.Record{Event: audit.EventReceived})
 	r.log.LogAttrs(ctx, slog.LevelInfo, "task received", slog.String("task_id", t.GetTaskId()), slog.String("run_id", t.GetRunId()),
@@ -191,7 +190,7 @@ func (r *Runner) decide(ctx context.Context, j *job) *refusal {
 			Mode:         string(j.plan.Mode),
 			RequesterOrg: t.GetRequesterOrg(),
 			Codelists:    def.CodelistNames(),
-			Parameters:   policyParams(j.bound),
+			Parameters:   policy.ParametersOf(j.bound),
 		},
 		Site: policy.Site{ODS: r.cfg.ODS, Kind: string(r.cfg.Kind), Paused: pause.Paused, BundleRevision: j.decision.Revision},
 	}
@@ -384,67 +383,17 @@ func wireParams(def *catalog.Definition, in map[string]*havenv1.ParameterValue) 
 		if !ok {
 			return nil, fmt.Errorf("unknown parameter %q", name)
 		}
-		var s string
-		var kind catalog.ParamType
-		switch x := v.GetValue().(type) {
-		case *havenv1.ParameterValue_IntValue:
-			s, kind = strconv.FormatInt(x.IntValue, 10), catalog.ParamInt
-		case *havenv1.ParameterValue_DateValue:
-			s, kind = x.DateValue, catalog.ParamDate
-		case *havenv1.ParameterValue_EnumValue:
-			s, kind = x.EnumValue, catalog.ParamEnum
-		case *havenv1.ParameterValue_CodelistName:
-			s, kind = x.CodelistName, catalog.ParamCodelist
-		default:
+		s, typ, ok := v.Text()
+		if !ok {
 			return nil, fmt.Errorf("parameter %s has no value", name)
 		}
+		kind := catalog.ParamType(typ)
 		if kind != p.Type {
 			return nil, fmt.Errorf("parameter %s is a %s, the task gives a %s", name, p.Type, kind)
 		}
 		out[name] = s
 	}
 	return out, nil
-}
-
-// wireParamsForAudit renders parameter values for the audit log. They are
-// what a commissioner chose (dates, numbers, codelist names), never
-// patient data.
-func wireParamsForAudit(in map[string]*havenv1.ParameterValue) map[string]string {
-	if len(in) == 0 {
-		return nil
-	}
-	out := make(map[string]string, len(in))
-	for name, v := range in {
-		switch x := v.GetValue().(type) {
-		case *havenv1.ParameterValue_IntValue:
-			out[name] = strconv.FormatInt(x.IntValue, 10)
-		case *havenv1.ParameterValue_DateValue:
-			out[name] = x.DateValue
-		case *havenv1.ParameterValue_EnumValue:
-			out[name] = x.EnumValue
-		case *havenv1.ParameterValue_CodelistName:
-			out[name] = x.CodelistName
-		}
-	}
-	return out
-}
-
-// policyParams is the bound parameters as policy input: dates as
-// YYYY-MM-DD, integers as numbers, names as strings.
-func policyParams(b *catalog.Bound) map[string]any {
-	out := map[string]any{}
-	for _, p := range b.Definition().Parameters {
-		v, ok := b.Value(p.Name)
-		if !ok {
-			continue
-		}
-		if v.Type == catalog.ParamInt {
-			out[p.Name] = v.Int
-		} else {
-			out[p.Name] = v.String()
-		}
-	}
-	return out
 }
 
 func fieldNames(fs []catalog.Field) []string {
