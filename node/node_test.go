@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -529,7 +530,9 @@ func TestReconnectMidTaskReportsOutcome(t *testing.T) {
 			dropped.Do(func() {
 				s.coord.RefuseLinks(true)
 				s.coord.RefuseUploads(2)
-				go s.coord.DropLinks()
+				// Synchronously: the double handles nothing more on this
+				// link, so the outcome cannot slip through before the drop.
+				s.coord.DropLinks()
 			})
 		}
 	})
@@ -539,8 +542,22 @@ func TestReconnectMidTaskReportsOutcome(t *testing.T) {
 		return ok
 	})
 	nodetest.Eventually(t, "the outcome is in the journal", func() bool {
+		// The task id is in the journal while it runs too; wait until it
+		// has moved from running to unreported.
+		var j struct {
+			Running    []string          `json:"running"`
+			Unreported []json.RawMessage `json:"unreported"`
+		}
 		b, _ := os.ReadFile(journal)
-		return bytes.Contains(b, []byte(`"unreported"`)) && bytes.Contains(b, []byte(task.GetTaskId()))
+		if json.Unmarshal(b, &j) != nil || slices.Contains(j.Running, task.GetTaskId()) {
+			return false
+		}
+		for _, o := range j.Unreported {
+			if bytes.Contains(o, []byte(task.GetTaskId())) {
+				return true
+			}
+		}
+		return false
 	})
 	if s.coord.Connected() {
 		t.Fatal("the link came back while links were refused")

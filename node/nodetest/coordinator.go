@@ -309,6 +309,13 @@ func (d *nodeLinkDouble) Connect(stream grpc.BidiStreamingServer[havenv1.NodeMes
 		}
 	}()
 	for {
+		// A dropped link handles nothing more, even if a message is
+		// waiting too (select would pick at random).
+		select {
+		case <-l.drop:
+			return status.Error(codes.Unavailable, "coordinator double: link dropped")
+		default:
+		}
 		select {
 		case <-l.drop:
 			return status.Error(codes.Unavailable, "coordinator double: link dropped")
