@@ -181,11 +181,16 @@ func expectStatins(t *testing.T, n *coordinatortest.Network, ps []coordinatortes
 		{Name: "statin_issues", Kind: disclosure.KindSum, Dominance: true},
 	}}
 	for k, a := range cells {
-		// In aggregate mode a sum's contributors are the cell's patients
-		// with a value (coordinator/linkage), zeros included.
+		// A sum's contributors are the patients who add something to it,
+		// in aggregate mode as in linkage mode (catalog.Partial): here
+		// those on a statin.
+		var top []float64
+		if a.onStatin > 0 {
+			top = []float64{float64(a.top)}
+		}
 		tab.Cells = append(tab.Cells, disclosure.Cell{Key: k[:], Values: []disclosure.Input{
 			{Count: a.patients}, {Count: a.onStatin},
-			{Sum: float64(a.sum), N: a.patients, TopContributions: []float64{float64(a.top)}},
+			{Sum: float64(a.sum), N: a.onStatin, TopContributions: top},
 		}})
 	}
 	rel, err := disclosure.Apply(context.Background(), tab, thresholds(t, n))

@@ -87,7 +87,13 @@ type ParticipateInput struct {
 // Measure is one column of a released table.
 type Measure struct {
 	Name string `json:"name"`
-	Kind string `json:"kind"` // count, sum or mean
+	Kind string `json:"kind"` // count, sum, mean, min or max
+	// Dominance reports that the definition asks for the dominance rule on
+	// the measure, so that its plan carries each cell's largest
+	// contributions. Policy decides which measures the rule applies to
+	// (DisclosureDecision.DominanceMeasures); the reference policy applies
+	// it to every sum and to the means that ask.
+	Dominance bool `json:"dominance"`
 }
 
 // TableShape describes a table without its values.

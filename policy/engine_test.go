@@ -49,7 +49,8 @@ func validDisclose() DiscloseInput {
 	return DiscloseInput{
 		Purpose: "commissioning",
 		Table: TableShape{Rows: 16, Measures: []Measure{
-			{Name: "patients", Kind: "count"}, {Name: "admissions", Kind: "sum"},
+			{Name: "patients", Kind: "count"}, {Name: "admissions", Kind: "sum", Dominance: true},
+			{Name: "mean_age", Kind: "mean"},
 		}},
 		Coverage: Coverage{
 			Sites:      Answered{Expected: 10, Answered: 10},
@@ -145,6 +146,13 @@ func TestDecisions(t *testing.T) {
 		}
 		if strings.Join(d.DominanceMeasures, ",") != "admissions" {
 			t.Errorf("dominance measures %v, want [admissions]", d.DominanceMeasures)
+		}
+
+		// A mean gets the dominance rule when its definition asks for it.
+		asks := validDisclose()
+		asks.Table.Measures[2].Dominance = true
+		if d, _ := e.Disclose(ctx, asks); strings.Join(d.DominanceMeasures, ",") != "admissions,mean_age" {
+			t.Errorf("with a mean that asks: dominance measures %v, want [admissions mean_age]", d.DominanceMeasures)
 		}
 
 		research := validDisclose()

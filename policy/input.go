@@ -65,7 +65,8 @@ func (in DiscloseInput) astValue() (ast.Value, error) {
 	} else {
 		ms := make([]*ast.Term, len(in.Table.Measures))
 		for i, m := range in.Table.Measures {
-			ms[i] = ast.ObjectTerm(item("name", ast.StringTerm(m.Name)), item("kind", ast.StringTerm(m.Kind)))
+			ms[i] = ast.ObjectTerm(item("name", ast.StringTerm(m.Name)), item("kind", ast.StringTerm(m.Kind)),
+				item("dominance", ast.BooleanTerm(m.Dominance)))
 		}
 		measures = ast.ArrayTerm(ms...)
 	}

@@ -20,8 +20,11 @@ import (
 // Lint checks the bundle at p, a directory or a .tar.gz, as the board
 // prepares it: every Rego file parses and compiles with the capabilities
 // Load allows, the three decisions exist, data.json and the manifest parse,
-// the catalogue loads, and data.json's approvals match the catalogue (see
-// ApprovalProblems). It does not check the signature.
+// the catalogue loads, data.json's approvals match the catalogue (see
+// ApprovalProblems), and data.disclosure has a rule for every measure that
+// the plans can satisfy: a known kind, and the largest contributions of
+// every measure of a kind the dominance rule always applies to. It does not
+// check the signature.
 //
 // Every problem found is returned at once as a catalog.ErrorList, each with
 // the file and, where known, line, column or field path. Any other error
@@ -190,15 +193,41 @@ func ApprovalProblems(data map[string]any, cat *catalog.Catalog) catalog.ErrorLi
 	}
 	disclosure, _ := data["disclosure"].(map[string]any)
 	kinds, _ := disclosure["measure_kinds"].([]any)
+	dominance := dominanceKinds(disclosure)
 	for _, d := range cat.Definitions() {
 		for _, m := range d.Measures {
 			if !slices.Contains(kinds, any(string(m.Agg))) {
 				errs = append(errs, &catalog.Error{Pos: m.Pos, Path: "measures." + m.Name,
 					Msg: fmt.Sprintf("a %s measure has no disclosure rule (data.disclosure.measure_kinds), so its table could never be released", m.Agg)})
 			}
+			if dominance[string(m.Agg)] && !m.Dominance {
+				errs = append(errs, &catalog.Error{Pos: m.Pos, Path: "measures." + m.Name,
+					Msg: fmt.Sprintf("policy applies the dominance rule to every %s measure (data.disclosure.dominance_kinds), but this one has dominance: false, so its plan carries no largest contributions and the rule could not be checked", m.Agg)})
+			}
 		}
 	}
 	return errs
+}
+
+// dominanceKinds returns the measure kinds the dominance rule applies to
+// whatever the definition asks, by default or for some purpose.
+func dominanceKinds(disclosure map[string]any) map[string]bool {
+	out := map[string]bool{}
+	add := func(settings any) {
+		s, _ := settings.(map[string]any)
+		list, _ := s["dominance_kinds"].([]any)
+		for _, k := range list {
+			if k, ok := k.(string); ok {
+				out[k] = true
+			}
+		}
+	}
+	add(disclosure)
+	purposes, _ := disclosure["purposes"].(map[string]any)
+	for _, p := range purposes {
+		add(p)
+	}
+	return out
 }
 
 func checkNames(v any, known map[string]any, add func(string, ...any)) {

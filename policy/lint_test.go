@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -169,6 +170,72 @@ func TestLintReportsEveryProblemWithItsPosition(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("lint output lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// Policy applies the dominance rule to every sum, so a sum that asks the
+// sites for no largest contributions could never be checked.
+func TestLintReportsSumWithoutDominance(t *testing.T) {
+	dir := copyDir(t, referenceBundle)
+	name := filepath.Join(dir, "definitions", "statins-chd", "definition.yaml")
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), "sum: statin_issues}", "sum: statin_issues, dominance: false}", 1)
+	if edited == string(b) {
+		t.Fatal("statins-chd has no statin_issues sum to edit")
+	}
+	write(t, name, edited)
+	err = Lint(context.Background(), dir)
+	got := ""
+	if err != nil {
+		got = err.Error()
+	}
+	want := "measures.statin_issues: policy applies the dominance rule to every sum measure"
+	if !strings.Contains(got, want) {
+		t.Errorf("lint output lacks %q:\n%s", want, got)
+	}
+	if strings.Contains(got, "measures.prevalence") || strings.Contains(got, "measures.mean_sbp") {
+		t.Errorf("lint asks for the dominance rule on a mean that does not ask for it:\n%s", got)
+	}
+}
+
+// For every reference definition, the measures policy puts under the
+// dominance rule are its sums, and each has the largest contributions the
+// rule needs: the coordinator never has to release a measure policy wanted
+// checked without checking it.
+func TestReferenceDominanceMeasuresAreChecked(t *testing.T) {
+	k := newKey(t)
+	dir := copyDir(t, referenceBundle)
+	sign(t, dir, k)
+	e := load(t, dir, k)
+	for _, d := range e.Catalog().Definitions() {
+		t.Run(d.ID, func(t *testing.T) {
+			in := validDisclose()
+			in.Table.Measures = nil
+			var sums []string
+			for _, m := range d.Measures {
+				in.Table.Measures = append(in.Table.Measures, Measure{Name: m.Name, Kind: string(m.Agg), Dominance: m.Dominance})
+				if m.Agg == catalog.AggSum {
+					sums = append(sums, m.Name)
+				}
+			}
+			dec, err := e.Disclose(context.Background(), in)
+			if err != nil || !dec.Allow {
+				t.Fatalf("Disclose: allow=%v reasons=%v err=%v", dec.Allow, codes(dec.Decision), err)
+			}
+			slices.Sort(sums)
+			if !slices.Equal(dec.DominanceMeasures, sums) {
+				t.Errorf("dominance measures %v; want the sums %v", dec.DominanceMeasures, sums)
+			}
+			for _, name := range dec.DominanceMeasures {
+				i := slices.IndexFunc(d.Measures, func(m *catalog.Measure) bool { return m.Name == name })
+				if i < 0 || !d.Measures[i].Dominance {
+					t.Errorf("policy wants the dominance rule on %s, whose plan carries no largest contributions", name)
+				}
+			}
+		})
 	}
 }
 

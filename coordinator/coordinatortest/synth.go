@@ -139,9 +139,13 @@ func StatinsCells(def *catalog.Definition, schema *arrow.Schema, ps []Patient, o
 		if p.StatinIssues > 0 {
 			a.onStatin++
 		}
-		a.sum += p.StatinIssues
-		a.n++
-		a.top = max(a.top, p.StatinIssues)
+		// A sum's n and top count its contributors: the patients who
+		// add something to it (catalog.Partial).
+		if p.StatinIssues != 0 {
+			a.sum += p.StatinIssues
+			a.n++
+			a.top = max(a.top, p.StatinIssues)
+		}
 	}
 	keys := make([]key, 0, len(cells))
 	for k := range cells {
@@ -167,7 +171,11 @@ func StatinsCells(def *catalog.Definition, schema *arrow.Schema, ps []Patient, o
 				case "statin_issues__n":
 					b.Field(f).(*array.Int64Builder).Append(a.n)
 				case "statin_issues__top":
-					b.Field(f).(*array.Int64Builder).Append(a.top)
+					if a.n == 0 {
+						b.Field(f).(*array.Int64Builder).AppendNull()
+					} else {
+						b.Field(f).(*array.Int64Builder).Append(a.top)
+					}
 				default:
 					panic("unexpected field " + field.Name)
 				}

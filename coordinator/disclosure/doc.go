@@ -21,15 +21,19 @@
 //     MinCount: with the defaults (8, 5) 8 to 12 show as 10, and with
 //     (12, 5) a 12 shows as 15, not 10. So a released count is 0 or at
 //     least MinCount, and a positive count is never shown as 0.
-//   - Sums. A sum over no patients is released as 0; over 1 to MinCount-1
-//     patients (Input.N) it is withheld (few_contributors), so a sum for
-//     a group whose patient count is too small to show is not shown
-//     either. With the dominance rule, a sum whose Dominance.N largest
+//   - Sums. A sum with no contributors (Input.N: the patients who add
+//     something to it) is released as 0, as a count of 0 is; with 1 to
+//     MinCount-1 it is withheld (few_contributors), so a sum for a group
+//     whose patient count is too small to show is not shown either. With the dominance rule, a sum whose Dominance.N largest
 //     contributions exceed Dominance.K of it is withheld (dominance).
 //     Released sums are rounded half up to a multiple of RoundingBase.
 //   - Means follow the same rules as sums and are released as Sum/N to 4
-//     significant figures. They get no margins and no secondary
-//     suppression: a mean is not the sum of others.
+//     significant figures, N counting every value, zeros included. The
+//     dominance rule applies where the measure asks for it; the reference
+//     policy asks for it on every sum but on a mean only where its
+//     definition does, leaving means to the few-contributors rule. Means
+//     get no margins and no secondary suppression: a mean is not the sum
+//     of others.
 //   - Min and max. Each is one patient's own value, so by default it is
 //     withheld (min_max_disclosive). If ReleaseMinMax is set it is
 //     released exactly when at least MinCount patients contribute.

@@ -71,8 +71,9 @@ type Input struct {
 	// N is the number of patients contributing to a sum, mean, min or max.
 	// For a sum, count only patients whose contribution is not zero: a sum
 	// over 50 patients of whom one had an admission is that patient's
-	// number of admissions. For a mean, N is the divisor; a mean that
-	// could be one patient's value spread thin wants the dominance rule.
+	// number of admissions. For a mean, N is the divisor, zeros included:
+	// the few-contributors rule protects it, and the dominance rule only
+	// where its Measure asks for it.
 	N int64
 	// Sum is the total of the contributions, for sum and mean measures.
 	Sum float64

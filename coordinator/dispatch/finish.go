@@ -101,13 +101,9 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 	if err != nil {
 		return failed("linkage: %v", err)
 	}
-	measures := make([]policy.Measure, len(table.Measures))
-	for i, m := range table.Measures {
-		measures[i] = policy.Measure{Name: m.Name, Kind: string(m.Kind)}
-	}
 	in := policy.DiscloseInput{
 		Purpose: r.run.Purpose,
-		Table:   policy.TableShape{Rows: len(table.Cells), Measures: measures},
+		Table:   policy.TableShape{Rows: len(table.Cells), Measures: discloseMeasures(table.Measures)},
 		Coverage: policy.Coverage{
 			Sites:      policy.Answered{Expected: int64(cov.SitesExpected), Answered: int64(cov.SitesAnswered)},
 			Population: policy.Answered{Expected: cov.PopulationExpected, Answered: cov.PopulationAnswered},
@@ -128,19 +124,7 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		RoundingBase: dec.Thresholds.RoundingBase,
 		Dominance:    disclosure.Dominance{N: dec.Thresholds.Dominance.N, K: dec.Thresholds.Dominance.K},
 	}
-	// The dominance rule needs each cell's largest contributions, which
-	// the plan carries only for the measures whose definition asks for
-	// them; policy may name more. Those it names but the plan cannot check
-	// are recorded in the audit entry of the release.
-	var unchecked []string
-	for i := range table.Measures {
-		m := &table.Measures[i]
-		wanted := slices.Contains(dec.DominanceMeasures, m.Name)
-		if wanted && !m.Dominance {
-			unchecked = append(unchecked, m.Name)
-		}
-		m.Dominance = m.Dominance && wanted
-	}
+	unchecked := applyDominance(table.Measures, dec.DominanceMeasures)
 	if len(unchecked) > 0 {
 		d.log.LogAttrs(ctx, slog.LevelWarn, "policy asks for the dominance rule on measures the plan gives no contributions for",
 			slog.String("run", r.id), slog.Any("measures", unchecked))
@@ -173,6 +157,35 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		"coverage": map[string]any{"sites_expected": cov.SitesExpected, "sites_answered": cov.SitesAnswered,
 			"population_expected": cov.PopulationExpected, "population_answered": cov.PopulationAnswered},
 	}}
+}
+
+// discloseMeasures describes a table's measures to haven/disclose, with
+// whether each asks for the dominance rule: policy decides which measures
+// the rule applies to, and a measure that does not ask carries no largest
+// contributions to apply it with.
+func discloseMeasures(ms []disclosure.Measure) []policy.Measure {
+	out := make([]policy.Measure, len(ms))
+	for i, m := range ms {
+		out[i] = policy.Measure{Name: m.Name, Kind: string(m.Kind), Dominance: m.Dominance}
+	}
+	return out
+}
+
+// applyDominance sets the dominance rule on exactly the measures that
+// policy names (wanted) and that carry their cells' largest
+// contributions, which the plan gives only where the definition asks. It
+// returns the measures policy names that cannot be checked, for the
+// release's audit entry.
+func applyDominance(ms []disclosure.Measure, wanted []string) (unchecked []string) {
+	for i := range ms {
+		m := &ms[i]
+		want := slices.Contains(wanted, m.Name)
+		if want && !m.Dominance {
+			unchecked = append(unchecked, m.Name)
+		}
+		m.Dominance = m.Dominance && want
+	}
+	return unchecked
 }
 
 // summarise counts the released table's rows and values.

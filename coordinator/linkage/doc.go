@@ -16,7 +16,7 @@
 // a group only once in a run.
 //
 // Each practice reports only its largest contribution (__top) to a sum or
-// mean with the dominance rule, so the largest contribution of the run is
+// mean with the dominance rule (for a sum, its largest non-zero value), so the largest contribution of the run is
 // exact but the next ones are unknown. TopContributions holds the run's
 // largest value first, followed by upper bounds for the next ones: a
 // practice with n contributors, largest value t and sum s can account for
@@ -25,8 +25,11 @@
 // dominance rule stays conservative; with the default (1, k) rule only the
 // exact first value matters.
 //
-// N, in aggregate mode, is the sum of the practices' __n partials: the
-// patients with a non-null value, zeros included.
+// N, in aggregate mode, is the sum of the practices' __n partials, which
+// count contributors as linkage mode does (catalog.Partial): for a sum the
+// patients whose value is not zero, for a mean, min and max those with a
+// non-null value. So the rule for few contributors reads the same N for a
+// measure whichever mode its plan has.
 //
 // # Linkage mode
 //

@@ -236,7 +236,9 @@ func b2f(b bool) float64 {
 }
 
 // practiceCells computes one practice's cells with the catalogue's
-// partials: count, sum, n (non-null values), min, max, top.
+// partials: count, sum, n (contributors: a sum's non-zero values, other
+// measures' non-null values), min, max, top (a sum's largest non-zero
+// value).
 func practiceCells(f fixture, pats []patientVals) []row {
 	task := f.plan.Tasks[0]
 	groups := map[string][]patientVals{}
@@ -264,7 +266,8 @@ func practiceCells(f fixture, pats []patientVals) []row {
 				}
 				count++
 				if m.Of != "" {
-					if v, ok := p[m.Of].(float64); ok {
+					v, ok := p[m.Of].(float64)
+					if ok && (m.Agg != catalog.AggSum || v != 0) {
 						vals = append(vals, v)
 					}
 				}
@@ -362,10 +365,10 @@ type expCell struct {
 	min, max []float64
 }
 
-// expect aggregates patients into cells: linkage semantics when nonZeroN
-// (a sum's contributors are its non-zero values), aggregate semantics
-// otherwise (non-null values).
-func expect(f fixture, pats []patientVals, nonZeroN bool) map[string]*expCell {
+// expect aggregates patients into cells. In either mode a sum's
+// contributors are its non-zero values, and those of other measures their
+// non-null values.
+func expect(f fixture, pats []patientVals) map[string]*expCell {
 	out := map[string]*expCell{}
 	nm := len(f.def.Measures)
 	for _, p := range pats {
@@ -388,7 +391,7 @@ func expect(f fixture, pats []patientVals, nonZeroN bool) map[string]*expCell {
 			if !ok {
 				continue
 			}
-			if m.Agg == catalog.AggSum && nonZeroN && v == 0 {
+			if m.Agg == catalog.AggSum && v == 0 {
 				continue
 			}
 			if c.n[j] == 0 || v < c.min[j] {

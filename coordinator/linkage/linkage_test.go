@@ -97,7 +97,7 @@ func TestReferenceDefinitions(t *testing.T) {
 			} else {
 				ups, pats = genAggregate(rng, f, 400)
 			}
-			want := expect(f, pats, linked)
+			want := expect(f, pats)
 			bs := makeBatches(t, rng, mem, f, ups)
 			defer release(bs)
 
@@ -341,6 +341,45 @@ func TestOrderIndependence(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFewContributorsInAggregateMode: in aggregate mode a sum's N is the
+// practices' contributors, the patients who add something to it, not the
+// patients in the cell, so a sum that few patients make up is withheld
+// however many patients the cell holds.
+func TestFewContributorsInAggregateMode(t *testing.T) {
+	f := newFixture(t, loadCatalog(t), "statins-chd")
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	schema, _ := f.plan.Schema(cdm.KindGP)
+	// 22 women aged 50-64 at two practices, of whom 5 had statins: 5 and 4
+	// issues at the first, 3, 2 and 1 at the second.
+	bs := []batchOf{
+		{linkage.Site{ODS: "A81001", Kind: cdm.KindGP}, buildRecord(t, mem, schema, []row{aggRow("50-64", "F", 12, 2, 9, 2, 5)})},
+		{linkage.Site{ODS: "A81002", Kind: cdm.KindGP}, buildRecord(t, mem, schema, []row{aggRow("50-64", "F", 10, 3, 6, 3, 3)})},
+	}
+	defer release(bs)
+	r := f.newRun(t, linkage.Options{})
+	addAll(t, r, bs)
+	tab, _ := tableOf(t, r)
+	if len(tab.Cells) != 1 {
+		t.Fatalf("%d cells; want 1", len(tab.Cells))
+	}
+	sum := tab.Cells[0].Values[2]
+	if tab.Measures[2].Name != "statin_issues" || sum.N != 5 || sum.Sum != 15 || tab.Cells[0].Values[0].Count != 22 {
+		t.Fatalf("statin_issues = %+v in a cell of %d patients; want N 5, sum 15 in a cell of 22", sum, tab.Cells[0].Values[0].Count)
+	}
+	rel, err := disclosure.Apply(context.Background(), tab, disclosure.DefaultThresholds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rel.Cells[0].Values
+	if got[0].Status != disclosure.StatusReleased || got[0].Value != 20 {
+		t.Errorf("patients = %+v; want 20 released", got[0])
+	}
+	if got[2].Status != disclosure.StatusWithheld || got[2].Reason.Code != disclosure.CodeFewContributors {
+		t.Errorf("statin_issues = %+v; want withheld for few contributors", got[2])
 	}
 }
 

@@ -111,8 +111,11 @@
 // Measures. A condition's comparison with a NULL value fails; a bool
 // counts 1 or 0. Counts count the patients of the cell meeting the
 // measure's where. A sum adds the non-NULL values of those patients, and
-// is 0 when there are none; n counts those values; min, max and top (the
-// largest single value, for the dominance rule) are NULL when n is 0.
+// is 0 when there are none. n counts the contributors (catalog.Partial):
+// for a sum the non-NULL values that are not 0, for a mean, min or max
+// every non-NULL value, zeros included. A sum's top (its largest single
+// contribution, for the dominance rule) is the largest value that is not
+// 0, a mean's the largest value; min, max and top are NULL when n is 0.
 //
 // Linkage rows. A practice sends a row for every patient in its
 // population. A trust that does not evaluate the population sends a row

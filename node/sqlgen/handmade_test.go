@@ -3,6 +3,7 @@ package sqlgen
 import (
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -488,13 +489,14 @@ func TestHandmadeCells(t *testing.T) {
 		// highest__max, highest__n, issues__sum, issues__n, issues__top,
 		// diabetics, mean_sbp__sum, mean_sbp__n, mean_sbp__top; ordered by
 		// band, sex, practice with NULLs last.
+		// A sum's n and top leave out the patients who add 0 to it.
 		byHand := [][]any{
-			{"18-39", "F", "A00001", int64(1), int64(33), int64(1), nil, int64(0), int64(0), int64(1), int64(0), int64(0), 0.0, int64(0), nil},
-			{"18-39", "M", "A00001", int64(1), int64(23), int64(1), 118.0, int64(1), int64(0), int64(1), int64(0), int64(0), 118.0, int64(1), 118.0},
-			{"40-64", "M", "A00001", int64(2), int64(44), int64(2), nil, int64(0), int64(0), int64(2), int64(0), int64(0), 0.0, int64(0), nil},
+			{"18-39", "F", "A00001", int64(1), int64(33), int64(1), nil, int64(0), int64(0), int64(0), nil, int64(0), 0.0, int64(0), nil},
+			{"18-39", "M", "A00001", int64(1), int64(23), int64(1), 118.0, int64(1), int64(0), int64(0), nil, int64(0), 118.0, int64(1), 118.0},
+			{"40-64", "M", "A00001", int64(2), int64(44), int64(2), nil, int64(0), int64(0), int64(0), nil, int64(0), 0.0, int64(0), nil},
 			{"65+", "F", "A00001", int64(1), int64(73), int64(1), 135.0, int64(1), int64(2), int64(1), int64(2), int64(1), 135.0, int64(1), 135.0},
 			{"65+", "M", "A00001", int64(1), int64(84), int64(1), 120.0, int64(1), int64(1), int64(1), int64(1), int64(0), 120.0, int64(1), 120.0},
-			{nil, "U", "A00001", int64(1), nil, int64(0), nil, int64(0), int64(0), int64(1), int64(0), int64(0), 0.0, int64(0), nil},
+			{nil, "U", "A00001", int64(1), nil, int64(0), nil, int64(0), int64(0), int64(0), nil, int64(0), 0.0, int64(0), nil},
 		}
 		if diff := diffRows(rows, byHand); diff != "" {
 			t.Errorf("by hand (in SQL order):\n%s", diff)
@@ -513,6 +515,82 @@ func TestHandmadeCells(t *testing.T) {
 			if _, ok := in[m]; !ok {
 				t.Errorf("member %s missing", m)
 			}
+		}
+	})
+}
+
+// sumContributorsDef puts the hand-made practice's population in one cell,
+// where some patients add 0 to a sum and others do not.
+const sumContributorsDef = `
+id: edge
+version: 1
+title: Contributors to sums
+parameters:
+  index_date: {type: date, default: 2024-01-01}
+  lookback: {type: int, default: 365}
+population:
+  registered_on: $index_date
+variables:
+  practice: {registered_practice: {on: $index_date}}
+  age: {age: {on: $index_date}}
+  statins: {count: {table: medication, codelist: statins, between: [$index_date - lookback, $index_date]}}
+  diabetic: {exists: {table: clinical_event, codelist: t2dm, on_or_before: $index_date}}
+measures:
+  - {name: patients, count: patients}
+  - {name: issues, sum: statins}
+  - {name: older_issues, sum: statins, where: age >= 40}
+  - {name: diabetics, sum: diabetic}
+  - {name: mean_issues, mean: statins}
+group_by: [practice]
+`
+
+// TestHandmadeSumContributors: a sum's n counts the patients whose value
+// is not 0, the contributors the disclosure rule for few contributors
+// needs, while a mean's n counts every value, zeros included, as its
+// divisor. Of the seven patients in the population only p1 (2 issues) and
+// p8 (1) had statins, and only p1 is diabetic: counting every non-null
+// value, as sums once did, would give issues__n 7, older_issues__n 4 and
+// diabetics__n 7.
+func TestHandmadeSumContributors(t *testing.T) {
+	eachDialect(t, func(t *testing.T, tdb testDB) {
+		g := newGPCase(t)
+		db := openHandmade(t, tdb, g.sd)
+		d := parseDefinition(t, sumContributorsDef)
+		p := d.Plan()
+		if p.Mode != catalog.ModeAggregate {
+			t.Fatalf("plan mode %s", p.Mode)
+		}
+		b := bind(t, d, nil)
+		prog, err := Compile(b, p, cdm.KindGP, tdb.d, Options{SiteODS: g.sd.site.ODS, NDOP: g.ndop})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := query(t.Context(), db, prog.Result)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, c := range prog.Result.Columns {
+			names = append(names, c.Name)
+		}
+		wantNames := []string{"practice", "patients", "issues__sum", "issues__n", "issues__top",
+			"older_issues__sum", "older_issues__n", "older_issues__top", "diabetics__sum", "diabetics__n", "diabetics__top",
+			"mean_issues__sum", "mean_issues__n"}
+		if !slices.Equal(names, wantNames) {
+			t.Fatalf("columns %v, want %v", names, wantNames)
+		}
+		byHand := [][]any{{"A00001", int64(7),
+			int64(3), int64(2), int64(2), // p1 and p8 of seven
+			int64(3), int64(2), int64(2), // p1 and p8 of the four aged 40 or over (p1, p8, p11, p12)
+			int64(1), int64(1), int64(1), // a bool counts 1: p1 alone
+			int64(3), int64(7), // a mean divides by every value
+		}}
+		if diff := diffRows(rows, byHand); diff != "" {
+			t.Errorf("by hand:\n%s", diff)
+		}
+		want := newReference(t, b, cdm.KindGP, g.sd, g.ndop).cellRows()
+		if diff := diffRows(rows, want); diff != "" {
+			t.Errorf("reference:\n%s", diff)
 		}
 	})
 }

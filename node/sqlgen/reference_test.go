@@ -560,6 +560,12 @@ func (r *reference) cellRows() [][]any {
 				if !ok {
 					continue
 				}
+				// A patient who adds 0 to a sum is none of its
+				// contributors, so counts neither in n nor for top
+				// (catalog.Partial).
+				if m.Agg == catalog.AggSum && x == 0 {
+					continue
+				}
 				if n == 0 || x < lo {
 					lo = x
 				}

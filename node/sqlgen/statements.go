@@ -2,6 +2,7 @@ package sqlgen
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/havenhealth/haven/node/cdm"
@@ -80,27 +81,45 @@ func (c *compiler) partial(f catalog.Field) string {
 		c.fail("field %s: no measure %q", f.Name, f.Source)
 		return "NULL"
 	}
-	filter := ""
+	var where []string
 	if m.Where != nil {
-		filter = " FILTER (WHERE " + c.cond(m.Where) + ")"
+		where = append(where, c.cond(m.Where))
+	}
+	filter := func(conds []string) string {
+		switch len(conds) {
+		case 0:
+			return ""
+		case 1:
+			return " FILTER (WHERE " + conds[0] + ")"
+		}
+		return " FILTER (WHERE " + and(conds) + ")"
 	}
 	if f.Partial == catalog.PartialCount {
-		return "count(*)" + filter
+		return "count(*)" + filter(where)
 	}
 	val := c.numeric(m.Of)
 	typ := "BIGINT"
 	if f.Type == catalog.FieldFloat64 {
 		typ = c.d.doubleType()
 	}
+	// A sum's contributors, and so its n and top, are the patients whose
+	// value is not zero (catalog.Partial): the disclosure rule for few
+	// contributors must not count those who add nothing.
+	contributors := where
+	if m.Agg == catalog.AggSum {
+		contributors = append(slices.Clip(where), val+" <> 0")
+	}
 	switch f.Partial {
 	case catalog.PartialSum:
-		return fmt.Sprintf("CAST(coalesce(sum(%s)%s, 0) AS %s)", val, filter, typ)
+		return fmt.Sprintf("CAST(coalesce(sum(%s)%s, 0) AS %s)", val, filter(where), typ)
 	case catalog.PartialN:
-		return fmt.Sprintf("count(%s)%s", val, filter)
+		return fmt.Sprintf("count(%s)%s", val, filter(contributors))
 	case catalog.PartialMin:
-		return fmt.Sprintf("CAST(min(%s)%s AS %s)", val, filter, typ)
-	case catalog.PartialMax, catalog.PartialTop:
-		return fmt.Sprintf("CAST(max(%s)%s AS %s)", val, filter, typ)
+		return fmt.Sprintf("CAST(min(%s)%s AS %s)", val, filter(where), typ)
+	case catalog.PartialMax:
+		return fmt.Sprintf("CAST(max(%s)%s AS %s)", val, filter(where), typ)
+	case catalog.PartialTop:
+		return fmt.Sprintf("CAST(max(%s)%s AS %s)", val, filter(contributors), typ)
 	}
 	c.fail("field %s: unknown partial %q", f.Name, f.Partial)
 	return "NULL"

@@ -421,6 +421,7 @@ type Measure struct {
 	Where *Cond
 	// Dominance asks for the largest single patient's contribution to be
 	// reported alongside a sum or mean, for the dominance rule (DESIGN §9).
+	// It defaults to true for a sum and false for a mean.
 	Dominance bool
 	Pos       Pos
 }

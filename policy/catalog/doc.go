@@ -107,6 +107,15 @@
 // with a number or an int parameter, joined by and; they are parsed into
 // Cond, never passed on as text. group_by names string or bool variables.
 //
+// dominance asks the sites for each cell's largest single contribution, so
+// that the coordinator can apply the dominance rule (DESIGN §9). It is true
+// by default for a sum, the magnitude that one patient can dominate, and
+// false for a mean, which the few-contributors rule protects; a mean may
+// ask for it with dominance: true. The reference policy (haven/disclose)
+// applies the rule to every sum and to the means that ask. A sum's
+// contributors are the patients whose value is not zero; a mean's are
+// those with a value (see Partial).
+//
 // # Codelists
 //
 // A codelist is codelists/<name>.csv: comment lines first, one of them

@@ -88,16 +88,28 @@ const (
 // Partial names the part of a measure a cell field holds. A measure's
 // partials are named <measure>__<partial>, except a count, which is named
 // after the measure itself.
+//
+// What n counts depends on the measure, because the coordinator's
+// disclosure control reads it as the number of contributors: a sum from
+// fewer than the minimum cell count of them is withheld. For a sum, n is
+// the patients whose value is non-null and non-zero, since a patient who
+// adds 0 contributes nothing to protect: a sum over 50 patients of whom
+// one had an admission is that patient's admissions. For a mean, min or
+// max, n is the patients with a non-null value, zeros included; a mean
+// divides its sum by it. A sum's top is likewise the largest non-zero
+// value, so it is null exactly when n is 0. Sites compute these in one
+// way whatever the plan's mode, and the coordinator's linkage counts the
+// same way, so a measure means the same in aggregate and linkage mode.
 type Partial string
 
 // Measure partials.
 const (
 	PartialCount Partial = "count" // patients in the cell meeting the measure's where
 	PartialSum   Partial = "sum"   // sum of the variable over them (bool counts 1)
-	PartialN     Partial = "n"     // how many of them have a non-null value; sum and mean divide by it
+	PartialN     Partial = "n"     // contributors: for a sum, those with a non-zero value; otherwise those with a non-null value
 	PartialMin   Partial = "min"   // smallest value; null when n is 0
 	PartialMax   Partial = "max"   // largest value; null when n is 0
-	PartialTop   Partial = "top"   // largest single patient's value, for the dominance rule; null when n is 0
+	PartialTop   Partial = "top"   // largest single contribution, for the dominance rule; null when n is 0
 )
 
 // Combine says how the coordinator merges one field across the sites that

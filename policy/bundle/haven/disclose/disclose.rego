@@ -5,8 +5,10 @@
 #
 #     purpose    the run's purpose, one of data.purposes
 #     table      {rows: number of cells (group combinations),
-#                 measures: [{name, kind}]}, kind one of
-#                 data.disclosure.measure_kinds
+#                 measures: [{name, kind, dominance}]}, kind one of
+#                 data.disclosure.measure_kinds, dominance whether the
+#                 definition asks for the dominance rule (so that the plan
+#                 carries each cell's largest contributions)
 #     coverage   {sites: {expected, answered},
 #                 population: {expected, answered}}
 #
@@ -15,9 +17,16 @@
 #     thresholds          {min_cell_count, rounding_base, dominance: {n, k}}:
 #                         counts from 1 to min_cell_count - 1 are withheld,
 #                         released counts are rounded to rounding_base, and a
-#                         sum or mean cell is withheld when its n largest
-#                         contributions make up more than k of it
-#     dominance_measures  names of the measures the dominance rule applies to
+#                         cell of a measure the dominance rule applies to is
+#                         withheld when its n largest contributions make up
+#                         more than k of it
+#     dominance_measures  names of the measures the dominance rule applies to:
+#                         every measure whose kind is in dominance_kinds (the
+#                         sums: magnitudes one patient can dominate), and each
+#                         measure whose kind is in dominance_on_request_kinds
+#                         (the means) and whose definition asks for the rule;
+#                         other means are protected by the few-contributors
+#                         rule (at least min_cell_count contributors)
 #     partial             whether some sites or population did not answer;
 #                         a partial table is released only when the answered
 #                         share of the population reaches
@@ -53,8 +62,15 @@ measures := object.get(input, ["table", "measures"], [])
 
 dominance_measures := sort([m.name |
 	some m in measures
-	m.kind in settings.dominance_kinds
+	dominance_applies(m)
 ])
+
+dominance_applies(m) if m.kind in settings.dominance_kinds
+
+dominance_applies(m) if {
+	m.kind in settings.dominance_on_request_kinds
+	m.dominance == true
+}
 
 sites := object.get(input, ["coverage", "sites"], {})
 
@@ -86,6 +102,8 @@ thresholds_valid if {
 	settings.dominance.n >= 1
 	settings.dominance.k > 0
 	settings.dominance.k <= 1
+	is_array(settings.dominance_kinds)
+	is_array(settings.dominance_on_request_kinds)
 }
 
 reasons contains lib.reason("table_invalid", "table.rows must be a non-negative number and table.measures a non-empty list") if {

@@ -5,10 +5,10 @@ import data.haven.lib
 base_input := {
 	"purpose": "commissioning",
 	"table": {"rows": 16, "measures": [
-		{"name": "patients", "kind": "count"},
-		{"name": "admitted", "kind": "count"},
-		{"name": "admissions", "kind": "sum"},
-		{"name": "mean_hba1c", "kind": "mean"},
+		{"name": "patients", "kind": "count", "dominance": false},
+		{"name": "admitted", "kind": "count", "dominance": false},
+		{"name": "admissions", "kind": "sum", "dominance": true},
+		{"name": "mean_hba1c", "kind": "mean", "dominance": false},
 	]},
 	"coverage": {
 		"sites": {"expected": 10, "answered": 10},
@@ -35,6 +35,33 @@ test_allow_complete_table_with_defaults if {
 	d.reasons == []
 	d.partial == false
 	d.thresholds == {"min_cell_count": 8, "rounding_base": 5, "dominance": {"n": 1, "k": 0.8}}
+	d.dominance_measures == ["admissions"]
+}
+
+# The dominance rule protects sums, whatever the definition asks for, and
+# means only where their definition asks for it; a count never gets it.
+test_dominance_on_sums_and_on_means_that_ask if {
+	d := eval({"table": {"measures": [
+		{"name": "beds", "kind": "sum", "dominance": false},
+		{"name": "admissions", "kind": "sum", "dominance": true},
+		{"name": "mean_cost", "kind": "mean", "dominance": true},
+		{"name": "mean_hba1c", "kind": "mean", "dominance": false},
+		{"name": "patients", "kind": "count", "dominance": true},
+	]}})
+	d.allow
+	d.dominance_measures == ["admissions", "beds", "mean_cost"]
+}
+
+test_dominance_not_asked_when_input_omits_it if {
+	d := eval({"table": {"measures": [{"name": "total", "kind": "sum"}, {"name": "average", "kind": "mean"}]}})
+	d.allow
+	d.dominance_measures == ["total"]
+}
+
+test_purpose_may_put_every_mean_under_dominance if {
+	d := decision with input as base_input
+		with data.disclosure.purposes as {"commissioning": {"dominance_kinds": ["sum", "mean"]}}
+	d.allow
 	d.dominance_measures == ["admissions", "mean_hba1c"]
 }
 
@@ -102,4 +129,10 @@ test_deny_invalid_thresholds if {
 	d2 := decision with input as base_input
 		with data.disclosure.purposes as {"commissioning": {"dominance": {"n": 1, "k": 1.5}}}
 	denied_for(d2, {"thresholds_invalid"})
+	d3 := decision with input as base_input
+		with data.disclosure.purposes as {"commissioning": {"dominance_kinds": "sum"}}
+	denied_for(d3, {"thresholds_invalid"})
+	d4 := decision with input as base_input
+		with data.disclosure.dominance_on_request_kinds as null
+	denied_for(d4, {"thresholds_invalid"})
 }
