@@ -232,6 +232,15 @@ func TestLinkageRun(t *testing.T) {
 	if done.GetState() != havenv1.RunState_RUN_STATE_RELEASED || done.GetCoverage().GetSitesAnswered() != 4 {
 		t.Fatalf("run ended %s with coverage %v: %v %s", done.GetState(), done.GetCoverage(), done.GetPolicyReasons(), done.GetError())
 	}
+	// Population is counted where the plan evaluates it (the practices'
+	// lists); the trusts' catchments are the same people again.
+	var gpPop int64
+	for _, nd := range nodes[:2] {
+		gpPop += nd.Population
+	}
+	if cov := done.GetCoverage(); cov.GetPopulationExpected() != gpPop || cov.GetPopulationAnswered() != gpPop {
+		t.Errorf("linkage coverage population %d/%d, want the practices' %d", cov.GetPopulationAnswered(), cov.GetPopulationExpected(), gpPop)
+	}
 	for _, nd := range nodes[2:] {
 		if k := nd.Tasks()[0].GetSiteKind(); k != havenv1.SiteKind_SITE_KIND_TRUST {
 			t.Errorf("trust %s was sent a %s task", nd.ODS, k)

@@ -90,15 +90,24 @@ func FinalRun(s havenv1.RunState) bool {
 	return false
 }
 
-// updateCoverage recomputes the run's coverage from its sites.
+// updateCoverage recomputes the run's coverage from its sites. Population
+// is counted only at the sites where the plan evaluates the population:
+// in a linkage run the trusts' catchments are the same people as the
+// practices' lists, and adding both would count everyone twice.
 func (r *activeRun) updateCoverage() {
 	c := r.run.Coverage
 	c.SitesExpected, c.SitesAnswered, c.PopulationExpected, c.PopulationAnswered = 0, 0, 0, 0
 	for _, s := range r.sites {
 		c.SitesExpected++
-		c.PopulationExpected += s.population
-		if s.status.State == havenv1.SiteState_SITE_STATE_DONE {
+		done := s.status.State == havenv1.SiteState_SITE_STATE_DONE
+		if done {
 			c.SitesAnswered++
+		}
+		if s.kind != r.plan.Population {
+			continue
+		}
+		c.PopulationExpected += s.population
+		if done {
 			c.PopulationAnswered += s.population
 		}
 	}
