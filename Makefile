@@ -11,9 +11,10 @@ export GOFLAGS := $(strip $(GOFLAGS) -tags=duckdb_arrow)
 test:
 	./scripts/test.sh
 
-## demo: generate the small synthetic network and print its summary
+## demo: the whole network on this machine (coordinator, one node per site, two runs)
+# Flags go through DEMO_FLAGS: make demo DEMO_FLAGS="--keep --postgres"
 demo:
-	$(GO) run ./cmd/haven synth --out .demo/net --scale small --seed 1 --force
+	$(GO) run ./cmd/haven demo $(DEMO_FLAGS)
 
 ## proto: regenerate the Go code of proto/haven/... from the .proto sources
 proto:

@@ -88,6 +88,7 @@ run, in memory, and releases only tables that passed disclosure control.`,
 		newNodeCmd(a),
 		newCoordinatorCmd(a),
 		newQueryCmd(a),
+		newDemoCmd(a),
 	)
 	return root
 }

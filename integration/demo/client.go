@@ -1,0 +1,302 @@
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow/flight"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/havenhealth/haven/coordinator/audit"
+	"github.com/havenhealth/haven/coordinator/release"
+	"github.com/havenhealth/haven/internal/pki"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// pollInterval is how often the demo looks at what it waits for.
+const pollInterval = 100 * time.Millisecond
+
+// waitListening waits until addr accepts TCP connections, failing early if
+// the coordinator process exits.
+func waitListening(ctx context.Context, addr string, p *proc, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if p.exited() {
+			return p.exitError()
+		}
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return fmt.Errorf("the coordinator did not listen on %s within %v; see its log %s:\n%s", addr, timeout, p.log, logTail(p.log, 8))
+			}
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// linkEvent is the data of a coordinator audit entry of kind node.
+type linkEvent struct {
+	Event  string `json:"event"`
+	Reason string `json:"reason"`
+}
+
+// siteLinks reads the coordinator's audit log and returns which sites
+// have a live link now and, for sites refused, why. The audit log is the
+// coordinator's own record of each Register it accepted; it is written
+// after the link is in the registry that runs are planned from.
+func siteLinks(auditLog string) (up map[string]bool, rejected map[string]string, err error) {
+	f, err := os.Open(auditLog)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	up, rejected = map[string]bool{}, map[string]string{}
+	_, err = audit.Scan(f, func(e audit.Entry) {
+		if e.Kind != audit.KindNode {
+			return
+		}
+		var ev linkEvent
+		if json.Unmarshal(e.Data, &ev) != nil {
+			return
+		}
+		switch ev.Event {
+		case "connected":
+			up[e.Actor] = true
+			delete(rejected, e.Actor)
+		case "disconnected":
+			delete(up, e.Actor)
+		case "rejected":
+			rejected[e.Actor] = ev.Reason
+		}
+	})
+	if be, ok := errors.AsType[*audit.BrokenError](err); ok && strings.Contains(be.Reason, "incomplete") {
+		err = nil // the coordinator is writing the last entry; the rest stands
+	}
+	return up, rejected, err
+}
+
+// waitRegistered waits until every site in sites has a live link to the
+// coordinator, reporting the count on progress as it rises. It fails early
+// if a child process exits, and on timeout names the sites missing and
+// where their logs are.
+func (d *demoRun) waitRegistered(ctx context.Context, sites []string, timeout time.Duration) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	shown := -1
+	for {
+		up, rejected, err := siteLinks(d.l.auditLog())
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("read the coordinator's audit log: %w", err)
+		}
+		var missing []string
+		for _, s := range sites {
+			if !up[s] {
+				missing = append(missing, s)
+			}
+		}
+		if n := len(sites) - len(missing); n != shown {
+			d.status("starting %d nodes… %d/%d registered", len(sites), n, len(sites))
+			shown = n
+		}
+		if len(missing) == 0 {
+			d.progressDone()
+			return slices.Sorted(maps.Keys(up)), nil
+		}
+		for _, s := range missing {
+			if why, ok := rejected[s]; ok {
+				d.progressDone()
+				return nil, fmt.Errorf("the coordinator refused node %s: %s; see %s", s, why, d.l.log("node-"+s))
+			}
+		}
+		if p := d.procs.firstExited(); p != nil {
+			d.progressDone()
+			return nil, p.exitError()
+		}
+		select {
+		case <-ctx.Done():
+			d.progressDone()
+			if ctx.Err() != context.DeadlineExceeded {
+				return nil, ctx.Err()
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "%d of %d sites did not register with the coordinator within %v:", len(missing), len(sites), timeout)
+			for _, s := range missing {
+				fmt.Fprintf(&b, "\n  %s: log %s ends:\n%s", s, d.l.log("node-"+s), logTail(d.l.log("node-"+s), 4))
+			}
+			fmt.Fprintf(&b, "\n  coordinator log: %s", d.l.log(coordinatorName))
+			return nil, errors.New(b.String())
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// dialCommissioner connects to the coordinator as the demo commissioner,
+// with the user certificate the demo issued.
+func dialCommissioner(addr string, p *pkiFiles) (*grpc.ClientConn, error) {
+	tc, err := pki.ClientTLS(p.userCert, p.userKey, p.ca, "")
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// parameters turns a query's name=value strings into typed values, using
+// the parameter types the definition declares.
+func parameters(def *havenv1.DefinitionSummary, raw map[string]string) (map[string]*havenv1.ParameterValue, error) {
+	types := map[string]havenv1.ParameterType{}
+	for _, p := range def.GetParameters() {
+		types[p.GetName()] = p.GetType()
+	}
+	out := map[string]*havenv1.ParameterValue{}
+	for name, v := range raw {
+		switch types[name] {
+		case havenv1.ParameterType_PARAMETER_TYPE_INT:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s: parameter %s: %q is not a whole number", def.GetId(), name, v)
+			}
+			out[name] = &havenv1.ParameterValue{Value: &havenv1.ParameterValue_IntValue{IntValue: n}}
+		case havenv1.ParameterType_PARAMETER_TYPE_DATE:
+			out[name] = &havenv1.ParameterValue{Value: &havenv1.ParameterValue_DateValue{DateValue: v}}
+		case havenv1.ParameterType_PARAMETER_TYPE_ENUM:
+			out[name] = &havenv1.ParameterValue{Value: &havenv1.ParameterValue_EnumValue{EnumValue: v}}
+		case havenv1.ParameterType_PARAMETER_TYPE_CODELIST:
+			out[name] = &havenv1.ParameterValue{Value: &havenv1.ParameterValue_CodelistName{CodelistName: v}}
+		default:
+			return nil, fmt.Errorf("%s has no parameter %s", def.GetId(), name)
+		}
+	}
+	return out, nil
+}
+
+// submit runs one query as the commissioner: it submits the run, follows
+// it to its end and, if a table was released, fetches it.
+func (d *demoRun) submit(ctx context.Context, conn *grpc.ClientConn, q Query, timeout time.Duration) (RunResult, error) {
+	res := RunResult{Query: q}
+	c := havenv1.NewCoordinatorClient(conn)
+	def, err := c.GetDefinition(ctx, &havenv1.GetDefinitionRequest{Id: q.Definition})
+	if err != nil {
+		return res, fmt.Errorf("definition %s: %w", q.Definition, err)
+	}
+	res.Definition = def.GetDefinition()
+	params, err := parameters(def.GetDefinition(), q.Parameters)
+	if err != nil {
+		return res, err
+	}
+	began := time.Now()
+	resp, err := c.SubmitRun(ctx, &havenv1.SubmitRunRequest{DefinitionId: q.Definition, Parameters: params, Purpose: q.Purpose})
+	if err != nil {
+		return res, fmt.Errorf("submit %s: %w", q.Definition, err)
+	}
+	run := resp.GetRun()
+	if !final(run.GetState()) {
+		if run, err = d.follow(ctx, c, run.GetId(), timeout); err != nil {
+			return res, fmt.Errorf("run %s of %s: %w", resp.GetRun().GetId(), q.Definition, err)
+		}
+	}
+	res.Run, res.Elapsed = run, time.Since(began)
+	if run.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
+		return res, nil
+	}
+	if res.Table, err = fetch(ctx, conn, run.GetId()); err != nil {
+		return res, fmt.Errorf("fetch the table of run %s: %w", run.GetId(), err)
+	}
+	return res, nil
+}
+
+// follow watches a run until it reaches a final state.
+func (d *demoRun) follow(ctx context.Context, c havenv1.CoordinatorClient, runID string, timeout time.Duration) (*havenv1.Run, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	defer d.progressDone()
+	var last string
+	for {
+		stream, err := c.WatchRun(ctx, &havenv1.WatchRunRequest{RunId: runID})
+		if err != nil {
+			return nil, err
+		}
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				if ctx.Err() == context.DeadlineExceeded {
+					return nil, fmt.Errorf("not finished after %v; see the coordinator's log %s", timeout, d.l.log(coordinatorName))
+				}
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if p := d.procs.firstExited(); p != nil {
+					return nil, p.exitError()
+				}
+				// The watch ended early (it fell behind, or the link
+				// dropped): watch again from a fresh snapshot.
+				select {
+				case <-ctx.Done():
+				case <-time.After(pollInterval):
+				}
+				break
+			}
+			r := ev.GetRun()
+			cov := r.GetCoverage()
+			line := fmt.Sprintf("  %s %s: %d/%d sites answered", runID, stateName(r.GetState()), cov.GetSitesAnswered(), cov.GetSitesExpected())
+			if line != last {
+				d.status("%s", line)
+				last = line
+			}
+			if final(r.GetState()) {
+				return r, nil
+			}
+		}
+	}
+}
+
+// fetch reads a run's released table with Flight DoGet.
+func fetch(ctx context.Context, conn *grpc.ClientConn, runID string) (*release.Table, error) {
+	tkt, err := havenv1.NewTableTicket(runID)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := flight.NewFlightServiceClient(conn).DoGet(ctx, tkt)
+	if err != nil {
+		return nil, err
+	}
+	rdr, err := flight.NewRecordReader(stream)
+	if err != nil {
+		return nil, err
+	}
+	defer rdr.Release()
+	return release.Read(rdr)
+}
+
+func final(s havenv1.RunState) bool {
+	switch s {
+	case havenv1.RunState_RUN_STATE_RELEASED, havenv1.RunState_RUN_STATE_REFUSED, havenv1.RunState_RUN_STATE_FAILED,
+		havenv1.RunState_RUN_STATE_CANCELLED, havenv1.RunState_RUN_STATE_INTERRUPTED:
+		return true
+	}
+	return false
+}
+
+func stateName(s havenv1.RunState) string { return strings.TrimPrefix(s.String(), "RUN_STATE_") }
