@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -719,6 +720,16 @@ column with the reason), arrow (the Arrow IPC stream as released).`,
 
 func formatValue(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
+// formatDisplay is formatValue for people reading a table: whole numbers as
+// they are, fractions (means, rates) to 4 significant figures. CSV, JSON and
+// Arrow keep the released value exactly.
+func formatDisplay(v float64) string {
+	if v == math.Trunc(v) {
+		return formatValue(v)
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
 // keyCells are a row's dimension values for people: a margin or the total
 // says what it spans.
 func keyCells(tab *release.Table, r release.Row) []string {
@@ -754,7 +765,7 @@ func writeTable(w io.Writer, tab *release.Table) {
 		for _, v := range r.Values {
 			switch {
 			case v.Released:
-				cells = append(cells, formatValue(v.Value))
+				cells = append(cells, formatDisplay(v.Value))
 			case v.Withheld():
 				cells = append(cells, "withheld ("+string(v.Reason)+")")
 				reasons[string(v.Reason)] = true

@@ -78,7 +78,36 @@ func Apply(ctx context.Context, t Table, th Thresholds) (*Released, error) {
 			out.Total[j] = values[tv]
 		}
 	}
+	guardMeans(&t, g, out)
 	return out, nil
+}
+
+// guardMeans withholds (secondary) every released binary or integer mean
+// of a cell whose N or Sum is the true value of a count or sum of the same
+// cell that is withheld. Such a mean is R(Sum)/R(N): with one rounded
+// figure released beside it, it gives back the other (t2dm 30 and a
+// prevalence of 0.2 give patients 150). Matching by value rather than by
+// declared population catches every measure over the same patients; a
+// coincidental match only withholds more.
+func guardMeans(t *Table, g *grid, out *Released) {
+	for i, ci := range g.order {
+		in, vals := t.Cells[ci].Values, out.Cells[i].Values
+		for j, m := range t.Measures {
+			if m.Kind != KindMean || m.Values == ValueContinuous || vals[j].Status != StatusReleased {
+				continue
+			}
+			for k, o := range t.Measures {
+				if vals[k].Status != StatusWithheld {
+					continue
+				}
+				if o.Kind == KindCount && (in[k].Count == in[j].N || float64(in[k].Count) == in[j].Sum) ||
+					o.Kind == KindSum && in[k].Sum == in[j].Sum {
+					vals[j] = withheld(CodeSecondary, fmt.Sprintf("with the rounded values beside it, it would give back the withheld %s", o.Name))
+					break
+				}
+			}
+		}
+	}
 }
 
 // aggregate is the true value of one measure for one cell, margin or total.
@@ -172,6 +201,12 @@ func primary(m Measure, a *aggregate, th Thresholds) Value {
 	if a.n < int64(th.MinCount) {
 		return withheld(CodeFewContributors, fmt.Sprintf("derived from fewer than %d patients", th.MinCount))
 	}
+	if m.Kind == KindMean && m.Values != ValueContinuous && a.sum > 0 && a.sum < float64(th.MinCount) {
+		// For 0/1 values the sum is the number of patients with a 1; for
+		// whole numbers ≥ 0 it bounds the number with a non-zero value. A
+		// mean and a rounded N would give it back (0.006711 × 298 = 2).
+		return withheld(CodeFewContributors, fmt.Sprintf("its sum, an upper bound on the patients with a non-zero value, is below %d", th.MinCount))
+	}
 	if m.Dominance && dominated(a, th.Dominance) {
 		return withheld(CodeDominance, fmt.Sprintf("the largest %d contribution(s) exceed %v%% of the total",
 			th.Dominance.N, strconv.FormatFloat(100*th.Dominance.K, 'f', -1, 64)))
@@ -180,7 +215,13 @@ func primary(m Measure, a *aggregate, th Thresholds) Value {
 	case KindSum:
 		return Value{Status: StatusReleased, Value: th.roundSum(a.sum)}
 	case KindMean:
-		return Value{Status: StatusReleased, Value: roundSignificant(a.sum/float64(a.n), 4)}
+		if m.Values == ValueContinuous {
+			return Value{Status: StatusReleased, Value: roundSignificant(a.sum/float64(a.n), 4)}
+		}
+		// From the rounded sum and N, so that the mean says no more than
+		// they would: the true Sum/N to 4 figures can pin the exact N
+		// (12/295 = 0.04068, which neither 12/294 nor 12/296 gives).
+		return Value{Status: StatusReleased, Value: th.roundMeanSum(a.sum) / float64(th.roundCount(a.n))}
 	}
 	if !th.ReleaseMinMax {
 		return withheld(CodeMinMaxDisclosive, "a minimum or maximum is one patient's own value")

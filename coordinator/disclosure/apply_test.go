@@ -50,8 +50,12 @@ func TestPrimaryRules(t *testing.T) {
 	count := Measure{Name: "patients", Kind: KindCount}
 	sum := Measure{Name: "bed_days", Kind: KindSum}
 	domSum := Measure{Name: "bed_days", Kind: KindSum, Dominance: true}
-	mean := Measure{Name: "age", Kind: KindMean}
-	domMean := Measure{Name: "bed_days", Kind: KindMean, Dominance: true}
+	mean := Measure{Name: "systolic", Kind: KindMean, Values: ValueContinuous}
+	domMean := Measure{Name: "bed_days", Kind: KindMean, Values: ValueContinuous, Dominance: true}
+	binMean := Measure{Name: "prevalence", Kind: KindMean, Values: ValueBinary}
+	intMean := Measure{Name: "admissions", Kind: KindMean, Values: ValueInteger}
+	anyMean := Measure{Name: "age", Kind: KindMean}
+	high := Thresholds{MinCount: 12, RoundingBase: 5, Dominance: def.Dominance}
 	minM := Measure{Name: "youngest", Kind: KindMin}
 	maxM := Measure{Name: "oldest", Kind: KindMax}
 	tests := []struct {
@@ -88,6 +92,25 @@ func TestPrimaryRules(t *testing.T) {
 		{"mean to four figures", mean, Input{N: 9, Sum: 100}, def, rel(11.11)},
 		{"mean of a large group", mean, Input{N: 3000, Sum: 123456}, def, rel(41.15)},
 		{"dominated mean", domMean, Input{N: 10, Sum: 100, TopContributions: []float64{90}}, def, wh(CodeDominance)},
+		{"continuous mean with a small sum", mean, Input{N: 298, Sum: 2}, def, rel(0.006711)},
+
+		// The demo's practice G80001, 20-29, F: 0.006711 × 298 gave back
+		// a withheld count of 2.
+		{"binary mean of two in 298", binMean, Input{N: 298, Sum: 2}, def, wh(CodeFewContributors)},
+		{"binary mean of seven", binMean, Input{N: 300, Sum: 7}, def, wh(CodeFewContributors)},
+		{"binary mean of nobody with the flag", binMean, Input{N: 298, Sum: 0}, def, rel(0)},
+		{"binary mean of five in five", binMean, Input{N: 5, Sum: 5}, def, wh(CodeFewContributors)},
+		// 12/295 = 0.04068 to 4 figures pins N = 295; R(12)/R(295) does not.
+		{"binary mean from rounded figures", binMean, Input{N: 295, Sum: 12}, def, rel(10.0 / 295)},
+		{"binary mean at the minimum", binMean, Input{N: 9, Sum: 8}, def, rel(1)},
+		{"binary mean of all", binMean, Input{N: 298, Sum: 298}, def, rel(1)},
+		{"binary mean never rounds below the minimum", binMean, Input{N: 41, Sum: 12}, high, rel(15.0 / 40)},
+		{"integer mean with a small sum", intMean, Input{N: 100, Sum: 5}, def, wh(CodeFewContributors)},
+		{"integer mean from rounded figures", intMean, Input{N: 47, Sum: 123}, def, rel(125.0 / 45)},
+		{"unspecified mean is treated as integer", anyMean, Input{N: 9, Sum: 100}, def, rel(100.0 / 10)},
+		{"unspecified mean with a small sum", anyMean, Input{N: 30, Sum: 7.5}, def, wh(CodeFewContributors)},
+		{"unspecified mean with a fractional sum", anyMean, Input{N: 30, Sum: 47.5}, def, rel(50.0 / 30)},
+		{"unspecified mean with a negative sum", anyMean, Input{N: 30, Sum: -123}, def, rel(-125.0 / 30)},
 
 		{"max withheld by default", maxM, Input{N: 20, Max: 97}, def, wh(CodeMinMaxDisclosive)},
 		{"min withheld by default", minM, Input{N: 20, Min: 18}, def, wh(CodeMinMaxDisclosive)},
@@ -384,5 +407,60 @@ func TestMarginDominance(t *testing.T) {
 	}
 	if det := derivable(r, 0); len(det) > 0 {
 		t.Errorf("derivable: %v", det)
+	}
+}
+
+// TestMeansGuardWithheldValues checks that a binary or integer mean, being
+// R(Sum)/R(N), is withheld where the count or sum it would give back is
+// withheld: t2dm 30 and a prevalence of 0.2 give patients 150.
+func TestMeansGuardWithheldValues(t *testing.T) {
+	table := Table{
+		Dims: []string{"sex"},
+		Measures: []Measure{
+			{Name: "patients", Kind: KindCount},
+			{Name: "t2dm", Kind: KindCount},
+			{Name: "prevalence", Kind: KindMean, Values: ValueBinary},
+			{Name: "sbp", Kind: KindMean, Values: ValueContinuous},
+		},
+		Cells: []Cell{
+			// patients 5 is withheld, so F's patients are withheld
+			// (secondary) lest the total give M's back.
+			{Key: []string{"F"}, Values: []Input{{Count: 150}, {Count: 30}, {N: 150, Sum: 30}, {N: 150, Sum: 19500}}},
+			{Key: []string{"M"}, Values: []Input{{Count: 5}, {Count: 0}, {N: 5, Sum: 0}, {N: 5, Sum: 650}}},
+		},
+	}
+	r := mustApply(t, table, DefaultThresholds())
+	f := r.Cells[0].Values
+	for _, c := range []struct {
+		name string
+		got  Value
+		want want
+	}{
+		{"F patients", f[0], wh(CodeSecondary)},
+		{"F t2dm", f[1], rel(30)},
+		{"F prevalence", f[2], wh(CodeSecondary)},
+		{"F sbp", f[3], rel(130)}, // a continuous mean does not give N back
+		{"M prevalence", r.Cells[1].Values[2], wh(CodeFewContributors)},
+	} {
+		if err := c.want.check(c.got); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+
+	// A sum withheld for dominance is not given back by the integer mean
+	// of the same values beside a released count of its contributors.
+	dom := Table{
+		Measures: []Measure{
+			{Name: "admitted", Kind: KindCount},
+			{Name: "admissions", Kind: KindSum, Dominance: true},
+			{Name: "mean_admissions", Kind: KindMean, Values: ValueInteger},
+		},
+		Cells: []Cell{{Values: []Input{{Count: 20}, {N: 20, Sum: 100, TopContributions: []float64{81}}, {N: 20, Sum: 100}}}},
+	}
+	r = mustApply(t, dom, DefaultThresholds())
+	for j, w := range []want{rel(20), wh(CodeDominance), wh(CodeSecondary)} {
+		if err := w.check(r.Cells[0].Values[j]); err != nil {
+			t.Errorf("%s: %v", dom.Measures[j].Name, err)
+		}
 	}
 }

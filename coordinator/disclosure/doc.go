@@ -27,13 +27,34 @@
 //     whose patient count is too small to show is not shown either. With the dominance rule, a sum whose Dominance.N largest
 //     contributions exceed Dominance.K of it is withheld (dominance).
 //     Released sums are rounded half up to a multiple of RoundingBase.
-//   - Means follow the same rules as sums and are released as Sum/N to 4
-//     significant figures, N counting every value, zeros included. The
-//     dominance rule applies where the measure asks for it; the reference
-//     policy asks for it on every sum but on a mean only where its
-//     definition does, leaving means to the few-contributors rule. Means
-//     get no margins and no secondary suppression: a mean is not the sum
-//     of others.
+//   - Means follow the same rules as sums, N counting every value, zeros
+//     included. The dominance rule applies where the measure asks for it;
+//     the reference policy asks for it on every sum but on a mean only
+//     where its definition does, leaving means to the few-contributors
+//     rule. Means get no margins and no secondary suppression through
+//     totals: a mean is not the sum of others. How much more a mean is
+//     controlled depends on what it averages (Measure.Values):
+//   - Binary and integer means. For 0/1 values (a flag: the mean is a
+//     prevalence) Sum is the number of patients with a 1; for whole
+//     numbers ≥ 0 (a count of events, an age) it is at least the number of
+//     patients with a non-zero value. Either way a mean and a rounded N
+//     give Sum back (0.006711 × ~298 = 2), so a mean whose Sum is from 1 to
+//     MinCount-1 is withheld (few_contributors), as a count of those
+//     patients would be. A released mean is R(Sum)/R(N), where R is the
+//     rounding of counts (half up to a multiple of RoundingBase, never
+//     below the smallest releasable multiple): so it tells no more than the
+//     rounded Sum and N would. The true Sum/N, even to 4 significant
+//     figures, would pin the exact N and undo the rounding of the counts
+//     beside it (12/295 = 0.04068, which 12/294 and 12/296 do not give).
+//     Because such a mean gives back either rounded figure from the other,
+//     it is also withheld (secondary) when a count or sum of the same cell
+//     whose true value equals its N or its Sum is withheld: prevalence is
+//     withheld where patients or t2dm is. A measure that does not say what
+//     it averages (ValueUnspecified) is controlled as integer, the
+//     conservative choice.
+//   - Continuous means (a measurement such as a blood pressure) are
+//     released as Sum/N to 4 significant figures: with the exact Sum
+//     unreleased, N cannot be recovered from the mean.
 //   - Min and max. Each is one patient's own value, so by default it is
 //     withheld (min_max_disclosive). If ReleaseMinMax is set it is
 //     released exactly when at least MinCount patients contribute.
@@ -66,6 +87,26 @@
 // Limits: a withheld value is protected from exact derivation, not from
 // being bounded (a withheld count is known to be in 1..MinCount-1, and
 // non-negativity narrows ranges further); and each measure is protected on
-// its own, so one measure can still be estimated from others (a sum from a
-// mean and a rounded count).
+// its own, so one measure can still be estimated from others. In
+// particular:
+//
+//   - A binary mean over the same patients as a count of its 1s or of its
+//     patients (prevalence beside t2dm and patients) is withheld whenever
+//     either count is, and otherwise shows only what the rounded counts
+//     do. The tie is found by equal true values in the same cell, so a
+//     count over another population (another where clause, a margin) is
+//     not tied to the mean: the rules hold each on its own, and a mean may
+//     still give the approximate size of such a group.
+//   - An integer mean bounds its non-zero contributors only from above:
+//     a Sum of 40 may be 40 patients with 1 or one patient with 40, and
+//     the second is for the dominance rule, where the measure asks for it.
+//   - Rounding hides N only to within the base: a released binary or
+//     integer mean, with R(N) ≥ MinCount, still gives R(Sum) and R(N)
+//     to a reader who tries small fractions, which is no more than
+//     rounded counts give.
+//   - A continuous mean is the true Sum/N to 4 significant figures, so
+//     beside a rounded count it estimates the unreleased sum.
+//   - A mean of 1 or near it says that all or nearly all patients of the
+//     group have the value (attribute disclosure); as with a count equal
+//     to its group's, that is not withheld.
 package disclosure

@@ -37,8 +37,9 @@ func drawTable(rt *rapid.T) genTable {
 		{Name: "patients", Kind: KindCount},
 		{Name: "admitted", Kind: KindCount},
 		{Name: "admissions", Kind: KindSum, Dominance: true},
-		{Name: "mean_admissions", Kind: KindMean, Dominance: true},
+		{Name: "mean_admissions", Kind: KindMean, Values: ValueInteger, Dominance: true},
 		{Name: "longest_stay", Kind: KindMax},
+		{Name: "admitted_share", Kind: KindMean, Values: ValueBinary}, // mean of the admitted flag over patients
 	}}
 	cats := make([]int, k)
 	for d := range k {
@@ -71,6 +72,7 @@ func drawTable(rt *rapid.T) genTable {
 				sum,
 				sum,
 				{N: admitted, Max: float64(rapid.IntRange(1, 99).Draw(rt, "max"))},
+				{N: patients, Sum: float64(admitted)},
 			}
 			t.Cells = append(t.Cells, c)
 		}
@@ -268,22 +270,74 @@ func checkReleased(g genTable, r *Released) error {
 		if len(t.Measures) < 4 {
 			continue
 		}
-		// The mean: same primary rules as the sum, but no secondary.
-		mean := e.values[3]
-		if n == 0 {
-			if mean.Status != StatusNotApplicable || mean.Reason.Code != CodeNoPatients {
-				return fmt.Errorf("%s mean: got %+v, want no_patients", e.where, mean)
+		// The integer mean: the sum's primary rules, no secondary, and
+		// withheld when its sum is small; released from rounded figures.
+		code = ""
+		switch {
+		case n > 0 && n < minCount:
+			code = CodeFewContributors
+		case sum > 0 && sum < float64(minCount):
+			code = CodeFewContributors
+		case n > 0 && topSum > th.Dominance.K*sum:
+			code = CodeDominance
+		}
+		if code == "" && givesBack(e.values, tr.count[e.name], sum, n, sum) {
+			code = CodeSecondary
+		}
+		if err := checkMean(e.where+" mean_admissions", e.values[3], th, n, int64(sum), code); err != nil {
+			return err
+		}
+		// The binary mean of the admitted flag over the patients.
+		patients, admitted := tr.count[e.name][0], tr.count[e.name][1]
+		code = ""
+		if patients > 0 && patients < minCount || admitted > 0 && admitted < minCount {
+			code = CodeFewContributors
+		}
+		if code == "" && givesBack(e.values, tr.count[e.name], sum, patients, float64(admitted)) {
+			code = CodeSecondary
+		}
+		share := e.values[5]
+		if err := checkMean(e.where+" admitted_share", share, th, patients, admitted, code); err != nil {
+			return err
+		}
+		// Stated on their own: a binary mean never gives back a sum that
+		// would be withheld, nor the count of its 1s when that is withheld.
+		if share.Status == StatusReleased {
+			if admitted > 0 && admitted < minCount {
+				return fmt.Errorf("%s admitted_share: released %v from %d of %d", e.where, share.Value, admitted, patients)
 			}
-		} else {
-			if err := checkValue(e.where+" mean", mean, th, code, mean.Value, false); err != nil {
-				return err
-			}
-			if want := sum / float64(n); mean.Status == StatusReleased && math.Abs(mean.Value-want) > 5e-4*want {
-				return fmt.Errorf("%s mean: released %v, want %v to 4 significant figures", e.where, mean.Value, want)
+			if e.values[0].Status == StatusWithheld || e.values[1].Status == StatusWithheld {
+				return fmt.Errorf("%s admitted_share: released %v beside a withheld count of patients or admitted", e.where, share.Value)
 			}
 		}
 	}
 	return nil
+}
+
+// givesBack reports whether a binary or integer mean of sum over n
+// patients would give back one of the cell's withheld values: the counts
+// of patients and admitted (true values counts) or the admissions sum
+// (true value admissions), when its true value is n or sum.
+func givesBack(values []Value, counts [2]int64, admissions float64, n int64, sum float64) bool {
+	for j, c := range counts {
+		if values[j].Status == StatusWithheld && (c == n || float64(c) == sum) {
+			return true
+		}
+	}
+	return values[2].Status == StatusWithheld && admissions == sum
+}
+
+// checkMean checks a binary or integer mean of sum over n patients against
+// the rules: not applicable over nobody, withheld with code if code is not
+// "", and otherwise released as exactly the rounded sum over the rounded n.
+func checkMean(where string, v Value, th Thresholds, n, sum int64, code Code) error {
+	if n == 0 {
+		if v.Status != StatusNotApplicable || v.Reason.Code != CodeNoPatients {
+			return fmt.Errorf("%s: got %+v, want no_patients", where, v)
+		}
+		return nil
+	}
+	return checkValue(where, v, th, code, wantCount(sum, th)/wantCount(n, th), false)
 }
 
 // TestPropertyRelease checks, on random tables, that released counts are 0

@@ -43,8 +43,9 @@ const (
 type Value struct {
 	Status Status `json:"status"`
 	// Value is the released value: a count or a sum rounded to the rounding
-	// base, a mean to 4 significant figures, a min or max as it is. Zero
-	// unless Status is StatusReleased.
+	// base; a binary or integer mean as the rounded sum over the rounded N,
+	// a continuous one to 4 significant figures; a min or max as it is.
+	// Zero unless Status is StatusReleased.
 	Value float64 `json:"value"`
 	// Reason says why the value is missing; zero when it is released.
 	Reason Reason `json:"reason,omitzero"`
@@ -64,12 +65,14 @@ const (
 	// CodeLowCount: a count from 1 to MinCount-1.
 	CodeLowCount Code = "low_count"
 	// CodeFewContributors: a sum, mean, min or max from 1 to MinCount-1
-	// patients.
+	// patients, or a binary or integer mean whose sum is from 1 to
+	// MinCount-1.
 	CodeFewContributors Code = "few_contributors"
 	// CodeDominance: the largest contributions make up too much of a sum.
 	CodeDominance Code = "dominance"
 	// CodeSecondary: withheld so that another withheld value cannot be
-	// worked out from the released values and totals.
+	// worked out from the released values and totals, or, for a binary or
+	// integer mean, from the rounded values beside it in its cell.
 	CodeSecondary Code = "secondary"
 	// CodeMinMaxDisclosive: a min or max is one patient's own value, and
 	// the thresholds do not allow those to be released.

@@ -39,10 +39,36 @@ func (k Kind) valid() bool {
 // values, so that margins are sums of cells.
 func (k Kind) additive() bool { return k == KindCount || k == KindSum }
 
+// ValueKind is what values the per-patient variable of a sum, mean, min or
+// max measure takes. It decides how a mean is controlled: see the package
+// documentation.
+type ValueKind string
+
+// Value kinds. The zero value, ValueUnspecified, is controlled as
+// ValueInteger, the stricter of the rules, so a caller that does not say
+// what its values are gets the protection that counts get.
+const (
+	ValueUnspecified ValueKind = ""           // not said: controlled as ValueInteger
+	ValueBinary      ValueKind = "binary"     // 0 or 1: a flag, such as has_t2dm
+	ValueInteger     ValueKind = "integer"    // a whole number ≥ 0: a count of events, an age
+	ValueContinuous  ValueKind = "continuous" // any real number: a measurement
+)
+
+func (v ValueKind) valid() bool {
+	switch v {
+	case ValueUnspecified, ValueBinary, ValueInteger, ValueContinuous:
+		return true
+	}
+	return false
+}
+
 // Measure names one column of values in a table.
 type Measure struct {
 	Name string `json:"name"`
 	Kind Kind   `json:"kind"`
+	// Values is what the per-patient values of a sum, mean, min or max
+	// measure are. Count measures ignore it.
+	Values ValueKind `json:"values,omitempty"`
 	// Dominance applies the (n, k) dominance rule to this measure. Only sum
 	// and mean measures may ask for it.
 	Dominance bool `json:"dominance,omitempty"`
@@ -109,6 +135,8 @@ func (t *Table) checkShape() error {
 			return fmt.Errorf("%w: measure %q appears twice", ErrTable, m.Name)
 		case !m.Kind.valid():
 			return fmt.Errorf("%w: measure %q: unknown kind %q", ErrTable, m.Name, m.Kind)
+		case !m.Values.valid():
+			return fmt.Errorf("%w: measure %q: unknown value kind %q", ErrTable, m.Name, m.Values)
 		case m.Dominance && m.Kind != KindSum && m.Kind != KindMean:
 			return fmt.Errorf("%w: measure %q: the dominance rule applies only to sum and mean measures, not %s", ErrTable, m.Name, m.Kind)
 		}
@@ -168,6 +196,18 @@ func checkInput(m Measure, in *Input, th Thresholds) error {
 	}
 	if in.N == 0 && in.Sum != 0 {
 		return fmt.Errorf("sum %v with no contributors", in.Sum)
+	}
+	// A sum that its declared value kind cannot produce would make the
+	// rules for that kind unsound, so it is an error, not a value to round.
+	switch m.Values {
+	case ValueBinary:
+		if in.Sum < 0 || in.Sum != math.Trunc(in.Sum) || in.Sum > float64(in.N) {
+			return fmt.Errorf("sum %v of binary values is not a whole number from 0 to the %d contributors", in.Sum, in.N)
+		}
+	case ValueInteger:
+		if in.Sum < 0 || in.Sum != math.Trunc(in.Sum) {
+			return fmt.Errorf("sum %v of integer values is not a whole number ≥ 0", in.Sum)
+		}
 	}
 	if !m.Dominance {
 		return nil

@@ -42,6 +42,11 @@ func TestApplyRejectsBadTables(t *testing.T) {
 		{"tops exceed sum", Table{Measures: sum, Cells: one(nil, Input{N: 9, Sum: 40, TopContributions: []float64{41}})}, "more than the sum 40"},
 		{"NaN max", Table{Measures: []Measure{{Name: "oldest", Kind: KindMax}}, Cells: one(nil, Input{N: 9, Max: math.NaN()})}, "max NaN"},
 		{"NaN min", Table{Measures: []Measure{{Name: "youngest", Kind: KindMin}}, Cells: one(nil, Input{N: 9, Min: math.Inf(-1)})}, "min -Inf"},
+		{"unknown value kind", Table{Measures: []Measure{{Name: "m", Kind: KindMean, Values: "ordinal"}}}, `measure "m": unknown value kind "ordinal"`},
+		{"fractional binary sum", Table{Measures: []Measure{{Name: "m", Kind: KindMean, Values: ValueBinary}}, Cells: one(nil, Input{N: 9, Sum: 2.5})}, "sum 2.5 of binary values"},
+		{"binary sum above N", Table{Measures: []Measure{{Name: "m", Kind: KindMean, Values: ValueBinary}}, Cells: one(nil, Input{N: 9, Sum: 10})}, "sum 10 of binary values"},
+		{"negative integer sum", Table{Measures: []Measure{{Name: "m", Kind: KindMean, Values: ValueInteger}}, Cells: one(nil, Input{N: 9, Sum: -1})}, "sum -1 of integer values"},
+		{"fractional integer sum", Table{Measures: []Measure{{Name: "m", Kind: KindSum, Values: ValueInteger}}, Cells: one(nil, Input{N: 9, Sum: 0.5})}, "sum 0.5 of integer values"},
 		{"two cells without dimensions", Table{Measures: count, Cells: append(one(nil, Input{Count: 9}), one(nil, Input{Count: 9})...)}, "cell {} appears twice"},
 	}
 	for _, tt := range tests {

@@ -14,7 +14,8 @@ var ErrThresholds = errors.New("invalid disclosure thresholds")
 type Thresholds struct {
 	// MinCount is the smallest count that may be released: counts from 1 to
 	// MinCount-1 are withheld (0 is released), and a sum, mean, minimum or
-	// maximum is withheld when fewer than MinCount patients contribute.
+	// maximum is withheld when fewer than MinCount patients contribute, and
+	// a binary or integer mean when its sum is from 1 to MinCount-1.
 	MinCount int `json:"min_count"`
 	// RoundingBase is the multiple that released counts and sums are
 	// rounded to (half up). A base of 1 means no rounding.
@@ -92,6 +93,18 @@ func (t Thresholds) roundSum(s float64) float64 {
 	r := math.Floor(s/b+0.5) * b
 	if r == 0 {
 		return 0 // no -0 in released tables
+	}
+	return r
+}
+
+// roundMeanSum rounds the sum of a binary or integer mean that passed
+// primary suppression as roundCount rounds a count: to the nearest multiple
+// of the base, half up, and a positive sum never below releaseFloor. A sum
+// of unspecified values may be fractional or negative, hence the float.
+func (t Thresholds) roundMeanSum(s float64) float64 {
+	r := t.roundSum(s)
+	if s > 0 {
+		r = max(r, float64(t.releaseFloor()))
 	}
 	return r
 }

@@ -157,6 +157,20 @@ func compareTable(t *testing.T, f fixture, tab disclosure.Table, want map[string
 		if got.Name != m.Name || string(got.Kind) != string(m.Agg) || got.Dominance != m.Dominance {
 			t.Errorf("measure %d = %+v; want %s %s dominance=%v", j, got, m.Name, m.Agg, m.Dominance)
 		}
+		// The value kind decides how strictly a mean is controlled: a
+		// flag's mean must not be released as a continuous one.
+		wantValues := disclosure.ValueUnspecified
+		if m.Agg != catalog.AggCount {
+			v, _ := f.def.Variable(m.Of)
+			wantValues = map[catalog.ValueType]disclosure.ValueKind{
+				catalog.TypeBool:  disclosure.ValueBinary,
+				catalog.TypeInt:   disclosure.ValueInteger,
+				catalog.TypeFloat: disclosure.ValueContinuous,
+			}[v.Expr.Type()]
+		}
+		if got.Values != wantValues {
+			t.Errorf("measure %s has values %q; want %q", m.Name, got.Values, wantValues)
+		}
 	}
 	if len(tab.Cells) != len(want) {
 		t.Errorf("%d cells; want %d", len(tab.Cells), len(want))

@@ -179,8 +179,12 @@ func (r *Run) compile(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bo
 			}
 		}
 		r.measures = append(r.measures, ms)
-		r.table.Measures = append(r.table.Measures, disclosure.Measure{Name: m.Name, Kind: ms.kind,
-			Dominance: m.Dominance && (ms.kind == disclosure.KindSum || ms.kind == disclosure.KindMean)})
+		dm := disclosure.Measure{Name: m.Name, Kind: ms.kind,
+			Dominance: m.Dominance && (ms.kind == disclosure.KindSum || ms.kind == disclosure.KindMean)}
+		if ms.of >= 0 {
+			dm.Values = valueKind(r.vars[ms.of].typ)
+		}
+		r.table.Measures = append(r.table.Measures, dm)
 	}
 	r.table.Dims = slices.Clone(def.GroupBy)
 
@@ -188,6 +192,22 @@ func (r *Run) compile(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bo
 		return r.compileCells(dictFor)
 	}
 	return r.compilePatients(dictFor, varIndex)
+}
+
+// valueKind is the disclosure value kind of a variable of type t: how
+// strictly a mean of it is controlled. Every int variable of the catalogue
+// (age, counts of events, readmissions) is a whole number ≥ 0; a type this
+// does not know is left unspecified, which disclosure controls as integer.
+func valueKind(t catalog.ValueType) disclosure.ValueKind {
+	switch t {
+	case catalog.TypeBool:
+		return disclosure.ValueBinary
+	case catalog.TypeInt:
+		return disclosure.ValueInteger
+	case catalog.TypeFloat:
+		return disclosure.ValueContinuous
+	}
+	return disclosure.ValueUnspecified
 }
 
 // checkField rejects field shapes the run does not know how to combine, so

@@ -185,8 +185,23 @@ func checkTable(t *testing.T, tab *release.Table, truth trueTable) {
 			case got.Withheld():
 				withheld++
 			}
-			if msg := checkValue(ms.Kind, row.Kind, got, want, n, m.MinCellCount, m.RoundingBase); msg != "" {
+			values, ok := meanValues[ms.Name]
+			if ms.Kind == disclosure.KindMean && !ok {
+				t.Fatalf("%s: the reference answers do not say what mean %s averages", m.DefinitionID, ms.Name)
+			}
+			if msg := checkValue(ms.Kind, values, row.Kind, got, want, n, m.MinCellCount, m.RoundingBase); msg != "" {
 				t.Errorf("%s: %s", where, msg)
+			}
+			// A released binary or integer mean is the rounded sum over
+			// the rounded patients, so neither may be withheld beside it.
+			if ms.Kind != disclosure.KindMean || values == disclosure.ValueContinuous || !got.Released {
+				continue
+			}
+			for k, o := range tab.Measures {
+				c := v.values[o.Name]
+				if o.Kind == disclosure.KindCount && row.Values[k].Withheld() && (c == float64(n) || c == want) {
+					t.Errorf("%s: released %s beside a withheld %s it gives back", where, ftoa(got.Value), o.Name)
+				}
 			}
 		}
 	}
@@ -221,8 +236,9 @@ func (tt trueTable) sum(match func(key []string) bool) cellValues {
 }
 
 // checkValue returns what is wrong with a released or withheld value,
-// given the true value and the patients n it is over, or "".
-func checkValue(kind disclosure.Kind, row release.RowKind, got release.Value, want float64, n, minCount, base int64) string {
+// given the true value and the patients n it is over, or "". values is
+// what a mean averages.
+func checkValue(kind disclosure.Kind, values disclosure.ValueKind, row release.RowKind, got release.Value, want float64, n, minCount, base int64) string {
 	reason := got.Reason
 	switch kind {
 	case disclosure.KindCount:
@@ -249,6 +265,12 @@ func checkValue(kind disclosure.Kind, row release.RowKind, got release.Value, wa
 			return "withheld as " + string(reason)
 		}
 	case disclosure.KindMean:
+		// A binary or integer mean is withheld when its sum is small, since
+		// the sum bounds the patients with a non-zero value, and is
+		// released as the rounded sum over the rounded n, so that it pins
+		// neither; a continuous one is the true mean to 4 figures.
+		continuous := values == disclosure.ValueContinuous
+		smallSum := !continuous && want > 0 && want < float64(minCount)
 		switch {
 		case row != release.RowCell:
 			if got.Released {
@@ -258,12 +280,17 @@ func checkValue(kind disclosure.Kind, row release.RowKind, got release.Value, wa
 			if reason != disclosure.CodeNoPatients {
 				return "a mean over no patients is " + string(reason) + ", want no_patients"
 			}
-		case got.Released && math.Abs(got.Value-want/float64(n)) > 5e-4*want/float64(n):
+		case got.Released && smallSum:
+			return "released " + ftoa(got.Value) + ", but its sum " + ftoa(want) + " is below " + strconv.FormatInt(minCount, 10)
+		case got.Released && continuous && math.Abs(got.Value-want/float64(n)) > 5e-4*want/float64(n):
 			return "released " + ftoa(got.Value) + ", want " + ftoa(want/float64(n)) + " to 4 significant figures"
+		case got.Released && !continuous && got.Value != float64(roundCount(int64(want), minCount, base))/float64(roundCount(n, minCount, base)):
+			return "released " + ftoa(got.Value) + ", want the rounded sum over the rounded patients, " +
+				strconv.FormatInt(roundCount(int64(want), minCount, base), 10) + "/" + strconv.FormatInt(roundCount(n, minCount, base), 10)
 		case got.Released:
-		case reason == disclosure.CodeFewContributors && n >= minCount:
-			return "withheld as few_contributors but " + strconv.FormatInt(n, 10) + " patients contribute"
-		case reason != disclosure.CodeFewContributors && reason != disclosure.CodeDominance:
+		case reason == disclosure.CodeFewContributors && n >= minCount && !smallSum:
+			return "withheld as few_contributors but " + strconv.FormatInt(n, 10) + " patients contribute a sum of " + ftoa(want)
+		case reason != disclosure.CodeFewContributors && reason != disclosure.CodeDominance && reason != disclosure.CodeSecondary:
 			return "withheld as " + string(reason)
 		}
 	default:

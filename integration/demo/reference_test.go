@@ -25,6 +25,7 @@ import (
 	"github.com/apache/arrow/go/v17/parquet"
 	"github.com/apache/arrow/go/v17/parquet/pqarrow"
 
+	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/node/cdm"
 )
@@ -295,6 +296,12 @@ func (c *cellValues) add(measure string, v float64, contributes bool) {
 	if contributes {
 		c.n[measure]++
 	}
+}
+
+// meanValues says what each mean measure of the reference answers
+// averages, which decides how disclosure control releases it.
+var meanValues = map[string]disclosure.ValueKind{
+	"prevalence": disclosure.ValueBinary, // of has_t2dm, 0 or 1
 }
 
 // trueTable is an answer before disclosure control: cells keyed by their
