@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -23,6 +24,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/config"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
 	"github.com/havenhealth/haven/coordinator/store"
+	"github.com/havenhealth/haven/internal/arrowsafe/arrowsafetest"
 	"github.com/havenhealth/haven/node/cdm"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
@@ -324,6 +326,28 @@ func TestBadUploadsLeaveTheRunIntact(t *testing.T) {
 		{"too many rows", upload(gpSchema, tooMany), codes.ResourceExhausted, "limit of 200 rows"},
 		{"batch too big", upload(gpSchema, tooWide), codes.ResourceExhausted, "per batch"},
 		{"value outside the vocabulary", upload(gpSchema, badSex), codes.InvalidArgument, "sex"},
+		// Crafted Arrow: lengths that would have the coordinator allocate
+		// what it cannot, or read past what was sent.
+		{"lying buffer length", crafted(t, func(m []*flight.FlightData) []*flight.FlightData {
+			m[1].DataHeader = arrowsafetest.SetBuffer(t, m[1].DataHeader, 1, 0, 240<<30)
+			return m
+		}), codes.InvalidArgument, "runs past the body"},
+		{"lying field count", crafted(t, func(m []*flight.FlightData) []*flight.FlightData {
+			m[0].DataHeader = arrowsafetest.SetFieldCount(t, m[0].DataHeader, 1<<30)
+			return m
+		}), codes.InvalidArgument, "vector of 1073741824 elements"},
+		{"lying null count", crafted(t, func(m []*flight.FlightData) []*flight.FlightData {
+			m[1].DataHeader = arrowsafetest.SetNode(t, m[1].DataHeader, 0, 3, 2)
+			return m
+		}), codes.InvalidArgument, "validity bitmap of 0 bytes for 3 rows"},
+		{"truncated body", crafted(t, func(m []*flight.FlightData) []*flight.FlightData {
+			m[1].DataBody = m[1].DataBody[:len(m[1].DataBody)-8]
+			return m
+		}), codes.InvalidArgument, "the metadata says"},
+		{"dictionary batch", crafted(t, func(m []*flight.FlightData) []*flight.FlightData {
+			meta, body := arrowsafetest.DictionaryBatch(t)
+			return []*flight.FlightData{m[0], {DataHeader: meta, DataBody: body}, m[1]}
+		}), codes.InvalidArgument, "DictionaryBatch message"},
 	}
 	var results []error
 	target := nodes[0]
@@ -393,17 +417,32 @@ func cellRecord(schema *arrow.Schema, rows, width int, sex string) arrow.Record 
 	return b.NewRecord()
 }
 
-// schemaMessages returns the Flight messages that open an upload: the
-// descriptor and the schema.
-func schemaMessages(t *testing.T, schema *arrow.Schema, taskID string) []*flight.FlightData {
+// schemaMessages returns the Flight messages of an upload: the descriptor
+// and the schema, then a message for each of recs.
+func schemaMessages(t *testing.T, schema *arrow.Schema, taskID string, recs ...arrow.Record) []*flight.FlightData {
 	t.Helper()
 	var msgs []*flight.FlightData
 	w := flight.NewRecordWriter(collect{&msgs}, ipc.WithSchema(schema))
 	w.SetFlightDescriptor(havenv1.TaskDescriptor(taskID))
+	for _, r := range recs {
+		if err := w.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return msgs
+}
+
+// crafted sends, for a task, the messages of an upload of three good
+// cells (the schema message, then one batch) as patch changes them.
+func crafted(t *testing.T, patch func([]*flight.FlightData) []*flight.FlightData) func(context.Context, *grpc.ClientConn, *havenv1.Task, *arrow.Schema) error {
+	return func(ctx context.Context, conn *grpc.ClientConn, task *havenv1.Task, schema *arrow.Schema) error {
+		rec := cellRecord(schema, 3, 1, "F")
+		defer rec.Release()
+		return coordinatortest.SendRaw(ctx, conn, patch(schemaMessages(t, schema, task.GetTaskId(), rec)))
+	}
 }
 
 type collect struct{ msgs *[]*flight.FlightData }
@@ -506,11 +545,19 @@ func TestNodeIdentity(t *testing.T) {
 	if !strings.Contains(log, "IDENTITY_MISMATCH") {
 		t.Errorf("the rejection is not logged")
 	}
-	f, err := os.ReadFile(n.Config.AuditPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(f), `"event":"rejected"`) || !strings.Contains(string(f), `"event":"connected"`) {
-		t.Errorf("audit log lacks the node entries:\n%s", f)
+	// The connection is audited just after Registered is sent, so wait
+	// for the entry rather than race it.
+	var f []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		f, err = os.ReadFile(n.Config.AuditPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(f), `"event":"rejected"`) && strings.Contains(string(f), `"event":"connected"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit log lacks the node entries:\n%s", f)
+		}
 	}
 }

@@ -7,9 +7,14 @@
 // descriptor must name a task (havenv1.ParseTaskDescriptor) of the calling
 // node's own site, the schema must be the plan's, and the task's row and
 // byte limits are enforced message by message while the stream is read, so
-// an oversized upload is stopped at the limit rather than read whole. The
-// batches are then handed to the run, which checks every row and stages
-// them; the reply's app_metadata is a havenv1.UploadReceipt.
+// an oversized upload is stopped at the limit rather than read whole. A
+// node is not trusted with the coordinator's memory either: each message's
+// Arrow metadata and body are verified before the Arrow reader sees them,
+// the reader's allocations are capped and its panics recovered, and each
+// record is validated (internal/arrowsafe), so a crafted upload is refused
+// with InvalidArgument instead of crashing the process. The batches are
+// then handed to the run, which checks every row and stages them; the
+// reply's app_metadata is a havenv1.UploadReceipt.
 package flightsvc
 
 import (
@@ -24,12 +29,12 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
-	"github.com/apache/arrow/go/v17/arrow/memory"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/havenhealth/haven/coordinator/authn"
+	"github.com/havenhealth/haven/internal/arrowsafe"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -54,10 +59,6 @@ type Releases interface {
 	// have it; its errors are gRPC statuses.
 	Release(ctx context.Context, p authn.Principal, runID string) ([]byte, error)
 }
-
-// maxHeaderBytes bounds one message's IPC metadata. Haven's schemas have
-// tens of fields; the bound stops hostile metadata costing memory.
-const maxHeaderBytes = 1 << 20
 
 // getChunkRows is how many rows of a released table go in one DoGet
 // message, keeping each well under gRPC's default message size.
@@ -146,57 +147,86 @@ func (s *Server) logRejected(ctx context.Context, site, taskID string, err error
 // read reads the whole upload within the task's limits and returns its
 // records, retained. On error it still returns what it retained, for the
 // caller to release.
+//
+// The upload comes from a node, which the coordinator does not trust with
+// its memory: the meter verifies each message before the Arrow reader
+// sees it, the reader allocates through a capped allocator, a panic is
+// recovered, and each record is validated before it is kept.
 func (s *Server) read(first *flight.FlightData, stream flight.FlightService_DoPutServer, up Upload, rc *havenv1.UploadReceipt) (recs []arrow.Record, err error) {
-	defer func() {
-		// Arrow's readers can panic on a malformed message; nothing has
-		// reached the run, so report it as bad input.
-		if p := recover(); p != nil {
-			err = status.Errorf(codes.InvalidArgument, "malformed Arrow stream: %v", p)
-		}
-	}()
 	m := &meter{src: stream, first: first, limits: up.Limits(), rc: rc}
-	rdr, err := flight.NewRecordReader(m, ipc.WithAllocator(memory.DefaultAllocator))
-	if err != nil {
-		return nil, m.errOr(codes.InvalidArgument, "malformed Arrow stream: %v", err)
-	}
-	defer rdr.Release()
-	if err := CheckSchema(rdr.Schema(), up.Schema()); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "upload for task %s: %v", rc.TaskId, err)
-	}
-	maxRows := up.Limits().GetMaxRows()
-	for rdr.Next() {
-		rec := rdr.Record()
-		rc.Rows += rec.NumRows()
-		if maxRows > 0 && rc.Rows > maxRows {
-			return recs, status.Errorf(codes.ResourceExhausted, "upload for task %s has more than the task's limit of %d rows", rc.TaskId, maxRows)
-		}
-		rec.Retain()
-		recs = append(recs, rec)
-	}
-	if err := rdr.Err(); err != nil && !errors.Is(err, io.EOF) {
-		return recs, m.errOr(codes.InvalidArgument, "malformed Arrow stream: %v", err)
-	}
-	if m.err != nil {
+	err = arrowsafe.Guard(func() error { return m.readAll(up.Schema(), &recs) })
+	switch _, isStatus := status.FromError(err); {
+	case m.err != nil:
+		// The meter stopped the stream; what the reader made of that is
+		// beside the point.
 		return recs, m.err
+	case err == nil || isStatus:
+		return recs, err
 	}
-	return recs, nil
+	if ae, ok := errors.AsType[*arrowsafe.AllocError](err); ok {
+		return recs, status.Errorf(codes.InvalidArgument, "malformed Arrow stream: record batch %d: %v, which no batch within the task's limits needs", rc.Batches, ae)
+	}
+	return recs, status.Errorf(codes.InvalidArgument, "malformed Arrow stream: %v", err)
 }
 
-// meter feeds FlightData to the IPC reader, replaying the first message,
-// and counts and limits record-batch body bytes as they arrive.
+// readAll reads the upload's records into recs.
+func (m *meter) readAll(schema *arrow.Schema, recs *[]arrow.Record) error {
+	rdr, err := flight.NewRecordReader(m, ipc.WithAllocator(arrowsafe.NewCappedAllocator(allocBound(m.limits))))
+	if err != nil {
+		return err
+	}
+	defer rdr.Release()
+	if err := CheckSchema(rdr.Schema(), schema); err != nil {
+		return status.Errorf(codes.InvalidArgument, "upload for task %s: %v", m.rc.TaskId, err)
+	}
+	maxRows := m.limits.GetMaxRows()
+	for rdr.Next() {
+		rec := rdr.Record()
+		if err := arrowsafe.ValidateRecord(rec); err != nil {
+			return status.Errorf(codes.InvalidArgument, "upload for task %s: malformed record batch %d: %v", m.rc.TaskId, m.rc.Batches, err)
+		}
+		m.rc.Rows += rec.NumRows()
+		if maxRows > 0 && m.rc.Rows > maxRows {
+			return status.Errorf(codes.ResourceExhausted, "upload for task %s has more than the task's limit of %d rows", m.rc.TaskId, maxRows)
+		}
+		rec.Retain()
+		*recs = append(*recs, rec)
+	}
+	// The reader reports the stream's clean end as no error; an io.EOF
+	// here is a buffer read past its body, and a batch lost.
+	return rdr.Err()
+}
+
+// maxAlloc bounds one allocation of the Arrow reader when the task sets
+// no byte limits: it is the most the configuration lets a batch be, as
+// one gRPC message carries one batch.
+const maxAlloc = 1 << 30
+
+// allocBound is the most the Arrow reader may allocate at once for an
+// upload under limits. The reader copies each buffer of a batch out of
+// the batch's body, and a buffer lies inside its body (the meter checks),
+// so no honest allocation is more than a batch.
+func allocBound(limits *havenv1.UploadLimits) int64 {
+	bound := int64(maxAlloc)
+	for _, lim := range []int64{limits.GetMaxBatchBytes(), limits.GetMaxBytes()} {
+		if lim > 0 && lim < bound {
+			bound = lim
+		}
+	}
+	return bound
+}
+
+// meter feeds FlightData to the IPC reader, replaying the first message.
+// It verifies each message before the reader sees it (arrowsafe), and
+// counts and limits record-batch body bytes as they arrive.
 type meter struct {
 	src    flight.DataStreamReader
 	first  *flight.FlightData
 	limits *havenv1.UploadLimits
 	rc     *havenv1.UploadReceipt
+	n      int   // messages received
+	schema bool  // whether the schema has come
 	err    error // why the meter stopped the stream
-}
-
-func (m *meter) errOr(c codes.Code, format string, args ...any) error {
-	if m.err != nil {
-		return m.err
-	}
-	return status.Errorf(c, format, args...)
 }
 
 func (m *meter) Recv() (*flight.FlightData, error) {
@@ -211,53 +241,57 @@ func (m *meter) Recv() (*flight.FlightData, error) {
 			return nil, err
 		}
 	}
-	if len(fd.DataHeader) > maxHeaderBytes {
-		m.err = status.Errorf(codes.InvalidArgument, "an IPC message header of %d bytes is over the limit of %d", len(fd.DataHeader), maxHeaderBytes)
-		return nil, m.err
-	}
-	if len(fd.DataHeader) == 0 {
-		if len(fd.DataBody) > 0 {
-			m.err = status.Error(codes.InvalidArgument, "a message has a body but no IPC header")
-			return nil, m.err
-		}
-		return fd, nil
-	}
-	typ, err := messageType(fd.DataHeader)
-	if err != nil {
-		m.err = status.Errorf(codes.InvalidArgument, "malformed IPC message header: %v", err)
-		return nil, m.err
-	}
-	switch typ {
-	case ipc.MessageSchema:
-	case ipc.MessageRecordBatch:
-		n := int64(len(fd.DataBody))
-		if lim := m.limits.GetMaxBatchBytes(); lim > 0 && n > lim {
-			m.err = status.Errorf(codes.ResourceExhausted, "a record batch of %d bytes is over the task's limit of %d bytes per batch", n, lim)
-			return nil, m.err
-		}
-		m.rc.Bytes += n
-		m.rc.Batches++
-		if lim := m.limits.GetMaxBytes(); lim > 0 && m.rc.Bytes > lim {
-			m.err = status.Errorf(codes.ResourceExhausted, "the upload is over the task's limit of %d bytes", lim)
-			return nil, m.err
-		}
-	default:
-		m.err = status.Errorf(codes.InvalidArgument, "unexpected IPC message %s: an upload carries a schema and record batches only", typ)
-		return nil, m.err
+	m.n++
+	if err := m.check(fd); err != nil {
+		m.err = err
+		return nil, err
 	}
 	return fd, nil
 }
 
-// messageType reads the type of an IPC message from its header.
-func messageType(header []byte) (t ipc.MessageType, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%v", p)
+// check checks one message of the upload.
+func (m *meter) check(fd *flight.FlightData) error {
+	if len(fd.DataHeader) > arrowsafe.MaxMetadata {
+		return status.Errorf(codes.InvalidArgument, "an IPC message header of %d bytes is over the limit of %d", len(fd.DataHeader), arrowsafe.MaxMetadata)
+	}
+	if len(fd.DataHeader) == 0 {
+		switch {
+		case len(fd.DataBody) > 0:
+			return status.Error(codes.InvalidArgument, "a message has a body but no IPC header")
+		case m.n > 1:
+			// Only the first may carry the descriptor alone.
+			return status.Errorf(codes.InvalidArgument, "message %d has no IPC header: an upload carries a schema and record batches only", m.n)
 		}
-	}()
-	msg := ipc.NewMessage(memory.NewBufferBytes(header), memory.NewBufferBytes(nil))
-	defer msg.Release()
-	return msg.Type(), nil
+		return nil
+	}
+	h, err := arrowsafe.VerifyMessage(fd.DataHeader)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "malformed IPC message header in message %d: %v", m.n, err)
+	}
+	switch h.Type {
+	case ipc.MessageSchema:
+		if m.schema {
+			return status.Errorf(codes.InvalidArgument, "message %d is a second schema: an upload has one", m.n)
+		}
+		m.schema = true
+	case ipc.MessageRecordBatch:
+		if !m.schema {
+			return status.Errorf(codes.InvalidArgument, "message %d is a record batch before the schema", m.n)
+		}
+		n := int64(len(fd.DataBody))
+		if lim := m.limits.GetMaxBatchBytes(); lim > 0 && n > lim {
+			return status.Errorf(codes.ResourceExhausted, "a record batch of %d bytes is over the task's limit of %d bytes per batch", n, lim)
+		}
+		m.rc.Bytes += n
+		m.rc.Batches++
+		if lim := m.limits.GetMaxBytes(); lim > 0 && m.rc.Bytes > lim {
+			return status.Errorf(codes.ResourceExhausted, "the upload is over the task's limit of %d bytes", lim)
+		}
+	}
+	if err := h.CheckBody(int64(len(fd.DataBody))); err != nil {
+		return status.Errorf(codes.InvalidArgument, "malformed IPC message %d (%s): %v", m.n, h.Type, err)
+	}
+	return nil
 }
 
 // CheckSchema compares an upload's schema with the plan's: the same fields,

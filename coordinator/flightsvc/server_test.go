@@ -52,7 +52,7 @@ func TestCheckSchema(t *testing.T) {
 }
 
 // messages encodes records as the FlightData of an upload.
-func messages(t *testing.T, schema *arrow.Schema, rows ...int) []*flight.FlightData {
+func messages(t testing.TB, schema *arrow.Schema, rows ...int) []*flight.FlightData {
 	t.Helper()
 	var out []*flight.FlightData
 	w := flight.NewRecordWriter(sink{&out}, ipc.WithSchema(schema))

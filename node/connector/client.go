@@ -175,7 +175,7 @@ type Result struct {
 // open reads and checks the schema.
 func (r *Result) open(q Query) error {
 	err := guard(func() error {
-		rdr, err := ipc.NewReader(r.src, ipc.WithAllocator(&cappedAllocator{max: q.MaxBytes}))
+		rdr, err := ipc.NewReader(r.src, ipc.WithAllocator(newAllocator(q.MaxBytes)))
 		if err != nil {
 			return err
 		}

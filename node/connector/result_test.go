@@ -205,62 +205,6 @@ func TestResultReportsPluginError(t *testing.T) {
 	}
 }
 
-func TestMessageBodyLength(t *testing.T) {
-	// A real message's metadata, taken from a stream the Arrow writer made.
-	data := validStream(t, 1, 3)
-	metaLen := int(int32(uint32(data[4]) | uint32(data[5])<<8 | uint32(data[6])<<16 | uint32(data[7])<<24))
-	meta := data[8 : 8+metaLen]
-	msg, err := ipc.NewMessageReader(bytes.NewReader(data)).Message()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer msg.Release()
-	if got, err := messageBodyLength(meta); err != nil || got != msg.BodyLen() {
-		t.Errorf("schema message: body length %d, %v; want %d", got, err, msg.BodyLen())
-	}
-	for _, bad := range [][]byte{nil, {1, 2, 3}, {0xff, 0xff, 0, 0, 0, 0, 0, 0}, {4, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f}} {
-		if _, err := messageBodyLength(bad); err == nil {
-			t.Errorf("messageBodyLength(%x): no error", bad)
-		}
-	}
-}
-
-func TestValidateData(t *testing.T) {
-	buf := func(b ...byte) *memory.Buffer { return memory.NewBufferBytes(b) }
-	offsets := func(o ...int32) *memory.Buffer { return memory.NewBufferBytes(arrow.Int32Traits.CastToBytes(o)) }
-	str := arrow.BinaryTypes.String
-	tests := []struct {
-		name string
-		data *array.Data
-		want string // "" for valid
-	}{
-		{"good string", array.NewData(str, 2, []*memory.Buffer{nil, offsets(0, 2, 5), buf('a', 'b', 'c', 'd', 'e')}, nil, 0, 0), ""},
-		{"offsets backwards", array.NewData(str, 2, []*memory.Buffer{nil, offsets(0, 5, 2), buf('a', 'b', 'c', 'd', 'e')}, nil, 0, 0), "backwards"},
-		{"offset past data", array.NewData(str, 2, []*memory.Buffer{nil, offsets(0, 2, 9), buf('a', 'b')}, nil, 0, 0), "beyond"},
-		{"negative offset", array.NewData(str, 1, []*memory.Buffer{nil, offsets(-1, 1), buf('a', 'b')}, nil, 0, 0), "negative"},
-		{"short offsets", array.NewData(str, 3, []*memory.Buffer{nil, offsets(0, 1), buf('a')}, nil, 0, 0), "short"},
-		{"short bitmap", array.NewData(arrow.PrimitiveTypes.Int64, 20, []*memory.Buffer{buf(0xff), memory.NewBufferBytes(make([]byte, 160))}, nil, 1, 0), "validity bitmap"},
-		{"nulls without bitmap", array.NewData(arrow.PrimitiveTypes.Int64, 2, []*memory.Buffer{nil, memory.NewBufferBytes(make([]byte, 16))}, nil, 1, 0), "no validity bitmap"},
-		{"short values", array.NewData(arrow.PrimitiveTypes.Float64, 3, []*memory.Buffer{nil, memory.NewBufferBytes(make([]byte, 16))}, nil, 0, 0), "bytes of values"},
-		{"short bools", array.NewData(arrow.FixedWidthTypes.Boolean, 9, []*memory.Buffer{nil, buf(0xff)}, nil, 0, 0), "bytes of values"},
-		{"list past child", array.NewData(arrow.ListOf(str), 1, []*memory.Buffer{nil, offsets(0, 3)},
-			[]arrow.ArrayData{array.NewData(str, 1, []*memory.Buffer{nil, offsets(0, 1), buf('a')}, nil, 0, 0)}, 0, 0), "beyond"},
-		{"bad list child", array.NewData(arrow.ListOf(str), 1, []*memory.Buffer{nil, offsets(0, 1)},
-			[]arrow.ArrayData{array.NewData(str, 1, []*memory.Buffer{nil, offsets(1, 0), buf('a')}, nil, 0, 0)}, 0, 0), "list values"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := validateData(tt.data)
-			switch {
-			case tt.want == "" && err != nil:
-				t.Errorf("valid data refused: %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Errorf("err = %v, want it to say %q", err, tt.want)
-			}
-		})
-	}
-}
-
 func TestCompareSchemas(t *testing.T) {
 	i64, s := arrow.PrimitiveTypes.Int64, arrow.BinaryTypes.String
 	schema := func(fs ...arrow.Field) *arrow.Schema { return arrow.NewSchema(fs, nil) }

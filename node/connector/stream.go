@@ -7,14 +7,14 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/havenhealth/haven/internal/arrowsafe"
 	connectorv1 "github.com/havenhealth/haven/proto/haven/connector/v1"
 )
 
 // maxMetadata is the largest Arrow message metadata (the flatbuffer that
-// describes a schema or a batch's buffers) the host accepts. Real ones are
-// a few KiB; the cap stops a lying length before anyone allocates it, and
-// bounds what a verified flatbuffer can make the reader allocate.
-const maxMetadata = 1 << 20
+// describes a schema or a batch's buffers) the host accepts: checked in
+// the framing, it stops a lying length before anyone allocates it.
+const maxMetadata = arrowsafe.MaxMetadata
 
 // streamSource reads the Arrow IPC bytes out of a Query stream for the
 // Arrow reader. On the way it counts them against the byte limit and
@@ -113,13 +113,11 @@ func (s *streamSource) frame(b []byte) error {
 		if s.need > 0 {
 			return nil
 		}
-		if err := verifyMessage(s.meta); err != nil {
+		h, err := arrowsafe.VerifyMessage(s.meta)
+		if err != nil {
 			return fmt.Errorf("%w: Arrow message metadata: %v", ErrMalformedResult, err)
 		}
-		body, err := messageBodyLength(s.meta)
-		switch {
-		case err != nil:
-			return fmt.Errorf("%w: Arrow message metadata: %v", ErrMalformedResult, err)
+		switch body := h.BodyLength; {
 		case body < 0 || body%8 != 0:
 			return fmt.Errorf("%w: Arrow message body length %d", ErrMalformedResult, body)
 		case body > s.budget(len(b)):
@@ -140,39 +138,6 @@ func (s *streamSource) frame(b []byte) error {
 // budget is how many more bytes the stream may carry after the n bytes
 // being handed over now.
 func (s *streamSource) budget(n int) int64 { return s.max - s.read - int64(n) }
-
-// messageBodyLength reads bodyLength out of an Arrow Message flatbuffer
-// (format/Message.fbs: version, header_type, header, bodyLength, ...)
-// with every offset checked, so that a lying buffer gives an error.
-func messageBodyLength(b []byte) (int64, error) {
-	const bodyLengthSlot = 4 + 2*3 // vtable header, then the fourth field
-	if len(b) < 8 {
-		return 0, fmt.Errorf("%d bytes", len(b))
-	}
-	root := int64(binary.LittleEndian.Uint32(b))
-	if root+4 > int64(len(b)) {
-		return 0, fmt.Errorf("root table at %d of %d bytes", root, len(b))
-	}
-	vt := root - int64(int32(binary.LittleEndian.Uint32(b[root:])))
-	if vt < 0 || vt+4 > int64(len(b)) {
-		return 0, fmt.Errorf("vtable at %d of %d bytes", vt, len(b))
-	}
-	vtLen := int64(binary.LittleEndian.Uint16(b[vt:]))
-	if vt+vtLen > int64(len(b)) {
-		return 0, fmt.Errorf("vtable of %d bytes at %d of %d", vtLen, vt, len(b))
-	}
-	if vtLen < bodyLengthSlot+2 {
-		return 0, nil // field absent: no body
-	}
-	field := int64(binary.LittleEndian.Uint16(b[vt+bodyLengthSlot:]))
-	if field == 0 {
-		return 0, nil
-	}
-	if root+field+8 > int64(len(b)) {
-		return 0, fmt.Errorf("bodyLength at %d of %d bytes", root+field, len(b))
-	}
-	return int64(binary.LittleEndian.Uint64(b[root+field:])), nil
-}
 
 // recv takes the next message off the stream.
 func (s *streamSource) recv() error {
