@@ -2,12 +2,15 @@ package node
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,38 +34,159 @@ import (
 	"github.com/havenhealth/haven/node/sqlgen"
 	"github.com/havenhealth/haven/node/state"
 	"github.com/havenhealth/haven/policy"
+	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
-// bigPractice is one ICB-scale practice (about 10k patients), generated
-// once per benchmark binary.
-var bigPractice struct {
+// icbSeed is the seed of the benchmarks' ICB-scale network.
+const icbSeed = 7
+
+// icb is the ICB-scale synthetic network (150 practices, 4 trusts, about
+// 1.5M patients), generated once per benchmark binary.
+var icb struct {
 	once sync.Once
 	n    *synth.Network
 	err  error
 }
 
-func icbPractice(b *testing.B) (*synth.Network, synth.Site) {
-	bigPractice.once.Do(func() {
-		dir := plugins.Dir(b, "icb-1", func(dir string) error {
-			_, err := synth.Generate(context.Background(), synth.Config{Out: dir, Scale: synth.ScaleICB, Seed: 7, Sites: 1, Force: true})
-			return err
-		})
-		bigPractice.n, bigPractice.err = synth.LoadNetwork(filepath.Join(dir, synth.NetworkFile))
+// icbNetwork returns the ICB-scale network, generating it the first time
+// (about half a minute on two cores) in a directory removed when the
+// binary ends. HAVEN_BENCH_ICB may name a directory to keep it in between
+// runs instead: a network already there is reused if it has the same
+// scale and seed, and replaced otherwise.
+func icbNetwork(b *testing.B) *synth.Network {
+	icb.once.Do(func() {
+		dir := os.Getenv("HAVEN_BENCH_ICB")
+		if dir != "" {
+			if n, err := synth.LoadNetwork(filepath.Join(dir, synth.NetworkFile)); err == nil && n.Scale == synth.ScaleICB && n.Seed == icbSeed && n.SiteLimit == 0 {
+				icb.n = n
+				return
+			}
+		} else {
+			dir = plugins.Dir(b, "icb", func(string) error { return nil }) // empty; Generate fills it
+		}
+		if _, icb.err = synth.Generate(context.Background(), synth.Config{Out: dir, Scale: synth.ScaleICB, Seed: icbSeed, Force: true}); icb.err != nil {
+			return
+		}
+		icb.n, icb.err = synth.LoadNetwork(filepath.Join(dir, synth.NetworkFile))
 	})
-	if bigPractice.err != nil {
-		b.Fatal(bigPractice.err)
+	if icb.err != nil {
+		b.Fatal(icb.err)
 	}
-	return bigPractice.n, nodetest.Site(b, bigPractice.n, "gp")
+	return icb.n
+}
+
+// patientRows is the number of rows of a site's patient table.
+func patientRows(s synth.Site) int64 { return s.Files[cdm.TablePatient].Rows }
+
+// closestSite returns the site of kind k whose patient table has the
+// number of rows closest to rows.
+func closestSite(n *synth.Network, k cdm.SiteKind, rows int64) synth.Site {
+	var best synth.Site
+	var bestDiff int64 = math.MaxInt64
+	for _, s := range n.SitesOfKind(k) {
+		if d := max(patientRows(s)-rows, rows-patientRows(s)); d < bestDiff {
+			best, bestDiff = s, d
+		}
+	}
+	return best
+}
+
+// largestSite returns the site of kind k with the most patient rows.
+func largestSite(n *synth.Network, k cdm.SiteKind) synth.Site {
+	sites := n.SitesOfKind(k)
+	return slices.MaxFunc(sites, func(a, b synth.Site) int { return cmp.Compare(patientRows(a), patientRows(b)) })
 }
 
 // BenchmarkAggregateTask runs t2dm-prevalence end to end in the runner —
 // policy, the DuckDB connector plugin, the opt-out check, the Flight
-// upload to a coordinator double — on a practice of about 10k patients,
-// and the same Result statement directly in DuckDB on the same files. It
-// reports the runner's time per task, the direct time, and their ratio.
+// upload to a coordinator double — on the first practice of the ICB scale
+// (about 12k patient rows, 10k registered), and the same Result statement
+// directly in DuckDB on the same files.
 func BenchmarkAggregateTask(b *testing.B) {
-	n, s := icbPractice(b)
+	n := icbNetwork(b)
+	benchTask(b, n, n.SitesOfKind(cdm.KindGP)[0], "t2dm-prevalence", networkNDOP(b, n))
+}
+
+// BenchmarkLinkageTask runs t2dm-emergency-admissions end to end in the
+// runner — policy, the run ledger, sqlgen, the DuckDB connector plugin,
+// pseudonymisation and the opt-out check in Go, the Flight upload to a
+// coordinator double — at the ICB trust whose patient table is closest to
+// 400k rows, and at the ICB's largest practice, each beside the same
+// Result statement run directly in DuckDB on the same files.
+func BenchmarkLinkageTask(b *testing.B) {
+	n := icbNetwork(b)
+	trust := closestSite(n, cdm.KindTrust, 400_000)
+	b.Run("trust", func(b *testing.B) {
+		benchTask(b, n, trust, "t2dm-emergency-admissions", networkNDOP(b, n))
+	})
+	// The same trust under a national opt-out list of national size: the
+	// network's own objectors and enough numbers of people elsewhere in
+	// England to make 3M.
+	b.Run("trust-national-ndop", func(b *testing.B) {
+		benchTask(b, n, trust, "t2dm-emergency-admissions", nationalNDOP(b, n, 3_000_000))
+	})
+	b.Run("gp", func(b *testing.B) {
+		benchTask(b, n, largestSite(n, cdm.KindGP), "t2dm-emergency-admissions", networkNDOP(b, n))
+	})
+}
+
+// networkNDOP reads the network's national opt-out list.
+func networkNDOP(b *testing.B, n *synth.Network) *optout.Set {
+	s, _, err := optout.ReadNDOPFile(n.Path(n.NationalOptOut.Path))
+	must(b, err)
+	return s
+}
+
+// nationalNDOP is the network's national opt-out list padded to size
+// numbers with people who are at no site of the network: synth mints its
+// patients' numbers from serials of 300M up, the padding from 100M up.
+func nationalNDOP(b *testing.B, n *synth.Network, size int) *optout.Set {
+	own := networkNDOP(b, n).Strings()
+	var bld optout.Builder
+	for _, s := range own {
+		bld.Add(s)
+	}
+	serial := uint32(100_000_000)
+	for range size - len(own) {
+		nhs, _, err := cdm.NHSNumberFromSerial(serial)
+		must(b, err)
+		bld.Add(nhs)
+		// Every other serial: one without a check digit moves on to the
+		// next, so numbers never repeat.
+		serial += 2
+	}
+	return bld.Set()
+}
+
+// resultSource passes queries to the plugin and remembers the arguments
+// of the last one whose SQL is result, so that the direct query binds
+// exactly what the node bound.
+type resultSource struct {
+	runner.Source
+	mu     sync.Mutex
+	result string
+	args   []any
+}
+
+func (s *resultSource) Query(ctx context.Context, q connector.Query) (runner.Records, error) {
+	s.mu.Lock()
+	if q.SQL == s.result {
+		s.args = make([]any, len(q.Args))
+		for i, a := range q.Args {
+			s.args[i] = a.Any()
+		}
+	}
+	s.mu.Unlock()
+	return s.Source.Query(ctx, q)
+}
+
+// benchTask runs definition id at site s end to end in the runner and,
+// in the same loop, its Result statement directly in an in-process DuckDB
+// over the same files with the arguments the node bound. It reports the
+// runner's time per task, the direct time, their ratio, the site's
+// patient rows and the rows the task sent.
+func benchTask(b *testing.B, n *synth.Network, s synth.Site, id string, ndop *optout.Set) {
 	ctx := context.Background()
 	key := nodetest.NewKey(b)
 	engine, err := policy.Load(ctx, policy.Config{BundlePath: nodetest.Bundle(b, key, nil), PublicKeyPEM: key.Public, Logger: slog.New(slog.DiscardHandler)})
@@ -87,42 +211,58 @@ func BenchmarkAggregateTask(b *testing.B) {
 	alog, err := audit.Open(filepath.Join(dir, "audit"))
 	must(b, err)
 	defer alog.Close()
-	ndop, _, err := optout.ReadNDOPFile(n.Path(n.NationalOptOut.Path))
-	must(b, err)
 	secret, _ := pseudonym.NewSecret(testSecret)
+
+	def, ok := engine.Catalog().Get(id)
+	if !ok {
+		b.Fatalf("no definition %s", id)
+	}
+	plan := def.Plan()
+	st, ok := plan.Task(s.Kind)
+	if !ok {
+		b.Fatalf("%s sites take no part in %s", s.Kind, id)
+	}
+	bound, err := def.Bind(nil)
+	must(b, err)
+	// The SQL text depends on nothing the node binds, so compiling here
+	// gives the statement the runner will run.
+	prog, err := sqlgen.Compile(bound, plan, s.Kind, sqlgen.DuckDB(), sqlgen.Options{SiteODS: s.ODS})
+	must(b, err)
+	src := &resultSource{Source: p, result: prog.Result.SQL}
 	r, err := runner.New(runner.Config{
-		ODS: s.ODS, Kind: s.Kind, Policy: engine, Source: p, Link: discardLink{}, Journal: journal, Ledger: ledger,
+		ODS: s.ODS, Kind: s.Kind, Policy: engine, Source: src, Link: discardLink{}, Journal: journal, Ledger: ledger,
 		Uploader: runner.NewFlightUploader(cc), Audit: alog, Secret: secret,
 		NDOP: func() *optout.Set { return ndop }, Pause: func() (state.Pause, error) { return state.Pause{}, nil },
 		Logger: benchLogger(),
 	})
 	must(b, err)
 
-	def, _ := engine.Catalog().Get("t2dm-prevalence")
-	plan := def.Plan()
-	st, _ := plan.Task(cdm.KindGP)
 	var fields []string
 	for _, f := range st.Fields {
 		fields = append(fields, f.Name)
 	}
+	mode, kind := havenv1.PlanMode_PLAN_MODE_AGGREGATE, havenv1.SiteKind_SITE_KIND_GP
+	if plan.Mode == catalog.ModeLinkage {
+		mode = havenv1.PlanMode_PLAN_MODE_LINKAGE
+	}
+	if s.Kind == cdm.KindTrust {
+		kind = havenv1.SiteKind_SITE_KIND_TRUST
+	}
 	task := func(i int) *havenv1.Task {
 		run := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), i)
 		return &havenv1.Task{TaskId: run, RunId: run, DefinitionId: def.ID, DefinitionVersion: uint32(def.Version), DefinitionHash: def.Hash(),
-			Purpose: "commissioning", RequesterOrg: "QHM", Mode: havenv1.PlanMode_PLAN_MODE_AGGREGATE, SiteKind: havenv1.SiteKind_SITE_KIND_GP,
+			Purpose: "commissioning", RequesterOrg: "QHM", Mode: mode, SiteKind: kind,
 			OutputFields: fields, Limits: &havenv1.UploadLimits{}, Deadline: timestamppb.New(time.Now().Add(time.Hour))}
 	}
-	bound, _ := def.Bind(nil)
-	prog, err := sqlgen.Compile(bound, plan, cdm.KindGP, sqlgen.DuckDB(), sqlgen.Options{SiteODS: s.ODS, NDOP: ndop.Strings()})
-	must(b, err)
 	db := nodetest.OpenSite(b, n, s)
-	db.SetMaxOpenConns(1)
-	patients := s.Files[cdm.TablePatient].Rows
 
 	// Warm both up: the plugin's first query opens its views.
-	if o := r.Execute(ctx, task(-1)); o.GetDone() == nil {
+	o := r.Execute(ctx, task(-1))
+	if o.GetDone() == nil {
 		b.Fatalf("warm-up task: %v", o)
 	}
-	nodetest.Rows(b, db, prog.Result.SQL, prog.Result.Args...)
+	sent := o.GetDone().GetRows()
+	nodetest.Rows(b, db, prog.Result.SQL, src.args...)
 
 	var runnerTime, directTime time.Duration
 	b.ResetTimer()
@@ -132,7 +272,7 @@ func BenchmarkAggregateTask(b *testing.B) {
 			b.Fatalf("task: %v", o)
 		}
 		t1 := time.Now()
-		nodetest.Rows(b, db, prog.Result.SQL, prog.Result.Args...)
+		nodetest.Rows(b, db, prog.Result.SQL, src.args...)
 		runnerTime += t1.Sub(t0)
 		directTime += time.Since(t1)
 	}
@@ -140,7 +280,10 @@ func BenchmarkAggregateTask(b *testing.B) {
 	b.ReportMetric(float64(runnerTime.Milliseconds())/k, "runner-ms/task")
 	b.ReportMetric(float64(directTime.Milliseconds())/k, "direct-ms/query")
 	b.ReportMetric(float64(runnerTime)/float64(directTime), "ratio")
-	b.ReportMetric(float64(patients), "patients")
+	b.ReportMetric(float64(patientRows(s)), "patients")
+	b.ReportMetric(float64(sent), "rows-sent")
+	b.ReportMetric(float64(ndop.Len()), "ndop")
+	b.Logf("%s %s at %s (%s): %d patient rows, %d rows sent, national list of %d", id, s.Kind, s.ODS, s.Name, patientRows(s), sent, ndop.Len())
 }
 
 type discardLink struct{}

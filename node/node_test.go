@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -716,3 +717,101 @@ func assertClean(t *testing.T, s *site) {
 }
 
 var dateRE = regexp.MustCompile(`\d{4}-\d{2}-\d{2}`)
+
+// Readmissions send day lists: the compiler returns BIGINT lists, the
+// plugin list<int64>, and the plan wants list<int32>. The upload must
+// carry the plan's types and exactly the direct DuckDB answer.
+func TestReadmissionsDayLists(t *testing.T) {
+	s := newSite(t, "trust")
+	s.start(t)
+	const id = "emergency-readmissions-30d"
+	task := s.task(t, id, "run-readmissions")
+	o := s.send(t, task)
+	if o.GetDone() == nil {
+		t.Fatalf("outcome %v\nlogs:\n%s", o, s.logs.String())
+	}
+	u, ok := s.coord.Upload(task.GetTaskId())
+	if !ok {
+		t.Fatal("nothing uploaded")
+	}
+	def, _ := s.cat.Get(id)
+	want, _ := def.Plan().Schema(s.site.Kind)
+	if !u.Schema.Equal(want) {
+		t.Fatalf("uploaded schema\n%v\nwant the plan's\n%v", u.Schema, want)
+	}
+
+	// The direct answer, typed: pseudonym, then each value as the plan
+	// renders it (days as plain integers, lists as [a b c]).
+	b, err := def.Bind(nil)
+	must(t, err)
+	p, err := sqlgen.Compile(b, def.Plan(), s.site.Kind, sqlgen.DuckDB(), sqlgen.Options{NDOP: nodetest.NDOP(t, s.n)})
+	must(t, err)
+	sec, _ := pseudonym.NewSecret(testSecret)
+	d, _ := pseudonym.NewDeriver(sec, task.GetRunId())
+	var direct []string
+	lists := 0
+	for _, r := range nodetest.Rows(t, nodetest.OpenSite(t, s.n, s.site), p.Result.SQL, p.Result.Args...) {
+		ps := d.Of(r[0].(string))
+		parts := []string{fmt.Sprintf("%x", ps[:])}
+		for _, v := range r[1:] {
+			switch x := v.(type) {
+			case nil:
+				parts = append(parts, "null")
+			case []any:
+				if len(x) > 0 {
+					lists++
+				}
+				days := make([]string, len(x))
+				for i, e := range x {
+					days[i] = fmt.Sprint(e)
+				}
+				parts = append(parts, "["+strings.Join(days, " ")+"]")
+			default:
+				parts = append(parts, fmt.Sprint(x))
+			}
+		}
+		direct = append(direct, strings.Join(parts, "|"))
+	}
+	slices.Sort(direct)
+	if lists == 0 {
+		t.Fatal("no patient has a non-empty day list; the test proves nothing")
+	}
+	var got []string
+	for _, rec := range u.Records {
+		for i := range int(rec.NumRows()) {
+			parts := []string{fmt.Sprintf("%x", rec.Column(0).(*array.FixedSizeBinary).Value(i))}
+			for c := 1; c < int(rec.NumCols()); c++ {
+				col := rec.Column(c)
+				switch {
+				case col.IsNull(i):
+					parts = append(parts, "null")
+				case col.DataType().ID() == arrow.LIST:
+					l := col.(*array.List)
+					vals := l.ListValues().(*array.Int32)
+					from, to := l.ValueOffsets(i)
+					days := make([]string, 0, to-from)
+					for k := from; k < to; k++ {
+						days = append(days, strconv.Itoa(int(vals.Value(int(k)))))
+					}
+					parts = append(parts, "["+strings.Join(days, " ")+"]")
+				default:
+					parts = append(parts, col.ValueStr(i))
+				}
+			}
+			got = append(got, strings.Join(parts, "|"))
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, direct) {
+		t.Fatalf("upload (%d rows, first %s) differs from the direct DuckDB answer (%d rows, first %s)", len(got), firstOf(got), len(direct), firstOf(direct))
+	}
+	assertNoOptOuts(t, s, task.GetRunId(), u)
+	assertClean(t, s)
+}
+
+func firstOf(s []string) string {
+	if len(s) == 0 {
+		return "(none)"
+	}
+	return s[0]
+}

@@ -106,8 +106,9 @@ type DuckSource struct {
 	// wrong.
 	Rewrite func(sql string, rows [][]any) [][]any
 	// Before, if set, is called before each query; an error fails it.
-	// Tests use it to hold a query until the task is cancelled.
-	Before  func(ctx context.Context, sql string) error
+	// Tests use it to see what a query binds, or to hold one until the
+	// task is cancelled.
+	Before  func(ctx context.Context, q connector.Query) error
 	queries atomic.Int64
 }
 
@@ -143,7 +144,7 @@ func (d *DuckSource) HasTable(_ context.Context, name string) (bool, error) {
 func (d *DuckSource) Query(ctx context.Context, q connector.Query) (runner.Records, error) {
 	d.queries.Add(1)
 	if d.Before != nil {
-		if err := d.Before(ctx, q.SQL); err != nil {
+		if err := d.Before(ctx, q); err != nil {
 			return nil, err
 		}
 	}

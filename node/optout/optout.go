@@ -28,8 +28,7 @@ import (
 type Set struct {
 	nums []uint64 // sorted, distinct
 
-	// strs is Strings' answer, made once: the national list is bound to
-	// every task's queries.
+	// strs is Strings' answer, made once.
 	strsOnce sync.Once
 	strs     []string
 }
@@ -128,6 +127,29 @@ func (s *Set) Union(o *Set) *Set {
 	}
 	out = append(out, s.nums[i:]...)
 	out = append(out, o.nums[j:]...)
+	return &Set{nums: out}
+}
+
+// Intersect returns the numbers in both s and o. A node binds the
+// intersection of the national list with its own patients into its SQL,
+// rather than the whole list.
+func (s *Set) Intersect(o *Set) *Set {
+	if s.Len() == 0 || o.Len() == 0 {
+		return &Set{}
+	}
+	out := make([]uint64, 0, min(len(s.nums), len(o.nums)))
+	i, j := 0, 0
+	for i < len(s.nums) && j < len(o.nums) {
+		switch a, b := s.nums[i], o.nums[j]; {
+		case a < b:
+			i++
+		case b < a:
+			j++
+		default:
+			out = append(out, a)
+			i, j = i+1, j+1
+		}
+	}
 	return &Set{nums: out}
 }
 

@@ -91,6 +91,41 @@ func TestUnionAndStrings(t *testing.T) {
 	}
 }
 
+func TestIntersect(t *testing.T) {
+	a := validNumbers(t, 300, 7)
+	b := append(validNumbers(t, 300, 8), a[100:150]...)
+	inA := map[string]bool{}
+	for _, n := range a {
+		inA[n] = true
+	}
+	var want []string
+	for _, n := range b {
+		if inA[n] {
+			want = append(want, n)
+		}
+	}
+	want = slices.Compact(slices.Sorted(slices.Values(want)))
+	if len(want) < 50 {
+		t.Fatalf("only %d numbers in common; the test proves little", len(want))
+	}
+	for _, tc := range []struct {
+		name string
+		got  *Set
+		want []string
+	}{
+		{"a ∩ b", Of(a...).Intersect(Of(b...)), want},
+		{"b ∩ a", Of(b...).Intersect(Of(a...)), want},
+		{"a ∩ a", Of(a...).Intersect(Of(a...)), Of(a...).Strings()},
+		{"a ∩ empty", Of(a...).Intersect(Of()), nil},
+		{"nil ∩ a", (*Set)(nil).Intersect(Of(a...)), nil},
+		{"a ∩ nil", Of(a...).Intersect(nil), nil},
+	} {
+		if got := tc.got.Strings(); len(got) != len(tc.want) || (len(got) > 0 && !slices.Equal(got, tc.want)) {
+			t.Errorf("%s has %d numbers, want %d", tc.name, len(got), len(tc.want))
+		}
+	}
+}
+
 func TestReadNDOP(t *testing.T) {
 	nums := validNumbers(t, 4, 6)
 	tests := []struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -25,9 +26,30 @@ import (
 var (
 	// Type 1 opt-outs recorded at the site.
 	sqlSiteOptOuts = "SELECT " + cdm.ColNHSNumber + " FROM " + cdm.TableOptOut + " WHERE " + cdm.ColKind + " = $1"
-	// Every patient the site holds, to count those left out as objectors.
-	sqlPatients = "SELECT " + cdm.ColNHSNumber + " FROM " + cdm.TablePatient
 )
+
+// colPatientRows is the second column of sqlSiteNumbers.
+const colPatientRows = "patient_rows"
+
+// sqlSiteNumbers lists every NHS number in the patient table and in the
+// other given tables, once each, with the number of patient rows that
+// carry it. It skips names that are not CDM tables with an nhs_number
+// column, and the opt_out table, whose numbers are objections rather than
+// anyone's data.
+func sqlSiteNumbers(tables []string) string {
+	var b strings.Builder
+	b.WriteString("SELECT " + cdm.ColNHSNumber + ", CAST(sum(" + colPatientRows + ") AS BIGINT) AS " + colPatientRows +
+		"\nFROM (SELECT " + cdm.ColNHSNumber + ", 1 AS " + colPatientRows + " FROM " + cdm.TablePatient)
+	for _, name := range tables {
+		t, ok := cdm.Lookup(name)
+		if _, has := t.Column(cdm.ColNHSNumber); !ok || !has || name == cdm.TablePatient || name == cdm.TableOptOut {
+			continue
+		}
+		b.WriteString("\n      UNION ALL SELECT " + cdm.ColNHSNumber + ", 0 FROM " + t.Name)
+	}
+	b.WriteString(") AS site\nGROUP BY " + cdm.ColNHSNumber)
+	return b.String()
+}
 
 func connectorErr(what string, err error) error {
 	code := havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR
@@ -161,20 +183,44 @@ func (r *Runner) countInvalid(ctx context.Context, p *sqlgen.Program) (int64, er
 	return total, err
 }
 
-// optedOutPatients counts the site's patient rows whose NHS number is on an
-// opt-out list: the patients every statement left out as objectors.
-func (r *Runner) optedOutPatients(ctx context.Context, optOuts *optout.Set) (int64, error) {
-	if optOuts.Len() == 0 {
-		return 0, nil
-	}
-	var n int64
-	err := r.scanStrings(ctx, "count opted-out patients", r.localQuery(sqlPatients), func(s string, null bool) error {
-		if !null && optOuts.Contains(s) {
-			n++
+// siteNumbers reads every NHS number in the site's patient table and in
+// the given tables, and returns the valid ones as a set, and how many
+// patient rows carry a number in optOuts: the patients every statement
+// leaves out as objectors.
+func (r *Runner) siteNumbers(ctx context.Context, tables []string, optOuts *optout.Set) (*optout.Set, int64, error) {
+	const what = "read the site's NHS numbers"
+	var b optout.Builder
+	var excluded int64
+	err := r.query(ctx, what, r.localQuery(sqlSiteNumbers(tables)), func(rec arrow.Record) error {
+		if rec.NumCols() != 2 {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want 2", what, rec.NumCols())
+		}
+		nums, ok := rec.Column(0).(*array.String)
+		if !ok {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: column %s is %s, want utf8", what, rec.ColumnName(0), rec.Column(0).DataType())
+		}
+		rows, ok := rec.Column(1).(*array.Int64)
+		if !ok {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: column %s is %s, want int64", what, rec.ColumnName(1), rec.Column(1).DataType())
+		}
+		for i := range nums.Len() {
+			if nums.IsNull(i) {
+				continue
+			}
+			n := nums.Value(i)
+			if !b.Add(n) {
+				continue // invalid: no statement counts it
+			}
+			if k := rows.Value(i); k > 0 && optOuts.Contains(n) {
+				excluded += k
+			}
 		}
 		return nil
 	})
-	return n, err
+	if err != nil {
+		return nil, 0, err
+	}
+	return b.Set(), excluded, nil
 }
 
 // args converts sqlgen's argument values to connector values.

@@ -13,9 +13,14 @@
 //
 // A no at steps 1–5 is a TaskRefused with reasons, and nothing is queried.
 // Then the task is compiled to SQL for the connector's dialect and run
-// within the node's limits. On the way out the result is checked again in
-// Go: every NHS number it rests on (linkage rows, or the members of an
-// aggregate's cells) must be valid and on no opt-out list, or the task is
+// within the node's limits. The SQL binds only the part of the national
+// opt-out list that matters at this site: the numbers on it that appear
+// in the tables the task reads, read afresh for every task (at national
+// scale the whole list is millions of numbers; a site holds a few
+// thousand of them). On the way out the result is checked again in Go,
+// against the whole list: every NHS number it rests on (linkage rows, or
+// the members of an aggregate's cells) must be valid and on no opt-out
+// list, or the task is
 // aborted and nothing is sent. Linkage rows have their NHS number replaced
 // by the run pseudonym. The result goes up with Flight DoPut in batches
 // within the task's limits, retried while the coordinator is unreachable

@@ -24,6 +24,7 @@ import (
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/audit"
 	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/nodetest"
 	"github.com/havenhealth/haven/node/optout"
 	"github.com/havenhealth/haven/node/pseudonym"
@@ -226,8 +227,15 @@ func (e *env) task(t *testing.T, id, runID string, params map[string]*havenv1.Pa
 	}
 }
 
-// compiled compiles a task the way the node does, for the direct answer.
+// compiled compiles a task the way the node does, binding the whole
+// national opt-out list, for the direct answer.
 func (e *env) compiled(t *testing.T, task *havenv1.Task) *sqlgen.Program {
+	t.Helper()
+	return e.compile(t, task, nodetest.NDOP(t, e.n))
+}
+
+// compile compiles a task binding ndop as the national opt-out list.
+func (e *env) compile(t *testing.T, task *havenv1.Task, ndop []string) *sqlgen.Program {
 	t.Helper()
 	def, _ := e.cat.Get(task.GetDefinitionId())
 	params := map[string]string{}
@@ -243,7 +251,7 @@ func (e *env) compiled(t *testing.T, task *havenv1.Task) *sqlgen.Program {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := sqlgen.Compile(b, def.Plan(), e.site.Kind, sqlgen.DuckDB(), sqlgen.Options{SiteODS: e.site.ODS, NDOP: nodetest.NDOP(t, e.n)})
+	p, err := sqlgen.Compile(b, def.Plan(), e.site.Kind, sqlgen.DuckDB(), sqlgen.Options{SiteODS: e.site.ODS, NDOP: ndop})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,7 +557,11 @@ func TestOptOutCheckStopsLeak(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envOptions{})
-			ndop := nodetest.NDOP(t, e.n)
+			// A national objector with no data at this site: the SQL never
+			// sees their number (the node binds only the site's part of the
+			// list), so only a check against the whole list stops them.
+			held := siteNumbers(t, e, e.src.Tables)
+			ndop := slices.DeleteFunc(nodetest.NDOP(t, e.n), func(n string) bool { return held[n] })
 			task := e.task(t, tc.def, "run-leak-"+tc.def, nil)
 			prog := e.compiled(t, task)
 			target := prog.Result.SQL
@@ -576,6 +588,118 @@ func TestOptOutCheckStopsLeak(t *testing.T) {
 			}
 			if _, ok := e.coord.Upload(task.GetTaskId()); ok {
 				t.Fatal("the result was uploaded despite the leak")
+			}
+			assertNoIdentifiers(t, e)
+		})
+	}
+}
+
+// siteNumbers returns every NHS number in the given tables of the site,
+// read directly from its files.
+func siteNumbers(t *testing.T, e *env, tables []string) map[string]bool {
+	t.Helper()
+	var selects []string
+	for _, tbl := range tables {
+		selects = append(selects, "SELECT nhs_number FROM "+tbl)
+	}
+	out := map[string]bool{}
+	for _, n := range nodetest.Strings(t, e.src.DB, strings.Join(selects, " UNION ")) {
+		out[n] = true
+	}
+	return out
+}
+
+// The node binds into its SQL only the national objectors whose numbers
+// are in the tables the task reads, and they are still left out.
+func TestNationalOptOutsBoundPerSite(t *testing.T) {
+	for _, kind := range []string{"gp", "trust"} {
+		t.Run(kind, func(t *testing.T) {
+			e := newEnv(t, envOptions{kind: kind})
+			runID := "run-ndop-" + kind
+			task := e.task(t, "t2dm-emergency-admissions", runID, nil)
+			prog := e.compiled(t, task)
+			// The argument that carries the list, found by compiling with
+			// a list of one known value.
+			const marker = "list-marker"
+			slot := slices.IndexFunc(e.compile(t, task, []string{marker}).Result.Args, func(a any) bool {
+				l, ok := a.([]string)
+				return ok && slices.Equal(l, []string{marker})
+			})
+			if slot < 0 {
+				t.Fatal("the result statement binds no opt-out list")
+			}
+			var bound []string
+			e.src.Before = func(_ context.Context, q connector.Query) error {
+				if q.SQL == prog.Result.SQL {
+					bound, _ = q.Args[slot].Any().([]string)
+				}
+				return nil
+			}
+			d := done(t, e.run(t, task))
+
+			national := nodetest.NDOP(t, e.n)
+			held := siteNumbers(t, e, append([]string{cdm.TablePatient}, prog.Tables...))
+			var want []string
+			for _, n := range national {
+				if held[n] {
+					want = append(want, n)
+				}
+			}
+			slices.Sort(want)
+			if len(want) == 0 || len(want) == len(national) {
+				t.Fatalf("%d of %d national objectors are at the site; the test proves nothing", len(want), len(national))
+			}
+			if !slices.Equal(bound, want) {
+				t.Fatalf("the node bound %d numbers; want the %d of the %d on the national list that the site holds", len(bound), len(want), len(national))
+			}
+
+			// Without the list the site would send some of them; with it
+			// none leaves.
+			sec, _ := pseudonym.NewSecret(testSecret)
+			der, _ := pseudonym.NewDeriver(sec, runID)
+			objector := map[string]bool{}
+			for _, n := range national {
+				p := der.Of(n)
+				objector[string(p[:])] = true
+			}
+			unfiltered := e.compile(t, task, nil)
+			would := 0
+			for _, r := range nodetest.Rows(t, e.src.DB, unfiltered.Result.SQL, unfiltered.Result.Args...) {
+				if p := der.Of(r[0].(string)); objector[string(p[:])] {
+					would++
+				}
+			}
+			if would == 0 {
+				t.Fatal("no national objector would be sent without the list; the test proves nothing")
+			}
+			u, _ := e.coord.Upload(task.GetTaskId())
+			for _, rec := range u.Records {
+				col := rec.Column(0).(*array.FixedSizeBinary)
+				for i := range col.Len() {
+					if objector[string(col.Value(i))] {
+						t.Fatal("a national objector's pseudonym left the site")
+					}
+				}
+			}
+
+			// TaskDone counts the site's patient rows on an opt-out list.
+			optedOut := map[string]bool{}
+			for _, n := range national {
+				optedOut[n] = true
+			}
+			if slices.Contains(e.src.Tables, cdm.TableOptOut) {
+				for _, n := range nodetest.Strings(t, e.src.DB, "SELECT nhs_number FROM opt_out WHERE kind = 'type1'") {
+					optedOut[n] = true
+				}
+			}
+			var excluded int64
+			for _, n := range nodetest.Strings(t, e.src.DB, "SELECT nhs_number FROM patient") {
+				if optedOut[n] {
+					excluded++
+				}
+			}
+			if d.GetRowsExcludedOptOut() != excluded {
+				t.Errorf("TaskDone says %d patient rows excluded as opted out; the site has %d", d.GetRowsExcludedOptOut(), excluded)
 			}
 			assertNoIdentifiers(t, e)
 		})
@@ -708,8 +832,8 @@ func TestCancelAndDeadline(t *testing.T) {
 	task := e.task(t, "t2dm-prevalence", "run-cancel", nil)
 	result := e.compiled(t, task).Result.SQL
 	started := make(chan struct{})
-	e.src.Before = func(ctx context.Context, sql string) error {
-		if sql != result {
+	e.src.Before = func(ctx context.Context, q connector.Query) error {
+		if q.SQL != result {
 			return nil
 		}
 		close(started)
@@ -745,8 +869,8 @@ func TestCancelAndDeadline(t *testing.T) {
 	// Stopping the runner abandons what runs and refuses what comes.
 	stuck := e.task(t, "t2dm-prevalence", "run-stuck", nil)
 	held := make(chan struct{})
-	e.src.Before = func(ctx context.Context, sql string) error {
-		if sql != result {
+	e.src.Before = func(ctx context.Context, q connector.Query) error {
+		if q.SQL != result {
 			return nil
 		}
 		close(held)

@@ -279,15 +279,14 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	if err != nil {
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "connector: %v", err)
 	}
-	ndop := r.cfg.NDOP()
-	j.prog, err = sqlgen.Compile(j.bound, j.plan, r.cfg.Kind, dialect, sqlgen.Options{SiteODS: r.cfg.ODS, NDOP: ndop.Strings()})
+	// The SQL text does not depend on the opt-out list, only its arguments
+	// do. A first compile, binding none, names the statements for the
+	// record and the tables the program reads.
+	j.prog, err = r.compile(j, dialect, nil)
 	if err != nil {
-		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "compile: %v", err)
+		return nil, err
 	}
-	hashes := map[string]string{}
-	for _, s := range j.prog.Statements() {
-		hashes[s.Name] = s.SHA256
-	}
+	hashes := statementHashes(j.prog)
 	_ = r.cfg.Link.Send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskAccepted{TaskAccepted: &havenv1.TaskAccepted{
 		TaskId: j.t.GetTaskId(), SqlHash: j.prog.Result.SHA256, DecisionId: j.decision.ID, BundleRevision: j.decision.Revision,
 	}}})
@@ -300,29 +299,46 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	r.progress(j, havenv1.TaskStage_TASK_STAGE_QUERYING, 0, 0)
 	// Counting the rows left out for invalid NHS numbers scans every
 	// table the program reads and decides nothing, so it runs beside the
-	// rest.
+	// rest. Its statement binds no opt-out list.
 	qctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var invalid int64
 	var invalidErr error
 	counted := make(chan struct{})
-	go func() {
+	go func(p *sqlgen.Program) {
 		defer close(counted)
-		invalid, invalidErr = r.invalidCount(qctx, j.prog)
-	}()
+		invalid, invalidErr = r.invalidCount(qctx, p)
+	}(j.prog)
 	defer func() { cancel(); <-counted }()
 
 	// What must not leave: the national list and the site's own type 1
 	// objections, read fresh for every task.
+	ndop := r.cfg.NDOP()
 	siteOptOuts, err := r.siteOptOuts(ctx)
 	if err != nil {
 		return nil, err
 	}
 	optOuts := ndop.Union(siteOptOuts)
-	excludedOptOut, err := r.optedOutPatients(ctx, optOuts)
+	// The SQL leaves out national objectors by matching the list bound as
+	// one argument; only those whose numbers are in the tables it reads
+	// can make a difference. So the node binds the national list cut to
+	// the site's own numbers, read afresh for every task from the data
+	// the task reads (a site's data may change between tasks; a number
+	// missed here would not leak, it would fail the check below). The
+	// check before upload still holds the result against the whole list.
+	numbers, excludedOptOut, err := r.siteNumbers(ctx, j.prog.Tables, optOuts)
 	if err != nil {
 		return nil, err
 	}
+	relevant := ndop.Intersect(numbers)
+	if j.prog, err = r.compile(j, dialect, relevant.Strings()); err != nil {
+		return nil, err
+	}
+	if again := statementHashes(j.prog); !maps.Equal(again, hashes) {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "compile: the SQL changed with the opt-out list bound")
+	}
+	r.log.LogAttrs(ctx, slog.LevelDebug, "national opt-out list cut to the site", slog.String("task_id", j.t.GetTaskId()),
+		slog.Int("national", ndop.Len()), slog.Int("site_numbers", numbers.Len()), slog.Int("bound", relevant.Len()))
 
 	out, err := r.result(ctx, j)
 	if err != nil {
@@ -372,6 +388,25 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// compile compiles the task for the connector's dialect, binding ndop as
+// the national opt-out list.
+func (r *Runner) compile(j *job, d sqlgen.Dialect, ndop []string) (*sqlgen.Program, error) {
+	p, err := sqlgen.Compile(j.bound, j.plan, r.cfg.Kind, d, sqlgen.Options{SiteODS: r.cfg.ODS, NDOP: ndop})
+	if err != nil {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "compile: %v", err)
+	}
+	return p, nil
+}
+
+// statementHashes maps each statement of p to the SHA-256 of its SQL.
+func statementHashes(p *sqlgen.Program) map[string]string {
+	out := map[string]string{}
+	for _, s := range p.Statements() {
+		out[s.Name] = s.SHA256
+	}
+	return out
+}
 
 // wireParams turns the task's typed parameter values into the strings
 // Bind takes, checking that each value's kind is the parameter's type.
