@@ -184,18 +184,18 @@ func (c *central) answer(query string, keys int, measures ...measure) trueTable 
 		for i, s := range k {
 			key[i] = s.String
 		}
-		cell := out.cell(key...)
+		cell := out.Cell(key...)
 		for i, m := range measures {
 			switch m.kind {
 			case "count":
-				cell.add(m.name, v[i].Float64, false)
+				cell.Add(m.name, v[i].Float64, false)
 			case "sum":
-				cell.add(m.name, v[i].Float64, v[i].Valid && v[i].Float64 != 0)
+				cell.Add(m.name, v[i].Float64, v[i].Valid && v[i].Float64 != 0)
 			case "mean":
 				if v[i].Valid {
-					cell.add(m.name, v[i].Float64, true)
+					cell.Add(m.name, v[i].Float64, true)
 				} else {
-					cell.add(m.name, 0, false)
+					cell.Add(m.name, 0, false)
 				}
 			}
 		}

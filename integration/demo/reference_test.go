@@ -8,14 +8,9 @@ package demo_test
 // coordinator's linkage.
 
 import (
-	"bufio"
 	"context"
-	"encoding/csv"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -227,93 +222,10 @@ func eventOnOrBefore(st *siteTable, people map[string]person, codes map[string]b
 	return out
 }
 
-func readNDOP(t testing.TB, n *synth.Network) map[string]bool {
-	t.Helper()
-	f, err := os.Open(n.Path(n.NationalOptOut.Path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for first := true; sc.Scan(); first = false {
-		if !first {
-			out[strings.TrimSpace(sc.Text())] = true
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// readCodelist reads the codes of a codelist of the demo's bundle.
-func readCodelist(t testing.TB, bundle, name string) map[string]bool {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(bundle, "codelists", name+".csv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body strings.Builder
-	for line := range strings.Lines(string(b)) {
-		if !strings.HasPrefix(line, "#") {
-			body.WriteString(line)
-		}
-	}
-	r := csv.NewReader(strings.NewReader(body.String()))
-	codes := map[string]bool{}
-	for first := true; ; first = false {
-		rec, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("codelist %s: %v", name, err)
-		}
-		if !first {
-			codes[rec[0]] = true
-		}
-	}
-	if len(codes) == 0 {
-		t.Fatalf("codelist %s has no codes", name)
-	}
-	return codes
-}
-
-// cellValues are the true values of one cell's measures, before
-// disclosure control, by measure name; n counts the patients a sum or
-// mean is over.
-type cellValues struct {
-	values map[string]float64
-	n      map[string]int64
-}
-
-func (c *cellValues) add(measure string, v float64, contributes bool) {
-	if c.values == nil {
-		c.values, c.n = map[string]float64{}, map[string]int64{}
-	}
-	c.values[measure] += v
-	if contributes {
-		c.n[measure]++
-	}
-}
-
 // meanValues says what each mean measure of the reference answers
 // averages, which decides how disclosure control releases it.
 var meanValues = map[string]disclosure.ValueKind{
 	"prevalence": disclosure.ValueBinary, // of has_t2dm, 0 or 1
-}
-
-// trueTable is an answer before disclosure control: cells keyed by their
-// group values joined with "|".
-type trueTable map[string]*cellValues
-
-func (tt trueTable) cell(key ...string) *cellValues {
-	k := strings.Join(key, "|")
-	if tt[k] == nil {
-		tt[k] = &cellValues{}
-	}
-	return tt[k]
 }
 
 // prevalence answers t2dm-prevalence: group (practice, age_band, sex);
@@ -337,10 +249,10 @@ func prevalence(t testing.TB, n *synth.Network, bundle string, indexDate string,
 			if diabetic[nhs] {
 				has = 1
 			}
-			c := out.cell(s.ODS, ageBand10(age), p.sex)
-			c.add("patients", 1, false)
-			c.add("t2dm", has, false)
-			c.add("prevalence", has, true)
+			c := out.Cell(s.ODS, ageBand10(age), p.sex)
+			c.Add("patients", 1, false)
+			c.Add("t2dm", has, false)
+			c.Add("prevalence", has, true)
 		}
 	}
 	return out
@@ -389,16 +301,16 @@ func emergencyAdmissions(t testing.TB, n *synth.Network, bundle string, indexDat
 				continue
 			}
 			a := admissions[nhs]
-			c := out.cell(ageBand10(age), p.sex)
-			c.add("patients", 1, false)
+			c := out.Cell(ageBand10(age), p.sex)
+			c.Add("patients", 1, false)
 			admitted := 0.0
 			if a > 0 {
 				admitted = 1
 			}
-			c.add("admitted", admitted, false)
+			c.Add("admitted", admitted, false)
 			// Only trusts report, and only for patients with an
 			// admission: the others have no value to sum.
-			c.add("admissions", float64(a), a > 0)
+			c.Add("admissions", float64(a), a > 0)
 		}
 	}
 	return out

@@ -1,0 +1,280 @@
+// Package releasecheck checks a released table against the true answer to
+// the same question, computed independently by a test: every released
+// value must be the true value as disclosure control documents it
+// (counts and sums rounded to the base, binary and integer means from
+// rounded figures, continuous means to 4 significant figures), and every
+// withheld value must carry a reason that fits the true value. The
+// integration tests (integration/demo, integration/correctness) share it.
+package releasecheck
+
+import (
+	"bufio"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/havenhealth/haven/coordinator/disclosure"
+	"github.com/havenhealth/haven/coordinator/release"
+	"github.com/havenhealth/haven/integration/synth"
+)
+
+// CellValues are the true values of one cell's measures, before
+// disclosure control, by measure name; n counts the patients a sum or
+// mean is over.
+type CellValues struct {
+	Values map[string]float64
+	N      map[string]int64
+}
+
+func (c *CellValues) Add(measure string, v float64, contributes bool) {
+	if c.Values == nil {
+		c.Values, c.N = map[string]float64{}, map[string]int64{}
+	}
+	c.Values[measure] += v
+	if contributes {
+		c.N[measure]++
+	}
+}
+
+// TrueTable is an answer before disclosure control: cells keyed by their
+// group values joined with "|".
+type TrueTable map[string]*CellValues
+
+func (tt TrueTable) Cell(key ...string) *CellValues {
+	k := strings.Join(key, "|")
+	if tt[k] == nil {
+		tt[k] = &CellValues{}
+	}
+	return tt[k]
+}
+
+// sum adds the true values of the cells whose key matches.
+func (tt TrueTable) Sum(match func(key []string) bool) CellValues {
+	var out CellValues
+	for k, c := range tt {
+		if !match(strings.Split(k, "|")) {
+			continue
+		}
+		for name, v := range c.Values {
+			out.Add(name, v, false)
+			out.N[name] += c.N[name]
+		}
+	}
+	return out
+}
+
+// Stats counts what Check looked at.
+type Stats struct{ Cells, Released, Withheld, Problems int }
+
+// Check checks every value of a released table against the true answer,
+// and that the table has exactly the true table's cells. means says what
+// each mean measure averages, which decides how disclosure control
+// releases it. It returns one line per problem found.
+func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.ValueKind) (Stats, []string) {
+	var st Stats
+	var problems []string
+	m := tab.Meta
+	fail := func(format string, args ...any) {
+		st.Problems++
+		problems = append(problems, fmt.Sprintf(format, args...))
+	}
+	if m.MinCellCount < 1 || m.RoundingBase < 1 {
+		fail("table says min cell count %d, rounding base %d", m.MinCellCount, m.RoundingBase)
+		return st, problems
+	}
+	var cells []string
+	for _, row := range tab.Rows {
+		var key string
+		var v CellValues
+		switch row.Kind {
+		case release.RowCell:
+			key = strings.Join(row.Key, "|")
+			c, ok := truth[key]
+			if !ok {
+				fail("released cell %s has no patients centrally", key)
+				continue
+			}
+			cells = append(cells, key)
+			v = *c
+		case release.RowMargin:
+			key = tab.Dims[row.MarginDim] + "=" + row.Key[row.MarginDim]
+			v = truth.Sum(func(k []string) bool { return k[row.MarginDim] == row.Key[row.MarginDim] })
+		case release.RowTotal:
+			key = "total"
+			v = truth.Sum(func([]string) bool { return true })
+		}
+		for j, ms := range tab.Measures {
+			got := row.Values[j]
+			want, n := v.Values[ms.Name], v.N[ms.Name]
+			switch {
+			case got.Released:
+				st.Released++
+			case got.Withheld():
+				st.Withheld++
+			}
+			values, ok := means[ms.Name]
+			if ms.Kind == disclosure.KindMean && !ok {
+				fail("nothing says what mean %s averages", ms.Name)
+				continue
+			}
+			if msg := CheckValue(ms.Kind, values, row.Kind, got, want, n, m.MinCellCount, m.RoundingBase); msg != "" {
+				fail("%s %s %s: %s", row.Kind, key, ms.Name, msg)
+			}
+			if ms.Kind != disclosure.KindMean || values == disclosure.ValueContinuous || !got.Released {
+				continue
+			}
+			for k, o := range tab.Measures {
+				c := v.Values[o.Name]
+				if o.Kind == disclosure.KindCount && row.Values[k].Withheld() && (c == float64(n) || c == want) {
+					fail("%s %s %s: released %s beside a withheld %s it gives back", row.Kind, key, ms.Name, ftoa(got.Value), o.Name)
+				}
+			}
+		}
+	}
+	st.Cells = len(cells)
+	if len(truth) != len(cells) {
+		for k := range truth {
+			if !slices.Contains(cells, k) {
+				fail("cell %s has patients centrally but is not in the released table", k)
+			}
+		}
+	}
+	if last := tab.Rows[len(tab.Rows)-1]; last.Kind != release.RowTotal || !last.Values[0].Released {
+		fail("the last row is not a released grand total")
+	}
+	return st, problems
+}
+
+// checkValue returns what is wrong with a released or withheld value,
+// given the true value and the patients n it is over, or "". values is
+// what a mean averages.
+func CheckValue(kind disclosure.Kind, values disclosure.ValueKind, row release.RowKind, got release.Value, want float64, n, minCount, base int64) string {
+	reason := got.Reason
+	switch kind {
+	case disclosure.KindCount:
+		c := int64(want)
+		switch {
+		case got.Released && got.Value != float64(RoundCount(c, minCount, base)):
+			return "released " + ftoa(got.Value) + ", want " + strconv.FormatInt(RoundCount(c, minCount, base), 10) + " (true count " + ftoa(want) + ")"
+		case got.Released:
+		case reason == disclosure.CodeLowCount && (c < 1 || c >= minCount):
+			return "withheld as low_count but the true count is " + ftoa(want)
+		case reason != disclosure.CodeLowCount && reason != disclosure.CodeSecondary:
+			return "withheld as " + string(reason) + ", want low_count or secondary"
+		}
+	case disclosure.KindSum:
+		switch {
+		case got.Released && got.Value != RoundSum(want, base):
+			return "released " + ftoa(got.Value) + ", want " + ftoa(RoundSum(want, base)) + " (true sum " + ftoa(want) + ")"
+		case got.Released:
+		case n == 0:
+			return "a sum over no patients is withheld as " + string(reason)
+		case reason == disclosure.CodeFewContributors && n >= minCount:
+			return "withheld as few_contributors but " + strconv.FormatInt(n, 10) + " patients contribute"
+		case reason != disclosure.CodeFewContributors && reason != disclosure.CodeDominance && reason != disclosure.CodeSecondary:
+			return "withheld as " + string(reason)
+		}
+	case disclosure.KindMean:
+		continuous := values == disclosure.ValueContinuous
+		smallSum := !continuous && want > 0 && want < float64(minCount)
+		switch {
+		case row != release.RowCell:
+			if got.Released {
+				return "a mean has no margins, but one was released"
+			}
+		case n == 0:
+			if reason != disclosure.CodeNoPatients {
+				return "a mean over no patients is " + string(reason) + ", want no_patients"
+			}
+		case got.Released && smallSum:
+			return "released " + ftoa(got.Value) + ", but its sum " + ftoa(want) + " is below " + strconv.FormatInt(minCount, 10)
+		case got.Released && continuous && math.Abs(got.Value-want/float64(n)) > 5e-4*want/float64(n):
+			return "released " + ftoa(got.Value) + ", want " + ftoa(want/float64(n)) + " to 4 significant figures"
+		case got.Released && !continuous && got.Value != float64(RoundCount(int64(want), minCount, base))/float64(RoundCount(n, minCount, base)):
+			return "released " + ftoa(got.Value) + ", want the rounded sum over the rounded patients, " +
+				strconv.FormatInt(RoundCount(int64(want), minCount, base), 10) + "/" + strconv.FormatInt(RoundCount(n, minCount, base), 10)
+		case got.Released:
+		case reason == disclosure.CodeFewContributors && n >= minCount && !smallSum:
+			return "withheld as few_contributors but " + strconv.FormatInt(n, 10) + " patients contribute a sum of " + ftoa(want)
+		case reason != disclosure.CodeFewContributors && reason != disclosure.CodeDominance && reason != disclosure.CodeSecondary:
+			return "withheld as " + string(reason)
+		}
+	default:
+		return "unexpected measure kind " + string(kind)
+	}
+	return ""
+}
+
+// roundCount is disclosure control's documented rounding of a count that
+// passed: to the nearest multiple of base, half up, never under the
+// smallest multiple of base that is at least minCount.
+func RoundCount(c, minCount, base int64) int64 {
+	if c == 0 {
+		return 0
+	}
+	r := (2*c + base) / (2 * base) * base
+	return max(r, (minCount+base-1)/base*base)
+}
+
+// roundSum rounds a sum to the nearest multiple of base, half up.
+func RoundSum(s float64, base int64) float64 {
+	b := float64(base)
+	return math.Floor(s/b+0.5) * b
+}
+
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// ReadNDOP reads a synthetic network's national data opt-out list.
+func ReadNDOP(n *synth.Network) (map[string]bool, error) {
+	f, err := os.Open(n.Path(n.NationalOptOut.Path))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for first := true; sc.Scan(); first = false {
+		if !first {
+			out[strings.TrimSpace(sc.Text())] = true
+		}
+	}
+	return out, sc.Err()
+}
+
+// ReadCodelist reads the codes of a codelist of a bundle directory.
+func ReadCodelist(bundle, name string) (map[string]bool, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "codelists", name+".csv"))
+	if err != nil {
+		return nil, err
+	}
+	var body strings.Builder
+	for line := range strings.Lines(string(b)) {
+		if !strings.HasPrefix(line, "#") {
+			body.WriteString(line)
+		}
+	}
+	r := csv.NewReader(strings.NewReader(body.String()))
+	codes := map[string]bool{}
+	for first := true; ; first = false {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("codelist %s: %w", name, err)
+		}
+		if !first {
+			codes[rec[0]] = true
+		}
+	}
+	if len(codes) == 0 {
+		return nil, fmt.Errorf("codelist %s has no codes", name)
+	}
+	return codes, nil
+}
