@@ -357,3 +357,13 @@ func statinsAnswer(n *coordinatortest.Network, ps []coordinatortest.Patient, nd 
 		return coordinatortest.StatinsCells(def, schema, ps, nd.ODS), nil
 	}
 }
+
+// getRun returns a run as the coordinator holds it now.
+func getRun(t *testing.T, ctx context.Context, conn *grpc.ClientConn, id string) *havenv1.Run {
+	t.Helper()
+	r, err := havenv1.NewCoordinatorClient(conn).GetRun(ctx, &havenv1.GetRunRequest{RunId: id})
+	if err != nil {
+		t.Fatalf("get run %s: %v", id, err)
+	}
+	return r.GetRun()
+}

@@ -82,6 +82,59 @@ func TestDeadlineAndCoverage(t *testing.T) {
 	}
 }
 
+// A site paused after it registered refuses with site_paused and is named
+// PAUSED; a site whose link drops while its task runs keeps its place, its
+// status saying the link dropped, and is named DISCONNECTED at the
+// deadline.
+func TestPausedAndDroppedSites(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	n := coordinatortest.New(t, coordinatortest.Options{Deadline: 1500 * time.Millisecond})
+	odsCodes := practices(3)
+	ps := coordinatortest.Patients(5, odsCodes, 120, nil)
+	nodes := gpNodes(n, ps, odsCodes...)
+	for _, nd := range nodes {
+		statinsAnswer(n, ps, nd)
+	}
+	paused, dropped := nodes[1], nodes[2]
+	paused.Refuse = true
+	paused.RefuseReasons = []*havenv1.PolicyReason{{Code: havenv1.ReasonSitePaused, Message: "this site is paused by its provider"}}
+	dropped.Silent = true
+	connect(t, ctx, nodes...)
+	conn := analyst(n, "ana")
+	run := submit(t, ctx, conn, "statins-chd", purpose, nil)
+	if err := dropped.WaitFor(ctx, func(nd *coordinatortest.NodeDouble) bool { return len(nd.Tasks()) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	// Accepted (the double accepts before going silent); now the link goes.
+	deadline := time.Now().Add(5 * time.Second)
+	for site(getRun(t, ctx, conn, run.GetId()), dropped.ODS).GetState() != havenv1.SiteState_SITE_STATE_ACCEPTED {
+		if time.Now().After(deadline) {
+			t.Fatal("the silent site never showed as accepted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dropped.Close()
+	for !strings.Contains(site(getRun(t, ctx, conn, run.GetId()), dropped.ODS).GetError(), "link dropped") {
+		if time.Now().After(deadline) {
+			t.Fatal("the site whose link dropped is not shown so while the run waits")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	evs := watch(t, ctx, conn, run.GetId())
+	done := evs[len(evs)-1].GetRun()
+	if s := site(done, paused.ODS); s.GetState() != havenv1.SiteState_SITE_STATE_PAUSED {
+		t.Errorf("the paused site is %v, want PAUSED", s)
+	}
+	s := site(done, dropped.ODS)
+	if s.GetState() != havenv1.SiteState_SITE_STATE_DISCONNECTED || !strings.Contains(s.GetError(), "not back by the deadline") {
+		t.Errorf("the dropped site is %v, want DISCONNECTED, not back by the deadline", s)
+	}
+	if s := site(done, nodes[0].ODS); s.GetState() != havenv1.SiteState_SITE_STATE_DONE {
+		t.Errorf("the healthy site is %v", s)
+	}
+}
+
 // Stopping the coordinator as SIGTERM does marks the run in progress
 // interrupted, tells its watcher and its nodes, and keeps it stored.
 func TestShutdownInterruptsRuns(t *testing.T) {

@@ -134,6 +134,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 	if n.audit, err = audit.Open(cfg.AuditDir); err != nil {
 		return nil, err
 	}
+	// Provider IT reads the audit log to see what happened to every task;
+	// one the last process never finished must not just stop there.
+	for _, id := range abandoned {
+		n.appendAudit(audit.Record{Event: audit.EventFailed, TaskID: id,
+			Message: "abandoned: the node process stopped while the task ran; the coordinator is told when the node reconnects"})
+	}
 
 	pub, err := os.ReadFile(cfg.Governance.PublicKey)
 	if err != nil {
@@ -387,6 +393,10 @@ func (n *Node) appendAudit(r audit.Record) {
 		n.log.Error("audit log", "error", err)
 	}
 }
+
+// Close releases everything New opened, for a node that will not be run
+// (Run closes its node itself). It is safe to call more than once.
+func (n *Node) Close() { n.close() }
 
 // close releases everything New opened. It is safe to call more than once.
 func (n *Node) close() {

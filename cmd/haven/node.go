@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -39,12 +41,37 @@ read the same node.yaml (see deploy/examples/node.yaml).`,
   haven node pause  --config /etc/haven/node.yaml --reason "server maintenance"
   haven node resume --config /etc/haven/node.yaml`,
 	}
-	var configPath string
-	cmd.PersistentFlags().StringVar(&configPath, "config", "node.yaml", "the node's configuration file")
-	load := func() (*config.Config, error) { return config.Load(configPath) }
+	var configPaths []string
+	cmd.PersistentFlags().StringArrayVar(&configPaths, "config", []string{"node.yaml"},
+		"the node's configuration file (run takes it once per site, to serve several sites from one process)")
+	load := func() (*config.Config, error) {
+		if len(configPaths) != 1 {
+			return nil, fmt.Errorf("--config is given %d times; only `haven node run` serves several sites, each of the others reads one node.yaml", len(configPaths))
+		}
+		return config.Load(configPaths[0])
+	}
+	loadAll := func() ([]*config.Config, error) {
+		var cfgs []*config.Config
+		var errs []error
+		sites := map[string]string{}
+		for _, p := range configPaths {
+			cfg, err := config.Load(p)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if other, ok := sites[cfg.Site.ODS]; ok {
+				errs = append(errs, fmt.Errorf("%s: site %s is served by %s already", p, cfg.Site.ODS, other))
+				continue
+			}
+			sites[cfg.Site.ODS] = p
+			cfgs = append(cfgs, cfg)
+		}
+		return cfgs, errors.Join(errs...)
+	}
 
 	cmd.AddCommand(
-		newNodeRunCmd(a, load),
+		newNodeRunCmd(a, loadAll),
 		newNodeStatusCmd(a, load),
 		newNodeAuditCmd(a, load),
 		newNodePauseCmd(a, load, true),
@@ -56,7 +83,7 @@ read the same node.yaml (see deploy/examples/node.yaml).`,
 
 type configLoader func() (*config.Config, error)
 
-func newNodeRunCmd(a *app, load configLoader) *cobra.Command {
+func newNodeRunCmd(a *app, loadAll func() ([]*config.Config, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   "run",
 		Short: "Run the node daemon until interrupted",
@@ -64,20 +91,63 @@ func newNodeRunCmd(a *app, load configLoader) *cobra.Command {
 connector plugin, then connect out to the coordinator and serve tasks until
 SIGINT or SIGTERM. A bundle that does not verify, a certificate for another
 site, a linkage secret others can read or a plugin whose checksum differs
-stops the node before it connects.`,
+stops the node before it connects.
+
+Given --config more than once, one process serves several sites (a host run
+for a group of practices): each site keeps its own configuration, connector
+plugin, link, state, audit log and certificate, exactly as if it ran alone.
+If any site cannot start, none is started; a site whose node stops with an
+error stops the others, so that the service manager restarts them together.`,
+		Example: `  haven node run --config /etc/haven/node.yaml
+  haven node run --config /etc/haven/A81001.yaml --config /etc/haven/A81002.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load()
+			cfgs, err := loadAll()
 			if err != nil {
 				return err
 			}
-			n, err := node.New(cmd.Context(), cfg, node.Options{Logger: a.logger})
-			if err != nil {
-				return err
+			ctx := cmd.Context()
+			var nodes []*node.Node
+			for _, cfg := range cfgs {
+				n, err := node.New(ctx, cfg, node.Options{Logger: a.logger})
+				if err != nil {
+					for _, started := range nodes {
+						started.Close()
+					}
+					if len(cfgs) > 1 {
+						err = fmt.Errorf("site %s: %w", cfg.Site.ODS, err)
+					}
+					return err
+				}
+				nodes = append(nodes, n)
 			}
-			return n.Run(cmd.Context())
+			if len(nodes) == 1 {
+				return nodes[0].Run(ctx)
+			}
+			return runNodes(ctx, cfgs, nodes)
 		},
 	}
+}
+
+// runNodes runs several sites' nodes until ctx ends or one of them stops
+// with an error, which stops the rest.
+func runNodes(ctx context.Context, cfgs []*config.Config, nodes []*node.Node) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Run(ctx); err != nil {
+				errs[i] = fmt.Errorf("site %s: %w", cfgs[i].Site.ODS, err)
+				cancel(errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func newNodeStatusCmd(a *app, load configLoader) *cobra.Command {

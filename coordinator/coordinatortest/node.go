@@ -38,8 +38,10 @@ type NodeDouble struct {
 	// Answer returns the records to upload for a task, built to schema
 	// (the plan's for the double's kind); none means an upload of no rows.
 	Answer func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error)
-	// Refuse makes the double refuse every task.
-	Refuse bool
+	// Refuse makes the double refuse every task, with RefuseReasons if
+	// set.
+	Refuse        bool
+	RefuseReasons []*havenv1.PolicyReason
 	// Silent makes the double accept every task and then never finish it.
 	Silent bool
 	// BeforeUpload runs before the real upload; tests use it to send bad
@@ -215,8 +217,12 @@ func (nd *NodeDouble) fail(task *havenv1.Task, code havenv1.TaskErrorCode, err e
 // run answers one task.
 func (nd *NodeDouble) run(ctx context.Context, task *havenv1.Task) {
 	if nd.Refuse {
+		reasons := nd.RefuseReasons
+		if reasons == nil {
+			reasons = []*havenv1.PolicyReason{{Code: "purpose_not_accepted", Message: "this site does not take part in runs for this purpose"}}
+		}
 		_ = nd.send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskRefused{TaskRefused: &havenv1.TaskRefused{
-			TaskId: task.GetTaskId(), Reasons: []*havenv1.PolicyReason{{Code: "purpose_not_accepted", Message: "this site does not take part in runs for this purpose"}}}}})
+			TaskId: task.GetTaskId(), Reasons: reasons}}})
 		return
 	}
 	if err := nd.send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskAccepted{TaskAccepted: &havenv1.TaskAccepted{

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -93,7 +94,11 @@ func (d *Dispatcher) TaskMessage(ctx context.Context, ods string, m *havenv1.Nod
 			"reasons": codes, "decision_id": f.GetDecisionId(), "bundle_revision": f.GetBundleRevision()})
 		s.staged.release()
 		s.staged = nil
-		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_REFUSED, now, func(st *havenv1.SiteStatus) {
+		state := havenv1.SiteState_SITE_STATE_REFUSED
+		if slices.Contains(codes, havenv1.ReasonSitePaused) {
+			state = havenv1.SiteState_SITE_STATE_PAUSED // paused after it registered
+		}
+		d.setSite(ctx, r, s, state, now, func(st *havenv1.SiteStatus) {
 			st.Reasons = cloneReasons(reasons)
 		})
 		d.checkComplete(ctx, r)
@@ -198,6 +203,12 @@ func (d *Dispatcher) NodeConnected(ctx context.Context, site nodelink.SiteInfo, 
 	for _, r := range runs {
 		r.mu.Lock()
 		s := r.sites[site.ODS]
+		if !s.linkLost.IsZero() {
+			s.linkLost = time.Time{}
+			if !finalSite(s.status.State) {
+				d.setSite(ctx, r, s, s.status.State, now, func(st *havenv1.SiteStatus) { st.Error = "" })
+			}
+		}
 		switch {
 		case r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING || !now.Before(r.run.Deadline.AsTime()):
 		case s.status.State == havenv1.SiteState_SITE_STATE_DISCONNECTED:
@@ -219,10 +230,35 @@ func (d *Dispatcher) NodeConnected(ctx context.Context, site nodelink.SiteInfo, 
 
 // NodeDisconnected implements nodelink.Handler. A site whose link drops
 // keeps its place: its node may finish the task and report when it is
-// back, until the deadline.
+// back (a node that restarts reports the task abandoned), until the
+// deadline. Meanwhile its status says the link is down, and if it is
+// still down at the deadline the site is named DISCONNECTED.
 func (d *Dispatcher) NodeDisconnected(ctx context.Context, ods string) {
 	d.log.LogAttrs(ctx, slog.LevelDebug, "site link down; its tasks wait for the deadline", slog.String("site", ods))
+	d.mu.Lock()
+	runs := make([]*activeRun, 0, len(d.runs))
+	for _, r := range d.runs {
+		if _, ok := r.sites[ods]; ok {
+			runs = append(runs, r)
+		}
+	}
+	d.mu.Unlock()
+	now := d.cfg.Now()
+	for _, r := range runs {
+		r.mu.Lock()
+		s := r.sites[ods]
+		if !r.ended && r.run.State == havenv1.RunState_RUN_STATE_RUNNING && !finalSite(s.status.State) {
+			s.linkLost = now
+			d.setSite(ctx, r, s, s.status.State, now, func(st *havenv1.SiteStatus) {
+				st.Error = "the node's link dropped at " + now.UTC().Format(timeFormat) + "; waiting until the deadline for it to reconnect and report"
+			})
+		}
+		r.mu.Unlock()
+	}
 }
+
+// timeFormat is how times appear in site errors.
+const timeFormat = "2006-01-02 15:04:05Z"
 
 func (d *Dispatcher) sendCancel(ctx context.Context, ods, taskID, reason string) {
 	err := d.cfg.Links.Send(ods, &havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_CancelTask{
@@ -265,9 +301,16 @@ func (d *Dispatcher) deadline(r *activeRun) {
 		}
 		s.staged.release()
 		s.staged = nil
+		if !s.linkLost.IsZero() {
+			d.audit(ctx, audit.KindNodeResponse, r.id, ods, map[string]any{"task_id": s.taskID, "response": "disconnected"})
+			d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_DISCONNECTED, now, func(st *havenv1.SiteStatus) {
+				st.Error = "the node's link dropped at " + s.linkLost.UTC().Format(timeFormat) + " and was not back by the deadline"
+			})
+			continue
+		}
 		d.audit(ctx, audit.KindNodeResponse, r.id, ods, map[string]any{"task_id": s.taskID, "response": "timed_out"})
 		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_TIMED_OUT, now, func(st *havenv1.SiteStatus) {
-			st.Error = "no result by the deadline " + r.run.Deadline.AsTime().UTC().Format("2006-01-02 15:04:05Z")
+			st.Error = "no result by the deadline " + r.run.Deadline.AsTime().UTC().Format(timeFormat)
 		})
 	}
 	d.link(ctx, r)

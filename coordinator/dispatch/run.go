@@ -46,6 +46,9 @@ type siteRun struct {
 	sent       bool    // the task went down the site's link at least once
 	uploading  bool    // a DoPut is in progress
 	staged     *staged // a checked upload waiting for TaskDone
+	// linkLost is when the site's link dropped while its task was open;
+	// zero while the link is up.
+	linkLost time.Time
 }
 
 // staged is a checked upload, held until the node's TaskDone.

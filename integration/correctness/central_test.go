@@ -50,13 +50,13 @@ func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
 		`CREATE MACRO age_on(birth, d) AS year(d) - year(birth) -
 			CASE WHEN strftime(birth, '%m%d') > strftime(d, '%m%d') THEN 1 ELSE 0 END`,
 		`CREATE TEMP TABLE ndop AS SELECT unnest(` + list(ndop) + `::VARCHAR[]) AS nhs`,
-		fmt.Sprintf(`CREATE TEMP TABLE patient AS SELECT %s AS site, %s AS nhs, min(%s) AS birth, min(%s) AS death, min(%s) AS sex
+		fmt.Sprintf(`CREATE TEMP VIEW patient AS SELECT %s AS site, %s AS nhs, min(%s) AS birth, min(%s) AS death, min(%s) AS sex
 			FROM read_parquet(%s, filename = true) WHERE valid_nhs(%s) GROUP BY ALL`,
 			site, cdm.ColNHSNumber, cdm.ColBirthDate, cdm.ColDateOfDeath, cdm.ColSex, glob(cdm.TablePatient), cdm.ColNHSNumber),
-		fmt.Sprintf(`CREATE TEMP TABLE registration AS SELECT %s AS site, * EXCLUDE (filename)
+		fmt.Sprintf(`CREATE TEMP VIEW registration AS SELECT %s AS site, * EXCLUDE (filename)
 			FROM read_parquet(%s, filename = true) WHERE valid_nhs(%s) AND %s = %s`,
 			site, glob(cdm.TableRegistration), cdm.ColNHSNumber, cdm.ColPracticeODS, site),
-		fmt.Sprintf(`CREATE TEMP TABLE type1 AS SELECT DISTINCT %s AS site, %s AS nhs FROM read_parquet(%s, filename = true) WHERE %s = %s`,
+		fmt.Sprintf(`CREATE TEMP VIEW type1 AS SELECT DISTINCT %s AS site, %s AS nhs FROM read_parquet(%s, filename = true) WHERE %s = %s`,
 			site, cdm.ColNHSNumber, glob(cdm.TableOptOut), cdm.ColKind, quote(cdm.OptOutType1)),
 	}
 	// Event tables: distinct rows (a duplicated row is one event) of valid
@@ -68,7 +68,7 @@ func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
 		{cdm.TableAPCEpisode, cdm.ColAdmissionDate},
 		{cdm.TableAEAttendance, cdm.ColArrivalDate},
 	} {
-		stmts = append(stmts, fmt.Sprintf(`CREATE TEMP TABLE %s AS
+		stmts = append(stmts, fmt.Sprintf(`CREATE TEMP VIEW %s AS
 			SELECT DISTINCT e.* FROM (SELECT %s AS site, * EXCLUDE (filename) FROM read_parquet(%s, filename = true)) e
 			LEFT JOIN patient p ON p.site = e.site AND p.nhs = e.%s
 			WHERE valid_nhs(e.%s) AND e.%s NOT IN (SELECT nhs FROM ndop) AND e.%s IS NOT NULL

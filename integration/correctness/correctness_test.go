@@ -2,7 +2,9 @@ package correctness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -10,7 +12,9 @@ import (
 	"time"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
+	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/integration/leakcheck"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -22,8 +26,7 @@ type question struct {
 	def     string
 	purpose string
 	params  map[string]string
-	// answer computes the central truth; nil where the central SQL does
-	// not cover the definition.
+	// answer computes the central truth.
 	answer func(c *central, p map[string]string) trueTable
 }
 
@@ -74,12 +77,70 @@ func questions(t testing.TB) []question {
 	}
 }
 
-// TestFederatedMatchesCentral runs every question through one demo
-// network and compares each released table with the central answer.
+// TestFederatedMatchesCentral runs every question through a network of
+// separate processes twice and compares each table with the central
+// answer: once with a board bundle whose disclosure thresholds do nothing
+// (minimum count 1, rounding base 1, no dominance rule), so that the
+// federated table before disclosure control is released as it is and
+// must equal the central one cell for cell; and once with the reference
+// bundle, where every released value must be the central one rounded
+// and every withheld value must have a reason that fits it.
 func TestFederatedMatchesCentral(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole network as processes; skipped with -short")
 	}
+	root := t.TempDir() // outlives the subtests: the second reuses the first's haven
+	var haven string
+	for i, tc := range []struct {
+		name string
+		edit func(dir string) error
+	}{
+		{"before disclosure control", disclosureOff},
+		{"after disclosure control", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(root, strconv.Itoa(i))
+			matrix(t, dir, haven, tc.edit, tc.edit != nil)
+			if haven == "" {
+				haven = filepath.Join(dir, "bin", "haven")
+			}
+		})
+	}
+}
+
+// disclosureOff sets a bundle's disclosure thresholds to ones that
+// withhold and round nothing: what a board would never sign, and what
+// shows the table disclosure control starts from.
+func disclosureOff(dir string) error {
+	path := filepath.Join(dir, "data.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var data map[string]any
+	if err := json.Unmarshal(b, &data); err != nil {
+		return err
+	}
+	d, ok := data["disclosure"].(map[string]any)
+	if !ok {
+		return fmt.Errorf("%s has no disclosure object", path)
+	}
+	d["min_cell_count"] = 1
+	d["rounding_base"] = 1
+	d["dominance"] = map[string]any{"n": 1, "k": 1}
+	d["dominance_kinds"] = []string{}
+	d["dominance_on_request_kinds"] = []string{}
+	d["purposes"] = map[string]any{}
+	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// matrix runs every question on one network and checks each table. With
+// raw set, the bundle's thresholds do nothing and only means over no
+// patients may be withheld. An empty haven builds one into dir.
+func matrix(t *testing.T, dir, haven string, edit func(string) error, raw bool) {
 	qs := questions(t)
 	var queries []demo.Query
 	for _, q := range qs {
@@ -89,21 +150,23 @@ func TestFederatedMatchesCentral(t *testing.T) {
 	defer cancel()
 	began := time.Now()
 	res, err := demo.Run(ctx, demo.Options{
-		Dir:     filepath.Join(t.TempDir(), "demo"),
-		Keep:    true, // the central answers read its files; TempDir removes it
-		Queries: queries,
+		Dir:        dir,
+		Keep:       true, // the central answers read its files; TempDir removes it
+		Queries:    queries,
+		Haven:      haven,
+		EditBundle: edit,
 	})
 	if err != nil {
 		t.Fatalf("demo: %v", err)
 	}
-	t.Logf("the demo ran %d queries in %s", len(res.Runs), time.Since(began).Round(time.Second))
+	t.Logf("the network ran %d queries in %s", len(res.Runs), time.Since(began).Round(time.Second))
 	if len(res.Runs) != len(qs) {
 		t.Fatalf("%d runs, want %d", len(res.Runs), len(qs))
 	}
 	c := newCentral(t, res.Network, filepath.Join(res.Dir, "bundle"))
 
-	var matrix strings.Builder
-	fmt.Fprintf(&matrix, "\n%-28s %-8s %6s %8s %8s %s\n", "definition", "params", "cells", "released", "withheld", "all equal")
+	var m strings.Builder
+	fmt.Fprintf(&m, "\n%-28s %-8s %6s %8s %8s %s\n", "definition", "params", "cells", "released", "withheld", "all equal")
 	for i, q := range qs {
 		rr := res.Runs[i]
 		if rr.Run.GetState() != havenv1.RunState_RUN_STATE_RELEASED || rr.Table == nil {
@@ -113,14 +176,63 @@ func TestFederatedMatchesCentral(t *testing.T) {
 		if rr.Table.Meta.DefinitionID != q.def {
 			t.Fatalf("run %d released %s, want %s", i, rr.Table.Meta.DefinitionID, q.def)
 		}
-		if q.answer == nil {
-			fmt.Fprintf(&matrix, "%-28s %-8s %6d %8s %8s %s\n", q.def, q.set, len(rr.Table.Rows), "-", "-", "not compared (no central SQL)")
-			continue
+		what := q.def + " " + q.set
+		if raw {
+			if meta := rr.Table.Meta; meta.MinCellCount != 1 || meta.RoundingBase != 1 {
+				t.Fatalf("%s: released with min cell count %d, rounding base %d; the edited bundle was not in force", what, meta.MinCellCount, meta.RoundingBase)
+			}
+			for _, row := range rr.Table.Rows {
+				for j, v := range row.Values {
+					if v.Withheld() && v.Reason != disclosure.CodeNoPatients && row.Kind == release.RowCell {
+						t.Errorf("%s: %v %s withheld as %s with disclosure control off", what, row.Key, rr.Table.Measures[j].Name, v.Reason)
+					}
+				}
+			}
 		}
-		st := checkTable(t, rr.Table, q.answer(c, q.params), meanValues, q.def+" "+q.set)
-		fmt.Fprintf(&matrix, "%-28s %-8s %6d %8d %8d %v\n", q.def, q.set, st.Cells, st.Released, st.Withheld, st.Problems == 0)
+		st := checkTable(t, rr.Table, q.answer(c, q.params), meanValues, what)
+		fmt.Fprintf(&m, "%-28s %-8s %6d %8d %8d %v\n", q.def, q.set, st.Cells, st.Released, st.Withheld, st.Problems == 0)
 	}
-	t.Log(matrix.String())
+	t.Log(m.String())
+	privacyScan(t, res, qs)
+}
+
+// privacyScan scans what the coordinator and the nodes wrote over all
+// twelve runs for the network's identifiers: zero hits.
+func privacyScan(t *testing.T, res *demo.Result, qs []question) {
+	sc, err := leakcheck.New(t.Context(), res.Network, filepath.Join(res.Dir, "linkage.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rr := range res.Runs {
+		if rr.Definition.GetMode() == havenv1.PlanMode_PLAN_MODE_LINKAGE {
+			if err := sc.AddRun(rr.Run.GetId()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, q := range qs {
+		for _, v := range q.params {
+			sc.Allow(v) // dates the commissioner typed
+		}
+	}
+	roots := []string{filepath.Join(res.Dir, "logs"), filepath.Join(res.Dir, "coordinator", "data")}
+	for _, s := range res.Network.Sites {
+		roots = append(roots, filepath.Join(res.Dir, "nodes", s.ODS, "state"), filepath.Join(res.Dir, "nodes", s.ODS, "audit"))
+	}
+	rep, err := sc.Scan(roots...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sc.Counts()
+	t.Logf("privacy scan: %d files, %d bytes; %d NHS numbers, %d birth dates, %d pseudonyms; %d hits",
+		rep.Files, rep.Bytes, c.NHSNumbers, c.BirthDates, c.Pseudonyms, len(rep.Hits))
+	for i, h := range rep.Hits {
+		if i == 20 {
+			t.Errorf("… and %d more", len(rep.Hits)-20)
+			break
+		}
+		t.Errorf("privacy: %s", h)
+	}
 }
 
 // meanValues says what each mean measure of the definitions averages,

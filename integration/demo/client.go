@@ -58,11 +58,11 @@ type linkEvent struct {
 	Reason string `json:"reason"`
 }
 
-// siteLinks reads the coordinator's audit log and returns which sites
-// have a live link now and, for sites refused, why. The audit log is the
+// siteLinks reads the coordinator's audit log after entry from and
+// returns which sites have a live link now and, for sites refused, why. The audit log is the
 // coordinator's own record of each Register it accepted; it is written
 // after the link is in the registry that runs are planned from.
-func siteLinks(auditLog string) (up map[string]bool, rejected map[string]string, err error) {
+func siteLinks(auditLog string, from uint64) (up map[string]bool, rejected map[string]string, err error) {
 	f, err := os.Open(auditLog)
 	if err != nil {
 		return nil, nil, err
@@ -70,7 +70,7 @@ func siteLinks(auditLog string) (up map[string]bool, rejected map[string]string,
 	defer f.Close()
 	up, rejected = map[string]bool{}, map[string]string{}
 	_, err = audit.Scan(f, func(e audit.Entry) {
-		if e.Kind != audit.KindNode {
+		if e.Seq <= from || e.Kind != audit.KindNode {
 			return
 		}
 		var ev linkEvent
@@ -94,15 +94,15 @@ func siteLinks(auditLog string) (up map[string]bool, rejected map[string]string,
 }
 
 // waitRegistered waits until every site in sites has a live link to the
-// coordinator, reporting the count on progress as it rises. It fails early
+// coordinator made after audit entry from, reporting the count on progress as it rises. It fails early
 // if a child process exits, and on timeout names the sites missing and
 // where their logs are.
-func (d *demoRun) waitRegistered(ctx context.Context, sites []string, timeout time.Duration) ([]string, error) {
+func (d *demoRun) waitRegistered(ctx context.Context, sites []string, from uint64, timeout time.Duration) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	shown := -1
 	for {
-		up, rejected, err := siteLinks(d.l.auditLog())
+		up, rejected, err := siteLinks(d.l.auditLog(), from)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("read the coordinator's audit log: %w", err)
 		}
@@ -123,7 +123,7 @@ func (d *demoRun) waitRegistered(ctx context.Context, sites []string, timeout ti
 		for _, s := range missing {
 			if why, ok := rejected[s]; ok {
 				d.progressDone()
-				return nil, fmt.Errorf("the coordinator refused node %s: %s; see %s", s, why, d.l.log("node-"+s))
+				return nil, fmt.Errorf("the coordinator refused node %s: %s; see %s", s, why, d.nodeLog(s))
 			}
 		}
 		if p := d.procs.firstExited(); p != nil {
@@ -139,7 +139,7 @@ func (d *demoRun) waitRegistered(ctx context.Context, sites []string, timeout ti
 			var b strings.Builder
 			fmt.Fprintf(&b, "%d of %d sites did not register with the coordinator within %v:", len(missing), len(sites), timeout)
 			for _, s := range missing {
-				fmt.Fprintf(&b, "\n  %s: log %s ends:\n%s", s, d.l.log("node-"+s), logTail(d.l.log("node-"+s), 4))
+				fmt.Fprintf(&b, "\n  %s: log %s ends:\n%s", s, d.nodeLog(s), logTail(d.nodeLog(s), 4))
 			}
 			fmt.Fprintf(&b, "\n  coordinator log: %s", d.l.log(coordinatorName))
 			return nil, errors.New(b.String())

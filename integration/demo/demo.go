@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/internal/pgtest"
@@ -93,9 +92,23 @@ type Options struct {
 	// RunTimeout bounds each run; the coordinator's run deadline is set a
 	// little shorter, so that sites that are late are named by it.
 	RunTimeout time.Duration
+	// RunDeadline is the coordinator's run deadline; zero sets it a little
+	// shorter than RunTimeout, so that sites that are late are named by
+	// the coordinator before the demo gives up.
+	RunDeadline time.Duration
 	// StopGrace is how long a child has to stop after SIGTERM before its
 	// process group is killed.
 	StopGrace time.Duration
+	// Scale is the synthetic network's scale; default small.
+	Scale synth.Scale
+	// SitesPerNode is how many sites each node process serves; default 1.
+	// A machine that cannot hold a process per site at ICB scale serves
+	// several from each.
+	SitesPerNode int
+	// EditBundle, if set, edits the copy of the reference bundle before
+	// the demo board signs it: a test's way to change what the board
+	// decides.
+	EditBundle func(dir string) error
 }
 
 func (o *Options) setDefaults() {
@@ -119,6 +132,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.StopGrace <= 0 {
 		o.StopGrace = DefaultStopGrace
+	}
+	if o.RunDeadline <= 0 {
+		o.RunDeadline = max(o.RunTimeout-15*time.Second, o.RunTimeout*3/4)
+	}
+	if o.Scale == "" {
+		o.Scale = synth.ScaleSmall
+	}
+	if o.SitesPerNode <= 0 {
+		o.SitesPerNode = 1
 	}
 }
 
@@ -164,105 +186,71 @@ type demoRun struct {
 	tty   bool
 	began time.Time
 
-	mu      sync.Mutex
-	live    bool // a transient status line is on the terminal
-	stopped bool
-	pg      *pgtest.Server
+	mu       sync.Mutex
+	live     bool // a transient status line is on the terminal
+	stopped  bool
+	pg       *pgtest.Server
+	nodeLogs map[string]string // log file of the process serving each site
+}
+
+// nodeLog is the log file of the node process serving a site.
+func (d *demoRun) nodeLog(ods string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p, ok := d.nodeLogs[ods]; ok {
+		return p
+	}
+	return d.l.log("node-" + ods)
 }
 
 // Run runs the demo: it builds the plugins, generates the network, sets up
-// every party, starts the coordinator and one node per site as child
-// processes, waits until all have registered, submits the queries, and
-// stops every child before it returns. The error says what failed and where to look; a run
-// that finished but was not released is an error too.
+// every party, starts the coordinator and the nodes as child processes,
+// waits until all have registered, submits the queries, and stops every
+// child before it returns. The error says what failed and where to look; a
+// run that finished but was not released is an error too.
 func Run(ctx context.Context, opts Options) (res *Result, err error) {
-	opts.setDefaults()
-	dir, err := filepath.Abs(opts.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("demo directory: %w", err)
-	}
-	d := &demoRun{opts: opts, l: layout{dir: dir}, procs: &procs{}, tty: isTerminal(opts.Stderr), began: time.Now()}
-	res = &Result{Dir: dir}
-	if err := prepareDir(dir); err != nil {
+	n, err := Start(ctx, opts)
+	if n == nil {
 		return nil, err
 	}
+	d := n.d
+	res = n.res
 	defer func() {
-		if stopErr := d.shutdown(); stopErr != nil {
-			err = errors.Join(err, stopErr)
+		failed := err != nil && ctx.Err() == nil
+		if closeErr := n.Close(failed); closeErr != nil {
+			err = errors.Join(err, closeErr)
 		}
-		res.PIDs = d.procs.started()
-		switch {
-		case opts.Keep:
-		case err != nil && ctx.Err() == nil:
-			d.progress("the demo failed; its files and logs are kept in %s", d.rel(dir))
-		default:
-			if rmErr := os.RemoveAll(dir); rmErr != nil && err == nil {
-				err = fmt.Errorf("remove the demo directory: %w", rmErr)
-			}
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("demo interrupted (%w); every process it started has been stopped", ctx.Err())
 		}
 	}()
-	if err := d.sequence(ctx, res); err != nil {
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("demo interrupted (%w); every process it started has been stopped", ctx.Err())
-		}
+	if err != nil {
 		return res, err
 	}
-	return res, nil
-}
-
-// sequence is the demo's steps; Run stops the children and tidies up.
-func (d *demoRun) sequence(ctx context.Context, res *Result) error {
-	root := d.opts.Source
-	if root == "" {
-		var err error
-		if root, err = moduleRoot(ctx); err != nil {
-			return err
+	for _, q := range d.opts.Queries {
+		d.progress("submitting %s as %s, purpose %s…", q.Definition, commissionerID, q.Purpose)
+		rr, err := n.Submit(ctx, q)
+		if err != nil {
+			return res, err
 		}
+		res.Runs = append(res.Runs, rr)
+		d.printRun(rr)
 	}
-	if err := checkModule(root); err != nil {
-		return err
-	}
-	s, err := d.build(ctx, root)
-	if err != nil {
-		return err
-	}
-	if err := d.generate(ctx, s, res); err != nil {
-		return err
-	}
-	if err := d.setUp(ctx, root, s, res); err != nil {
-		return err
-	}
-	if err := d.start(ctx, s, res); err != nil {
-		return err
-	}
-	if err := d.ask(ctx, s, res); err != nil {
-		return err
-	}
-	if err := d.shutdown(); err != nil {
-		return err
-	}
-	f, err := os.Open(d.l.auditLog())
-	if err != nil {
-		return fmt.Errorf("coordinator audit log: %w", err)
-	}
-	sum, err := audit.Verify(f)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("coordinator audit log %s: %w", d.l.auditLog(), err)
-	}
-	res.AuditEntries = sum.Entries
-	d.progress("stopped every process; the coordinator's audit log holds %d entries and its hash chain verifies", sum.Entries)
-	d.printNext(res)
 	var failed []string
 	for _, rr := range res.Runs {
 		if rr.Run.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
 			failed = append(failed, fmt.Sprintf("%s (run %s %s)", rr.Query.Definition, rr.Run.GetId(), stateName(rr.Run.GetState())))
 		}
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("not released: %s; see %s", strings.Join(failed, ", "), d.rel(d.l.log(coordinatorName)))
+	if err := n.Close(len(failed) > 0); err != nil {
+		return res, err
 	}
-	return nil
+	d.progress("stopped every process; the coordinator's audit log holds %d entries and its hash chain verifies", res.AuditEntries)
+	d.printNext(res)
+	if len(failed) > 0 {
+		return res, fmt.Errorf("not released: %s; see %s", strings.Join(failed, ", "), d.rel(d.l.log(coordinatorName)))
+	}
+	return res, nil
 }
 
 // setup is what the processes are started from.
@@ -309,7 +297,7 @@ func (d *demoRun) generate(ctx context.Context, s *setup, res *Result) error {
 	began := time.Now()
 	d.status("generating the synthetic network…")
 	err := d.procs.runOnce(ctx, d.opts.StopGrace, "haven synth", d.l.log("synth"), s.haven, "--log-format", "text",
-		"synth", "--out", d.l.net(), "--scale", string(synth.ScaleSmall), "--seed", strconv.Itoa(Seed))
+		"synth", "--out", d.l.net(), "--scale", string(d.opts.Scale), "--seed", strconv.Itoa(Seed))
 	if err != nil {
 		return err
 	}
@@ -336,7 +324,7 @@ func (d *demoRun) setUp(ctx context.Context, root string, s *setup, res *Result)
 	}
 	d.progress("issued certificates: network CA, coordinator (127.0.0.1), %d nodes, commissioner %s (%s, %s)",
 		len(netw.Sites), commissionerID, commissionerOU, commissionRole)
-	if err := signBundle(filepath.Join(root, "policy", "bundle"), l.bundle(), l.boardPrivate(), l.boardPublic()); err != nil {
+	if err := signBundle(filepath.Join(root, "policy", "bundle"), l.bundle(), l.boardPrivate(), l.boardPublic(), d.opts.EditBundle); err != nil {
 		return err
 	}
 	d.progress("signed a copy of policy/bundle with a demo board key (%s)", d.rel(l.boardPublic()))
@@ -375,8 +363,7 @@ func (d *demoRun) setUp(ctx context.Context, root string, s *setup, res *Result)
 	if s.addr, err = freeAddr(); err != nil {
 		return err
 	}
-	deadline := max(d.opts.RunTimeout-15*time.Second, d.opts.RunTimeout*3/4)
-	if err := writeCoordinatorConfig(l, s.pki, s.addr, netw.Sites, deadline); err != nil {
+	if err := writeCoordinatorConfig(l, s.pki, s.addr, netw.Sites, d.opts.RunDeadline); err != nil {
 		return err
 	}
 	ndop := netw.Path(netw.NationalOptOut.Path)
@@ -384,56 +371,6 @@ func (d *demoRun) setUp(ctx context.Context, root string, s *setup, res *Result)
 		if err := writeNodeConfig(l, s.pki, s.addr, site, sources[site.ODS], ndop); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// start starts the coordinator and, once it listens, one node per site,
-// and waits until every node has registered.
-func (d *demoRun) start(ctx context.Context, s *setup, res *Result) error {
-	l := d.l
-	coord, err := d.procs.start(coordinatorName, l.log(coordinatorName), s.haven,
-		"--log-format", "text", "coordinator", "run", "--config", l.coordinatorConfig())
-	if err != nil {
-		return err
-	}
-	if err := waitListening(ctx, s.addr, coord, 30*time.Second); err != nil {
-		return err
-	}
-	d.progress("started the coordinator on %s (pid %d, log %s)", s.addr, coord.pid(), d.rel(l.log(coordinatorName)))
-
-	began := time.Now()
-	var sites []string
-	for _, site := range res.Network.Sites {
-		if _, err := d.procs.start("node "+site.ODS, l.log("node-"+site.ODS), s.haven,
-			"--log-format", "text", "node", "run", "--config", l.nodeConfig(site.ODS)); err != nil {
-			return err
-		}
-		sites = append(sites, site.ODS)
-	}
-	if res.Registered, err = d.waitRegistered(ctx, sites, d.opts.RegisterTimeout); err != nil {
-		return err
-	}
-	d.progress("started %d nodes: %d/%d registered (%s; logs %s)", len(sites), len(res.Registered), len(sites),
-		since(began), d.rel(l.path("logs", "node-*.log")))
-	return nil
-}
-
-// ask submits each query as the commissioner and prints what came back.
-func (d *demoRun) ask(ctx context.Context, s *setup, res *Result) error {
-	conn, err := dialCommissioner(s.addr, s.pki)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	for _, q := range d.opts.Queries {
-		d.progress("submitting %s as %s, purpose %s…", q.Definition, commissionerID, q.Purpose)
-		rr, err := d.submit(ctx, conn, q, d.opts.RunTimeout)
-		if err != nil {
-			return err
-		}
-		res.Runs = append(res.Runs, rr)
-		d.printRun(rr)
 	}
 	return nil
 }

@@ -9,6 +9,14 @@
 //
 //	res, err := demo.Run(ctx, demo.Options{Dir: ".demo", Haven: exe, Stdout: os.Stdout, Stderr: os.Stderr})
 //
+// Start brings the same network up and hands it back running, for tests
+// that break it: a Network submits runs as the commissioner and stops,
+// kills (SIGKILL to the process group, as a power cut), restarts and
+// freezes (SIGSTOP of the connector plugin, as a database that stops
+// answering) its parts one at a time. Options.SitesPerNode serves several
+// sites from each node process (`haven node run` with --config once per
+// site), for networks at ICB scale on a small machine.
+//
 // Everything the demo writes lives under Options.Dir:
 //
 //	bin/                      connector plugins (and haven, when built here)

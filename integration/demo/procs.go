@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -109,6 +110,14 @@ func (ps *procs) spawn(name, logPath, bin string, args ...string) (*proc, error)
 	return p, nil
 }
 
+// forget removes p from the children stopAll stops, for a caller that
+// stops it itself.
+func (ps *procs) forget(p *proc) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.list = slices.DeleteFunc(ps.list, func(x *proc) bool { return x == p })
+}
+
 // started returns the process ids of every child started so far.
 func (ps *procs) started() []int {
 	ps.mu.Lock()
@@ -172,6 +181,9 @@ func stop(p *proc, grace time.Duration) error {
 	var err error
 	if !p.exited() {
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		// A member stopped with SIGSTOP (a frozen plugin) acts on the
+		// SIGTERM only once continued.
+		_ = syscall.Kill(-pgid, syscall.SIGCONT)
 		select {
 		case <-p.done:
 		case <-time.After(grace):
@@ -192,6 +204,21 @@ func stop(p *proc, grace time.Duration) error {
 		}
 	}
 	return err
+}
+
+// kill kills p's whole process group with SIGKILL at once, as a power cut
+// would, and waits until every member is gone.
+func kill(p *proc) error {
+	pgid := p.pid()
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	<-p.done
+	for deadline := time.Now().Add(groupExitWait); syscall.Kill(-pgid, 0) == nil; {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: process group %d still has members %v after SIGKILL", p.name, pgid, groupExitWait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
 }
 
 // groupExitWait bounds the wait for killed members of a process group to

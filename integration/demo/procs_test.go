@@ -122,7 +122,7 @@ func TestSiteLinks(t *testing.T) {
 	f.WriteString(`{"seq":6,"kind":"node"`)
 	f.Close()
 
-	up, rejected, err := siteLinks(path)
+	up, rejected, err := siteLinks(path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -203,7 +203,7 @@ func makePKI(dir string, sites []synth.Site, now time.Time) (*pkiFiles, error) {
 
 // signBundle copies the reference governance bundle to dst, as the board
 // publishes it, makes a board key pair and signs the copy with it.
-func signBundle(src, dst, privPath, pubPath string) error {
+func signBundle(src, dst, privPath, pubPath string, edit func(dir string) error) error {
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -226,6 +226,11 @@ func signBundle(src, dst, privPath, pubPath string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("copy the governance bundle: %w", err)
+	}
+	if edit != nil {
+		if err := edit(dst); err != nil {
+			return fmt.Errorf("edit the governance bundle: %w", err)
+		}
 	}
 	priv, pub, err := policy.GenerateKey()
 	if err != nil {

@@ -49,6 +49,7 @@ type CoordinatorDouble struct {
 }
 
 type doubleLink struct {
+	ods  string // the site the link's certificate names
 	out  chan *havenv1.CoordinatorMessage
 	drop chan struct{}
 	once sync.Once
@@ -71,7 +72,14 @@ type Upload struct {
 // heartbeat.
 func StartCoordinator(t testing.TB, serverTLS *tls.Config, heartbeat time.Duration) *CoordinatorDouble {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartCoordinatorAt(t, "127.0.0.1:0", serverTLS, heartbeat)
+}
+
+// StartCoordinatorAt is StartCoordinator on a given address: where a real
+// coordinator listened, so that its nodes reconnect to the double.
+func StartCoordinatorAt(t testing.TB, addr string, serverTLS *tls.Config, heartbeat time.Duration) *CoordinatorDouble {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +100,10 @@ func StartCoordinator(t testing.TB, serverTLS *tls.Config, heartbeat time.Durati
 	})
 	return c
 }
+
+// Close stops the double at once, dropping every link; the test's
+// cleanup would do the same later.
+func (c *CoordinatorDouble) Close() { c.srv.Stop() }
 
 // Registers returns every Register received, oldest first.
 func (c *CoordinatorDouble) Registers() []*havenv1.Register {
@@ -193,6 +205,40 @@ func (c *CoordinatorDouble) SendTask(t *havenv1.Task) error {
 	return c.send(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Task{Task: t}})
 }
 
+// SendTaskTo sends a task down the newest link of one site.
+func (c *CoordinatorDouble) SendTaskTo(ods string, t *havenv1.Task) error {
+	c.mu.Lock()
+	var l *doubleLink
+	for _, x := range c.links {
+		if x.ods == ods {
+			l = x
+		}
+	}
+	c.mu.Unlock()
+	if l == nil {
+		return fmt.Errorf("coordinator double: no link up from %s", ods)
+	}
+	select {
+	case l.out <- &havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Task{Task: t}}:
+		return nil
+	case <-l.drop:
+		return errors.New("coordinator double: link dropped")
+	}
+}
+
+// ConnectedSites returns the sites with a link up.
+func (c *CoordinatorDouble) ConnectedSites() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, l := range c.links {
+		if !slices.Contains(out, l.ods) {
+			out = append(out, l.ods)
+		}
+	}
+	return out
+}
+
 // SendCancel sends CancelTask down the newest link.
 func (c *CoordinatorDouble) SendCancel(taskID string) error {
 	return c.send(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_CancelTask{CancelTask: &havenv1.CancelTask{TaskId: taskID, Reason: "test"}}})
@@ -282,7 +328,7 @@ func (d *nodeLinkDouble) Connect(stream grpc.BidiStreamingServer[havenv1.NodeMes
 	}}}); err != nil {
 		return err
 	}
-	l := &doubleLink{out: make(chan *havenv1.CoordinatorMessage, 16), drop: make(chan struct{})}
+	l := &doubleLink{ods: id.ODS, out: make(chan *havenv1.CoordinatorMessage, 16), drop: make(chan struct{})}
 	c.mu.Lock()
 	c.links = append(c.links, l)
 	c.mu.Unlock()

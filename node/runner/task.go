@@ -23,7 +23,7 @@ import (
 
 // Reason codes the node gives itself, beside those policy gives.
 const (
-	CodeSitePaused            = "site_paused"
+	CodeSitePaused            = havenv1.ReasonSitePaused
 	CodeSiteKindMismatch      = "site_kind_mismatch"
 	CodeDefinitionNotInBundle = "definition_not_in_bundle"
 	CodeDefinitionMismatch    = "definition_hash_mismatch"

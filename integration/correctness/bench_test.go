@@ -1,0 +1,140 @@
+package correctness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/integration/releasecheck"
+	"github.com/havenhealth/haven/integration/synth"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// BenchmarkICBLinkage is `make bench`: the linkage reference query
+// (t2dm-emergency-admissions) end to end through a whole network of
+// separate processes at ICB scale (150 practices, 4 trusts, 1.5 million
+// registered patients), side by side in each round with the same question
+// asked of DuckDB as one query over the pooled Parquet files. It prints a
+// table of both times, their ratio and the coordinator's peak RSS, and
+// checks every round's released table against the DuckDB answer.
+//
+// Run it with -benchtime 1x; the rounds are HAVEN_BENCH_ROUNDS (default
+// 3). HAVEN_BENCH_SCALE (default icb) and HAVEN_BENCH_SITES_PER_NODE
+// (default 8: the node processes serve several sites each, so that 154
+// sites fit a small machine) change the network.
+func BenchmarkICBLinkage(b *testing.B) {
+	scale := synth.Scale(envOr("HAVEN_BENCH_SCALE", string(synth.ScaleICB)))
+	rounds := envInt(b, "HAVEN_BENCH_ROUNDS", 3)
+	perNode := envInt(b, "HAVEN_BENCH_SITES_PER_NODE", 8)
+	ctx, cancel := context.WithTimeout(b.Context(), 50*time.Minute)
+	defer cancel()
+
+	began := time.Now()
+	fmt.Fprintf(os.Stderr, "bench: starting a %s network (%d sites per node process); progress follows\n", scale, perNode)
+	n, err := demo.Start(ctx, demo.Options{
+		Dir:             filepath.Join(b.TempDir(), "net"),
+		Keep:            true, // the DuckDB side reads its files; TempDir removes it
+		Scale:           scale,
+		SitesPerNode:    perNode,
+		Stderr:          os.Stderr,
+		RegisterTimeout: 10 * time.Minute,
+		RunTimeout:      15 * time.Minute,
+	})
+	if n != nil {
+		defer n.Close(b.Failed())
+	}
+	if err != nil {
+		b.Fatalf("start the network: %v", err)
+	}
+	netw := n.Result().Network
+	fmt.Fprintf(os.Stderr, "bench: network up in %s\n", time.Since(began).Round(time.Second))
+	c := newCentral(b, netw, n.Bundle())
+	q := questions(b)[2] // t2dm-emergency-admissions, default parameters
+	followup := atoi(b, q.params["followup_days"])
+
+	type round struct{ haven, duck time.Duration }
+	var rs []round
+	b.ResetTimer()
+	for range b.N {
+		for i := range rounds {
+			fmt.Fprintf(os.Stderr, "bench: round %d/%d: Haven…", i+1, rounds)
+			t0 := time.Now()
+			rr, err := n.Submit(ctx, demo.Query{Definition: q.def, Parameters: q.params, Purpose: q.purpose})
+			h := time.Since(t0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if rr.Run.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
+				b.Fatalf("run %s is %s: %s", rr.Run.GetId(), rr.Run.GetState(), rr.Run.GetError())
+			}
+			fmt.Fprintf(os.Stderr, " %s; DuckDB…", h.Round(time.Millisecond))
+			t1 := time.Now()
+			truth := c.t2dmEmergencyAdmissions(q.params["index_date"], followup)
+			d := time.Since(t1)
+			fmt.Fprintf(os.Stderr, " %s\n", d.Round(time.Millisecond))
+			b.StopTimer()
+			if st, problems := releasecheck.Check(rr.Table, truth, meanValues); st.Problems > 0 {
+				b.Fatalf("round %d: the released table differs from DuckDB's answer in %d values, first: %s", i+1, st.Problems, problems[0])
+			}
+			b.StartTimer()
+			rs = append(rs, round{h, d})
+		}
+	}
+	b.StopTimer()
+	rss, err := n.CoordinatorPeakRSS()
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	var registered int
+	for _, s := range netw.SitesOfKind("gp") {
+		registered += s.RegisteredPopulation
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(os.Stdout, "\nt2dm-emergency-admissions at %s scale: %d practices, %d trusts, %d registered patients, %d node processes\n",
+		scale, len(netw.SitesOfKind("gp")), len(netw.SitesOfKind("trust")), registered, n.NodeProcesses())
+	fmt.Fprintln(w, "round\tHaven end to end\tDuckDB, pooled\tratio\t")
+	var hs, ds []time.Duration
+	for i, r := range rs {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%.2f×\t\n", i+1, r.haven.Round(time.Millisecond), r.duck.Round(time.Millisecond), r.haven.Seconds()/r.duck.Seconds())
+		hs, ds = append(hs, r.haven), append(ds, r.duck)
+	}
+	mh, md := median(hs), median(ds)
+	fmt.Fprintf(w, "median\t%s\t%s\t%.2f×\t\n", mh.Round(time.Millisecond), md.Round(time.Millisecond), mh.Seconds()/md.Seconds())
+	w.Flush()
+	fmt.Fprintf(os.Stdout, "coordinator peak RSS: %.0f MiB (goal for the ratio: ≤ 2×)\n\n", float64(rss)/(1<<20))
+	b.ReportMetric(mh.Seconds(), "haven-s")
+	b.ReportMetric(md.Seconds(), "duckdb-s")
+	b.ReportMetric(mh.Seconds()/md.Seconds(), "ratio")
+	b.ReportMetric(float64(rss)/(1<<20), "coord-peak-MiB")
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func envOr(name, def string) string {
+	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(tb testing.TB, name string, def int) int {
+	v := envOr(name, strconv.Itoa(def))
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		tb.Fatalf("%s=%q: want a whole number of 1 or more", name, v)
+	}
+	return n
+}

@@ -1,0 +1,253 @@
+// Package leakcheck scans what a running Haven network wrote — logs,
+// audit logs, job stores, node state — for the identifying data of the
+// synthetic network it served: every NHS number, every birth date, the
+// network linkage secret and the run pseudonyms derived from it. A hit is
+// a privacy failure; tests assert there are none.
+//
+// Needles are matched as tokens, not as bare substrings, so that a
+// ten-digit stretch of a longer number (a timestamp in nanoseconds) or a
+// date inside a longer one is not taken for a patient's: an NHS number
+// counts where it stands as ten digits on its own (or written 3-3-4 with
+// spaces), a birth date where it stands as an ISO date on its own. Binary
+// needles (the secret's bytes, pseudonyms) are matched anywhere.
+package leakcheck
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	_ "github.com/duckdb/duckdb-go/v2" // reads the network's Parquet files
+
+	"github.com/havenhealth/haven/integration/synth"
+	"github.com/havenhealth/haven/node/pseudonym"
+)
+
+// Scanner holds the needles of one network.
+type Scanner struct {
+	nhs     map[string]bool
+	births  map[string]bool
+	secret  []byte   // as nodes hold it
+	secrets [][]byte // its forms to look for
+	pseudo  map[[pseudonym.Size]byte]bool
+	pseudoH map[[2 * pseudonym.Size]byte]bool
+}
+
+// Counts says how many needles of each kind a Scanner looks for.
+type Counts struct {
+	NHSNumbers, BirthDates, SecretForms, Pseudonyms int
+}
+
+// New reads every NHS number and birth date of network n from its Parquet
+// files and national opt-out list, and the linkage secret from
+// secretFile, read as nodes read it. Pseudonyms are added per run with
+// AddRun.
+func New(ctx context.Context, n *synth.Network, secretFile string) (*Scanner, error) {
+	s := &Scanner{nhs: map[string]bool{}, births: map[string]bool{},
+		pseudo: map[[pseudonym.Size]byte]bool{}, pseudoH: map[[2 * pseudonym.Size]byte]bool{}}
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		return nil, fmt.Errorf("open duckdb: %w", err)
+	}
+	defer db.Close()
+	files, err := filepath.Glob(filepath.Join(n.Path(synth.SitesDir), "*", "*.parquet"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no Parquet files under %s (%v)", n.Path(synth.SitesDir), err)
+	}
+	list := make([]string, len(files))
+	for i, f := range files {
+		list[i] = "'" + strings.ReplaceAll(f, "'", "''") + "'"
+	}
+	all := "[" + strings.Join(list, ", ") + "]"
+	if err := s.collect(ctx, db, `SELECT DISTINCT nhs_number FROM read_parquet(`+all+`, union_by_name = true) WHERE nhs_number IS NOT NULL`, s.nhs); err != nil {
+		return nil, fmt.Errorf("read NHS numbers: %w", err)
+	}
+	patients := filepath.Join(n.Path(synth.SitesDir), "*", "patient.parquet")
+	if err := s.collect(ctx, db, `SELECT DISTINCT strftime(birth_date, '%Y-%m-%d') FROM read_parquet('`+
+		strings.ReplaceAll(patients, "'", "''")+`') WHERE birth_date IS NOT NULL`, s.births); err != nil {
+		return nil, fmt.Errorf("read birth dates: %w", err)
+	}
+	ndop, err := os.ReadFile(n.Path(n.NationalOptOut.Path))
+	if err != nil {
+		return nil, fmt.Errorf("national opt-out list: %w", err)
+	}
+	for _, line := range strings.Split(string(ndop), "\n") {
+		if line = strings.TrimSpace(line); len(line) == 10 {
+			s.nhs[line] = true
+		}
+	}
+	text, err := os.ReadFile(secretFile)
+	if err != nil {
+		return nil, fmt.Errorf("linkage secret: %w", err)
+	}
+	// Nodes use the file's bytes, less one trailing newline, as the
+	// secret; look for them, and for the forms a careless log would give.
+	secret := bytes.TrimSuffix(text, []byte("\n"))
+	if len(secret) < pseudonym.MinSecretSize {
+		return nil, fmt.Errorf("linkage secret %s is shorter than %d bytes", secretFile, pseudonym.MinSecretSize)
+	}
+	s.secret = secret
+	s.secrets = [][]byte{secret, []byte(hex.EncodeToString(secret)), []byte(base64.StdEncoding.EncodeToString(secret))}
+	if raw, err := hex.DecodeString(string(secret)); err == nil {
+		s.secrets = append(s.secrets, raw, []byte(strings.ToUpper(string(secret))))
+	}
+	return s, nil
+}
+
+func (s *Scanner) collect(ctx context.Context, db *sql.DB, q string, into map[string]bool) error {
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return err
+		}
+		into[v] = true
+	}
+	return rows.Err()
+}
+
+// AddRun adds the pseudonym of every NHS number of the network in run
+// runID, as nodes derive them with the network's secret.
+func (s *Scanner) AddRun(runID string) error {
+	secret, err := pseudonym.NewSecret(s.secret)
+	if err != nil {
+		return err
+	}
+	d, err := pseudonym.NewDeriver(secret, runID)
+	if err != nil {
+		return fmt.Errorf("pseudonyms of run %s: %w", runID, err)
+	}
+	for nhs := range s.nhs {
+		p := d.Of(nhs)
+		s.pseudo[p] = true
+		var h [2 * pseudonym.Size]byte
+		hex.Encode(h[:], p[:])
+		s.pseudoH[h] = true
+	}
+	return nil
+}
+
+// Allow takes dates off the birth-date needles: a date that the test
+// itself typed as a run parameter is in the logs because it was asked
+// for, not because a patient was born on it.
+func (s *Scanner) Allow(dates ...string) {
+	for _, d := range dates {
+		delete(s.births, d)
+	}
+}
+
+// Counts returns how many needles of each kind the scanner holds.
+func (s *Scanner) Counts() Counts {
+	return Counts{NHSNumbers: len(s.nhs), BirthDates: len(s.births), SecretForms: len(s.secrets), Pseudonyms: len(s.pseudo)}
+}
+
+// Hit is one needle found. It names what kind of needle and where, never
+// the value.
+type Hit struct {
+	File   string
+	Offset int
+	What   string
+}
+
+func (h Hit) String() string { return fmt.Sprintf("%s at byte %d: %s", h.File, h.Offset, h.What) }
+
+// Report is the outcome of a scan.
+type Report struct {
+	Files int
+	Bytes int64
+	Hits  []Hit
+}
+
+var (
+	digitRun   = regexp.MustCompile(`[0-9]+`)
+	spacedNHS  = regexp.MustCompile(`(^|[^0-9])([0-9]{3} [0-9]{3} [0-9]{4})([^0-9]|$)`)
+	hexRun     = regexp.MustCompile(`[0-9a-fA-F]{32,}`)
+	isoDateRun = regexp.MustCompile(`(^|[^0-9])([0-9]{4}-[0-9]{2}-[0-9]{2})([^0-9]|$)`)
+)
+
+// Scan reads every regular file under each root and reports each needle
+// found. A root that does not exist is an error: a scan of nothing would
+// pass.
+func (s *Scanner) Scan(roots ...string) (Report, error) {
+	var r Report
+	for _, root := range roots {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			r.Files++
+			r.Bytes += int64(len(b))
+			r.Hits = append(r.Hits, s.scanBytes(p, b)...)
+			return nil
+		})
+		if err != nil {
+			return r, fmt.Errorf("scan %s: %w", root, err)
+		}
+	}
+	if r.Files == 0 {
+		return r, errors.New("scan found no files")
+	}
+	return r, nil
+}
+
+func (s *Scanner) scanBytes(name string, b []byte) []Hit {
+	var hits []Hit
+	hit := func(off int, what string) { hits = append(hits, Hit{File: name, Offset: off, What: what}) }
+	for _, loc := range digitRun.FindAllIndex(b, -1) {
+		if loc[1]-loc[0] == 10 && s.nhs[string(b[loc[0]:loc[1]])] {
+			hit(loc[0], "NHS number")
+		}
+	}
+	for _, m := range spacedNHS.FindAllSubmatchIndex(b, -1) {
+		if s.nhs[strings.ReplaceAll(string(b[m[4]:m[5]]), " ", "")] {
+			hit(m[4], "NHS number (spaced)")
+		}
+	}
+	for _, m := range isoDateRun.FindAllSubmatchIndex(b, -1) {
+		if s.births[string(b[m[4]:m[5]])] {
+			hit(m[4], "birth date")
+		}
+	}
+	for _, sec := range s.secrets {
+		if i := bytes.Index(b, sec); i >= 0 {
+			hit(i, "linkage secret")
+		}
+	}
+	if len(s.pseudo) > 0 {
+		var k [pseudonym.Size]byte
+		for i := 0; i+pseudonym.Size <= len(b); i++ {
+			copy(k[:], b[i:])
+			if s.pseudo[k] {
+				hit(i, "pseudonym")
+			}
+		}
+		var h [2 * pseudonym.Size]byte
+		for _, loc := range hexRun.FindAllIndex(b, -1) {
+			run := bytes.ToLower(b[loc[0]:loc[1]])
+			for i := 0; i+len(h) <= len(run); i++ {
+				copy(h[:], run[i:])
+				if s.pseudoH[h] {
+					hit(loc[0]+i, "pseudonym (hex)")
+				}
+			}
+		}
+	}
+	return hits
+}
