@@ -5,7 +5,7 @@ GO ?= go
 # duckdb-go exposes its Arrow API only under this tag (DuckDB connector).
 export GOFLAGS := $(strip $(GOFLAGS) -tags=duckdb_arrow)
 
-.PHONY: test demo proto build lint bench-synth clean
+.PHONY: test demo proto build lint bench bench-synth clean
 
 ## test: vet, staticcheck, gofmt and every test (with the race detector)
 test:
@@ -29,6 +29,13 @@ build:
 ## lint: the static checks of `make test` without the tests
 lint:
 	./scripts/test.sh --lint-only
+
+## bench: the linkage reference query end to end at ICB scale vs one DuckDB query
+# over the pooled data; prints a table of both times, the ratio and the
+# coordinator's peak RSS. BENCH_FLAGS go to go test (e.g. -v).
+# HAVEN_BENCH_ROUNDS, HAVEN_BENCH_SCALE and HAVEN_BENCH_SITES_PER_NODE tune it.
+bench:
+	$(GO) test -run '^$$' -bench BenchmarkICBLinkage -benchtime 1x -timeout 60m $(BENCH_FLAGS) ./integration/correctness/
 
 ## bench-synth: time and peak memory of generating the ICB-scale network
 bench-synth:

@@ -140,6 +140,29 @@ func TestNodeRunBadConfig(t *testing.T) {
 	}
 }
 
+// --config once per site is for run alone; two configurations of one site
+// are refused before anything starts.
+func TestNodeSeveralConfigs(t *testing.T) {
+	cfg, _ := nodeConfig(t)
+	other, _ := nodeConfig(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"status with two", []string{"node", "status", "--config", cfg, "--config", other}, "--config is given 2 times"},
+		{"pause with two", []string{"node", "pause", "--config", cfg, "--config", other}, "--config is given 2 times"},
+		{"run with one site twice", []string{"node", "run", "--config", cfg, "--config", other}, "site G80001 is served by " + cfg + " already"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, errOut, code := runHaven(t, tc.args...)
+			if code != 1 || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, stderr %q; want exit 1 and %q", code, errOut, tc.want)
+			}
+		})
+	}
+}
+
 func TestParseSince(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
