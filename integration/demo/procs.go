@@ -173,17 +173,19 @@ func (ps *procs) stopAll(grace time.Duration) error {
 	return errors.Join(errs...)
 }
 
-// stop asks p's process group to end with SIGTERM and kills the group if
-// the process has not exited after grace. Once the process has exited, any
+// stop asks p to end with SIGTERM and kills its process group if it has
+// not exited after grace. Once the process has exited, any
 // member of its group still alive (a plugin it failed to stop) is killed.
 func stop(p *proc, grace time.Duration) error {
 	pgid := p.pid()
 	var err error
 	if !p.exited() {
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		// A member stopped with SIGSTOP (a frozen plugin) acts on the
-		// SIGTERM only once continued.
+		// SIGTERM to the leader alone, as systemd's KillMode=mixed does: a
+		// node stops its own plugin once its tasks have reported. A member
+		// stopped with SIGSTOP (a frozen plugin) is continued, so that it
+		// can be stopped.
 		_ = syscall.Kill(-pgid, syscall.SIGCONT)
+		_ = syscall.Kill(pgid, syscall.SIGTERM)
 		select {
 		case <-p.done:
 		case <-time.After(grace):

@@ -99,6 +99,7 @@ func TestFaults(t *testing.T) {
 		{"node killed mid-run", f.nodeKilled},
 		{"coordinator killed mid-run", f.coordinatorKilled},
 		{"oversized results", f.oversized},
+		{"corrupt data file at a site", f.corruptData},
 		{"replayed run id", f.replayedRun},
 		{"tampered or unsigned bundle", f.tamperedBundle},
 		{"recovered", f.recovered},
@@ -362,6 +363,38 @@ func (f *faultNet) nodeKilled(t *testing.T, ctx context.Context) {
 		t.Errorf("the killed node's audit log: task of run %s accepted %v, recorded abandoned on restart %v; want both", runID, taskID != "", abandoned)
 	}
 	rr := f.submit(t, ctx, prevalence)
+	checkSites(t, rr.Run, nil)
+}
+
+// corruptData overwrites part of one practice's clinical_event.parquet, as
+// a failing disk or a half-finished extract would: that practice is named
+// FAILED with the reader's error, the rest answer, and with the file put
+// back the practice answers again.
+func (f *faultNet) corruptData(t *testing.T, ctx context.Context) {
+	site := f.gps[4]
+	path := filepath.Join(f.Result().Network.Path("sites"), site, "clinical_event.parquet")
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := slices.Clone(good)
+	mid := len(bad) / 2
+	for i := mid; i < min(mid+4096, len(bad)-8); i++ {
+		bad[i] = 0xff
+	}
+	if err := os.WriteFile(path, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rr := f.submit(t, ctx, prevalence)
+	if err := os.WriteFile(path, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkSites(t, rr.Run, map[string]havenv1.SiteState{site: havenv1.SiteState_SITE_STATE_FAILED})
+	if msg := siteStates(rr.Run)[site].GetError(); !strings.Contains(msg, "clinical_event") || !strings.Contains(msg, "corrupt") {
+		t.Errorf("%s failed with %q; want it to name the tables read and say the file is corrupt", site, msg)
+	}
+	checkPartial(t, rr.Run)
+	rr = f.submit(t, ctx, prevalence)
 	checkSites(t, rr.Run, nil)
 }
 

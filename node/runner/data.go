@@ -311,7 +311,11 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 	}
 	q := connector.Query{SQL: j.prog.Result.SQL, Args: args(j.prog.Result.Args), MaxRows: maxRows, MaxBytes: r.cfg.Limits.MaxBytes}
 	out := &output{schema: schema}
-	err := r.query(ctx, "run the query", q, func(rec arrow.Record) error {
+	// A connector error is most often about the site's data (a corrupt or
+	// missing file, a column of the wrong type); naming the tables the
+	// query reads tells provider IT where to look.
+	what := "run the query over " + strings.Join(j.prog.Tables, ", ")
+	err := r.query(ctx, what, q, func(rec arrow.Record) error {
 		if int(rec.NumCols()) != want {
 			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "the result has %d columns, want %d", rec.NumCols(), want)
 		}
