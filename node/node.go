@@ -287,10 +287,19 @@ func (n *Node) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	bg, stopBG := context.WithCancel(context.Background())
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		_ = n.engine.Watch(bg, n.cfg.Governance.ReloadInterval.Std())
+	}()
+	go func() {
+		defer wg.Done()
+		// Counting invalid NHS numbers scans whole tables; done now, it
+		// does not hold up the first task (which counts for itself if
+		// this fails or is not done yet).
+		if err := n.runner.WarmUp(bg); err != nil && bg.Err() == nil {
+			n.log.Warn("counting rows with invalid NHS numbers at start", "error", err)
+		}
 	}()
 	go func() {
 		defer wg.Done()

@@ -1,10 +1,12 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -438,6 +440,37 @@ func (n *Network) spawnNode(first string, sites []string) (*proc, error) {
 	}
 	n.d.mu.Unlock()
 	return p, nil
+}
+
+// WaitWarmedUp waits until every site's node has finished the work it
+// does once at start (counting its tables' invalid NHS numbers), which
+// it logs: after it, a network is up and idle, as a real one is by the
+// time anyone queries it.
+func (n *Network) WaitWarmedUp(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		missing := 0
+		for _, first := range slices.Sorted(maps.Keys(n.groups)) {
+			b, err := os.ReadFile(n.d.nodeLog(first))
+			if err != nil {
+				return err
+			}
+			for _, ods := range n.groups[first] {
+				if !bytes.Contains(b, []byte(`msg="counted rows with invalid NHS numbers" site=`+ods+" ")) {
+					missing++
+				}
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d sites had not warmed up after %v: %w", missing, timeout, ctx.Err())
+		case <-time.After(pollInterval):
+		}
+	}
 }
 
 // NodeProcesses is the number of node processes serving the sites.

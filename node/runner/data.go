@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 	"time"
@@ -143,44 +144,113 @@ type cachedCount struct {
 	at time.Time
 }
 
-// invalidCount runs the program's count of rows left out for invalid NHS
-// numbers, summed over the tables it reads, or reuses a recent count of
-// the same statement.
+// invalidCount returns the rows left out for invalid NHS numbers, summed
+// over the tables the program reads. Each table's count is reused for
+// invalidCountTTL; only tables without a recent count are counted, in one
+// statement.
 func (r *Runner) invalidCount(ctx context.Context, p *sqlgen.Program) (int64, error) {
-	st := p.InvalidNHSNumbers
-	key := st.SHA256
-	if len(st.Args) == 0 {
-		r.mu.Lock()
-		c, ok := r.invalidCounts[key]
-		r.mu.Unlock()
-		if ok && r.cfg.Now().Sub(c.at) < invalidCountTTL {
-			return c.n, nil
+	now := r.cfg.Now()
+	var total int64
+	var stale []string
+	r.mu.Lock()
+	for _, t := range p.Tables {
+		if c, ok := r.invalidCounts[t]; ok && now.Sub(c.at) < invalidCountTTL {
+			total += c.n
+		} else {
+			stale = append(stale, t)
 		}
 	}
-	n, err := r.countInvalid(ctx, p)
-	if err == nil && len(st.Args) == 0 {
-		r.mu.Lock()
-		r.invalidCounts[key] = cachedCount{n: n, at: r.cfg.Now()}
-		r.mu.Unlock()
+	r.mu.Unlock()
+	if len(stale) == 0 {
+		return total, nil
 	}
-	return n, err
+	d, err := r.cfg.Source.Dialect(ctx)
+	if err != nil {
+		return 0, connectorErr("count invalid NHS numbers", err)
+	}
+	counts, err := r.countInvalid(ctx, d, stale)
+	if err != nil {
+		return 0, err
+	}
+	for _, n := range counts {
+		total += n
+	}
+	return total, nil
 }
 
-func (r *Runner) countInvalid(ctx context.Context, p *sqlgen.Program) (int64, error) {
+// WarmUp counts the invalid NHS numbers of every table the site holds, so
+// that the first tasks after a start find the counts made. The node runs
+// it once its connector is up; it is best effort, and a task counts for
+// itself whatever is missing.
+func (r *Runner) WarmUp(ctx context.Context) error {
+	d, err := r.cfg.Source.Dialect(ctx)
+	if err != nil {
+		return err
+	}
+	var tables []string
+	for _, t := range cdm.Tables() {
+		if !t.HeldByKind(r.cfg.Kind) {
+			continue
+		}
+		has, err := r.cfg.Source.HasTable(ctx, t.Name)
+		if err != nil {
+			return err
+		}
+		if has {
+			tables = append(tables, t.Name)
+		}
+	}
+	if len(tables) == 0 {
+		return nil
+	}
+	began := time.Now()
+	counts, err := r.countInvalid(ctx, d, tables)
+	if err != nil {
+		return err
+	}
 	var total int64
-	err := r.query(ctx, "count invalid NHS numbers", r.localQuery(p.InvalidNHSNumbers.SQL, args(p.InvalidNHSNumbers.Args)...), func(rec arrow.Record) error {
-		for c := range int(rec.NumCols()) {
+	for _, n := range counts {
+		total += n
+	}
+	r.log.LogAttrs(ctx, slog.LevelInfo, "counted rows with invalid NHS numbers", slog.Int("tables", len(tables)),
+		slog.Int64("rows", total), slog.Duration("duration", time.Since(began)))
+	return nil
+}
+
+// countInvalid counts the rows with invalid NHS numbers of each table,
+// and keeps the counts for later tasks.
+func (r *Runner) countInvalid(ctx context.Context, d sqlgen.Dialect, tables []string) (map[string]int64, error) {
+	const what = "count invalid NHS numbers"
+	st, err := sqlgen.InvalidCounts(r.cfg.Kind, d, tables)
+	if err != nil {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%s: %v", what, err)
+	}
+	counts := map[string]int64{}
+	err = r.query(ctx, what, r.localQuery(st.SQL, args(st.Args)...), func(rec arrow.Record) error {
+		if int(rec.NumCols()) != len(st.Columns) {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want %d", what, rec.NumCols(), len(st.Columns))
+		}
+		for c, want := range st.Columns {
 			col, ok := rec.Column(c).(*array.Int64)
 			if !ok {
-				return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "count invalid NHS numbers: column %s is %s, want int64", rec.ColumnName(c), rec.Column(c).DataType())
+				return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: column %s is %s, want int64", what, rec.ColumnName(c), rec.Column(c).DataType())
 			}
 			for i := range col.Len() {
-				total += col.Value(i)
+				counts[want.Name] += col.Value(i)
 			}
 		}
 		return nil
 	})
-	return total, err
+	if err != nil {
+		return nil, err
+	}
+	at := r.cfg.Now()
+	r.mu.Lock()
+	for t, n := range counts {
+		r.invalidCounts[t] = cachedCount{n: n, at: at}
+	}
+	r.mu.Unlock()
+	return counts, nil
 }
 
 // siteNumbers reads every NHS number in the site's patient table and in

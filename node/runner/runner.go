@@ -200,7 +200,7 @@ type Runner struct {
 	running map[string]*running
 	recent  []state.TaskSummary
 	// invalidCounts holds recent counts of invalid NHS numbers, by
-	// statement hash.
+	// table.
 	invalidCounts map[string]cachedCount
 	wg            sync.WaitGroup
 }

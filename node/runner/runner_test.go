@@ -891,3 +891,28 @@ func TestCancelAndDeadline(t *testing.T) {
 		t.Errorf("task after shutdown: %v, want ABANDONED", o)
 	}
 }
+
+// WarmUp counts the rows with invalid NHS numbers ahead of any task: a
+// task after it runs one query fewer and reports the same count as a task
+// that counted for itself.
+func TestWarmUpCountsInvalidNumbersAhead(t *testing.T) {
+	cold := newEnv(t, envOptions{})
+	before := cold.src.Queries()
+	coldDone := done(t, cold.run(t, cold.task(t, "t2dm-prevalence", "run-warm-1", nil)))
+	coldQueries := cold.src.Queries() - before
+
+	warm := newEnv(t, envOptions{})
+	if err := warm.runner.WarmUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	before = warm.src.Queries()
+	warmDone := done(t, warm.run(t, warm.task(t, "t2dm-prevalence", "run-warm-2", nil)))
+	warmQueries := warm.src.Queries() - before
+
+	if warmQueries != coldQueries-1 {
+		t.Errorf("after WarmUp the task ran %d queries, without it %d; want one fewer", warmQueries, coldQueries)
+	}
+	if got, want := warmDone.GetRowsExcludedInvalidNhsNumber(), coldDone.GetRowsExcludedInvalidNhsNumber(); got != want || want == 0 {
+		t.Errorf("invalid NHS numbers excluded: %d after WarmUp, %d without; want equal and non-zero", got, want)
+	}
+}

@@ -190,6 +190,28 @@ func Compile(b *catalog.Bound, plan *catalog.Plan, kind cdm.SiteKind, d Dialect,
 	return p, nil
 }
 
+// InvalidCounts returns the InvalidNHSNumbers statement for the given
+// tables of a site of kind k: one row with one int64 column per table, in
+// CDM order. A program's InvalidNHSNumbers is InvalidCounts of its Tables;
+// a node counts tables one set at a time and reuses the counts, so that
+// the count, which scans whole tables, need not hold up a task.
+func InvalidCounts(k cdm.SiteKind, d Dialect, tables []string) (Statement, error) {
+	if len(tables) == 0 {
+		return Statement{}, errors.New("invalid NHS number counts: no tables")
+	}
+	c := &compiler{kind: k, d: d, schema: map[string]cdm.Table{}, tables: map[string]bool{}}
+	for _, t := range cdm.Tables() {
+		c.schema[t.Name] = t
+	}
+	for _, t := range tables {
+		if _, ok := c.schema[t]; !ok {
+			return Statement{}, fmt.Errorf("invalid NHS number counts: unknown CDM table %q", t)
+		}
+		c.tables[t] = true
+	}
+	return c.statement(StatementInvalidNHSNumbers, c.invalidCounts)
+}
+
 // statement runs one statement's generator on a fresh argument list.
 func (c *compiler) statement(name string, gen func() (string, []Column)) (Statement, error) {
 	c.args = nil

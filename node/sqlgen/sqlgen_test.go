@@ -1,6 +1,7 @@
 package sqlgen
 
 import (
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -73,6 +74,14 @@ group_by: [nhs_number]
 	}
 }
 
+func TestInvalidCountsBadInput(t *testing.T) {
+	for _, tables := range [][]string{nil, {"patient", "no_such_table"}} {
+		if _, err := InvalidCounts(cdm.KindGP, DuckDB(), tables); err == nil {
+			t.Errorf("InvalidCounts(%v) succeeded", tables)
+		}
+	}
+}
+
 func TestProgramShape(t *testing.T) {
 	c := loadBundle(t)
 	tests := []struct {
@@ -126,6 +135,12 @@ func TestProgramShape(t *testing.T) {
 		}
 		if strings.Join(cols, " ") != tt.tables {
 			t.Errorf("%s %s: invalid-number columns %v", tt.def, tt.kind, cols)
+		}
+		// A node counts invalid numbers with InvalidCounts; it must be
+		// the program's own statement.
+		ic, err := InvalidCounts(tt.kind, PostgreSQL(), prog.Tables)
+		if err != nil || !reflect.DeepEqual(ic, prog.InvalidNHSNumbers) {
+			t.Errorf("%s %s: InvalidCounts = %+v, %v; want the program's %+v", tt.def, tt.kind, ic, err, prog.InvalidNHSNumbers)
 		}
 		for _, st := range prog.Statements() {
 			if len(st.SHA256) != 64 || st.SQL == "" {
