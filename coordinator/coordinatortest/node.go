@@ -18,6 +18,7 @@ import (
 
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -56,7 +57,8 @@ type NodeDouble struct {
 	// NoHeartbeat stops the double sending Heartbeat.
 	NoHeartbeat bool
 
-	net    *Network
+	net    *Network         // nil for a double of a remote coordinator
+	cat    *catalog.Catalog // plans the double's answers
 	conn   *grpc.ClientConn
 	stream havenv1.NodeLink_ConnectClient
 	sendMu sync.Mutex
@@ -78,7 +80,15 @@ type NodeDouble struct {
 // Node returns a node double for site ods; it connects when Connect is
 // called.
 func (n *Network) Node(ods string, kind cdm.SiteKind, population int64) *NodeDouble {
-	return &NodeDouble{ODS: ods, Kind: kind, Population: population, net: n, changed: make(chan struct{})}
+	return &NodeDouble{ODS: ods, Kind: kind, Population: population, net: n, cat: n.Catalog, changed: make(chan struct{})}
+}
+
+// RemoteNode returns a node double for site ods that links to a
+// coordinator running elsewhere (another process) over conn, which must
+// present the site's node certificate. cat is the catalogue of the bundle
+// the coordinator loaded.
+func RemoteNode(conn *grpc.ClientConn, cat *catalog.Catalog, ods string, kind cdm.SiteKind, population int64) *NodeDouble {
+	return &NodeDouble{ODS: ods, Kind: kind, Population: population, cat: cat, conn: conn, changed: make(chan struct{})}
 }
 
 // RejectedError is returned by Connect when the coordinator refuses the
@@ -93,8 +103,10 @@ func (e *RejectedError) Error() string {
 // and serves the link in the background until Close. It returns after
 // Registered, or with a *RejectedError.
 func (nd *NodeDouble) Connect(ctx context.Context) error {
-	cert, key := nd.net.NodeCert(nd.ODS)
-	nd.conn = nd.net.Dial(cert, key)
+	if nd.net != nil {
+		cert, key := nd.net.NodeCert(nd.ODS)
+		nd.conn = nd.net.Dial(cert, key)
+	}
 	lctx, cancel := context.WithCancel(context.Background())
 	nd.cancel = cancel
 	stream, err := havenv1.NewNodeLinkClient(nd.conn).Connect(lctx)
@@ -232,7 +244,7 @@ func (nd *NodeDouble) run(ctx context.Context, task *havenv1.Task) {
 	if nd.Silent {
 		return
 	}
-	def, ok := nd.net.Catalog.Get(task.GetDefinitionId())
+	def, ok := nd.cat.Get(task.GetDefinitionId())
 	if !ok {
 		nd.fail(task, havenv1.TaskErrorCode_TASK_ERROR_CODE_INVALID_TASK, fmt.Errorf("no definition %s", task.GetDefinitionId()))
 		return

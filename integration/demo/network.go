@@ -135,6 +135,16 @@ func (n *Network) CoordinatorTLS() (*tls.Config, error) {
 	return pki.ServerTLS(p.serverCert, p.serverKy, p.ca)
 }
 
+// NodeTLS is the client TLS configuration of a site's node certificate:
+// what a stand-in for that site's node needs.
+func (n *Network) NodeTLS(ods string) (*tls.Config, error) {
+	c, ok := n.s.pki.nodes[ods]
+	if !ok {
+		return nil, fmt.Errorf("no node certificate for site %s", ods)
+	}
+	return pki.ClientTLS(c[0], c[1], n.s.pki.ca, "")
+}
+
 // Conn is the commissioner's connection to the coordinator.
 func (n *Network) Conn() *grpc.ClientConn { return n.conn }
 

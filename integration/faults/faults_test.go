@@ -3,7 +3,9 @@ package faults
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -14,9 +16,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/flight"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
 
+	"github.com/havenhealth/haven/coordinator/coordinatortest"
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/integration/demo"
 	"github.com/havenhealth/haven/integration/leakcheck"
@@ -100,6 +109,7 @@ func TestFaults(t *testing.T) {
 		{"coordinator killed mid-run", f.coordinatorKilled},
 		{"oversized results", f.oversized},
 		{"corrupt data file at a site", f.corruptData},
+		{"malformed Arrow from a node", f.malformedArrow},
 		{"replayed run id", f.replayedRun},
 		{"tampered or unsigned bundle", f.tamperedBundle},
 		{"recovered", f.recovered},
@@ -396,6 +406,86 @@ func (f *faultNet) corruptData(t *testing.T, ctx context.Context) {
 	checkPartial(t, rr.Run)
 	rr = f.submit(t, ctx, prevalence)
 	checkSites(t, rr.Run, nil)
+}
+
+// malformedArrow replaces a practice's node with a rogue one — the test
+// double, since a real node checks every batch it sends — that holds the
+// practice's real certificate and sends the real coordinator process an
+// upload that is not Arrow. The coordinator refuses it (InvalidArgument,
+// naming the problem) and stays up; the rogue reports the task failed and
+// the run ends as policy says; the real node, back, answers the next run.
+func (f *faultNet) malformedArrow(t *testing.T, ctx context.Context) {
+	site := f.gps[5]
+	if err := f.StopNode(site); err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := f.NodeTLS(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(f.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pub, err := os.ReadFile(f.BoardPublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := policy.Load(ctx, policy.Config{BundlePath: f.Bundle(), PublicKeyPEM: pub, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := f.Result().Network.Site(site)
+	rogue := coordinatortest.RemoteNode(conn, eng.Catalog(), site, cdm.KindGP, int64(s.RegisteredPopulation))
+	var putErr error
+	rogue.BeforeUpload = func(ctx context.Context, conn *grpc.ClientConn, task *havenv1.Task, _ *arrow.Schema) {
+		putErr = putGarbage(ctx, conn, task.GetTaskId())
+	}
+	rogue.Answer = func(*havenv1.Task, *arrow.Schema) ([]arrow.Record, error) {
+		return nil, errors.New("the upload was refused")
+	}
+	if err := rogue.Connect(ctx); err != nil {
+		t.Fatalf("the rogue node could not register: %v", err)
+	}
+	rr := f.submit(t, ctx, prevalence)
+	rogue.Close()
+	if status.Code(putErr) != codes.InvalidArgument {
+		t.Errorf("the malformed upload was answered with %v, want InvalidArgument", putErr)
+	}
+	t.Logf("the coordinator refused the malformed upload: %v", putErr)
+	checkSites(t, rr.Run, map[string]havenv1.SiteState{site: havenv1.SiteState_SITE_STATE_FAILED})
+	checkPartial(t, rr.Run)
+	if err := f.StartNode(ctx, site); err != nil {
+		t.Fatal(err)
+	}
+	rr = f.submit(t, ctx, prevalence)
+	checkSites(t, rr.Run, nil)
+	f.checkStored(t, ctx)
+}
+
+// putGarbage sends a task's upload whose one message is not Arrow IPC.
+func putGarbage(ctx context.Context, conn *grpc.ClientConn, taskID string) error {
+	stream, err := flight.NewFlightServiceClient(conn).DoPut(ctx)
+	if err != nil {
+		return err
+	}
+	err = stream.Send(&flight.FlightData{FlightDescriptor: havenv1.TaskDescriptor(taskID),
+		DataHeader: []byte("this is not an Arrow IPC message header"), DataBody: bytes.Repeat([]byte{0xff}, 256)})
+	if err != nil {
+		return err
+	}
+	if err := stream.CloseSend(); err != nil {
+		return err
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 // setUploadLimit rewrites the coordinator's configuration with an upload
