@@ -51,7 +51,8 @@ import (
 type Options struct {
 	// Logger is where the daemon logs; nil means slog.Default().
 	Logger *slog.Logger
-	// Backoff paces reconnection; nil means the session's default.
+	// Backoff paces reconnection; nil means doubling from 1s up to the
+	// configuration's coordinator.reconnect_max.
 	Backoff session.Backoff
 	// UploadRetry is the first wait before retrying an upload; zero means
 	// the runner's default.
@@ -192,12 +193,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 		return nil, fmt.Errorf("coordinator %s: %w", cfg.Coordinator.Address, err)
 	}
 	link := havenv1.NewNodeLinkClient(n.conn)
+	backoff := opts.Backoff
+	if backoff == nil {
+		backoff = session.NewExponential(session.DefaultBackoffMin, max(cfg.Coordinator.ReconnectMax.Std(), session.DefaultBackoffMin))
+	}
 	n.session, err = session.New(session.Config{
 		Dial:    func(ctx context.Context) (havenv1.NodeLink_ConnectClient, error) { return link.Connect(ctx) },
 		Handler: (*handler)(n),
 		Journal: n.journal,
 		Logger:  n.log,
-		Backoff: opts.Backoff,
+		Backoff: backoff,
 		OnChange: func(session.Info) {
 			n.writeStatus()
 		},

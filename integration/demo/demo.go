@@ -99,6 +99,10 @@ type Options struct {
 	// StopGrace is how long a child has to stop after SIGTERM before its
 	// process group is killed.
 	StopGrace time.Duration
+	// ReconnectMax, if set, is the nodes' coordinator.reconnect_max: a
+	// test that restarts the coordinator often keeps nodes from backing
+	// off for minutes.
+	ReconnectMax time.Duration
 	// Scale is the synthetic network's scale; default small.
 	Scale synth.Scale
 	// SitesPerNode is how many sites each node process serves; default 1.
@@ -368,7 +372,7 @@ func (d *demoRun) setUp(ctx context.Context, root string, s *setup, res *Result)
 	}
 	ndop := netw.Path(netw.NationalOptOut.Path)
 	for _, site := range netw.Sites {
-		if err := writeNodeConfig(l, s.pki, s.addr, site, sources[site.ODS], ndop); err != nil {
+		if err := writeNodeConfig(l, s.pki, s.addr, site, sources[site.ODS], ndop, d.opts.ReconnectMax); err != nil {
 			return err
 		}
 	}

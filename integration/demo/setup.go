@@ -317,7 +317,8 @@ type nodeFile struct {
 		RegisteredPopulation int64        `yaml:"registered_population"`
 	} `yaml:"site"`
 	Coordinator struct {
-		Address string `yaml:"address"`
+		Address      string `yaml:"address"`
+		ReconnectMax string `yaml:"reconnect_max,omitempty"`
 	} `yaml:"coordinator"`
 	TLS struct {
 		Cert string `yaml:"cert"`
@@ -395,10 +396,13 @@ func duckdbSource(p plugin, siteDir string) siteSource {
 }
 
 // writeNodeConfig writes one site's node configuration.
-func writeNodeConfig(l layout, p *pkiFiles, addr string, s synth.Site, src siteSource, ndop string) error {
+func writeNodeConfig(l layout, p *pkiFiles, addr string, s synth.Site, src siteSource, ndop string, reconnectMax time.Duration) error {
 	var c nodeFile
 	c.Site.ODS, c.Site.Kind, c.Site.RegisteredPopulation = s.ODS, s.Kind, population(s)
 	c.Coordinator.Address = addr
+	if reconnectMax > 0 {
+		c.Coordinator.ReconnectMax = reconnectMax.String()
+	}
 	cert := p.nodes[s.ODS]
 	c.TLS.Cert, c.TLS.Key, c.TLS.CA = cert[0], cert[1], p.ca
 	c.Connector.Path, c.Connector.SHA256 = src.plugin.path, src.plugin.sha256

@@ -79,6 +79,9 @@ func TestFaults(t *testing.T) {
 		RunTimeout:  runTimeout,
 		RunDeadline: runDeadline,
 		StopGrace:   5 * time.Second,
+		// The coordinator restarts several times within a minute, so the
+		// nodes' backoff would otherwise grow to tens of seconds.
+		ReconnectMax: 2 * time.Second,
 	})
 	if n != nil {
 		defer n.Close(true)

@@ -43,6 +43,7 @@ const (
 	DefaultConcurrency    = 2
 	DefaultQueryTimeout   = 30 * time.Minute
 	DefaultStartTimeout   = 30 * time.Second
+	DefaultReconnectMax   = 5 * time.Minute
 )
 
 // maxConfigBytes bounds the file: a real one is a few kilobytes.
@@ -97,6 +98,11 @@ type Coordinator struct {
 	// ServerName overrides the host name checked against the coordinator's
 	// certificate; empty means the host of Address.
 	ServerName string `yaml:"server_name"`
+	// ReconnectMax caps the wait between attempts to reconnect, which
+	// doubles from 1s after each failure (with jitter) and starts again
+	// once a link has stayed up for a minute; zero means
+	// DefaultReconnectMax.
+	ReconnectMax Duration `yaml:"reconnect_max"`
 }
 
 // TLS names the node's certificate, key and the network CA, all PEM.
@@ -269,6 +275,9 @@ func (c *Config) setDefaults() {
 	if c.Governance.ReloadInterval == 0 {
 		c.Governance.ReloadInterval = Duration(DefaultReloadInterval)
 	}
+	if c.Coordinator.ReconnectMax == 0 {
+		c.Coordinator.ReconnectMax = Duration(DefaultReconnectMax)
+	}
 	if c.Limits.MaxRows == 0 {
 		c.Limits.MaxRows = DefaultMaxRows
 	}
@@ -319,6 +328,9 @@ func (c *Config) Validate() error {
 		if host, port, ok := strings.Cut(c.Coordinator.Address, ":"); !ok || host == "" || port == "" || strings.Contains(port, ":") {
 			bad("coordinator.address", "%q: want host:port", c.Coordinator.Address)
 		}
+	}
+	if c.Coordinator.ReconnectMax.Std() < time.Second {
+		bad("coordinator.reconnect_max", "%v is below the minimum of 1s", c.Coordinator.ReconnectMax.Std())
 	}
 
 	required("tls.cert", c.TLS.Cert)

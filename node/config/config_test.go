@@ -26,6 +26,7 @@ func TestLoadTestdata(t *testing.T) {
 		{"bad_duration.bad.yaml", []string{`"soon" is not a duration`}},
 		{"bad_address.bad.yaml", []string{"site.ods:", "coordinator.address:", "want host:port", "governance.reload_interval:",
 			"linkage.key_id:", "audit_dir: must differ from state_dir", "limits.concurrency:", "limits.max_rows:"}},
+		{"bad_reconnect_max.bad.yaml", []string{"coordinator.reconnect_max: 100ms is below the minimum of 1s"}},
 		{"two_documents.bad.yaml", []string{"more than one YAML document"}},
 		{"empty.bad.yaml", []string{"the file is empty"}},
 		{"wrong_type.bad.yaml", []string{"wrong_type.bad.yaml", "cannot unmarshal"}},
@@ -73,7 +74,8 @@ func TestLoadResolvesPathsAndDefaults(t *testing.T) {
 		}
 	}
 	if c.Limits.Concurrency != DefaultConcurrency || c.Limits.MaxRows != DefaultMaxRows ||
-		c.Limits.QueryTimeout.Std() != DefaultQueryTimeout || c.Governance.ReloadInterval.Std() != DefaultReloadInterval {
+		c.Limits.QueryTimeout.Std() != DefaultQueryTimeout || c.Governance.ReloadInterval.Std() != DefaultReloadInterval ||
+		c.Coordinator.ReconnectMax.Std() != DefaultReconnectMax {
 		t.Errorf("defaults not applied: %+v %+v", c.Limits, c.Governance)
 	}
 }
