@@ -199,38 +199,23 @@ func matrix(t *testing.T, dir, haven string, edit func(string) error, raw bool) 
 // privacyScan scans what the coordinator and the nodes wrote over all
 // twelve runs for the network's identifiers: zero hits.
 func privacyScan(t *testing.T, res *demo.Result, qs []question) {
-	sc, err := leakcheck.New(t.Context(), res.Network, filepath.Join(res.Dir, "linkage.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var linkage, typed []string
 	for _, rr := range res.Runs {
 		if rr.Definition.GetMode() == havenv1.PlanMode_PLAN_MODE_LINKAGE {
-			if err := sc.AddRun(rr.Run.GetId()); err != nil {
-				t.Fatal(err)
-			}
+			linkage = append(linkage, rr.Run.GetId())
 		}
 	}
 	for _, q := range qs {
 		for _, v := range q.params {
-			sc.Allow(v) // dates the commissioner typed
+			typed = append(typed, v) // dates the commissioner typed
 		}
 	}
-	roots := []string{filepath.Join(res.Dir, "logs"), filepath.Join(res.Dir, "coordinator", "data")}
-	for _, s := range res.Network.Sites {
-		roots = append(roots, filepath.Join(res.Dir, "nodes", s.ODS, "state"), filepath.Join(res.Dir, "nodes", s.ODS, "audit"))
-	}
-	rep, err := sc.Scan(roots...)
+	rep, err := leakcheck.ScanNetwork(t.Context(), res, linkage, typed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := sc.Counts()
-	t.Logf("privacy scan: %d files, %d bytes; %d NHS numbers, %d birth dates, %d pseudonyms; %d hits",
-		rep.Files, rep.Bytes, c.NHSNumbers, c.BirthDates, c.Pseudonyms, len(rep.Hits))
-	for i, h := range rep.Hits {
-		if i == 20 {
-			t.Errorf("… and %d more", len(rep.Hits)-20)
-			break
-		}
+	t.Logf("privacy scan of %d linkage runs: %s", len(linkage), rep)
+	for _, h := range rep.Describe(20) {
 		t.Errorf("privacy: %s", h)
 	}
 }

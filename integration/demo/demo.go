@@ -170,6 +170,22 @@ type Result struct {
 	PIDs []int
 }
 
+// Written lists the directories the coordinator and the nodes write to:
+// the process logs, the coordinator's data directory (job store and audit
+// log), and each node's state and audit directories. It is what a privacy
+// scan must read.
+func (r *Result) Written() []string {
+	l := layout{dir: r.Dir}
+	out := []string{l.path("logs"), l.coordinatorData()}
+	for _, s := range r.Network.Sites {
+		out = append(out, l.path("nodes", s.ODS, "state"), l.path("nodes", s.ODS, "audit"))
+	}
+	return out
+}
+
+// SecretFile is the network linkage secret every node reads.
+func (r *Result) SecretFile() string { return layout{dir: r.Dir}.secret() }
+
 // RunResult is one run the demo submitted.
 type RunResult struct {
 	Query      Query

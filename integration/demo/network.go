@@ -125,9 +125,6 @@ func (n *Network) CoordinatorConfig() string { return n.d.l.coordinatorConfig() 
 func (n *Network) Bundle() string         { return n.d.l.bundle() }
 func (n *Network) BoardPublicKey() string { return n.d.l.boardPublic() }
 
-// SecretFile is the network linkage secret every node reads.
-func (n *Network) SecretFile() string { return n.d.l.secret() }
-
 // CoordinatorTLS is the server TLS configuration of the coordinator's
 // certificate: what a stand-in for the coordinator at its address needs.
 func (n *Network) CoordinatorTLS() (*tls.Config, error) {

@@ -431,16 +431,9 @@ func (f *faultNet) malformedArrow(t *testing.T, ctx context.Context) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	pub, err := os.ReadFile(f.BoardPublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := policy.Load(ctx, policy.Config{BundlePath: f.Bundle(), PublicKeyPEM: pub, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cat := f.catalog(t, ctx)
 	s, _ := f.Result().Network.Site(site)
-	rogue := coordinatortest.RemoteNode(conn, eng.Catalog(), site, cdm.KindGP, int64(s.RegisteredPopulation))
+	rogue := coordinatortest.RemoteNode(conn, cat, site, cdm.KindGP, int64(s.RegisteredPopulation))
 	var putErr error
 	rogue.BeforeUpload = func(ctx context.Context, conn *grpc.ClientConn, task *havenv1.Task, _ *arrow.Schema) {
 		putErr = putGarbage(ctx, conn, task.GetTaskId())
@@ -495,7 +488,20 @@ func putGarbage(ctx context.Context, conn *grpc.ClientConn, taskID string) error
 // row limit; 0 removes it.
 func (f *faultNet) setUploadLimit(t *testing.T, maxRows int) {
 	t.Helper()
-	b, err := os.ReadFile(f.CoordinatorConfig())
+	editConfig(t, f.CoordinatorConfig(), f.CoordinatorConfig(), func(cfg map[string]any) {
+		if maxRows > 0 {
+			cfg["uploads"] = map[string]any{"max_rows": maxRows}
+		} else {
+			delete(cfg, "uploads")
+		}
+	})
+}
+
+// editConfig reads the YAML configuration at path, edits it and writes it
+// to out.
+func editConfig(t *testing.T, path, out string, edit func(cfg map[string]any)) {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,17 +509,28 @@ func (f *faultNet) setUploadLimit(t *testing.T, maxRows int) {
 	if err := yaml.Unmarshal(b, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if maxRows > 0 {
-		cfg["uploads"] = map[string]any{"max_rows": maxRows}
-	} else {
-		delete(cfg, "uploads")
-	}
+	edit(cfg)
 	if b, err = yaml.Marshal(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(f.CoordinatorConfig(), b, 0o600); err != nil {
+	if err := os.WriteFile(out, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// catalog loads the network's signed bundle, as the coordinator did, for
+// its catalogue.
+func (f *faultNet) catalog(t *testing.T, ctx context.Context) *catalog.Catalog {
+	t.Helper()
+	pub, err := os.ReadFile(f.BoardPublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := policy.Load(ctx, policy.Config{BundlePath: f.Bundle(), PublicKeyPEM: pub, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng.Catalog()
 }
 
 // checkStored checks that every run released so far is still released
@@ -626,15 +643,8 @@ func (f *faultNet) replayedRun(t *testing.T, ctx context.Context) {
 	nodetest.Eventually(t, "every node connected to the rogue coordinator", func() bool {
 		return len(rogue.ConnectedSites()) == len(f.Sites())
 	})
-	pub, err := os.ReadFile(f.BoardPublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := policy.Load(ctx, policy.Config{BundlePath: f.Bundle(), PublicKeyPEM: pub, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	def, ok := eng.Catalog().Get(admissions.Definition)
+	cat := f.catalog(t, ctx)
+	def, ok := cat.Get(admissions.Definition)
 	if !ok {
 		t.Fatalf("no definition %s", admissions.Definition)
 	}
@@ -763,26 +773,14 @@ func (f *faultNet) tamperedBundle(t *testing.T, ctx context.Context) {
 // governance bundle replaced, and returns its path.
 func swapBundle(t *testing.T, path, bundle string) string {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg map[string]any
-	if err := yaml.Unmarshal(b, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	gov, ok := cfg["governance"].(map[string]any)
-	if !ok {
-		t.Fatalf("%s has no governance section", path)
-	}
-	gov["bundle"] = bundle
-	if b, err = yaml.Marshal(cfg); err != nil {
-		t.Fatal(err)
-	}
 	out := strings.TrimSuffix(path, ".yaml") + "-" + filepath.Base(bundle) + ".yaml"
-	if err := os.WriteFile(out, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	editConfig(t, path, out, func(cfg map[string]any) {
+		gov, ok := cfg["governance"].(map[string]any)
+		if !ok {
+			t.Fatalf("%s has no governance section", path)
+		}
+		gov["bundle"] = bundle
+	})
 	return out
 }
 
@@ -810,34 +808,13 @@ func (f *faultNet) recovered(t *testing.T, ctx context.Context) {
 // state and audit log — for the network's NHS numbers, birth dates,
 // linkage secret and the pseudonyms of every linkage run.
 func (f *faultNet) privacyScan(t *testing.T, ctx context.Context) {
-	sc, err := leakcheck.New(ctx, f.Result().Network, f.SecretFile())
+	rep, err := leakcheck.ScanNetwork(ctx, f.Result(), f.linkageRuns,
+		[]string{prevalence.Parameters["index_date"], admissions.Parameters["index_date"]})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range f.linkageRuns {
-		if err := sc.AddRun(id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Dates the test typed as run parameters are in the logs because
-	// they were asked for.
-	sc.Allow(prevalence.Parameters["index_date"], admissions.Parameters["index_date"])
-	roots := []string{filepath.Join(f.Dir(), "logs"), filepath.Join(f.Dir(), "coordinator", "data")}
-	for _, s := range f.Sites() {
-		roots = append(roots, filepath.Join(f.Dir(), "nodes", s, "state"), filepath.Join(f.Dir(), "nodes", s, "audit"))
-	}
-	rep, err := sc.Scan(roots...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := sc.Counts()
-	t.Logf("privacy scan: %d files, %d bytes; needles: %d NHS numbers, %d birth dates, %d forms of the secret, %d pseudonyms of %d linkage runs; %d hits",
-		rep.Files, rep.Bytes, c.NHSNumbers, c.BirthDates, c.SecretForms, c.Pseudonyms, len(f.linkageRuns), len(rep.Hits))
-	for i, h := range rep.Hits {
-		if i == 20 {
-			t.Errorf("… and %d more", len(rep.Hits)-20)
-			break
-		}
+	t.Logf("privacy scan of %d linkage runs: %s", len(f.linkageRuns), rep)
+	for _, h := range rep.Describe(20) {
 		t.Errorf("privacy: %s", h)
 	}
 }

@@ -28,6 +28,7 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2" // reads the network's Parquet files
 
+	"github.com/havenhealth/haven/integration/demo"
 	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/node/pseudonym"
 )
@@ -169,6 +170,47 @@ type Report struct {
 	Files int
 	Bytes int64
 	Hits  []Hit
+	// Needles are what the scan looked for.
+	Needles Counts
+}
+
+// String summarises the scan.
+func (r Report) String() string {
+	c := r.Needles
+	return fmt.Sprintf("%d files, %d bytes; needles: %d NHS numbers, %d birth dates, %d forms of the secret, %d pseudonyms; %d hits",
+		r.Files, r.Bytes, c.NHSNumbers, c.BirthDates, c.SecretForms, c.Pseudonyms, len(r.Hits))
+}
+
+// Describe returns a line for each of the first max hits, and one saying
+// how many more there are.
+func (r Report) Describe(max int) []string {
+	var out []string
+	for i, h := range r.Hits {
+		if i == max {
+			out = append(out, fmt.Sprintf("… and %d more", len(r.Hits)-max))
+			break
+		}
+		out = append(out, h.String())
+	}
+	return out
+}
+
+// ScanNetwork scans everything the coordinator and the nodes of a demo
+// network wrote for the network's identifiers and the pseudonyms of the
+// given linkage runs. allowed are the dates typed as run parameters,
+// which are in the logs because they were asked for.
+func ScanNetwork(ctx context.Context, res *demo.Result, linkageRuns, allowed []string) (Report, error) {
+	s, err := New(ctx, res.Network, res.SecretFile())
+	if err != nil {
+		return Report{}, err
+	}
+	for _, id := range linkageRuns {
+		if err := s.AddRun(id); err != nil {
+			return Report{}, err
+		}
+	}
+	s.Allow(allowed...)
+	return s.Scan(res.Written()...)
 }
 
 var (
@@ -182,7 +224,7 @@ var (
 // found. A root that does not exist is an error: a scan of nothing would
 // pass.
 func (s *Scanner) Scan(roots ...string) (Report, error) {
-	var r Report
+	r := Report{Needles: s.Counts()}
 	for _, root := range roots {
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.Type().IsRegular() {
