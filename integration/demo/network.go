@@ -142,9 +142,6 @@ func (n *Network) NodeTLS(ods string) (*tls.Config, error) {
 	return pki.ClientTLS(c[0], c[1], n.s.pki.ca, "")
 }
 
-// Conn is the commissioner's connection to the coordinator.
-func (n *Network) Conn() *grpc.ClientConn { return n.conn }
-
 // Sites are the ODS codes of every site, in the network's order.
 func (n *Network) Sites() []string {
 	var out []string
@@ -501,12 +498,6 @@ func (n *Network) CoordinatorPeakRSS() (int64, error) {
 	}
 	return 0, errors.New("coordinator peak RSS: no VmHWM in /proc status")
 }
-
-// NodeLog is the log file of the process serving a site.
-func (n *Network) NodeLog(ods string) string { return n.d.nodeLog(ods) }
-
-// CoordinatorLog is the coordinator's log file.
-func (n *Network) CoordinatorLog() string { return n.d.l.log(coordinatorName) }
 
 // Close stops every process, verifies the coordinator's audit log, and
 // removes the directory unless Options.Keep is set or failed is true. It
