@@ -191,16 +191,8 @@ func (d *Dispatcher) NodeConnected(ctx context.Context, site nodelink.SiteInfo, 
 		}
 	}
 
-	d.mu.Lock()
-	runs := make([]*activeRun, 0, len(d.runs))
-	for _, r := range d.runs {
-		if _, ok := r.sites[site.ODS]; ok {
-			runs = append(runs, r)
-		}
-	}
-	d.mu.Unlock()
 	now := d.cfg.Now()
-	for _, r := range runs {
+	for _, r := range d.runsWith(site.ODS) {
 		r.mu.Lock()
 		s := r.sites[site.ODS]
 		if !s.linkLost.IsZero() {
@@ -235,16 +227,8 @@ func (d *Dispatcher) NodeConnected(ctx context.Context, site nodelink.SiteInfo, 
 // still down at the deadline the site is named DISCONNECTED.
 func (d *Dispatcher) NodeDisconnected(ctx context.Context, ods string) {
 	d.log.LogAttrs(ctx, slog.LevelDebug, "site link down; its tasks wait for the deadline", slog.String("site", ods))
-	d.mu.Lock()
-	runs := make([]*activeRun, 0, len(d.runs))
-	for _, r := range d.runs {
-		if _, ok := r.sites[ods]; ok {
-			runs = append(runs, r)
-		}
-	}
-	d.mu.Unlock()
 	now := d.cfg.Now()
-	for _, r := range runs {
+	for _, r := range d.runsWith(ods) {
 		r.mu.Lock()
 		s := r.sites[ods]
 		if !r.ended && r.run.State == havenv1.RunState_RUN_STATE_RUNNING && !finalSite(s.status.State) {
@@ -255,6 +239,19 @@ func (d *Dispatcher) NodeDisconnected(ctx context.Context, ods string) {
 		}
 		r.mu.Unlock()
 	}
+}
+
+// runsWith returns the active runs that include site ods.
+func (d *Dispatcher) runsWith(ods string) []*activeRun {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var runs []*activeRun
+	for _, r := range d.runs {
+		if _, ok := r.sites[ods]; ok {
+			runs = append(runs, r)
+		}
+	}
+	return runs
 }
 
 // timeFormat is how times appear in site errors.
