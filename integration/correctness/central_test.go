@@ -13,6 +13,7 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 
+	"github.com/havenhealth/haven/integration/releasecheck"
 	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/node/cdm"
 )
@@ -40,7 +41,7 @@ func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
 	// site is the ODS code of the directory a row's file lies in.
 	site := `regexp_extract(filename, '/sites/([^/]+)/[^/]+$', 1)`
 	var ndop []string
-	for nhs := range readNDOP(t, n) {
+	for nhs := range releasecheck.MustReadNDOP(t, n) {
 		ndop = append(ndop, nhs)
 	}
 	stmts := []string{
@@ -105,7 +106,7 @@ func list(vals []string) string {
 // codes is a codelist of the bundle as a DuckDB list literal.
 func (c *central) codes(name string) string {
 	var out []string
-	for code := range readCodelist(c.t, c.bundle, name) {
+	for code := range releasecheck.MustReadCodelist(c.t, c.bundle, name) {
 		out = append(out, code)
 	}
 	return list(out)
@@ -159,14 +160,14 @@ type measure struct {
 // answer runs a per-patient query whose first keys columns are the group
 // values and whose next columns are the measures' per-patient values, and
 // adds them up into cells.
-func (c *central) answer(query string, keys int, measures ...measure) trueTable {
+func (c *central) answer(query string, keys int, measures ...measure) releasecheck.TrueTable {
 	c.t.Helper()
 	rows, err := c.db.Query(query)
 	if err != nil {
 		c.t.Fatalf("central query: %v\n%s", err, query)
 	}
 	defer rows.Close()
-	out := trueTable{}
+	out := releasecheck.TrueTable{}
 	for rows.Next() {
 		k := make([]sql.NullString, keys)
 		v := make([]sql.NullFloat64, len(measures))
@@ -208,7 +209,7 @@ func (c *central) answer(query string, keys int, measures ...measure) trueTable 
 
 // t2dmPrevalence: by practice, ten-year band and sex, the living
 // registered patients of minAge or over, and those with type 2 diabetes.
-func (c *central) t2dmPrevalence(d string, minAge int) trueTable {
+func (c *central) t2dmPrevalence(d string, minAge int) releasecheck.TrueTable {
 	q := fmt.Sprintf(`WITH pop AS (%s), dm AS (%s)
 		SELECT site, %s, sex, 1, h, h FROM (
 			SELECT *, CASE WHEN (site, nhs) IN (SELECT * FROM dm) THEN 1 ELSE 0 END AS h FROM pop
@@ -219,7 +220,7 @@ func (c *central) t2dmPrevalence(d string, minAge int) trueTable {
 
 // t2dmEmergencyAdmissions: adults with type 2 diabetes at a practice, and
 // their distinct emergency episodes at every trust in the follow-up.
-func (c *central) t2dmEmergencyAdmissions(d string, followup int) trueTable {
+func (c *central) t2dmEmergencyAdmissions(d string, followup int) releasecheck.TrueTable {
 	q := fmt.Sprintf(`WITH pop AS (%s), adm AS (
 			SELECT %s AS nhs, count(DISTINCT (site, %s)) AS a FROM %s
 			WHERE %s = %s AND %s BETWEEN DATE %s AND DATE %s + %d GROUP BY ALL)
@@ -233,7 +234,7 @@ func (c *central) t2dmEmergencyAdmissions(d string, followup int) trueTable {
 
 // statinsCHD: adults with coronary heart disease at a practice and the
 // statin issues of the lookback window there.
-func (c *central) statinsCHD(d string, lookback int) trueTable {
+func (c *central) statinsCHD(d string, lookback int) releasecheck.TrueTable {
 	q := fmt.Sprintf(`WITH pop AS (%s), iss AS (
 			SELECT site, %s AS nhs, count(*) AS n FROM %s
 			WHERE %s IN (SELECT unnest(%s)) AND %s BETWEEN DATE %s - %d AND DATE %s GROUP BY ALL)
@@ -246,7 +247,7 @@ func (c *central) statinsCHD(d string, lookback int) trueTable {
 
 // bpControl: adults with hypertension at a practice, by practice and age
 // band, and the latest systolic reading of the lookback window there.
-func (c *central) bpControl(d string, lookback, target int) trueTable {
+func (c *central) bpControl(d string, lookback, target int) releasecheck.TrueTable {
 	q := fmt.Sprintf(`WITH pop AS (%s), sbp AS (
 			SELECT site, %s AS nhs, arg_max(%s, (%s, %s)) AS v FROM %s
 			WHERE %s IN (SELECT unnest(%s)) AND %s IS NOT NULL AND %s BETWEEN DATE %s - %d AND DATE %s GROUP BY ALL)
@@ -261,7 +262,7 @@ func (c *central) bpControl(d string, lookback, target int) trueTable {
 // copdAE: people of 35 or over with COPD at a practice, their A&E
 // attendances at every trust in the follow-up, and their emergency
 // admissions with a COPD primary diagnosis.
-func (c *central) copdAE(d string, followup int) trueTable {
+func (c *central) copdAE(d string, followup int) releasecheck.TrueTable {
 	q := fmt.Sprintf(`WITH pop AS (%s),
 		ae AS (SELECT %s AS nhs, count(*) AS n FROM %s WHERE %s BETWEEN DATE %s AND DATE %s + %d GROUP BY ALL),
 		adm AS (SELECT %s AS nhs, count(DISTINCT (site, %s)) AS n FROM %s
@@ -281,7 +282,7 @@ func (c *central) copdAE(d string, followup int) trueTable {
 // any trust, counted once, under the trust of their first such admission
 // (ties to the smaller ODS code), and their emergency admissions that
 // follow, by 1 to window days, an emergency discharge in the period.
-func (c *central) readmissions(start, end string, window int) trueTable {
+func (c *central) readmissions(start, end string, window int) releasecheck.TrueTable {
 	q := fmt.Sprintf(`WITH emerg AS (
 			SELECT site, %s AS nhs, %s AS episode, %s AS a, %s AS d FROM %s WHERE %s = %s),
 		pop AS (SELECT nhs, arg_min(site, (a, site)) AS trust FROM emerg

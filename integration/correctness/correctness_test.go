@@ -15,6 +15,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/integration/demo"
 	"github.com/havenhealth/haven/integration/leakcheck"
+	"github.com/havenhealth/haven/integration/releasecheck"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -27,7 +28,7 @@ type question struct {
 	purpose string
 	params  map[string]string
 	// answer computes the central truth.
-	answer func(c *central, p map[string]string) trueTable
+	answer func(c *central, p map[string]string) releasecheck.TrueTable
 }
 
 func atoi(t testing.TB, s string) int {
@@ -40,22 +41,22 @@ func atoi(t testing.TB, s string) int {
 }
 
 func questions(t testing.TB) []question {
-	prev := func(c *central, p map[string]string) trueTable {
+	prev := func(c *central, p map[string]string) releasecheck.TrueTable {
 		return c.t2dmPrevalence(p["index_date"], atoi(t, p["min_age"]))
 	}
-	adm := func(c *central, p map[string]string) trueTable {
+	adm := func(c *central, p map[string]string) releasecheck.TrueTable {
 		return c.t2dmEmergencyAdmissions(p["index_date"], atoi(t, p["followup_days"]))
 	}
-	statins := func(c *central, p map[string]string) trueTable {
+	statins := func(c *central, p map[string]string) releasecheck.TrueTable {
 		return c.statinsCHD(p["index_date"], atoi(t, p["lookback_days"]))
 	}
-	bp := func(c *central, p map[string]string) trueTable {
+	bp := func(c *central, p map[string]string) releasecheck.TrueTable {
 		return c.bpControl(p["index_date"], atoi(t, p["lookback_days"]), atoi(t, p["target_sbp"]))
 	}
-	copd := func(c *central, p map[string]string) trueTable {
+	copd := func(c *central, p map[string]string) releasecheck.TrueTable {
 		return c.copdAE(p["index_date"], atoi(t, p["followup_days"]))
 	}
-	readmit := func(c *central, p map[string]string) trueTable {
+	readmit := func(c *central, p map[string]string) releasecheck.TrueTable {
 		return c.readmissions(p["start"], p["end"], atoi(t, p["window_days"]))
 	}
 	type pm = map[string]string
@@ -189,7 +190,7 @@ func matrix(t *testing.T, dir, haven string, edit func(string) error, raw bool) 
 				}
 			}
 		}
-		st := checkTable(t, rr.Table, q.answer(c, q.params), meanValues, what)
+		st := releasecheck.CheckT(t, rr.Table, q.answer(c, q.params), meanValues, what)
 		fmt.Fprintf(&m, "%-28s %-8s %6d %8d %8d %v\n", q.def, q.set, st.Cells, st.Released, st.Withheld, st.Problems == 0)
 	}
 	t.Log(m.String())

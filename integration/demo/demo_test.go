@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/integration/releasecheck"
 	"github.com/havenhealth/haven/internal/pgtest"
 	"github.com/havenhealth/haven/node/audit"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
@@ -114,11 +115,11 @@ func checkDemo(t *testing.T, res *demo.Result) {
 	bundle := filepath.Join(res.Dir, "bundle")
 	prev := res.Runs[0]
 	minAge, _ := strconv.Atoi(prev.Query.Parameters["min_age"])
-	checkTable(t, prev.Table, prevalence(t, n, bundle, prev.Query.Parameters["index_date"], minAge), meanValues, "t2dm-prevalence")
+	releasecheck.CheckT(t, prev.Table, prevalence(t, n, bundle, prev.Query.Parameters["index_date"], minAge), meanValues, "t2dm-prevalence")
 
 	adm := res.Runs[1]
 	followup, _ := strconv.Atoi(adm.Query.Parameters["followup_days"])
-	checkTable(t, adm.Table, emergencyAdmissions(t, n, bundle, adm.Query.Parameters["index_date"], int32(followup)), meanValues, "t2dm-emergency-admissions")
+	releasecheck.CheckT(t, adm.Table, emergencyAdmissions(t, n, bundle, adm.Query.Parameters["index_date"], int32(followup)), meanValues, "t2dm-emergency-admissions")
 }
 
 // checkNodeAudit checks that every site the run asked recorded in its own

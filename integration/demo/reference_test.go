@@ -21,6 +21,7 @@ import (
 	"github.com/apache/arrow/go/v17/parquet/pqarrow"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
+	"github.com/havenhealth/haven/integration/releasecheck"
 	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/node/cdm"
 )
@@ -230,11 +231,11 @@ var meanValues = map[string]disclosure.ValueKind{
 
 // prevalence answers t2dm-prevalence: group (practice, age_band, sex);
 // measures patients, t2dm (counts) and prevalence (mean of has_t2dm).
-func prevalence(t testing.TB, n *synth.Network, bundle string, indexDate string, minAge int) trueTable {
+func prevalence(t testing.TB, n *synth.Network, bundle string, indexDate string, minAge int) releasecheck.TrueTable {
 	d := dayOf(t, indexDate)
-	ndop := readNDOP(t, n)
-	t2dm := readCodelist(t, bundle, "t2dm")
-	out := trueTable{}
+	ndop := releasecheck.MustReadNDOP(t, n)
+	t2dm := releasecheck.MustReadCodelist(t, bundle, "t2dm")
+	out := releasecheck.TrueTable{}
 	for _, s := range n.SitesOfKind(cdm.KindGP) {
 		people := patients(readSiteTable(t, n, s, cdm.TablePatient))
 		reg := registeredOn(readSiteTable(t, n, s, cdm.TableRegistration), s.ODS, d)
@@ -262,11 +263,11 @@ func prevalence(t testing.TB, n *synth.Network, bundle string, indexDate string,
 // population (registered, 18 or over, type 2 diabetes on or before the
 // index date), each patient's distinct emergency episodes at every trust
 // in the follow-up window, grouped by (age_band, sex).
-func emergencyAdmissions(t testing.TB, n *synth.Network, bundle string, indexDate string, followup int32) trueTable {
+func emergencyAdmissions(t testing.TB, n *synth.Network, bundle string, indexDate string, followup int32) releasecheck.TrueTable {
 	d := dayOf(t, indexDate)
 	end := d + followup
-	ndop := readNDOP(t, n)
-	t2dm := readCodelist(t, bundle, "t2dm")
+	ndop := releasecheck.MustReadNDOP(t, n)
+	t2dm := releasecheck.MustReadCodelist(t, bundle, "t2dm")
 
 	admissions := map[string]int{} // NHS number → emergency episodes across trusts
 	for _, s := range n.SitesOfKind(cdm.KindTrust) {
@@ -289,7 +290,7 @@ func emergencyAdmissions(t testing.TB, n *synth.Network, bundle string, indexDat
 		}
 	}
 
-	out := trueTable{}
+	out := releasecheck.TrueTable{}
 	for _, s := range n.SitesOfKind(cdm.KindGP) {
 		people := patients(readSiteTable(t, n, s, cdm.TablePatient))
 		reg := registeredOn(readSiteTable(t, n, s, cdm.TableRegistration), s.ODS, d)

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/release"
@@ -277,4 +278,35 @@ func ReadCodelist(bundle, name string) (map[string]bool, error) {
 		return nil, fmt.Errorf("codelist %s has no codes", name)
 	}
 	return codes, nil
+}
+
+// CheckT reports through t every problem Check finds, each prefixed by
+// what, and returns the counts.
+func CheckT(t testing.TB, tab *release.Table, truth TrueTable, means map[string]disclosure.ValueKind, what string) Stats {
+	t.Helper()
+	st, problems := Check(tab, truth, means)
+	for _, p := range problems {
+		t.Errorf("%s: %s", what, p)
+	}
+	return st
+}
+
+// MustReadNDOP is ReadNDOP for a test: an error ends it.
+func MustReadNDOP(t testing.TB, n *synth.Network) map[string]bool {
+	t.Helper()
+	m, err := ReadNDOP(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// MustReadCodelist is ReadCodelist for a test: an error ends it.
+func MustReadCodelist(t testing.TB, bundle, name string) map[string]bool {
+	t.Helper()
+	m, err := ReadCodelist(bundle, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
