@@ -19,7 +19,6 @@ import (
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/node/audit"
@@ -172,34 +171,7 @@ func (s *site) start(t *testing.T) *running {
 // task builds the coordinator's task for this site.
 func (s *site) task(t *testing.T, id, runID string) *havenv1.Task {
 	t.Helper()
-	def, ok := s.cat.Get(id)
-	if !ok {
-		t.Fatalf("no definition %s", id)
-	}
-	plan := def.Plan()
-	st, ok := plan.Task(s.site.Kind)
-	if !ok {
-		t.Fatalf("%s sites take no part in %s", s.site.Kind, id)
-	}
-	var fields []string
-	for _, f := range st.Fields {
-		fields = append(fields, f.Name)
-	}
-	mode := havenv1.PlanMode_PLAN_MODE_AGGREGATE
-	if plan.Mode == catalog.ModeLinkage {
-		mode = havenv1.PlanMode_PLAN_MODE_LINKAGE
-	}
-	kind := havenv1.SiteKind_SITE_KIND_GP
-	if s.site.Kind == cdm.KindTrust {
-		kind = havenv1.SiteKind_SITE_KIND_TRUST
-	}
-	return &havenv1.Task{
-		TaskId: runID + "." + s.site.ODS, RunId: runID,
-		DefinitionId: id, DefinitionVersion: uint32(def.Version), DefinitionHash: def.Hash(),
-		Purpose: "commissioning", RequesterOrg: "QHM", Mode: mode, SiteKind: kind, OutputFields: fields,
-		Limits:   &havenv1.UploadLimits{MaxRows: 1_000_000, MaxBytes: 64 << 20, MaxBatchBytes: 1 << 20},
-		Deadline: timestamppb.New(time.Now().Add(time.Minute)), IssuedAt: timestamppb.Now(),
-	}
+	return nodetest.Task(t, s.cat, id, runID, s.site.ODS, s.site.Kind, nil)
 }
 
 // send sends a task and waits for its outcome.

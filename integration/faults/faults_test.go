@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
 
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
@@ -644,12 +643,8 @@ func (f *faultNet) replayedRun(t *testing.T, ctx context.Context) {
 		return len(rogue.ConnectedSites()) == len(f.Sites())
 	})
 	cat := f.catalog(t, ctx)
-	def, ok := cat.Get(admissions.Definition)
-	if !ok {
-		t.Fatalf("no definition %s", admissions.Definition)
-	}
 	for _, s := range f.Result().Network.Sites {
-		task := replayTask(t, def, replayed.GetId(), s.ODS, s.Kind)
+		task := replayTask(t, cat, replayed.GetId(), s.ODS, s.Kind)
 		if err := rogue.SendTaskTo(s.ODS, task); err != nil {
 			t.Fatal(err)
 		}
@@ -673,33 +668,15 @@ func (f *faultNet) replayedRun(t *testing.T, ctx context.Context) {
 }
 
 // replayTask is the task a coordinator would send site for run runID.
-func replayTask(t *testing.T, def *catalog.Definition, runID, ods string, kind cdm.SiteKind) *havenv1.Task {
+func replayTask(t *testing.T, cat *catalog.Catalog, runID, ods string, kind cdm.SiteKind) *havenv1.Task {
 	t.Helper()
-	plan := def.Plan()
-	st, ok := plan.Task(kind)
-	if !ok {
-		t.Fatalf("%s sites take no part in %s", kind, def.ID)
-	}
-	var fields []string
-	for _, fl := range st.Fields {
-		fields = append(fields, fl.Name)
-	}
-	siteKind := havenv1.SiteKind_SITE_KIND_GP
-	if kind == cdm.KindTrust {
-		siteKind = havenv1.SiteKind_SITE_KIND_TRUST
-	}
 	params := map[string]*havenv1.ParameterValue{
 		"index_date":    {Value: &havenv1.ParameterValue_DateValue{DateValue: admissions.Parameters["index_date"]}},
 		"followup_days": {Value: &havenv1.ParameterValue_IntValue{IntValue: 365}},
 	}
-	return &havenv1.Task{
-		TaskId: "replay-" + ods, RunId: runID,
-		DefinitionId: def.ID, DefinitionVersion: uint32(def.Version), DefinitionHash: def.Hash(), Parameters: params,
-		Purpose: admissions.Purpose, RequesterOrg: "QHM", Mode: havenv1.PlanMode_PLAN_MODE_LINKAGE, SiteKind: siteKind,
-		OutputFields: fields,
-		Limits:       &havenv1.UploadLimits{MaxRows: 1_000_000, MaxBytes: 64 << 20, MaxBatchBytes: 1 << 20},
-		Deadline:     timestamppb.New(time.Now().Add(time.Minute)), IssuedAt: timestamppb.Now(),
-	}
+	task := nodetest.Task(t, cat, admissions.Definition, runID, ods, kind, params)
+	task.TaskId = "replay-" + ods
+	return task
 }
 
 // tamperedBundle gives the coordinator and a node a bundle with one byte

@@ -196,35 +196,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 // otherwise.
 func (e *env) task(t *testing.T, id, runID string, params map[string]*havenv1.ParameterValue) *havenv1.Task {
 	t.Helper()
-	def, ok := e.cat.Get(id)
-	if !ok {
-		t.Fatalf("no definition %s", id)
-	}
-	plan := def.Plan()
-	st, ok := plan.Task(e.site.Kind)
-	if !ok {
-		t.Fatalf("%s sites take no part in %s", e.site.Kind, id)
-	}
-	var fields []string
-	for _, f := range st.Fields {
-		fields = append(fields, f.Name)
-	}
-	mode := havenv1.PlanMode_PLAN_MODE_AGGREGATE
-	if plan.Mode == catalog.ModeLinkage {
-		mode = havenv1.PlanMode_PLAN_MODE_LINKAGE
-	}
-	kind := havenv1.SiteKind_SITE_KIND_GP
-	if e.site.Kind == cdm.KindTrust {
-		kind = havenv1.SiteKind_SITE_KIND_TRUST
-	}
-	return &havenv1.Task{
-		TaskId: runID + "-" + e.site.ODS, RunId: runID,
-		DefinitionId: id, DefinitionVersion: uint32(def.Version), DefinitionHash: def.Hash(),
-		Parameters: params, Purpose: "commissioning", RequesterOrg: "QHM",
-		Mode: mode, SiteKind: kind, OutputFields: fields,
-		Limits:   &havenv1.UploadLimits{MaxRows: 1_000_000, MaxBytes: 64 << 20, MaxBatchBytes: 1 << 20},
-		Deadline: timestamppb.New(time.Now().Add(time.Minute)), IssuedAt: timestamppb.Now(),
-	}
+	return nodetest.Task(t, e.cat, id, runID, e.site.ODS, e.site.Kind, params)
 }
 
 // compiled compiles a task the way the node does, binding the whole
