@@ -15,6 +15,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/havenhealth/haven/coordinator/admission"
 	"github.com/havenhealth/haven/coordinator/api"
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/authn"
@@ -131,8 +133,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	handler.d = s.runs
 
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.ChainUnaryInterceptor(auth.UnaryInterceptor()),
+		grpc.Creds(handshakeLog{TransportCredentials: credentials.NewTLS(tlsCfg), log: log}),
+		grpc.ChainUnaryInterceptor(auth.UnaryInterceptor(), api.UnaryLimit()),
 		grpc.ChainStreamInterceptor(auth.StreamInterceptor()),
 		// One record batch travels in one message.
 		grpc.MaxRecvMsgSize(int(cfg.Uploads.MaxBatchBytes)+1<<20),
@@ -141,7 +143,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
 	havenv1.RegisterNodeLinkServer(s.grpc, s.links)
-	havenv1.RegisterCoordinatorServer(s.grpc, api.New(s.policy, s.runs, log))
+	havenv1.RegisterCoordinatorServer(s.grpc, api.New(s.policy, s.runs, admission.New(s.store), log))
 	flight.RegisterFlightServiceServer(s.grpc, flightsvc.New(uploads{s.runs}, s.runs, log))
 	return s, nil
 }
@@ -257,6 +259,36 @@ func (s *Service) Close() error {
 		s.audit = nil
 	}
 	return errors.Join(errs...)
+}
+
+// handshakeLog is the coordinator's TLS credentials, logging each refused
+// client certificate with its cause (another CA, expired), so an operator
+// can tell a misissued certificate from a network fault.
+type handshakeLog struct {
+	credentials.TransportCredentials
+	log *slog.Logger
+}
+
+// ServerHandshake implements credentials.TransportCredentials.
+func (h handshakeLog) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	c, info, err := h.TransportCredentials.ServerHandshake(conn)
+	if cause := pki.HandshakeCause(err); cause != "" {
+		attrs := []slog.Attr{slog.String("remote", conn.RemoteAddr().String()), slog.String("cause", cause),
+			slog.String("error", err.Error())}
+		var ve *tls.CertificateVerificationError
+		if errors.As(err, &ve) && len(ve.UnverifiedCertificates) > 0 {
+			cert := ve.UnverifiedCertificates[0]
+			attrs = append(attrs, slog.String("subject", cert.Subject.String()), slog.String("issuer", cert.Issuer.String()),
+				slog.Time("not_after", cert.NotAfter))
+		}
+		h.log.LogAttrs(context.Background(), slog.LevelWarn, "TLS handshake refused", attrs...)
+	}
+	return c, info, err
+}
+
+// Clone implements credentials.TransportCredentials.
+func (h handshakeLog) Clone() credentials.TransportCredentials {
+	return handshakeLog{TransportCredentials: h.TransportCredentials.Clone(), log: h.log}
 }
 
 // lateHandler forwards node-link events to the dispatcher, which is built

@@ -41,7 +41,11 @@ type DefinitionRef struct {
 
 // SubmitCounts are the requester's recent activity, for rate limits.
 type SubmitCounts struct {
+	// RunsLast24h are the requester's submissions in the last 24 hours
+	// that policy did not refuse.
 	RunsLast24h int `json:"runs_last_24h"`
+	// RefusedLast24h are those it refused.
+	RefusedLast24h int `json:"refused_last_24h"`
 }
 
 // SubmitInput is the input of haven/submit, evaluated by the coordinator
@@ -138,6 +142,11 @@ const (
 	CodePolicyUndefined = "policy_undefined"
 	CodePolicyTimeout   = "policy_timeout"
 )
+
+// CodeRefusedLimitExceeded is the haven/submit reason that the requester
+// has had as many submissions refused as the bundle allows in a day; the
+// coordinator then stores nothing of the request.
+const CodeRefusedLimitExceeded = "refused_limit_exceeded"
 
 // Decision is the outcome of a decision: allow, or deny with reasons.
 type Decision struct {

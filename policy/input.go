@@ -29,7 +29,9 @@ func (in SubmitInput) astValue() (ast.Value, error) {
 		item("purpose", ast.StringTerm(in.Purpose)),
 	)
 	if in.Counts != nil {
-		obj.Insert(ast.StringTerm("counts"), ast.ObjectTerm(item("runs_last_24h", ast.IntNumberTerm(in.Counts.RunsLast24h))))
+		obj.Insert(ast.StringTerm("counts"), ast.ObjectTerm(
+			item("runs_last_24h", ast.IntNumberTerm(in.Counts.RunsLast24h)),
+			item("refused_last_24h", ast.IntNumberTerm(in.Counts.RefusedLast24h))))
 	}
 	return obj, nil
 }

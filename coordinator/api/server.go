@@ -19,7 +19,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -33,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/havenhealth/haven/coordinator/admission"
 	"github.com/havenhealth/haven/coordinator/authn"
 	"github.com/havenhealth/haven/coordinator/dispatch"
 	"github.com/havenhealth/haven/coordinator/store"
@@ -55,7 +55,6 @@ type Runs interface {
 	GetRun(ctx context.Context, p authn.Principal, id string) (*havenv1.Run, error)
 	ListRuns(ctx context.Context, p authn.Principal, q store.ListQuery) ([]*havenv1.Run, string, error)
 	FindSubmitted(ctx context.Context, p authn.Principal, clientRequestID string) (*havenv1.Run, bool, error)
-	RecentRuns(ctx context.Context, p authn.Principal, since time.Time) (int, error)
 	CancelRun(ctx context.Context, p authn.Principal, runID, reason string) (*havenv1.Run, error)
 	Watch(ctx context.Context, p authn.Principal, runID string) (*dispatch.Watch, error)
 }
@@ -63,22 +62,25 @@ type Runs interface {
 // Server implements havenv1.CoordinatorServer.
 type Server struct {
 	havenv1.UnimplementedCoordinatorServer
-	gov  Governance
-	runs Runs
-	log  *slog.Logger
-	now  func() time.Time
+	gov   Governance
+	runs  Runs
+	admit *admission.Controller
+	log   *slog.Logger
+	now   func() time.Time
 
 	mu        sync.Mutex
-	approvals map[string]approval // of revision approvalsOf
+	approvals map[string]approval // of revision approvRev
+	purposes  []string            // data.purposes of revision approvRev, sorted
 	approvRev string
 }
 
-// New returns the Coordinator service.
-func New(gov Governance, runs Runs, log *slog.Logger) *Server {
+// New returns the Coordinator service; admit counts submissions for
+// haven/submit's limits.
+func New(gov Governance, runs Runs, admit *admission.Controller, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{gov: gov, runs: runs, log: log, now: time.Now}
+	return &Server{gov: gov, runs: runs, admit: admit, log: log, now: time.Now}
 }
 
 func principal(ctx context.Context) (authn.Principal, error) {
@@ -179,22 +181,29 @@ func (s *Server) definition(id string) (*catalog.Definition, error) {
 		for _, d := range cat.Definitions() {
 			ids = append(ids, d.ID)
 		}
-		return nil, status.Errorf(codes.NotFound, "no definition %q in the approved catalogue (bundle %s); it has: %s",
-			id, s.gov.Revision(), strings.Join(ids, ", "))
+		return nil, status.Errorf(codes.NotFound, "no definition %s in the approved catalogue (bundle %s); it has: %s",
+			quote(id), s.gov.Revision(), strings.Join(ids, ", "))
 	}
 	return d, nil
 }
 
 // SubmitRun implements havenv1.CoordinatorServer.
+//
+// A request that is malformed or over a bound (see bounds.go) is refused
+// with InvalidArgument and nothing is stored. A well-formed request is
+// decided by haven/submit and stored, allowed or refused, unless the
+// requester has reached the bundle's limit of refused submissions: then
+// it is refused with ResourceExhausted and nothing is stored, so refused
+// requests cannot grow the store and audit log without bound.
 func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (*havenv1.SubmitRunResponse, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkSubmit(req); err != nil {
+		return nil, err
+	}
 	if crid := req.GetClientRequestId(); crid != "" {
-		if err := havenv1.CheckID(crid); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "client_request_id: %v", err)
-		}
 		run, ok, err := s.runs.FindSubmitted(ctx, p, crid)
 		if err != nil {
 			return nil, s.internal(ctx, "look up client_request_id", err)
@@ -207,9 +216,6 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if req.GetPurpose() == "" {
-		return nil, status.Errorf(codes.InvalidArgument, "purpose is required%s", purposesHint(s.approvalsNow()[d.ID]))
-	}
 	raw, err := rawParameters(d, req.GetParameters())
 	if err != nil {
 		return nil, err
@@ -219,21 +225,29 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 		return nil, status.Errorf(codes.InvalidArgument, "parameters of %s:\n%v", d.ID, err)
 	}
 	now := s.now()
-	recent, err := s.runs.RecentRuns(ctx, p, now.Add(-24*time.Hour))
+	// Counting, deciding and storing happen under the requester's
+	// admission lock, so parallel submissions are counted one by one.
+	counts, release, err := s.admit.Begin(ctx, admission.Requester{Org: p.Org, ID: p.ID}, now)
 	if err != nil {
-		return nil, s.internal(ctx, "count recent runs", err)
+		return nil, s.internal(ctx, "count submissions", err)
 	}
+	defer release()
 	dec, err := s.gov.Submit(ctx, policy.SubmitInput{
 		Now:        now,
 		Requester:  policy.Requester{ID: p.ID, Org: p.Org, Roles: p.Roles},
 		Definition: policy.DefinitionRef{ID: d.ID, Hash: d.Hash(), Codelists: d.CodelistNames()},
 		Parameters: policy.ParametersOf(bound),
 		Purpose:    req.GetPurpose(),
-		Counts:     &policy.SubmitCounts{RunsLast24h: recent},
+		Counts:     &policy.SubmitCounts{RunsLast24h: counts.Started, RefusedLast24h: counts.Refused},
 	})
 	if err != nil {
 		// The decision denies with a policy_error reason; the run records it.
 		s.log.LogAttrs(ctx, slog.LevelError, "haven/submit failed", slog.String("definition", d.ID), slog.String("error", err.Error()))
+	}
+	if r, ok := reason(dec, policy.CodeRefusedLimitExceeded); ok {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "submission refused and not stored", slog.String("requester", p.String()),
+			slog.Int("refused_last_24h", counts.Refused))
+		return nil, status.Errorf(codes.ResourceExhausted, "%s; nothing was stored", r.Message)
 	}
 	run, err := s.runs.Submit(ctx, dispatch.Submission{Definition: d, Bound: bound, Purpose: req.GetPurpose(),
 		Requester: p, ClientRequestID: req.GetClientRequestId(), Decision: dec})
@@ -241,6 +255,60 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 		return nil, s.internal(ctx, "submit run", err)
 	}
 	return &havenv1.SubmitRunResponse{Run: run}, nil
+}
+
+func reason(dec policy.Decision, code string) (policy.Reason, bool) {
+	for _, r := range dec.Reasons {
+		if r.Code == code {
+			return r, true
+		}
+	}
+	return policy.Reason{}, false
+}
+
+// checkSubmit checks a submission's fields against the bounds, and its
+// purpose against the bundle's list, before anything is looked up.
+func (s *Server) checkSubmit(req *havenv1.SubmitRunRequest) error {
+	var bad problems
+	if err := checkText("definition_id", req.GetDefinitionId(), MaxIDBytes); err != nil {
+		bad.addf("%v", err)
+	} else if req.GetDefinitionId() == "" {
+		bad.addf("definition_id is required")
+	}
+	if crid := req.GetClientRequestId(); crid != "" {
+		if err := havenv1.CheckID(crid); err != nil {
+			bad.addf("client_request_id %s: %v", quote(crid), err)
+		}
+	}
+	purposes := s.purposesNow()
+	switch p := req.GetPurpose(); {
+	case p == "":
+		bad.addf("purpose is required; the bundle's purposes are: %s", strings.Join(purposes, ", "))
+	case len(p) > MaxPurposeBytes:
+		bad.addf("purpose is %d bytes, over the limit of %d", len(p), MaxPurposeBytes)
+	case !slices.Contains(purposes, p):
+		bad.addf("purpose %s is not one of the bundle's purposes: %s", quote(p), strings.Join(purposes, ", "))
+	}
+	params := req.GetParameters()
+	if len(params) > MaxParameters {
+		bad.addf("%d parameters, over the limit of %d", len(params), MaxParameters)
+	} else {
+		for _, name := range slices.Sorted(maps.Keys(params)) {
+			if err := checkText("parameter name", name, MaxParameterNameBytes); err != nil {
+				bad.addf("%v", err)
+				continue
+			}
+			if v, _, ok := params[name].Text(); ok {
+				if err := checkText("parameters."+name, v, MaxParameterValueBytes); err != nil {
+					bad.addf("%v", err)
+				}
+			}
+		}
+	}
+	if !bad.empty() {
+		return bad.err("the submission was refused and nothing was stored")
+	}
+	return nil
 }
 
 func purposesHint(a approval) string {
@@ -255,24 +323,24 @@ func purposesHint(a approval) string {
 // does not declare are passed on for Bind to report, with suggestions.
 func rawParameters(d *catalog.Definition, in map[string]*havenv1.ParameterValue) (map[string]string, error) {
 	out := make(map[string]string, len(in))
-	var problems []string
+	var bad problems
 	for _, name := range slices.Sorted(maps.Keys(in)) {
 		v := in[name]
 		p, declared := d.Parameter(name)
 		s, typ, ok := v.Text()
 		if !ok {
-			problems = append(problems, fmt.Sprintf("parameters.%s: no value given", name))
+			bad.addf("parameters.%s: no value given", name)
 			continue
 		}
 		kind := catalog.ParamType(typ)
 		if declared && p.Type != kind {
-			problems = append(problems, fmt.Sprintf("parameters.%s: parameter %s is a %s, not a %s", name, name, p.Type, kind))
+			bad.addf("parameters.%s: parameter %s is a %s, not a %s", name, name, p.Type, kind)
 			continue
 		}
 		out[name] = s
 	}
-	if len(problems) > 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "parameters of %s:\n%s", d.ID, strings.Join(problems, "\n"))
+	if !bad.empty() {
+		return nil, bad.err("parameters of " + d.ID)
 	}
 	return out, nil
 }
@@ -351,8 +419,8 @@ func (s *Server) CancelRun(ctx context.Context, req *havenv1.CancelRunRequest) (
 	if err := checkRunID(req.GetRunId()); err != nil {
 		return nil, err
 	}
-	if len(req.GetReason()) > 500 {
-		return nil, status.Error(codes.InvalidArgument, "reason is over 500 characters")
+	if len(req.GetReason()) > MaxReasonBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "reason is %d bytes, over the limit of %d", len(req.GetReason()), MaxReasonBytes)
 	}
 	run, err := s.runs.CancelRun(ctx, p, req.GetRunId(), req.GetReason())
 	if err != nil {
@@ -393,14 +461,27 @@ type approval struct {
 // approvalsNow returns the approvals of the active bundle, read once per
 // revision from the verified data.json.
 func (s *Server) approvalsNow() map[string]approval {
+	a, _ := s.bundleData()
+	return a
+}
+
+// purposesNow returns the keys of the active bundle's data.purposes,
+// sorted: the purposes a submission may state.
+func (s *Server) purposesNow() []string {
+	_, p := s.bundleData()
+	return p
+}
+
+func (s *Server) bundleData() (map[string]approval, []string) {
 	rev := s.gov.Revision()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.approvals != nil && s.approvRev == rev {
-		return s.approvals
+		return s.approvals, s.purposes
 	}
 	var data struct {
 		Approvals map[string]approval `json:"approvals"`
+		Purposes  map[string]any      `json:"purposes"`
 	}
 	b, err := fs.ReadFile(s.gov.Files(), "data.json")
 	if err == nil {
@@ -413,7 +494,8 @@ func (s *Server) approvalsNow() map[string]approval {
 		data.Approvals = map[string]approval{}
 	}
 	s.approvals, s.approvRev = data.Approvals, rev
-	return s.approvals
+	s.purposes = slices.Sorted(maps.Keys(data.Purposes))
+	return s.approvals, s.purposes
 }
 
 // summary describes a definition for the catalogue. The approval is

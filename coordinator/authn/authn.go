@@ -195,6 +195,10 @@ func (a *Authenticator) check(ctx context.Context, fullMethod string) (context.C
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	if want, ok := RequiredKind(fullMethod); ok && p.Kind != want {
+		if p.Kind == KindNode {
+			return nil, status.Errorf(codes.PermissionDenied, "%s is for users; the caller presented a node certificate (site %s), which cannot call the commissioner API: use a user certificate or token",
+				fullMethod, p.ODS)
+		}
 		return nil, status.Errorf(codes.PermissionDenied, "%s is for %ss; the caller is %s", fullMethod, want, p)
 	}
 	return NewContext(ctx, p), nil

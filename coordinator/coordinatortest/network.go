@@ -53,6 +53,9 @@ type Options struct {
 	Users map[string]string
 	// Sites, if set, are the network's configured members.
 	Sites []config.Site
+	// Data, if set, edits the bundle's data.json (decoded) before it is
+	// signed; tests use it to set limits.
+	Data func(data map[string]any)
 }
 
 // Network is a running test coordinator and the files it runs from.
@@ -104,7 +107,7 @@ func New(tb testing.TB, opts Options) *Network {
 	if _, _, err := pki.WriteFiles(filepath.Join(dir, "pki"), "server", certPEM, keyPEM); err != nil {
 		tb.Fatal(err)
 	}
-	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"))
+	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"), opts.Data)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -173,9 +176,9 @@ func repoRoot() string {
 
 // signedBundle copies the reference bundle to dst, makes every approval
 // name its definition's current hash (so these tests do not depend on
-// the reference hashes), and signs it with a key made here, whose public
+// the reference hashes), applies edit to its data, and signs it with a key made here, whose public
 // half goes to pubPath.
-func signedBundle(tb testing.TB, dst, pubPath string) (string, *catalog.Catalog) {
+func signedBundle(tb testing.TB, dst, pubPath string, edit func(map[string]any)) (string, *catalog.Catalog) {
 	tb.Helper()
 	src := filepath.Join(repoRoot(), "policy", "bundle")
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
@@ -216,6 +219,9 @@ func signedBundle(tb testing.TB, dst, pubPath string) (string, *catalog.Catalog)
 		if a, ok := approvals[d.ID].(map[string]any); ok {
 			a["hash"] = d.Hash()
 		}
+	}
+	if edit != nil {
+		edit(data)
 	}
 	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
 		tb.Fatal(err)
@@ -316,7 +322,7 @@ func (n *Network) NodeCert(ods string) (certFile, keyFile string) {
 
 // UserCert returns a user certificate.
 func (n *Network) UserCert(id, org string, roles ...string) (certFile, keyFile string) {
-	return n.issue("user-"+id, pki.Request{Kind: pki.KindUser, ID: id, Org: org, Roles: roles})
+	return n.issue("user-"+id+"-"+org, pki.Request{Kind: pki.KindUser, ID: id, Org: org, Roles: roles})
 }
 
 // Dial connects with a client certificate.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,16 +17,23 @@ import (
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
-// mayRead reports whether p may see run: its requester, anyone in the
-// requester's organisation, or an operator.
+// isRequester reports whether p is the principal that submitted run. A
+// principal is an (organisation, user) pair: the same user id in another
+// organisation is another person.
+func isRequester(p authn.Principal, run *havenv1.Run) bool {
+	return p.Org != "" && run.GetRequester().GetId() == p.ID && run.GetRequester().GetOrg() == p.Org
+}
+
+// mayRead reports whether p may see run: anyone in the requester's
+// organisation (the requester included), or an operator.
 func mayRead(p authn.Principal, run *havenv1.Run) bool {
-	return p.Kind == authn.KindUser && (p.Operator || run.GetRequester().GetId() == p.ID || run.GetRequester().GetOrg() == p.Org)
+	return p.Kind == authn.KindUser && (p.Operator || (p.Org != "" && run.GetRequester().GetOrg() == p.Org))
 }
 
 // mayAct reports whether p may cancel run or fetch its table: its
 // requester or an operator.
 func mayAct(p authn.Principal, run *havenv1.Run) bool {
-	return p.Kind == authn.KindUser && (p.Operator || run.GetRequester().GetId() == p.ID)
+	return p.Kind == authn.KindUser && (p.Operator || isRequester(p, run))
 }
 
 // notFound is what a caller who may not see a run is told, so that run ids
@@ -87,7 +93,7 @@ func (d *Dispatcher) ListRuns(ctx context.Context, p authn.Principal, q store.Li
 // FindSubmitted returns the run a requester submitted with a client
 // request id, if any.
 func (d *Dispatcher) FindSubmitted(ctx context.Context, p authn.Principal, clientRequestID string) (*havenv1.Run, bool, error) {
-	run, err := d.cfg.Store.FindRunByClientRequestID(ctx, p.ID, clientRequestID)
+	run, err := d.cfg.Store.FindRunByClientRequestID(ctx, p.Org, p.ID, clientRequestID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, false, nil
 	}
@@ -100,31 +106,6 @@ func (d *Dispatcher) FindSubmitted(ctx context.Context, p authn.Principal, clien
 		r.mu.Unlock()
 	}
 	return run, true, nil
-}
-
-// RecentRuns counts the runs p started (not refused) since t, for
-// haven/submit's rate limit.
-func (d *Dispatcher) RecentRuns(ctx context.Context, p authn.Principal, since time.Time) (int, error) {
-	q := store.ListQuery{RequesterOrg: p.Org, PageSize: 500}
-	n := 0
-	for {
-		runs, next, err := d.cfg.Store.ListRuns(ctx, q)
-		if err != nil {
-			return 0, fmt.Errorf("count recent runs: %w", err)
-		}
-		for _, run := range runs {
-			if run.GetSubmittedAt().AsTime().Before(since) {
-				return n, nil
-			}
-			if run.GetRequester().GetId() == p.ID && run.GetState() != havenv1.RunState_RUN_STATE_REFUSED {
-				n++
-			}
-		}
-		if next == "" {
-			return n, nil
-		}
-		q.PageToken = next
-	}
 }
 
 // Release returns the released table of a run, as Arrow IPC, to its

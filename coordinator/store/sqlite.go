@@ -52,6 +52,13 @@ var migrations = []string{
 		sha256     TEXT NOT NULL,
 		arrow_ipc  BLOB NOT NULL
 	);`,
+	// 2: a requester is an (organisation, user) pair, so a client request
+	// id is unique per pair; the same user id in another organisation is
+	// another person.
+	`DROP INDEX runs_client_request;
+	CREATE UNIQUE INDEX runs_client_request ON runs (requester_org, requester_id, client_request_id)
+		WHERE client_request_id IS NOT NULL;
+	CREATE INDEX runs_requester ON runs (requester_org, requester_id, submitted_at);`,
 }
 
 // OpenSQLite opens (creating if need be) the store at path and brings its
@@ -208,11 +215,11 @@ func (s *SQLite) GetRun(ctx context.Context, id string) (*havenv1.Run, error) {
 }
 
 // FindRunByClientRequestID implements Store.
-func (s *SQLite) FindRunByClientRequestID(ctx context.Context, requesterID, clientRequestID string) (*havenv1.Run, error) {
+func (s *SQLite) FindRunByClientRequestID(ctx context.Context, requesterOrg, requesterID, clientRequestID string) (*havenv1.Run, error) {
 	var id string
 	var b []byte
-	err := s.db.QueryRowContext(ctx, `SELECT id, snapshot FROM runs WHERE requester_id = ? AND client_request_id = ?`,
-		requesterID, clientRequestID).Scan(&id, &b)
+	err := s.db.QueryRowContext(ctx, `SELECT id, snapshot FROM runs WHERE requester_org = ? AND requester_id = ? AND client_request_id = ?`,
+		requesterOrg, requesterID, clientRequestID).Scan(&id, &b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("client request %s: %w", clientRequestID, ErrNotFound)
 	}
@@ -323,6 +330,21 @@ func (s *SQLite) ListRuns(ctx context.Context, q ListQuery) ([]*havenv1.Run, str
 		next = encodePageToken(lastTS, lastID)
 	}
 	return runs, next, nil
+}
+
+// CountSubmissions implements Store.
+func (s *SQLite) CountSubmissions(ctx context.Context, org, id string, since time.Time) (SubmissionCounts, error) {
+	var c SubmissionCounts
+	err := s.db.QueryRowContext(ctx, `SELECT
+		COALESCE(SUM(CASE WHEN state = ? THEN 0 ELSE 1 END), 0),
+		COALESCE(SUM(CASE WHEN state = ? THEN 1 ELSE 0 END), 0)
+		FROM runs WHERE requester_org = ? AND requester_id = ? AND submitted_at >= ?`,
+		int32(havenv1.RunState_RUN_STATE_REFUSED), int32(havenv1.RunState_RUN_STATE_REFUSED), org, id, since.UnixNano()).
+		Scan(&c.Started, &c.Refused)
+	if err != nil {
+		return SubmissionCounts{}, fmt.Errorf("count submissions of %s of %s: %w", id, org, err)
+	}
+	return c, nil
 }
 
 // InterruptActive implements Store.

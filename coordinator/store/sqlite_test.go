@@ -110,8 +110,21 @@ func TestErrors(t *testing.T) {
 	if err := s.CreateRun(ctx, dup); !errors.Is(err, ErrAlreadyExists) {
 		t.Errorf("duplicate client request id: %v", err)
 	}
-	if got, err := s.FindRunByClientRequestID(ctx, "ana", "req-1"); err != nil || got.Id != r.Id {
+	if got, err := s.FindRunByClientRequestID(ctx, "QYG", "ana", "req-1"); err != nil || got.Id != r.Id {
 		t.Errorf("FindRunByClientRequestID = %v, %v", got, err)
+	}
+	// The same user id in another organisation is another requester: it
+	// neither finds the run nor collides with its client request id.
+	if _, err := s.FindRunByClientRequestID(ctx, "QHM", "ana", "req-1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("another organisation's ana found the run: %v", err)
+	}
+	other := testRun(4, havenv1.RunState_RUN_STATE_PENDING)
+	other.ClientRequestId = "req-1"
+	if other.Requester.Org == r.Requester.Org {
+		t.Fatal("test runs 1 and 4 should be of different organisations")
+	}
+	if err := s.CreateRun(ctx, other); err != nil {
+		t.Errorf("another organisation's ana with the same client request id: %v", err)
 	}
 	if _, err := s.GetRun(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("GetRun unknown: %v", err)

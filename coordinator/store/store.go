@@ -28,15 +28,17 @@ var (
 // Store is the coordinator's job store.
 type Store interface {
 	// CreateRun stores a new run. It fails with ErrAlreadyExists if a
-	// run with that id, or with that requester's client request id, exists.
+	// run with that id, or with that requester's (organisation, user,
+	// client request id), exists.
 	CreateRun(ctx context.Context, run *havenv1.Run) error
 	// UpdateRun replaces the stored snapshot of an existing run.
 	UpdateRun(ctx context.Context, run *havenv1.Run) error
 	// GetRun returns the run with id, or ErrNotFound.
 	GetRun(ctx context.Context, id string) (*havenv1.Run, error)
-	// FindRunByClientRequestID returns the run a requester submitted with
-	// clientRequestID, or ErrNotFound; it makes SubmitRun idempotent.
-	FindRunByClientRequestID(ctx context.Context, requesterID, clientRequestID string) (*havenv1.Run, error)
+	// FindRunByClientRequestID returns the run a requester (organisation
+	// and user id) submitted with clientRequestID, or ErrNotFound; it makes
+	// SubmitRun idempotent.
+	FindRunByClientRequestID(ctx context.Context, requesterOrg, requesterID, clientRequestID string) (*havenv1.Run, error)
 	// ListRuns returns runs newest first, a page at a time.
 	ListRuns(ctx context.Context, q ListQuery) (runs []*havenv1.Run, nextPageToken string, err error)
 	// InterruptActive marks every run that is still pending, running or
@@ -44,6 +46,11 @@ type Store interface {
 	// A coordinator calls it at start-up and on shutdown: the in-memory
 	// part of those runs is gone.
 	InterruptActive(ctx context.Context, reason string, at time.Time) (int, error)
+
+	// CountSubmissions counts the runs a requester (organisation and
+	// user id) submitted at or after since: those refused by policy, and
+	// the rest.
+	CountSubmissions(ctx context.Context, org, id string, since time.Time) (SubmissionCounts, error)
 
 	// PutRelease stores the released table of a run, once; a second
 	// release of the same run fails with ErrAlreadyExists.
@@ -62,6 +69,15 @@ type ListQuery struct {
 	RequesterOrg string             // empty for all
 	PageSize     int                // 0 for the default (50); at most 500
 	PageToken    string             // from the previous page
+}
+
+// SubmissionCounts are a requester's recent submissions.
+type SubmissionCounts struct {
+	// Started are runs that were not refused by policy, whatever became
+	// of them.
+	Started int
+	// Refused are runs haven/submit refused.
+	Refused int
 }
 
 // Release is a disclosure-controlled table released for a run.

@@ -8,9 +8,12 @@
 #     requester    {id, org, roles}
 #     definition   {id, hash, codelists (optional)}
 #     parameters   {name: value}
-#     purpose      one of data.purposes
-#     counts       {runs_last_24h}: runs this requester started in the last
-#                  24 hours; required while data.rate_limits sets a limit
+#     purpose      one of data.purposes, and one that a role of the
+#                  requester may state (data.roles[role].purposes)
+#     counts       {runs_last_24h, refused_last_24h}: the requester's
+#                  submissions in the last 24 hours that were not refused,
+#                  and those that were; each required while data.rate_limits
+#                  sets its limit. A requester is (org, id).
 #
 #   decision is {allow, reasons}; allow holds exactly when reasons is empty.
 package haven.submit
@@ -44,8 +47,11 @@ allowed if {
 		not data.restricted_codelists[name]
 	}
 	within_rate
+	within_refused_rate
 	some role in input.requester.roles
 	role in approval.roles
+	purpose_known
+	role_may_state_purpose
 }
 
 within_rate if not data.rate_limits.runs_per_requester_per_24h
@@ -121,6 +127,28 @@ reasons contains lib.reason("purpose_not_permitted", sprintf("definition %q is n
 
 purpose_permitted if input.purpose in approval.purposes
 
+# A purpose is one of the bundle's, and each role states only the purposes
+# the board lists for it, so a role cannot pick the purpose with the
+# weakest thresholds.
+reasons contains lib.reason("purpose_unknown", "the purpose is not one of the bundle's purposes") if {
+	is_string(input.purpose)
+	not purpose_known
+}
+
+purpose_known if data.purposes[input.purpose]
+
+reasons contains lib.reason("purpose_not_permitted_for_role", "none of the requester's roles may state this purpose") if {
+	is_string(input.purpose)
+	purpose_known
+	role_permitted
+	not role_may_state_purpose
+}
+
+role_may_state_purpose if {
+	some role in input.requester.roles
+	input.purpose in data.roles[role].purposes
+}
+
 reasons contains r if {
 	approval
 	some r in lib.parameter_reasons(object.get(input, "parameters", {}), object.get(approval, "parameters", {}))
@@ -130,12 +158,37 @@ reasons contains r if {
 	some r in lib.codelists_reasons(object.get(input, ["definition", "codelists"], []))
 }
 
-reasons contains lib.reason("rate_limit_unknown", "counts.runs_last_24h is required while a rate limit is set") if {
+# Both limits share one message, so that missing counts give one reason.
+rate_limit_unknown := lib.reason("rate_limit_unknown", "counts.runs_last_24h and counts.refused_last_24h are required while rate limits are set")
+
+reasons contains rate_limit_unknown if {
 	data.rate_limits.runs_per_requester_per_24h
 	not counted
 }
 
 counted if is_number(input.counts.runs_last_24h)
+
+# Refused submissions count too, against their own larger limit: past it
+# the coordinator stores nothing more of the requester's for the day.
+within_refused_rate if not data.rate_limits.refused_per_requester_per_24h
+
+within_refused_rate if {
+	refused_counted
+	input.counts.refused_last_24h < data.rate_limits.refused_per_requester_per_24h
+}
+
+refused_counted if is_number(input.counts.refused_last_24h)
+
+reasons contains rate_limit_unknown if {
+	data.rate_limits.refused_per_requester_per_24h
+	not refused_counted
+}
+
+reasons contains lib.reason("refused_limit_exceeded", sprintf("the requester has had %d submissions refused in 24 hours, the limit", [limit])) if {
+	limit := data.rate_limits.refused_per_requester_per_24h
+	refused_counted
+	input.counts.refused_last_24h >= limit
+}
 
 reasons contains lib.reason("rate_limit_exceeded", sprintf("the requester has reached the limit of %d runs in 24 hours", [limit])) if {
 	limit := data.rate_limits.runs_per_requester_per_24h

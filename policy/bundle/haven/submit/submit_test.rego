@@ -8,7 +8,7 @@ base_input := {
 	"definition": {"id": "t2dm-emergency-admissions", "hash": lib.fixture_hash, "codelists": ["t2dm"]},
 	"parameters": lib.fixture_parameters,
 	"purpose": "commissioning",
-	"counts": {"runs_last_24h": 3},
+	"counts": {"runs_last_24h": 3, "refused_last_24h": 0},
 }
 
 # eval runs the decision on base_input patched with patch.
@@ -124,7 +124,9 @@ test_deny_role if {
 }
 
 test_deny_purpose if {
-	denied_for(eval({"purpose": "research"}), {"purpose_not_permitted"})
+	# research is neither in the approval nor a purpose an analyst states.
+	denied_for(eval({"purpose": "research"}), {"purpose_not_permitted", "purpose_not_permitted_for_role"})
+	denied_for(eval({"purpose": "clinical_audit"}), {"purpose_not_permitted"})
 	denied_for(eval_without(["purpose"]), {"purpose_not_permitted"})
 }
 
@@ -165,4 +167,41 @@ test_every_failure_is_reported_in_order if {
 	d := eval({"purpose": "research", "requester": {"roles": ["researcher"]}, "parameters": {"followup_days": 1}})
 	denied_for(d, {"purpose_not_permitted", "role_not_permitted", "parameter_below_min"})
 	d.reasons == sort(d.reasons)
+}
+
+test_deny_unknown_purpose if {
+	denied_for(eval({"purpose": "marketing"}), {"purpose_unknown", "purpose_not_permitted"})
+}
+
+# An approval a researcher may run for research.
+researcher_approvals := json.patch(lib.fixture_approvals, [
+	{"op": "add", "path": "/t2dm-emergency-admissions/roles/-", "value": "researcher"},
+	{"op": "add", "path": "/t2dm-emergency-admissions/purposes/-", "value": "research"},
+])
+
+test_deny_purpose_not_for_role if {
+	# The approval lists commissioning, but a researcher may not state it.
+	inp := object.union(base_input, {"requester": {"roles": ["researcher"]}})
+	d := decision with input as inp with data.approvals as researcher_approvals
+	denied_for(d, {"purpose_not_permitted_for_role"})
+	quick_path_sound(inp, researcher_approvals)
+	inp2 := object.union(base_input, {"requester": {"roles": ["researcher"]}, "purpose": "research"})
+	d2 := decision with input as inp2 with data.approvals as researcher_approvals
+	d2.allow
+	quick_path_sound(inp2, researcher_approvals)
+}
+
+test_deny_refused_limit if {
+	denied_for(eval({"counts": {"refused_last_24h": 200}}), {"refused_limit_exceeded"})
+	eval({"counts": {"refused_last_24h": 199}}).allow
+	denied_for(eval({"counts": {"refused_last_24h": "0"}}), {"rate_limit_unknown"})
+	d := decision with input as json.remove(base_input, ["counts/refused_last_24h"])
+		with data.approvals as lib.fixture_approvals
+	denied_for(d, {"rate_limit_unknown"})
+}
+
+test_deny_refused_message_does_not_echo_input if {
+	d := eval({"counts": {"refused_last_24h": 12345}})
+	some r in d.reasons
+	not contains(r.message, "12345")
 }
