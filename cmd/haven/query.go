@@ -70,6 +70,15 @@ func (f *queryFlags) dial() (*grpc.ClientConn, error) {
 		if f.cert == "" || f.key == "" {
 			return nil, errors.New("--cert and --key go together")
 		}
+		// Say why a certificate would be refused before the coordinator
+		// can only say that the handshake failed.
+		id, err := pki.CheckClientCert(f.cert, f.ca, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		if id.Kind != pki.KindUser {
+			return nil, fmt.Errorf("certificate %s is a %s certificate (%s); haven query needs a user certificate", f.cert, id.Kind, id)
+		}
 		tc, err := pki.ClientTLS(f.cert, f.key, f.ca, f.serverName)
 		if err != nil {
 			return nil, err
@@ -107,6 +116,9 @@ func rpcError(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
+	}
+	if cause := pki.HandshakeCause(err); cause != "" && st.Code() == codes.Unavailable {
+		return fmt.Errorf("the coordinator refused the TLS handshake: %s (%s)", cause, st.Message())
 	}
 	label := map[codes.Code]string{
 		codes.InvalidArgument:    "invalid request",
@@ -420,13 +432,13 @@ func runOutcome(run *havenv1.Run) error {
 	switch run.GetState() {
 	case havenv1.RunState_RUN_STATE_REFUSED:
 		var b strings.Builder
-		fmt.Fprintf(&b, "run %s was refused by policy:", run.GetId())
+		fmt.Fprintf(&b, "run %s was refused by policy:", safeText(run.GetId()))
 		for _, r := range run.GetPolicyReasons() {
-			fmt.Fprintf(&b, "\n  %s: %s", r.GetCode(), r.GetMessage())
+			fmt.Fprintf(&b, "\n  %s: %s", safeText(r.GetCode()), safeText(r.GetMessage()))
 		}
 		return errors.New(b.String())
 	case havenv1.RunState_RUN_STATE_FAILED, havenv1.RunState_RUN_STATE_CANCELLED, havenv1.RunState_RUN_STATE_INTERRUPTED:
-		return fmt.Errorf("run %s is %s: %s", run.GetId(), stateName(run.GetState()), run.GetError())
+		return fmt.Errorf("run %s is %s: %s", safeText(run.GetId()), stateName(run.GetState()), safeText(run.GetError()))
 	}
 	return nil
 }
@@ -489,11 +501,11 @@ func printRun(w io.Writer, run *havenv1.Run) {
 	names := slices.Sorted(maps.Keys(run.GetParameters()))
 	var ps []string
 	for _, n := range names {
-		ps = append(ps, n+"="+valueString(run.GetParameters()[n]))
+		ps = append(ps, safeText(n)+"="+safeText(valueString(run.GetParameters()[n])))
 	}
 	fmt.Fprintf(w, "run         %s\nstate       %s\ndefinition  %s v%d (%s)\nparameters  %s\npurpose     %s\nrequester   %s (%s)\n",
-		run.GetId(), stateName(run.GetState()), run.GetDefinitionId(), run.GetDefinitionVersion(), modeName(run.GetMode()),
-		strings.Join(ps, " "), run.GetPurpose(), run.GetRequester().GetId(), run.GetRequester().GetOrg())
+		safeText(run.GetId()), stateName(run.GetState()), safeText(run.GetDefinitionId()), run.GetDefinitionVersion(), modeName(run.GetMode()),
+		strings.Join(ps, " "), safeText(run.GetPurpose()), safeText(run.GetRequester().GetId()), safeText(run.GetRequester().GetOrg()))
 	fmt.Fprintf(w, "submitted   %s\n", run.GetSubmittedAt().AsTime().Format(time.RFC3339))
 	if run.GetDeadline() != nil {
 		fmt.Fprintf(w, "deadline    %s\n", run.GetDeadline().AsTime().Format(time.RFC3339))
@@ -507,10 +519,10 @@ func printRun(w io.Writer, run *havenv1.Run) {
 			cov.GetPopulationAnswered(), cov.GetPopulationExpected())
 	}
 	for _, r := range run.GetPolicyReasons() {
-		fmt.Fprintf(w, "reason      %s: %s\n", r.GetCode(), r.GetMessage())
+		fmt.Fprintf(w, "reason      %s: %s\n", safeText(r.GetCode()), safeText(r.GetMessage()))
 	}
 	if run.GetError() != "" {
-		fmt.Fprintf(w, "error       %s\n", run.GetError())
+		fmt.Fprintf(w, "error       %s\n", safeText(run.GetError()))
 	}
 	if rel := run.GetRelease(); rel != nil {
 		fmt.Fprintf(w, "released    %d rows, %d values released, %d withheld (counts under %d withheld, rounded to %d)\n",
@@ -524,8 +536,8 @@ func printRun(w io.Writer, run *havenv1.Run) {
 			for _, r := range s.GetReasons() {
 				detail = strings.TrimSpace(detail + " " + r.GetCode() + ": " + r.GetMessage())
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d rows\t%s\n", s.GetSiteOds(), strings.ToLower(strings.TrimPrefix(s.GetKind().String(), "SITE_KIND_")),
-				siteStateName(s.GetState()), s.GetRows(), detail)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d rows\t%s\n", safeText(s.GetSiteOds()), strings.ToLower(strings.TrimPrefix(s.GetKind().String(), "SITE_KIND_")),
+				siteStateName(s.GetState()), s.GetRows(), safeText(detail))
 		}
 		tw.Flush()
 	}
@@ -620,9 +632,9 @@ func newQueryRunsCmd(a *app, f *queryFlags) *cobra.Command {
 					}
 					for _, r := range resp.GetRuns() {
 						cov := r.GetCoverage()
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", r.GetId(), r.GetDefinitionId(), stateName(r.GetState()),
-							r.GetSubmittedAt().AsTime().Format(time.RFC3339), r.GetRequester().GetId(),
-							cov.GetSitesAnswered(), cov.GetSitesExpected(), r.GetPurpose())
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", safeText(r.GetId()), safeText(r.GetDefinitionId()), stateName(r.GetState()),
+							r.GetSubmittedAt().AsTime().Format(time.RFC3339), safeText(r.GetRequester().GetId()),
+							cov.GetSitesAnswered(), cov.GetSitesExpected(), safeText(r.GetPurpose()))
 						n++
 					}
 					if token = resp.GetNextPageToken(); token == "" {
