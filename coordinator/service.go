@@ -36,6 +36,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/planner"
 	"github.com/havenhealth/haven/coordinator/store"
+	"github.com/havenhealth/haven/internal/dirlock"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/policy"
@@ -55,6 +56,7 @@ type Service struct {
 	links  *nodelink.Server
 	runs   *dispatch.Dispatcher
 	grpc   *grpc.Server
+	lock   *dirlock.Lock // the data directory, held until Close
 }
 
 // New opens the store, the audit log and the governance bundle named by
@@ -86,6 +88,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	// Before anything in the directory is opened: a second coordinator on
+	// it would fork the audit chain.
+	if s.lock, err = dirlock.Acquire(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("coordinator not started: %w", err)
 	}
 	if s.store, err = store.OpenSQLite(ctx, cfg.StorePath()); err != nil {
 		return nil, err
@@ -256,6 +263,10 @@ func (s *Service) Close() error {
 		errs = append(errs, s.audit.Close())
 		s.audit = nil
 	}
+	// Last: the next process may take the directory once nothing here
+	// writes to it.
+	errs = append(errs, s.lock.Release())
+	s.lock = nil
 	return errors.Join(errs...)
 }
 
