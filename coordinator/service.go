@@ -97,8 +97,19 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	if s.store, err = store.OpenSQLite(ctx, cfg.StorePath()); err != nil {
 		return nil, err
 	}
-	if s.audit, err = audit.Open(cfg.AuditPath()); err != nil {
-		return nil, err
+	var opened audit.Opened
+	if s.audit, opened, err = audit.OpenAnchored(ctx, cfg.AuditPath(), s.store); err != nil {
+		return nil, fmt.Errorf("coordinator not started: the audit log %s and the job store %s disagree: %w (README: \"When the coordinator refuses to start\")",
+			cfg.AuditPath(), cfg.StorePath(), err)
+	}
+	if opened.Adopted {
+		seq, head := s.audit.Head()
+		log.LogAttrs(ctx, slog.LevelInfo, "audit log anchored in the job store for the first time",
+			slog.Uint64("entries", seq), slog.String("head", head))
+	}
+	if opened.Unanchored > 0 {
+		log.LogAttrs(ctx, slog.LevelWarn, "audit log entries after the anchored head accepted (the machine stopped before the store recorded them)",
+			slog.Uint64("entries", opened.Unanchored))
 	}
 	if err := s.interruptLeftovers(ctx, "the coordinator restarted while the run was in progress; its linked rows were held only in memory"); err != nil {
 		return nil, err
