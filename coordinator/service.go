@@ -99,8 +99,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	}
 	var opened audit.Opened
 	if s.audit, opened, err = audit.OpenAnchored(ctx, cfg.AuditPath(), s.store); err != nil {
-		return nil, fmt.Errorf("coordinator not started: the audit log %s and the job store %s disagree: %w (README: \"When the coordinator refuses to start\")",
-			cfg.AuditPath(), cfg.StorePath(), err)
+		return nil, fmt.Errorf("coordinator not started: %w; job store %s (README: \"When the coordinator refuses to start\")",
+			err, cfg.StorePath())
 	}
 	if opened.Adopted {
 		seq, head := s.audit.Head()
