@@ -38,6 +38,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/planner"
 	"github.com/havenhealth/haven/coordinator/store"
+	"github.com/havenhealth/haven/internal/dirlock"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/policy"
@@ -57,6 +58,7 @@ type Service struct {
 	links  *nodelink.Server
 	runs   *dispatch.Dispatcher
 	grpc   *grpc.Server
+	lock   *dirlock.Lock // the data directory, held until Close
 }
 
 // New opens the store, the audit log and the governance bundle named by
@@ -89,11 +91,27 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	// Before anything in the directory is opened: a second coordinator on
+	// it would fork the audit chain.
+	if s.lock, err = dirlock.Acquire(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("coordinator not started: %w", err)
+	}
 	if s.store, err = store.OpenSQLite(ctx, cfg.StorePath()); err != nil {
 		return nil, err
 	}
-	if s.audit, err = audit.Open(cfg.AuditPath()); err != nil {
-		return nil, err
+	var opened audit.Opened
+	if s.audit, opened, err = audit.OpenAnchored(ctx, cfg.AuditPath(), s.store); err != nil {
+		return nil, fmt.Errorf("coordinator not started: %w; job store %s (README: \"When the coordinator refuses to start\")",
+			err, cfg.StorePath())
+	}
+	if opened.Adopted {
+		seq, head := s.audit.Head()
+		log.LogAttrs(ctx, slog.LevelInfo, "audit log anchored in the job store for the first time",
+			slog.Uint64("entries", seq), slog.String("head", head))
+	}
+	if opened.Unanchored > 0 {
+		log.LogAttrs(ctx, slog.LevelWarn, "audit log entries after the anchored head accepted (the machine stopped before the store recorded them)",
+			slog.Uint64("entries", opened.Unanchored))
 	}
 	if err := s.interruptLeftovers(ctx, "the coordinator restarted while the run was in progress; its linked rows were held only in memory"); err != nil {
 		return nil, err
@@ -258,6 +276,10 @@ func (s *Service) Close() error {
 		errs = append(errs, s.audit.Close())
 		s.audit = nil
 	}
+	// Last: the next process may take the directory once nothing here
+	// writes to it.
+	errs = append(errs, s.lock.Release())
+	s.lock = nil
 	return errors.Join(errs...)
 }
 

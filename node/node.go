@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/havenhealth/haven/internal/buildinfo"
+	"github.com/havenhealth/haven/internal/dirlock"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/audit"
 	"github.com/havenhealth/haven/node/cdm"
@@ -74,6 +75,7 @@ type Node struct {
 	engine  *policy.Engine
 	ledger  *pseudonym.Ledger
 	journal *state.Journal
+	lock    *dirlock.Lock // the state directory, held until close
 	audit   *audit.Log
 	plugin  *plugin
 	conn    *grpc.ClientConn
@@ -121,6 +123,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
+	}
+	// Before anything in the state directory is opened: two nodes on one
+	// site would share a journal and an audit log.
+	if n.lock, err = dirlock.Acquire(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("node not started: %w", err)
 	}
 	if n.ledger, err = pseudonym.OpenLedger(cfg.StateDir); err != nil {
 		return nil, err
@@ -428,6 +435,9 @@ func (n *Node) close() {
 		if n.audit != nil {
 			errs = append(errs, n.audit.Close())
 		}
+		// Last: another process may take the site once nothing here
+		// writes to it.
+		errs = append(errs, n.lock.Release())
 		if err := errors.Join(errs...); err != nil {
 			n.log.Warn("closing", "error", err)
 		}

@@ -80,11 +80,12 @@ type Record struct {
 // Log is an open audit log file. It is safe for concurrent use; appends are
 // serialised and each is synced to disk before Append returns.
 type Log struct {
-	mu   sync.Mutex
-	path string
-	f    *os.File
-	last Entry // zero Seq when the log is empty
-	now  func() time.Time
+	mu     sync.Mutex
+	path   string
+	f      *os.File
+	last   Entry // zero Seq when the log is empty
+	now    func() time.Time
+	anchor Anchor // nil for a log kept without one (tests, tools)
 }
 
 // Open opens the log at path, creating it if absent. It verifies the whole
@@ -160,6 +161,14 @@ func (l *Log) Append(ctx context.Context, r Record) (Entry, error) {
 		return Entry{}, fmt.Errorf("audit: sync %s: %w", l.path, err)
 	}
 	l.last = e
+	if l.anchor != nil {
+		// After the entry is on disk: a crash between the two leaves the
+		// log one entry ahead of its anchor, which OpenAnchored accepts;
+		// the other order would leave it one behind, which looks like a cut.
+		if err := l.anchor.StoreAuditHead(context.WithoutCancel(ctx), e.Seq, e.Hash); err != nil {
+			return e, fmt.Errorf("audit: entry %d written but not anchored: %w", e.Seq, err)
+		}
+	}
 	return e, nil
 }
 

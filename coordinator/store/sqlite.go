@@ -22,7 +22,9 @@ import (
 // SQLite is the embedded Store, a single file through modernc.org/sqlite
 // (pure Go, so the coordinator needs no cgo).
 type SQLite struct {
-	db *sql.DB
+	db       *sql.DB
+	anchorDB *sql.DB   // a connection of its own for the audit anchor (anchor.go)
+	anchor   *sql.Stmt // its one statement, prepared
 }
 
 var _ Store = (*SQLite)(nil)
@@ -59,6 +61,16 @@ var migrations = []string{
 	CREATE UNIQUE INDEX runs_client_request ON runs (requester_org, requester_id, client_request_id)
 		WHERE client_request_id IS NOT NULL;
 	CREATE INDEX runs_requester ON runs (requester_org, requester_id, submitted_at);`,
+	// 3: the audit log's head, kept beside the runs it describes so that a
+	// log cut short, emptied or forked no longer matches (see anchor.go).
+	// seq -1 marks a store that has never anchored a log.
+	`CREATE TABLE audit_anchor (
+		id         INTEGER PRIMARY KEY CHECK (id = 1),
+		seq        INTEGER NOT NULL,
+		hash       TEXT NOT NULL,
+		updated_at INTEGER NOT NULL -- unix nanoseconds
+	);
+	INSERT INTO audit_anchor (id, seq, hash, updated_at) VALUES (1, -1, '', 0);`,
 }
 
 // OpenSQLite opens (creating if need be) the store at path and brings its
@@ -76,6 +88,20 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	db.SetMaxOpenConns(1)
 	s := &SQLite{db: db}
 	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open job store %s: %w", path, err)
+	}
+	// The audit anchor is written after every audit append and need not
+	// wait for the disk (see StoreAuditHead); a second connection with
+	// synchronous=NORMAL keeps that from weakening the runs' commits.
+	anchorDSN := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(5000)"
+	if s.anchorDB, err = sql.Open("sqlite", anchorDSN); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open job store %s: %w", path, err)
+	}
+	s.anchorDB.SetMaxOpenConns(1)
+	if s.anchor, err = s.anchorDB.PrepareContext(ctx, `UPDATE audit_anchor SET seq = ?, hash = ?, updated_at = ? WHERE id = 1`); err != nil {
+		s.anchorDB.Close()
 		db.Close()
 		return nil, fmt.Errorf("open job store %s: %w", path, err)
 	}
@@ -444,4 +470,6 @@ func (s *SQLite) GetRelease(ctx context.Context, runID string) (Release, error) 
 }
 
 // Close implements Store.
-func (s *SQLite) Close() error { return s.db.Close() }
+func (s *SQLite) Close() error {
+	return errors.Join(s.anchor.Close(), s.anchorDB.Close(), s.db.Close())
+}

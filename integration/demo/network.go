@@ -120,6 +120,22 @@ func (n *Network) NodeConfig(ods string) string { return n.d.l.nodeConfig(ods) }
 // CoordinatorConfig is the path of the coordinator's configuration.
 func (n *Network) CoordinatorConfig() string { return n.d.l.coordinatorConfig() }
 
+// CoordinatorData is the coordinator's data directory (job store and
+// audit log).
+func (n *Network) CoordinatorData() string { return n.d.l.coordinatorData() }
+
+// CoordinatorPID is the pid of the coordinator process last started.
+func (n *Network) CoordinatorPID() int { return n.coord.pid() }
+
+// NodePID is the pid of the node process serving a site.
+func (n *Network) NodePID(ods string) (int, error) {
+	p, err := n.node(ods)
+	if err != nil {
+		return 0, err
+	}
+	return p.pid(), nil
+}
+
 // Bundle is the directory of the signed governance bundle every party
 // loads, and BoardPublicKey the key it verifies with.
 func (n *Network) Bundle() string         { return n.d.l.bundle() }

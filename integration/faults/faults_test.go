@@ -114,6 +114,9 @@ func TestFaults(t *testing.T) {
 		{"malformed Arrow from a node", f.malformedArrow},
 		{"replayed run id", f.replayedRun},
 		{"tampered or unsigned bundle", f.tamperedBundle},
+		{"second coordinator", f.secondCoordinator},
+		{"second node", f.secondNode},
+		{"audit log cut", f.auditLogCut},
 		{"recovered", f.recovered},
 	}
 	for _, s := range steps {

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -49,6 +50,12 @@ type LaunchConfig struct {
 	StartTimeout    time.Duration
 	DescribeTimeout time.Duration
 	QueryTimeout    time.Duration
+
+	// afterCheck, when set, runs once the bytes to run have been checked
+	// and before the process starts: the window in which an attacker would
+	// swap the file at Path. Only tests set it (export_test.go), to swap
+	// it there deterministically.
+	afterCheck func()
 }
 
 func (c *LaunchConfig) checkAndSetDefaults() error {
@@ -101,20 +108,27 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch connector %s: %w", cfg.Path, err)
 	}
-	if fi, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("launch connector: %w", err)
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("launch connector %s: not a regular file", path)
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("launch connector %s: %w", path, err)
+	}
+	sum, _ := hex.DecodeString(cfg.SHA256) // checked above
+	// Run a private copy, never the file at path: whoever can write path
+	// could otherwise replace it between the checksum and the exec.
+	dir, bin, err := privateCopy(path, sum)
+	if err != nil {
+		return nil, fmt.Errorf("launch connector: %w", err)
+	}
+	// Once the process has started it keeps the file open; the copy's name
+	// is needed by nothing after that, whatever happens.
+	defer os.RemoveAll(dir)
+	if cfg.afterCheck != nil {
+		cfg.afterCheck()
 	}
 	start := cfg.StartTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		start = min(start, time.Until(dl))
 	}
-	sum, _ := hex.DecodeString(cfg.SHA256) // checked above
-	cmd := exec.Command(path, cfg.Args...)
+	cmd := exec.Command(bin, cfg.Args...)
 	cmd.Env = append([]string{}, cfg.Env...)
 	logger := cfg.Logger.With("connector", filepath.Base(path))
 	client := plugin.NewClient(&plugin.ClientConfig{
@@ -122,6 +136,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Host, error) {
 		VersionedPlugins: versionedPlugins(nil, nil),
 		Cmd:              cmd,
 		SkipHostEnv:      true,
+		// The copy is checked again, by go-plugin, just before it runs.
 		SecureConfig:     &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
@@ -212,6 +227,55 @@ func exitedWithin(c *plugin.Client, d time.Duration) bool {
 // running. A node defers it in main, so that no plugin outlives the node
 // even when a Host was never closed.
 func CleanupPlugins() { plugin.CleanupClients() }
+
+// privateCopy copies the plugin binary at path into a new directory that
+// only this user can write, hashing the bytes as it writes them, and checks
+// that they have the checksum want (go-plugin then checks the copy as it
+// lies on disk, just before it runs it). It returns the directory (the
+// caller removes it) and the copy's path. What runs is then the bytes that
+// were checked: the file at path may change afterwards without effect.
+func privateCopy(path string, want []byte) (dir, bin string, err error) {
+	src, err := os.Open(path)
+	if err != nil {
+		return "", "", err
+	}
+	defer src.Close()
+	// Of the file opened, not of the name, which may have changed since.
+	if fi, err := src.Stat(); err != nil {
+		return "", "", err
+	} else if !fi.Mode().IsRegular() {
+		return "", "", fmt.Errorf("%s: not a regular file", path)
+	}
+	tmp, err := os.MkdirTemp("", "haven-connector-") // mode 0700
+	if err != nil {
+		return "", "", fmt.Errorf("copy %s to run it: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	bin = filepath.Join(tmp, filepath.Base(path))
+	dst, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o700)
+	if err != nil {
+		return "", "", fmt.Errorf("copy %s to run it: %w", path, err)
+	}
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(dst, h), src)
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("copy %s to run it: %w", path, err)
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, want) {
+		return "", "", fmt.Errorf("%s: %w: it has sha256 %x, want %x", path, ErrChecksumMismatch, got, want)
+	}
+	if err := os.Chmod(bin, 0o500); err != nil {
+		return "", "", fmt.Errorf("copy %s to run it: %w", path, err)
+	}
+	return tmp, bin, nil
+}
 
 // FileSHA256 returns the hex SHA-256 checksum of the file at path, the
 // form LaunchConfig.SHA256 takes.

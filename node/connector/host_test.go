@@ -499,3 +499,78 @@ func TestCloseIsIdempotent(t *testing.T) {
 		t.Errorf("Describe after Close: err = %v, want ErrPluginExited", err)
 	}
 }
+
+// TestSwapAfterCheckRunsCheckedBytes is the issue's row "the connector
+// plugin binary: checked by SHA-256, then executed by path". Between the
+// check and the start the file at the configured path is replaced by other
+// code (a script that leaves a marker); what starts is still the checked
+// plugin, and the other code never runs.
+func TestSwapAfterCheckRunsCheckedBytes(t *testing.T) {
+	bin := cache.Plugin(t, doublePkg)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "haven-connector-double")
+	orig, err := os.ReadFile(bin.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, orig, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir() // where Launch makes its private copies
+	t.Setenv("TMPDIR", tmp)
+	ranChecked := filepath.Join(dir, "checked-ran")
+	ranOther := filepath.Join(dir, "other-ran")
+	other := []byte("#!/bin/sh\ntouch " + ranOther + "\nexec " + bin.Path + " \"$@\"\n")
+
+	cfg := connector.LaunchConfig{
+		Path:   path,
+		SHA256: bin.SHA256,
+		Args:   []string{"-touch", ranChecked},
+		Logger: slog.New(slog.DiscardHandler),
+	}
+	swapped := false
+	connector.SetAfterCheck(&cfg, func() {
+		// Replace the name (a new file), as an attacker with write access
+		// to the directory would.
+		tmp := path + ".new"
+		if err := os.WriteFile(tmp, other, 0o755); err != nil {
+			t.Error(err)
+			return
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Error(err)
+			return
+		}
+		swapped = true
+	})
+	h, err := connector.Launch(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("Launch: %v", err)
+	}
+	defer h.Close()
+	if !swapped {
+		t.Fatal("the file was not swapped between check and start")
+	}
+	if _, err := h.Describe(t.Context()); err != nil {
+		t.Fatalf("Describe: %v", err)
+	}
+	if _, err := os.Stat(ranChecked); err != nil {
+		t.Errorf("the checked plugin did not run: %v", err)
+	}
+	if _, err := os.Stat(ranOther); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the code swapped in after the check ran (stat: %v)", err)
+	}
+
+	// The next launch checks the file as it is now, and refuses it.
+	if _, err := connector.Launch(t.Context(), connector.LaunchConfig{Path: path, SHA256: bin.SHA256,
+		Logger: slog.New(slog.DiscardHandler)}); !errors.Is(err, connector.ErrChecksumMismatch) {
+		t.Fatalf("launch of the swapped file: %v, want ErrChecksumMismatch", err)
+	}
+	if _, err := os.Stat(ranOther); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the swapped-in code ran (stat: %v)", err)
+	}
+	// No copy is left behind.
+	if left, err := os.ReadDir(tmp); err != nil || len(left) > 0 {
+		t.Errorf("private copies left behind in %s: %v %v", tmp, left, err)
+	}
+}
