@@ -166,3 +166,15 @@ test_every_failure_is_reported_in_order if {
 	denied_for(d, {"purpose_not_permitted", "role_not_permitted", "parameter_below_min"})
 	d.reasons == sort(d.reasons)
 }
+
+test_deny_off_grid_naming_nearest_allowed if {
+	approvals := json.patch(lib.fixture_approvals, [{"op": "add", "path": "/t2dm-emergency-admissions/parameters/index_date/step", "value": "month_start"}])
+	inp := object.union(base_input, {"parameters": {"index_date": "2025-06-02"}})
+	d := decision with input as inp with data.approvals as approvals
+	denied_for(d, {"parameter_off_grid"})
+	d.reasons[0].message == "index_date 2025-06-02 is not a month start; nearest allowed: 2025-06-01, 2025-07-01"
+	quick_path_sound(inp, approvals)
+	ok := object.union(base_input, {"parameters": {"index_date": "2025-06-01"}})
+	allowed with input as ok with data.approvals as approvals
+	quick_path_sound(ok, approvals)
+}
