@@ -3,11 +3,14 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/havenhealth/haven/policy/catalog"
 )
@@ -75,6 +78,7 @@ func TestSubmitWithBoundDefinition(t *testing.T) {
 		Parameters: params,
 		Purpose:    "commissioning",
 		Counts:     &SubmitCounts{},
+		Ledger:     &SubmitLedger{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
 	}
 	dec, err := e.Submit(context.Background(), in)
 	if err != nil || !dec.Allow {
@@ -88,6 +92,41 @@ func TestSubmitWithBoundDefinition(t *testing.T) {
 	}
 	if dec, _ := e.Submit(context.Background(), in); dec.Allow {
 		t.Error("string parameters passed a numeric range")
+	}
+
+	// The reference bundle's release-ledger rules, through Haven's engine
+	// (strict built-ins): an off-grid value, a repeat of a run, a budget
+	// used up, and a missing ledger are each refused with their reason.
+	in.Parameters = params
+	earlier := func(id, user, org string, p map[string]any, ago time.Duration) LedgerEntry {
+		return LedgerEntry{RunID: id, Requester: LedgerRequester{ID: user, Org: org}, Parameters: p, SubmittedAt: testNow.Add(-ago), Released: true}
+	}
+	other := func(date string) map[string]any { return map[string]any{"index_date": date, "followup_days": int64(180)} }
+	offGrid := maps.Clone(params)
+	offGrid["index_date"] = "2023-04-02"
+	budget := []LedgerEntry{}
+	for i := range 20 {
+		budget = append(budget, earlier(fmt.Sprintf("run-%d", i), "a1", "QWE", other(fmt.Sprintf("%d-01-01", 2000+i)), time.Duration(i)*time.Hour))
+	}
+	for _, tc := range []struct {
+		name    string
+		params  map[string]any
+		ledger  *SubmitLedger
+		code    string
+		message string
+	}{
+		{"off grid", offGrid, in.Ledger, "parameter_off_grid", "index_date 2023-04-02 is not a month start; nearest allowed: 2023-04-01, 2023-05-01"},
+		{"near duplicate", params, &SubmitLedger{Since: in.Ledger.Since, Entries: []LedgerEntry{earlier("run-FIRST", "b2", "XYZ", params, 24*time.Hour)}},
+			"near_duplicate", "run run-FIRST (released, submitted 2026-02-28)"},
+		{"budget", params, &SubmitLedger{Since: in.Ledger.Since, Entries: budget}, "budget_exceeded", "the requester has had 20 runs"},
+		{"no ledger", params, nil, "ledger_unknown", "release ledger"},
+	} {
+		in := in
+		in.Parameters, in.Ledger = tc.params, tc.ledger
+		dec, err := e.Submit(context.Background(), in)
+		if err != nil || dec.Allow || len(dec.Reasons) != 1 || dec.Reasons[0].Code != tc.code || !strings.Contains(dec.Reasons[0].Message, tc.message) {
+			t.Errorf("%s: allow=%v reasons=%v err=%v, want only %s naming %q", tc.name, dec.Allow, dec.Reasons, err, tc.code, tc.message)
+		}
 	}
 }
 
@@ -117,6 +156,7 @@ func TestEditedDefinitionLosesItsApproval(t *testing.T) {
 		Parameters: ParametersOf(b),
 		Purpose:    "commissioning",
 		Counts:     &SubmitCounts{},
+		Ledger:     &SubmitLedger{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
 	})
 	if err != nil || dec.Allow || codes(dec)[0] != "definition_hash_mismatch" {
 		t.Errorf("edited definition: allow=%v reasons=%v err=%v", dec.Allow, codes(dec), err)
