@@ -101,7 +101,9 @@ func TestSubmitWithBoundDefinition(t *testing.T) {
 	earlier := func(id, user, org string, p map[string]any, ago time.Duration) LedgerEntry {
 		return LedgerEntry{RunID: id, Requester: LedgerRequester{ID: user, Org: org}, Parameters: p, SubmittedAt: testNow.Add(-ago), Released: true}
 	}
-	other := func(date string) map[string]any { return map[string]any{"index_date": date, "followup_days": int64(180)} }
+	other := func(date string) map[string]any {
+		return map[string]any{"index_date": date, "followup_days": int64(180)}
+	}
 	offGrid := maps.Clone(params)
 	offGrid["index_date"] = "2023-04-02"
 	budget := []LedgerEntry{}

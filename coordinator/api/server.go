@@ -223,20 +223,25 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 	if err != nil {
 		return nil, s.internal(ctx, "count recent runs", err)
 	}
-	dec, err := s.gov.Submit(ctx, policy.SubmitInput{
+	in := policy.SubmitInput{
 		Now:        now,
 		Requester:  policy.Requester{ID: p.ID, Org: p.Org, Roles: p.Roles},
 		Definition: policy.DefinitionRef{ID: d.ID, Hash: d.Hash(), Codelists: d.CodelistNames()},
 		Parameters: policy.ParametersOf(bound),
 		Purpose:    req.GetPurpose(),
 		Counts:     &policy.SubmitCounts{RunsLast24h: recent},
-	})
-	if err != nil {
-		// The decision denies with a policy_error reason; the run records it.
-		s.log.LogAttrs(ctx, slog.LevelError, "haven/submit failed", slog.String("definition", d.ID), slog.String("error", err.Error()))
+	}
+	decide := func(ctx context.Context, ledger *policy.SubmitLedger) policy.Decision {
+		in.Ledger = ledger
+		dec, err := s.gov.Submit(ctx, in)
+		if err != nil {
+			// The decision denies with a policy_error reason; the run records it.
+			s.log.LogAttrs(ctx, slog.LevelError, "haven/submit failed", slog.String("definition", d.ID), slog.String("error", err.Error()))
+		}
+		return dec
 	}
 	run, err := s.runs.Submit(ctx, dispatch.Submission{Definition: d, Bound: bound, Purpose: req.GetPurpose(),
-		Requester: p, ClientRequestID: req.GetClientRequestId(), Decision: dec})
+		Requester: p, ClientRequestID: req.GetClientRequestId(), Decide: decide})
 	if err != nil {
 		return nil, s.internal(ctx, "submit run", err)
 	}
