@@ -102,7 +102,10 @@ func TestLedgerViewMovesSinceWhenCut(t *testing.T) {
 	}
 	var v LedgerView
 	if _, err := s.AdmitRun(context.Background(), LedgerQuery{DefinitionID: "t2dm-prevalence", Since: t0.Add(-time.Hour), Limit: 3},
-		func(got LedgerView) (*havenv1.Run, error) { v = got; return ledgerRun(9, "QHM", havenv1.RunState_RUN_STATE_PENDING), nil }); err != nil {
+		func(got LedgerView) (*havenv1.Run, error) {
+			v = got
+			return ledgerRun(9, "QHM", havenv1.RunState_RUN_STATE_PENDING), nil
+		}); err != nil {
 		t.Fatal(err)
 	}
 	// Runs 4, 3, 2 fit; run 1 was cut, so the view starts just after it.
