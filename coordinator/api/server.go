@@ -393,6 +393,8 @@ type approval struct {
 	ApprovedOn string   `json:"approved_on"`
 	Expires    string   `json:"expires"`
 	Purposes   []string `json:"purposes"`
+	// Parameters are the approved ranges, for the grids they set.
+	Parameters map[string]map[string]any `json:"parameters"`
 }
 
 // approvalsNow returns the approvals of the active bundle, read once per
@@ -453,6 +455,11 @@ func summary(d *catalog.Definition, approvals map[string]approval) *havenv1.Defi
 		out.Parameters = append(out.Parameters, spec)
 	}
 	if a, ok := approvals[d.ID]; ok && a.Hash == d.Hash() {
+		for _, spec := range out.Parameters {
+			if g, ok := policy.GridOf(a.Parameters[spec.Name]); ok {
+				spec.ApprovedGrid = g.String()
+			}
+		}
 		ap := &havenv1.Approval{Approver: a.Approver, AllowedPurposes: slices.Clone(a.Purposes)}
 		if t, err := time.Parse(time.DateOnly, a.ApprovedOn); err == nil {
 			ap.ApprovedAt = timestamppb.New(t)
