@@ -59,6 +59,34 @@ type SubmitInput struct {
 	Purpose    string         `json:"purpose"`
 	// Counts is required while the bundle sets a rate limit.
 	Counts *SubmitCounts `json:"counts,omitempty"`
+	// Ledger is required while the bundle sets release-ledger rules
+	// (data.ledger: near-duplicates, query budgets).
+	Ledger *SubmitLedger `json:"ledger,omitempty"`
+}
+
+// SubmitLedger is what the release ledger holds on the definition of a
+// submission: every run of it, by any requester, submitted at or after
+// Since, that released a table or is still running. The coordinator reads
+// it in the store transaction that records the new run.
+type SubmitLedger struct {
+	Since   time.Time     `json:"since"`
+	Entries []LedgerEntry `json:"entries"`
+}
+
+// LedgerEntry is one earlier run in the release ledger.
+type LedgerEntry struct {
+	RunID       string          `json:"run_id"`
+	Requester   LedgerRequester `json:"requester"`
+	Parameters  map[string]any  `json:"parameters"`
+	SubmittedAt time.Time       `json:"submitted_at"`
+	// Released is false for a run still in progress.
+	Released bool `json:"released"`
+}
+
+// LedgerRequester is who asked an earlier run: identity is (org, user).
+type LedgerRequester struct {
+	ID  string `json:"id"`
+	Org string `json:"org"`
 }
 
 // Task is a task as a node received it.

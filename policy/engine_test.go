@@ -27,6 +27,7 @@ func validSubmit() SubmitInput {
 		Parameters: map[string]any{"index_date": "2024-04-01", "followup_days": 365},
 		Purpose:    "commissioning",
 		Counts:     &SubmitCounts{RunsLast24h: 2},
+		Ledger:     &SubmitLedger{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
 	}
 }
 
@@ -470,7 +471,12 @@ func TestInputValueMatchesJSON(t *testing.T) {
 	zeroParticipate := ParticipateInput{}
 	disclose := validDisclose()
 	zeroDisclose := DiscloseInput{}
-	for i, in := range []interface{ astValue() (ast.Value, error) }{submit, bare, floats, participate, zeroParticipate, disclose, zeroDisclose} {
+	ledger := validSubmit()
+	ledger.Ledger.Entries = append(ledger.Ledger.Entries, LedgerEntry{RunID: "run-1", Requester: LedgerRequester{ID: "a", Org: "QWE"},
+		Parameters: map[string]any{"index_date": "2024-04-01", "followup_days": int64(365)}, SubmittedAt: testNow.Add(-time.Hour), Released: true})
+	nilLedger := validSubmit()
+	nilLedger.Ledger.Entries = nil
+	for i, in := range []interface{ astValue() (ast.Value, error) }{submit, bare, floats, participate, zeroParticipate, disclose, zeroDisclose, ledger, nilLedger} {
 		got, err := in.astValue()
 		if err != nil {
 			t.Fatal(err)

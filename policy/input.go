@@ -33,7 +33,36 @@ func (in SubmitInput) astValue() (ast.Value, error) {
 			item("runs_last_24h", ast.IntNumberTerm(in.Counts.RunsLast24h)),
 			item("refused_last_24h", ast.IntNumberTerm(in.Counts.RefusedLast24h))))
 	}
+	if in.Ledger != nil {
+		l, err := in.Ledger.term()
+		if err != nil {
+			return nil, err
+		}
+		obj.Insert(ast.StringTerm("ledger"), l)
+	}
 	return obj, nil
+}
+
+func (l *SubmitLedger) term() (*ast.Term, error) {
+	entries := ast.NullTerm()
+	if l.Entries != nil {
+		ts := make([]*ast.Term, len(l.Entries))
+		for i, e := range l.Entries {
+			params, err := anyTerm(e.Parameters)
+			if err != nil {
+				return nil, err
+			}
+			ts[i] = ast.ObjectTerm(
+				item("run_id", ast.StringTerm(e.RunID)),
+				item("requester", ast.ObjectTerm(item("id", ast.StringTerm(e.Requester.ID)), item("org", ast.StringTerm(e.Requester.Org)))),
+				item("parameters", params),
+				item("submitted_at", timeTerm(e.SubmittedAt)),
+				item("released", ast.BooleanTerm(e.Released)),
+			)
+		}
+		entries = ast.ArrayTerm(ts...)
+	}
+	return ast.ObjectTerm(item("since", timeTerm(l.Since)), item("entries", entries)), nil
 }
 
 func (in ParticipateInput) astValue() (ast.Value, error) {

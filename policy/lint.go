@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -123,7 +124,9 @@ func regoErrors(file string, err error) catalog.ErrorList {
 //   - the approval names every parameter of the definition, since every
 //     request carries every parameter (defaults included), with ranges of
 //     the parameter's type: min and max numbers for int, YYYY-MM-DD for
-//     date, values from the declared ones for enum and codelist;
+//     date, values from the declared ones for enum and codelist, and
+//     optionally a grid (values or a positive step for int, a step of
+//     DateGrids for date) that holds the definition's default;
 //   - every measure of every definition has a kind that disclosure control
 //     has a rule for, or its tables could never be released.
 //
@@ -267,12 +270,36 @@ func checkRange(p *catalog.Parameter, r map[string]any, add func(key, format str
 			if s, _ := v.(string); !isDate(s) {
 				add(key, "%v is not a date (YYYY-MM-DD)", v)
 			}
+		case key == "values" && p.Type == catalog.ParamInt:
+			list, ok := v.([]any)
+			if !ok || len(list) == 0 {
+				add(key, "must list at least one whole number")
+				continue
+			}
+			for _, x := range list {
+				if n, ok := x.(json.Number); !ok || !isInt(n) {
+					add(key, "%v is not a whole number", x)
+				}
+			}
+		case key == "step" && p.Type == catalog.ParamInt:
+			if n, ok := v.(json.Number); !ok || !isInt(n) || strings.HasPrefix(n.String(), "-") || n.String() == "0" {
+				add(key, "%v is not a positive whole number", v)
+			}
+		case key == "step" && p.Type == catalog.ParamDate:
+			if s, _ := v.(string); DateGrids[s] == "" {
+				add(key, "%v is not a date grid; use one of %s", v, strings.Join(slices.Sorted(maps.Keys(DateGrids)), ", "))
+			}
 		default:
 			add(key, "a %s parameter takes %s", p.Type, map[catalog.ParamType]string{
-				catalog.ParamInt: "min and max", catalog.ParamDate: "min and max",
+				catalog.ParamInt: "min, max and a grid (values or step)", catalog.ParamDate: "min, max and a grid (step)",
 				catalog.ParamEnum: "values", catalog.ParamCodelist: "values",
 			}[p.Type])
 		}
+	}
+	// Every request carries every parameter, defaults included, so a
+	// default off the grid would refuse every request that leaves it out.
+	if g, ok := GridOf(r); ok && p.Default != nil && (p.Type == catalog.ParamInt || p.Type == catalog.ParamDate) && !g.Allows(*p.Default) {
+		add("step", "the definition's default %s is not on the approved grid (%s), so every request that leaves %s out would be refused", p.Default, g, p.Name)
 	}
 }
 

@@ -3,11 +3,14 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/havenhealth/haven/policy/catalog"
 )
@@ -60,12 +63,12 @@ func TestSubmitWithBoundDefinition(t *testing.T) {
 	if !ok {
 		t.Fatal("t2dm-emergency-admissions is not in the catalogue")
 	}
-	b, err := d.Bind(map[string]string{"followup_days": "400"})
+	b, err := d.Bind(map[string]string{"followup_days": "180"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	params := ParametersOf(b)
-	if params["followup_days"] != int64(400) || params["index_date"] != "2023-04-01" {
+	if params["followup_days"] != int64(180) || params["index_date"] != "2023-04-01" {
 		t.Fatalf("ParametersOf = %v", params)
 	}
 	in := SubmitInput{
@@ -75,6 +78,7 @@ func TestSubmitWithBoundDefinition(t *testing.T) {
 		Parameters: params,
 		Purpose:    "commissioning",
 		Counts:     &SubmitCounts{},
+		Ledger:     &SubmitLedger{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
 	}
 	dec, err := e.Submit(context.Background(), in)
 	if err != nil || !dec.Allow {
@@ -88,6 +92,43 @@ func TestSubmitWithBoundDefinition(t *testing.T) {
 	}
 	if dec, _ := e.Submit(context.Background(), in); dec.Allow {
 		t.Error("string parameters passed a numeric range")
+	}
+
+	// The reference bundle's release-ledger rules, through Haven's engine
+	// (strict built-ins): an off-grid value, a repeat of a run, a budget
+	// used up, and a missing ledger are each refused with their reason.
+	in.Parameters = params
+	earlier := func(id, user, org string, p map[string]any, ago time.Duration) LedgerEntry {
+		return LedgerEntry{RunID: id, Requester: LedgerRequester{ID: user, Org: org}, Parameters: p, SubmittedAt: testNow.Add(-ago), Released: true}
+	}
+	other := func(date string) map[string]any {
+		return map[string]any{"index_date": date, "followup_days": int64(180)}
+	}
+	offGrid := maps.Clone(params)
+	offGrid["index_date"] = "2023-04-02"
+	budget := []LedgerEntry{}
+	for i := range 20 {
+		budget = append(budget, earlier(fmt.Sprintf("run-%d", i), "a1", "QWE", other(fmt.Sprintf("%d-01-01", 2000+i)), time.Duration(i)*time.Hour))
+	}
+	for _, tc := range []struct {
+		name    string
+		params  map[string]any
+		ledger  *SubmitLedger
+		code    string
+		message string
+	}{
+		{"off grid", offGrid, in.Ledger, "parameter_off_grid", "index_date 2023-04-02 is not a month start; nearest allowed: 2023-04-01, 2023-05-01"},
+		{"near duplicate", params, &SubmitLedger{Since: in.Ledger.Since, Entries: []LedgerEntry{earlier("run-FIRST", "b2", "XYZ", params, 24*time.Hour)}},
+			"near_duplicate", "run run-FIRST (released, submitted 2026-02-28)"},
+		{"budget", params, &SubmitLedger{Since: in.Ledger.Since, Entries: budget}, "budget_exceeded", "the requester has had 20 runs"},
+		{"no ledger", params, nil, "ledger_unknown", "release ledger"},
+	} {
+		in := in
+		in.Parameters, in.Ledger = tc.params, tc.ledger
+		dec, err := e.Submit(context.Background(), in)
+		if err != nil || dec.Allow || len(dec.Reasons) != 1 || dec.Reasons[0].Code != tc.code || !strings.Contains(dec.Reasons[0].Message, tc.message) {
+			t.Errorf("%s: allow=%v reasons=%v err=%v, want only %s naming %q", tc.name, dec.Allow, dec.Reasons, err, tc.code, tc.message)
+		}
 	}
 }
 
@@ -117,6 +158,7 @@ func TestEditedDefinitionLosesItsApproval(t *testing.T) {
 		Parameters: ParametersOf(b),
 		Purpose:    "commissioning",
 		Counts:     &SubmitCounts{},
+		Ledger:     &SubmitLedger{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
 	})
 	if err != nil || dec.Allow || codes(dec)[0] != "definition_hash_mismatch" {
 		t.Errorf("edited definition: allow=%v reasons=%v err=%v", dec.Allow, codes(dec), err)
@@ -267,12 +309,104 @@ func TestApprovalRangesMatchParameterTypes(t *testing.T) {
 		"parameters.followup_days.min: 30 is not a whole number",
 		"parameters.followup_days.max: 730.5 is not a whole number",
 		"parameters.index_date.min: 20180101 is not a date",
-		"parameters.index_date.values: a date parameter takes min and max",
+		"parameters.index_date.values: a date parameter takes min, max and a grid (step)",
 		"parameters.colour: definition t2dm-emergency-admissions has no parameter colour",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("lint output lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+func TestApprovalGridsAreChecked(t *testing.T) {
+	dir := copyDir(t, referenceBundle)
+	editJSON(t, filepath.Join(dir, "data.json"), func(data map[string]any) {
+		approvals := data["approvals"].(map[string]any)
+		p := approvals["t2dm-emergency-admissions"].(map[string]any)["parameters"].(map[string]any)
+		p["followup_days"] = map[string]any{"min": 30, "max": 730, "step": -7}
+		p["index_date"] = map[string]any{"min": "2018-01-01", "step": "fortnight"}
+		prev := approvals["t2dm-prevalence"].(map[string]any)["parameters"].(map[string]any)
+		prev["min_age"] = map[string]any{"min": 0, "max": 120, "values": []any{0, 18, "forty"}}
+		bp := approvals["bp-control-hypertension"].(map[string]any)["parameters"].(map[string]any)
+		bp["target_sbp"] = map[string]any{"min": 120, "max": 160, "step": 15}
+		statins := approvals["statins-chd"].(map[string]any)["parameters"].(map[string]any)
+		statins["lookback_days"] = map[string]any{"min": 28, "max": 730, "values": []any{}}
+	})
+	err := Lint(context.Background(), dir)
+	got := ""
+	if err != nil {
+		got = err.Error()
+	}
+	for _, want := range []string{
+		"t2dm-emergency-admissions.parameters.followup_days.step: -7 is not a positive whole number",
+		"t2dm-emergency-admissions.parameters.index_date.step: fortnight is not a date grid; use one of month_end, month_start, quarter_start",
+		"t2dm-prevalence.parameters.min_age.values: forty is not a whole number",
+		// The definition's default min_age, 17, is off this grid, and the
+		// default target_sbp, 140, is not 120 + a multiple of 15.
+		"t2dm-prevalence.parameters.min_age.step: the definition's default 17 is not on the approved grid (one of 0, 18)",
+		"bp-control-hypertension.parameters.target_sbp.step: the definition's default 140 is not on the approved grid (every 15 from 120)",
+		"statins-chd.parameters.lookback_days.values: must list at least one whole number",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+// A grid Allows exactly what haven/submit lets through.
+func TestGridAllows(t *testing.T) {
+	date := func(s string) catalog.Value {
+		d, err := catalog.ParseDate(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return catalog.Value{Type: catalog.ParamDate, Date: d}
+	}
+	num := func(n int64) catalog.Value { return catalog.Value{Type: catalog.ParamInt, Int: n} }
+	for _, tc := range []struct {
+		grid Grid
+		v    catalog.Value
+		want bool
+		text string
+	}{
+		{Grid{DateStep: "month_start"}, date("2025-06-01"), true, "month starts"},
+		{Grid{DateStep: "month_start"}, date("2025-06-02"), false, "month starts"},
+		{Grid{DateStep: "quarter_start"}, date("2025-07-01"), true, "quarter starts (1 January, April, July, October)"},
+		{Grid{DateStep: "quarter_start"}, date("2025-08-01"), false, "quarter starts (1 January, April, July, October)"},
+		{Grid{DateStep: "month_end"}, date("2024-02-29"), true, "month ends"},
+		{Grid{DateStep: "month_end"}, date("2023-02-28"), true, "month ends"},
+		{Grid{DateStep: "month_end"}, date("2024-02-28"), false, "month ends"},
+		{Grid{DateStep: "week"}, date("2024-02-28"), false, `"week" (a grid Haven does not know)`},
+		{Grid{DateStep: "month_start"}, num(1), false, "month starts"},
+		{Grid{Every: 10, From: 120}, num(140), true, "every 10 from 120"},
+		{Grid{Every: 10, From: 120}, num(145), false, "every 10 from 120"},
+		{Grid{Every: 10}, date("2024-02-01"), false, "every 10 from 0"},
+		{Grid{Values: []int64{0, 16, 17, 18}}, num(17), true, "one of 0, 16, 17, 18"},
+		{Grid{Values: []int64{0, 16, 17, 18}}, num(19), false, "one of 0, 16, 17, 18"},
+		{Grid{}, num(19), true, "any value in range"},
+	} {
+		if got := tc.grid.Allows(tc.v); got != tc.want {
+			t.Errorf("%v.Allows(%s) = %v, want %v", tc.grid, tc.v, got, tc.want)
+		}
+		if got := tc.grid.String(); got != tc.text {
+			t.Errorf("%#v.String() = %q, want %q", tc.grid, got, tc.text)
+		}
+	}
+}
+
+// The grids the Go side knows are the ones the bundle's haven.lib knows.
+func TestDateGridsMatchRego(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(referenceBundle, "haven", "lib", "lib.rego"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range DateGrids {
+		if !strings.Contains(string(src), `on_grid(v, "`+name+`", _)`) {
+			t.Errorf("haven.lib has no on_grid rule for %q", name)
+		}
+	}
+	if n := strings.Count(string(src), `on_grid(v, "`); n != len(DateGrids) {
+		t.Errorf("haven.lib has %d date grids, DateGrids %d", n, len(DateGrids))
 	}
 }
 

@@ -289,6 +289,9 @@ func newQueryShowCmd(a *app, f *queryFlags) *cobra.Command {
 					if len(p.GetAllowedValues()) > 0 {
 						rng = append(rng, "one of "+strings.Join(p.GetAllowedValues(), ", "))
 					}
+					if g := p.GetApprovedGrid(); g != "" {
+						rng = append(rng, "approved: "+g)
+					}
 					def := "required"
 					if p.GetDefaultValue() != nil {
 						def = "default " + valueString(p.GetDefaultValue())

@@ -56,7 +56,8 @@ func TestQueryCommands(t *testing.T) {
 		t.Fatalf("list: exit %d\n%s%s", code, out, errOut)
 	}
 	out, errOut, code = query(t, conn, "show", "statins-chd")
-	if code != 0 || !strings.Contains(out, "lookback_days") || !strings.Contains(out, "min 28") || !strings.Contains(out, "service_evaluation") {
+	if code != 0 || !strings.Contains(out, "lookback_days") || !strings.Contains(out, "min 28") || !strings.Contains(out, "service_evaluation") ||
+		!strings.Contains(out, "approved: month starts") || !strings.Contains(out, "approved: one of 28, 90, 180, 365, 730") {
 		t.Fatalf("show: exit %d\n%s%s", code, out, errOut)
 	}
 
@@ -70,6 +71,18 @@ func TestQueryCommands(t *testing.T) {
 		t.Fatalf("submit --wait printed\n%s\nstderr:\n%s", out, errOut)
 	}
 	id := runID[1]
+
+	// Refusals by the grid and the release ledger say what to do instead.
+	for _, tc := range []struct{ date, want string }{
+		{"2023-11-15", "parameter_off_grid: index_date 2023-11-15 is not a month start; nearest allowed: 2023-11-01, 2023-12-01"},
+		{coordinatortest.IndexDate, "near_duplicate: run " + id + " (released, submitted "},
+	} {
+		out, errOut, code = query(t, conn, "submit", "statins-chd", "--param", "lookback_days=365",
+			"--param", "index_date="+tc.date, "--purpose", "service_evaluation")
+		if code == 0 || !strings.Contains(errOut, "was refused by policy:\n  "+tc.want) {
+			t.Errorf("submit index_date %s: exit %d\n%s\nstderr:\n%s", tc.date, code, out, errOut)
+		}
+	}
 
 	out, _, code = query(t, conn, "status", id)
 	if code != 0 || !strings.Contains(out, "3 of 3 sites") || !strings.Contains(out, "A81002") || !strings.Contains(out, "done") {

@@ -232,25 +232,37 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 		return nil, s.internal(ctx, "count submissions", err)
 	}
 	defer release()
-	dec, err := s.gov.Submit(ctx, policy.SubmitInput{
+	in := policy.SubmitInput{
 		Now:        now,
 		Requester:  policy.Requester{ID: p.ID, Org: p.Org, Roles: p.Roles},
 		Definition: policy.DefinitionRef{ID: d.ID, Hash: d.Hash(), Codelists: d.CodelistNames()},
 		Parameters: policy.ParametersOf(bound),
 		Purpose:    req.GetPurpose(),
 		Counts:     &policy.SubmitCounts{RunsLast24h: counts.Started, RefusedLast24h: counts.Refused},
-	})
-	if err != nil {
-		// The decision denies with a policy_error reason; the run records it.
-		s.log.LogAttrs(ctx, slog.LevelError, "haven/submit failed", slog.String("definition", d.ID), slog.String("error", err.Error()))
 	}
-	if r, ok := reason(dec, policy.CodeRefusedLimitExceeded); ok {
+	decide := func(ctx context.Context, ledger *policy.SubmitLedger) policy.Decision {
+		in.Ledger = ledger
+		dec, err := s.gov.Submit(ctx, in)
+		if err != nil {
+			// The decision denies with a policy_error reason; the run records it.
+			s.log.LogAttrs(ctx, slog.LevelError, "haven/submit failed", slog.String("definition", d.ID), slog.String("error", err.Error()))
+		}
+		return dec
+	}
+	// A requester past the cap on refused submissions is turned away
+	// with nothing stored: refusals are stored to be seen, but not without
+	// bound.
+	turnAway := func(dec policy.Decision) error {
+		r, ok := reason(dec, policy.CodeRefusedLimitExceeded)
+		if !ok {
+			return nil
+		}
 		s.log.LogAttrs(ctx, slog.LevelWarn, "submission refused and not stored", slog.String("requester", p.String()),
 			slog.Int("refused_last_24h", counts.Refused))
-		return nil, status.Errorf(codes.ResourceExhausted, "%s; nothing was stored", r.Message)
+		return status.Errorf(codes.ResourceExhausted, "%s; nothing was stored", r.Message)
 	}
 	run, err := s.runs.Submit(ctx, dispatch.Submission{Definition: d, Bound: bound, Purpose: req.GetPurpose(),
-		Requester: p, ClientRequestID: req.GetClientRequestId(), Decision: dec})
+		Requester: p, ClientRequestID: req.GetClientRequestId(), Decide: decide, TurnAway: turnAway})
 	if err != nil {
 		return nil, s.internal(ctx, "submit run", err)
 	}
@@ -456,6 +468,8 @@ type approval struct {
 	ApprovedOn string   `json:"approved_on"`
 	Expires    string   `json:"expires"`
 	Purposes   []string `json:"purposes"`
+	// Parameters are the approved ranges, for the grids they set.
+	Parameters map[string]map[string]any `json:"parameters"`
 }
 
 // approvalsNow returns the approvals of the active bundle, read once per
@@ -530,6 +544,11 @@ func summary(d *catalog.Definition, approvals map[string]approval) *havenv1.Defi
 		out.Parameters = append(out.Parameters, spec)
 	}
 	if a, ok := approvals[d.ID]; ok && a.Hash == d.Hash() {
+		for _, spec := range out.Parameters {
+			if g, ok := policy.GridOf(a.Parameters[spec.Name]); ok {
+				spec.ApprovedGrid = g.String()
+			}
+		}
 		ap := &havenv1.Approval{Approver: a.Approver, AllowedPurposes: slices.Clone(a.Purposes)}
 		if t, err := time.Parse(time.DateOnly, a.ApprovedOn); err == nil {
 			ap.ApprovedAt = timestamppb.New(t)

@@ -53,9 +53,9 @@ type Options struct {
 	Users map[string]string
 	// Sites, if set, are the network's configured members.
 	Sites []config.Site
-	// Data, if set, edits the bundle's data.json (decoded) before it is
-	// signed; tests use it to set limits.
-	Data func(data map[string]any)
+	// EditData, if set, edits the bundle's data.json before it is signed
+	// (a board's settings: thresholds, ledger rules).
+	EditData func(data map[string]any)
 }
 
 // Network is a running test coordinator and the files it runs from.
@@ -107,7 +107,7 @@ func New(tb testing.TB, opts Options) *Network {
 	if _, _, err := pki.WriteFiles(filepath.Join(dir, "pki"), "server", certPEM, keyPEM); err != nil {
 		tb.Fatal(err)
 	}
-	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"), opts.Data)
+	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"), opts.EditData)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

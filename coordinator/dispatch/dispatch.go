@@ -113,7 +113,15 @@ type Config struct {
 	// PersistInterval bounds how stale the stored snapshot of a run in
 	// progress may be; zero means 250ms.
 	PersistInterval time.Duration
+	// LedgerLookback is how far back haven/submit is shown the release
+	// ledger; zero means DefaultLedgerLookback. A bundle whose ledger
+	// rules look further back refuses every submission (ledger_incomplete).
+	LedgerLookback time.Duration
 }
+
+// DefaultLedgerLookback covers a budget or near-duplicate window of up to
+// a year (and a leap day).
+const DefaultLedgerLookback = 366 * 24 * time.Hour
 
 // Dispatcher runs runs. It is safe for concurrent use.
 type Dispatcher struct {
@@ -158,6 +166,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.PersistInterval <= 0 {
 		cfg.PersistInterval = 250 * time.Millisecond
 	}
+	if cfg.LedgerLookback <= 0 {
+		cfg.LedgerLookback = DefaultLedgerLookback
+	}
 	return &Dispatcher{cfg: cfg, log: cfg.Logger, runs: map[string]*activeRun{}, tasks: map[string]taskRef{},
 		stop: make(chan struct{})}, nil
 }
@@ -176,8 +187,30 @@ type Submission struct {
 	Requester  authn.Principal
 	// ClientRequestID makes retried submissions idempotent.
 	ClientRequestID string
-	// Decision is the haven/submit decision.
-	Decision policy.Decision
+	// Decide evaluates haven/submit on the release ledger's view of the
+	// definition. It is called inside the job-store transaction that
+	// records the run, so that the ledger cannot change between the
+	// decision and the record; it must not use the store. It always
+	// returns a usable decision (policy.Engine.Submit denies on failure).
+	Decide func(ctx context.Context, ledger *policy.SubmitLedger) policy.Decision
+	// TurnAway, if set, sees the decision before anything is stored; an
+	// error from it is returned by Submit as it is, and nothing is stored
+	// (admission's cap on refused submissions).
+	TurnAway func(policy.Decision) error
+}
+
+// CodeLedgerUnavailable is the reason a submission is refused when the
+// release ledger cannot be read: policy that cannot see it cannot decide.
+const CodeLedgerUnavailable = "ledger_unavailable"
+
+// submitLedger is the policy input of a ledger view.
+func submitLedger(v store.LedgerView) *policy.SubmitLedger {
+	out := &policy.SubmitLedger{Since: v.Since, Entries: make([]policy.LedgerEntry, len(v.Entries))}
+	for i, e := range v.Entries {
+		out.Entries[i] = policy.LedgerEntry{RunID: e.RunID, Requester: policy.LedgerRequester{ID: e.RequesterID, Org: e.RequesterOrg},
+			Parameters: e.Parameters, SubmittedAt: e.SubmittedAt, Released: e.Released()}
+	}
+	return out
 }
 
 // NewID returns a fresh, unguessable run or task id with a prefix.
@@ -209,7 +242,6 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		SubmittedAt:       timestamppb.New(now),
 		UpdatedAt:         timestamppb.New(now),
 		ClientRequestId:   sub.ClientRequestID,
-		BundleRevision:    sub.Decision.Revision,
 		Coverage:          &havenv1.Coverage{},
 	}
 	actor := sub.Requester.Actor()
@@ -218,17 +250,51 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		"parameters": sub.Bound.Params(), "purpose": sub.Purpose, "requester_org": sub.Requester.Org,
 		"client_request_id": sub.ClientRequestID, "auth": sub.Requester.Method,
 	})
-	d.audit(ctx, audit.KindDecision, run.Id, "coordinator", decisionData("haven/submit", sub.Decision))
 
-	if !sub.Decision.Allow {
+	// Read the ledger, decide and record the run (with its ledger entry
+	// when admitted) in one transaction, so that two submissions cannot
+	// both be counted against a ledger that holds neither.
+	refuse := func(dec policy.Decision) {
 		run.State = havenv1.RunState_RUN_STATE_REFUSED
-		run.PolicyReasons = wireReasons(sub.Decision.Reasons)
+		run.PolicyReasons = wireReasons(dec.Reasons)
 		run.FinishedAt = run.UpdatedAt
-		if err := d.create(ctx, run); err != nil {
-			return nil, err
-		}
+	}
+	var dec policy.Decision
+	var turnedAway error
+	_, err := d.cfg.Store.AdmitRun(ctx, store.LedgerQuery{DefinitionID: def.ID, Since: now.Add(-d.cfg.LedgerLookback)},
+		func(v store.LedgerView) (*havenv1.Run, error) {
+			dec = sub.Decide(ctx, submitLedger(v))
+			if sub.TurnAway != nil {
+				if err := sub.TurnAway(dec); err != nil {
+					turnedAway = err
+					return nil, err
+				}
+			}
+			run.BundleRevision = dec.Revision
+			if !dec.Allow {
+				refuse(dec)
+			}
+			return run, nil
+		})
+	if turnedAway != nil {
+		return nil, turnedAway
+	}
+	if errors.Is(err, store.ErrLedger) {
+		// Fail closed: without the ledger nothing is admitted. The refusal
+		// is recorded (without the ledger) so that the requester sees why.
+		d.log.LogAttrs(ctx, slog.LevelError, "release ledger unavailable; submission refused", slog.String("run", run.Id), slog.String("error", err.Error()))
+		dec = policy.Decision{Reasons: []policy.Reason{{Code: CodeLedgerUnavailable,
+			Message: "the coordinator could not read its release ledger, so haven/submit could not check near-duplicates and budgets; nothing runs until it can (the operator has the detail)"}}}
+		refuse(dec)
+		err = d.create(ctx, run)
+	}
+	if err != nil {
+		return nil, d.storeError(run, err)
+	}
+	d.audit(ctx, audit.KindDecision, run.Id, "coordinator", decisionData("haven/submit", dec))
+	if !dec.Allow {
 		d.audit(ctx, audit.KindRunState, run.Id, "coordinator", map[string]any{"state": "refused", "by": "haven/submit",
-			"reasons": reasonCodes(sub.Decision.Reasons)})
+			"reasons": reasonCodes(dec.Reasons)})
 		return run, nil
 	}
 
@@ -242,7 +308,7 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		return d.failAtStart(ctx, run, fmt.Sprintf("could not prepare linkage: %v", err))
 	}
 	run.Deadline = timestamppb.New(now.Add(d.cfg.Deadline))
-	r := newActiveRun(run, def, sub.Bound, plan, combiner, sub.Decision.ID)
+	r := newActiveRun(run, def, sub.Bound, plan, combiner, dec.ID)
 	for _, a := range assign {
 		st := &havenv1.SiteStatus{SiteOds: a.Site.ODS, Kind: nodelink.WireSiteKind(a.Site.Kind), State: a.State,
 			Error: a.Error, UpdatedAt: timestamppb.New(now)}
@@ -253,9 +319,9 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		run.Coverage.Sites = append(run.Coverage.Sites, st)
 	}
 	r.updateCoverage()
-	if err := d.create(ctx, run); err != nil {
+	if err := d.cfg.Store.UpdateRun(ctx, run); err != nil {
 		combiner.Close()
-		return nil, err
+		return nil, fmt.Errorf("store run %s: %w", run.Id, err)
 	}
 
 	r.mu.Lock()
@@ -290,22 +356,25 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 }
 
 func (d *Dispatcher) create(ctx context.Context, run *havenv1.Run) error {
-	if err := d.cfg.Store.CreateRun(ctx, run); err != nil {
-		if errors.Is(err, store.ErrAlreadyExists) && run.ClientRequestId != "" {
-			return status.Errorf(codes.AlreadyExists, "a run with client request id %q is being submitted; retry to get it", run.ClientRequestId)
-		}
-		return fmt.Errorf("store run %s: %w", run.Id, err)
-	}
-	return nil
+	return d.cfg.Store.CreateRun(ctx, run)
 }
 
-// failAtStart stores a run that could not be started.
+// storeError is what a submitter is told when its run could not be stored.
+func (d *Dispatcher) storeError(run *havenv1.Run, err error) error {
+	if errors.Is(err, store.ErrAlreadyExists) && run.ClientRequestId != "" {
+		return status.Errorf(codes.AlreadyExists, "a run with client request id %q is being submitted; retry to get it", run.ClientRequestId)
+	}
+	return fmt.Errorf("store run %s: %w", run.Id, err)
+}
+
+// failAtStart records that an admitted run could not be started. Its
+// ledger entry stays, but a failed run no longer counts in the ledger.
 func (d *Dispatcher) failAtStart(ctx context.Context, run *havenv1.Run, msg string) (*havenv1.Run, error) {
 	run.State = havenv1.RunState_RUN_STATE_FAILED
 	run.Error = msg
 	run.FinishedAt = run.UpdatedAt
-	if err := d.create(ctx, run); err != nil {
-		return nil, err
+	if err := d.cfg.Store.UpdateRun(ctx, run); err != nil {
+		return nil, fmt.Errorf("store run %s: %w", run.Id, err)
 	}
 	d.audit(ctx, audit.KindRunState, run.Id, "coordinator", map[string]any{"state": "failed", "error": msg})
 	d.log.LogAttrs(ctx, slog.LevelWarn, "run failed", slog.String("run", run.Id), slog.String("error", msg))

@@ -71,6 +71,21 @@ var migrations = []string{
 		updated_at INTEGER NOT NULL -- unix nanoseconds
 	);
 	INSERT INTO audit_anchor (id, seq, hash, updated_at) VALUES (1, -1, '', 0);`,
+	// 4: the release ledger (ledger.go). Runs admitted before it have no
+	// entry until they release, when PutRelease adds one.
+	`CREATE TABLE ledger (
+		run_id          TEXT PRIMARY KEY REFERENCES runs (id),
+		definition_id   TEXT NOT NULL,
+		definition_hash TEXT NOT NULL,
+		parameters      TEXT NOT NULL,    -- JSON object, as haven/submit compares them
+		requester_id    TEXT NOT NULL,
+		requester_org   TEXT NOT NULL,
+		purpose         TEXT NOT NULL,
+		submitted_at    INTEGER NOT NULL, -- unix nanoseconds
+		released_at     INTEGER,          -- NULL until a table is released
+		release_sha256  TEXT              -- the releases row of the table
+	);
+	CREATE INDEX ledger_definition ON ledger (definition_id, submitted_at DESC);`,
 }
 
 // OpenSQLite opens (creating if need be) the store at path and brings its
@@ -178,6 +193,11 @@ func isConstraint(err error) bool {
 
 // CreateRun implements Store.
 func (s *SQLite) CreateRun(ctx context.Context, run *havenv1.Run) error {
+	return insertRun(ctx, s.db, run)
+}
+
+// insertRun stores a new run, on the database or in a transaction.
+func insertRun(ctx context.Context, x execer, run *havenv1.Run) error {
 	if err := checkRun(run); err != nil {
 		return fmt.Errorf("create run: %w", err)
 	}
@@ -185,7 +205,7 @@ func (s *SQLite) CreateRun(ctx context.Context, run *havenv1.Run) error {
 	if err != nil {
 		return fmt.Errorf("create run %s: %w", run.GetId(), err)
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO runs
+	_, err = x.ExecContext(ctx, `INSERT INTO runs
 		(id, state, definition_id, requester_id, requester_org, client_request_id, submitted_at, snapshot)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		run.GetId(), int32(run.GetState()), run.GetDefinitionId(), run.GetRequester().GetId(),
@@ -434,16 +454,30 @@ func (s *SQLite) PutRelease(ctx context.Context, rel Release) error {
 	if rel.SHA256 != "" && rel.SHA256 != digest {
 		return fmt.Errorf("put release %s: table digest %s does not match the %s given", rel.RunID, digest, rel.SHA256)
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO releases (run_id, created_at, sha256, arrow_ipc) VALUES (?, ?, ?, ?)`,
+	// The table and its ledger entry are written together or not at all:
+	// a table the ledger does not count is never released.
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("put release %s: %w", rel.RunID, err)
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `INSERT INTO releases (run_id, created_at, sha256, arrow_ipc) VALUES (?, ?, ?, ?)`,
 		rel.RunID, rel.CreatedAt.UnixNano(), digest, rel.Table)
 	if isConstraint(err) {
 		// Either released already, or no such run (foreign key).
-		if _, gerr := s.GetRun(ctx, rel.RunID); errors.Is(gerr, ErrNotFound) {
-			return fmt.Errorf("put release: %w", gerr)
+		var one int
+		if gerr := tx.QueryRowContext(ctx, `SELECT 1 FROM runs WHERE id = ?`, rel.RunID).Scan(&one); errors.Is(gerr, sql.ErrNoRows) {
+			return fmt.Errorf("put release: run %s: %w", rel.RunID, ErrNotFound)
 		}
 		return fmt.Errorf("put release %s: %w", rel.RunID, ErrAlreadyExists)
 	}
 	if err != nil {
+		return fmt.Errorf("put release %s: %w", rel.RunID, err)
+	}
+	if err := recordRelease(ctx, tx, rel.RunID, rel.CreatedAt, digest); err != nil {
+		return fmt.Errorf("put release %s: write %w: %w", rel.RunID, ErrLedger, err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("put release %s: %w", rel.RunID, err)
 	}
 	return nil

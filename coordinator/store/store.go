@@ -58,6 +58,11 @@ type Store interface {
 	// GetRelease returns the released table of a run, or ErrNotFound.
 	GetRelease(ctx context.Context, runID string) (Release, error)
 
+	// Ledger keeps the release ledger; PutRelease records each release
+	// in it, in the same transaction, and fails wrapping ErrLedger if it
+	// cannot.
+	Ledger
+
 	// Close releases the store's resources.
 	Close() error
 }

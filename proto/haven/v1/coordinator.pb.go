@@ -320,6 +320,11 @@ type ParameterSpec struct {
 	// The allowed values of an enum parameter, or the codelist names a
 	// codelist parameter may take.
 	AllowedValues []string `protobuf:"bytes,7,rep,name=allowed_values,json=allowedValues,proto3" json:"allowed_values,omitempty"`
+	// The grid the board's approval restricts the parameter to, in words
+	// (e.g. "month starts", "one of 0, 16, 17, 18, 40, 65"); empty when the
+	// approval sets none or does not approve this version. haven/submit
+	// refuses a value off it, naming the nearest allowed values.
+	ApprovedGrid  string `protobuf:"bytes,8,opt,name=approved_grid,json=approvedGrid,proto3" json:"approved_grid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +406,13 @@ func (x *ParameterSpec) GetAllowedValues() []string {
 		return x.AllowedValues
 	}
 	return nil
+}
+
+func (x *ParameterSpec) GetApprovedGrid() string {
+	if x != nil {
+		return x.ApprovedGrid
+	}
+	return ""
 }
 
 // Approval is the governance board's approval of one definition hash.
@@ -2025,7 +2037,7 @@ var File_haven_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x1ahaven/v1/coordinator.proto\x12\bhaven.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15haven/v1/common.proto\"\xb0\x02\n" +
+	"\x1ahaven/v1/coordinator.proto\x12\bhaven.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15haven/v1/common.proto\"\xd5\x02\n" +
 	"\rParameterSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x17.haven.v1.ParameterTypeR\x04type\x12 \n" +
@@ -2033,7 +2045,8 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\x03min\x18\x04 \x01(\v2\x18.haven.v1.ParameterValueR\x03min\x12*\n" +
 	"\x03max\x18\x05 \x01(\v2\x18.haven.v1.ParameterValueR\x03max\x12=\n" +
 	"\rdefault_value\x18\x06 \x01(\v2\x18.haven.v1.ParameterValueR\fdefaultValue\x12%\n" +
-	"\x0eallowed_values\x18\a \x03(\tR\rallowedValues\"\xc9\x01\n" +
+	"\x0eallowed_values\x18\a \x03(\tR\rallowedValues\x12#\n" +
+	"\rapproved_grid\x18\b \x01(\tR\fapprovedGrid\"\xc9\x01\n" +
 	"\bApproval\x12\x1a\n" +
 	"\bapprover\x18\x01 \x01(\tR\bapprover\x12;\n" +
 	"\vapproved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +

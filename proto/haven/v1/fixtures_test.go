@@ -132,6 +132,7 @@ func parameterSpecs() []*ParameterSpec {
 			Min:          &ParameterValue{Value: &ParameterValue_IntValue{IntValue: 30}},
 			Max:          &ParameterValue{Value: &ParameterValue_IntValue{IntValue: 730}},
 			DefaultValue: &ParameterValue{Value: &ParameterValue_IntValue{IntValue: 365}},
+			ApprovedGrid: "one of 30, 90, 180, 365, 730",
 		},
 		{
 			Name:          "sex",

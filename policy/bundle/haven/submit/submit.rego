@@ -14,6 +14,11 @@
 #                  submissions in the last 24 hours that were not refused,
 #                  and those that were; each required while data.rate_limits
 #                  sets its limit. A requester is (org, id).
+#     ledger       {since, entries}: the release ledger's runs of this
+#                  definition (any requester) submitted at or after since
+#                  that released a table or are still running, each
+#                  {run_id, requester {id, org}, parameters, submitted_at,
+#                  released}; required while data.ledger sets rules
 #
 #   decision is {allow, reasons}; allow holds exactly when reasons is empty.
 package haven.submit
@@ -48,6 +53,7 @@ allowed if {
 	}
 	within_rate
 	within_refused_rate
+	count(ledger_reasons) == 0
 	some role in input.requester.roles
 	role in approval.roles
 	purpose_known
@@ -194,4 +200,136 @@ reasons contains lib.reason("rate_limit_exceeded", sprintf("the requester has re
 	limit := data.rate_limits.runs_per_requester_per_24h
 	counted
 	input.counts.runs_last_24h >= limit
+}
+
+# The release ledger. Across runs, disclosure control holds only if a
+# requester cannot ask nearly the same question twice and subtract, nor ask
+# without limit: data.ledger.near_duplicate refuses a request whose
+# parameters all lie within a distance of an earlier run's (released, or
+# still running and so perhaps about to be) inside a window, naming that
+# run; data.ledger.budget caps the runs of one definition per requester
+# and per organisation in a period. Any run counts, whoever asked it:
+# released tables are published, so two requesters can subtract as well as
+# one. The coordinator reads the ledger and records the run in one store
+# transaction, so concurrent submissions cannot both slip under a limit.
+reasons contains r if some r in ledger_reasons
+
+day_ns := (24 * 60) * 60e9
+
+ledger_ruled if data.ledger.near_duplicate
+
+ledger_ruled if data.ledger.budget
+
+near_rule := data.ledger.near_duplicate if {
+	is_number(data.ledger.near_duplicate.window_days)
+	is_number(data.ledger.near_duplicate.date_days)
+	is_number(object.get(data.ledger.near_duplicate, "number_distance", 0))
+}
+
+budget_rule := data.ledger.budget if {
+	is_number(data.ledger.budget.period_days)
+	is_number(data.ledger.budget.per_requester)
+	is_number(data.ledger.budget.per_organisation)
+}
+
+ledger_reasons contains lib.reason("ledger_rules_invalid", "data.ledger.near_duplicate needs numbers window_days, date_days and (optionally) number_distance") if {
+	data.ledger.near_duplicate
+	not near_rule
+}
+
+ledger_reasons contains lib.reason("ledger_rules_invalid", "data.ledger.budget needs numbers period_days, per_requester and per_organisation") if {
+	data.ledger.budget
+	not budget_rule
+}
+
+ledger_reasons contains lib.reason("ledger_unknown", "the release ledger (ledger.since and well-formed ledger.entries) is required while the bundle sets near-duplicate or budget rules") if {
+	ledger_ruled
+	not ledger_given
+}
+
+ledger_given if {
+	lib.valid_time(input.ledger.since)
+	is_array(input.ledger.entries)
+	every e in input.ledger.entries {
+		entry_valid(e)
+	}
+}
+
+entry_valid(e) if {
+	is_string(e.run_id)
+	lib.valid_time(e.submitted_at)
+	is_string(e.requester.id)
+	is_string(e.requester.org)
+	is_object(e.parameters)
+	is_boolean(e.released)
+}
+
+now_ns := time.parse_rfc3339_ns(input.now)
+
+# lookback_days is how far back the rules look; a ledger that starts later
+# could hide a run they must see.
+lookback_days := max({object.get(data.ledger, ["near_duplicate", "window_days"], 0), object.get(data.ledger, ["budget", "period_days"], 0)})
+
+ledger_reasons contains lib.reason("ledger_incomplete", sprintf("the release ledger given starts at %s, later than the %v days the bundle's rules look back", [input.ledger.since, lookback_days])) if {
+	ledger_ruled
+	ledger_given
+	now_valid
+	time.parse_rfc3339_ns(input.ledger.since) > now_ns - (lookback_days * day_ns)
+}
+
+ledger_reasons contains lib.reason("near_duplicate", msg) if {
+	ledger_given
+	now_valid
+	some e in input.ledger.entries
+	time.parse_rfc3339_ns(e.submitted_at) >= now_ns - (near_rule.window_days * day_ns)
+	near_params(e.parameters, object.get(input, "parameters", {}))
+	msg := sprintf("run %s (%s, submitted %s) asked definition %q with parameters within the near-duplicate distance of these (dates within %v days, numbers within %v); the board refuses a near-duplicate for %v days after it", [
+		e.run_id, released_word(e), substring(e.submitted_at, 0, 10), definition_id,
+		near_rule.date_days, object.get(near_rule, "number_distance", 0), near_rule.window_days,
+	])
+}
+
+released_word(e) := "released" if e.released
+
+else := "still running"
+
+near_params(a, b) if {
+	is_object(b)
+	object.keys(a) == object.keys(b)
+	every k, v in a {
+		near_value(v, b[k])
+	}
+}
+
+near_value(x, x)
+
+near_value(x, y) if {
+	lib.is_date(x)
+	lib.is_date(y)
+	abs(lib.day_ns(x) - lib.day_ns(y)) <= near_rule.date_days * day_ns
+}
+
+near_value(x, y) if {
+	is_number(x)
+	is_number(y)
+	abs(x - y) <= object.get(near_rule, "number_distance", 0)
+}
+
+# in_period are the ledger's runs inside the budget period.
+in_period := [e |
+	now_valid
+	some e in input.ledger.entries
+	time.parse_rfc3339_ns(e.submitted_at) >= now_ns - (budget_rule.period_days * day_ns)
+]
+
+ledger_reasons contains lib.reason("budget_exceeded", sprintf("the requester has had %d runs of definition %q in the last %v days, its budget per requester (%v)", [n, definition_id, budget_rule.period_days, budget_rule.per_requester])) if {
+	ledger_given
+	n := count([e | some e in in_period; e.requester.id == input.requester.id; e.requester.org == input.requester.org])
+	n >= budget_rule.per_requester
+}
+
+ledger_reasons contains lib.reason("budget_exceeded", sprintf("the requester's organisation has had %d runs of definition %q in the last %v days, its budget per organisation (%v)", [n, definition_id, budget_rule.period_days, budget_rule.per_organisation])) if {
+	ledger_given
+	n := count([e | some e in in_period; e.requester.org == input.requester.org])
+	n >= budget_rule.per_organisation
 }
