@@ -335,12 +335,16 @@ func (s *SQLite) ListRuns(ctx context.Context, q ListQuery) ([]*havenv1.Run, str
 // CountSubmissions implements Store.
 func (s *SQLite) CountSubmissions(ctx context.Context, org, id string, since time.Time) (SubmissionCounts, error) {
 	var c SubmissionCounts
+	refused := int32(havenv1.RunState_RUN_STATE_REFUSED)
+	p, r, l := int32(havenv1.RunState_RUN_STATE_PENDING), int32(havenv1.RunState_RUN_STATE_RUNNING), int32(havenv1.RunState_RUN_STATE_LINKING)
 	err := s.db.QueryRowContext(ctx, `SELECT
-		COALESCE(SUM(CASE WHEN state = ? THEN 0 ELSE 1 END), 0),
-		COALESCE(SUM(CASE WHEN state = ? THEN 1 ELSE 0 END), 0)
-		FROM runs WHERE requester_org = ? AND requester_id = ? AND submitted_at >= ?`,
-		int32(havenv1.RunState_RUN_STATE_REFUSED), int32(havenv1.RunState_RUN_STATE_REFUSED), org, id, since.UnixNano()).
-		Scan(&c.Started, &c.Refused)
+		COALESCE(SUM(CASE WHEN requester_id = ? AND submitted_at >= ? AND state <> ? THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN requester_id = ? AND submitted_at >= ? AND state = ? THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN requester_id = ? AND state IN (?, ?, ?) THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN state IN (?, ?, ?) THEN 1 ELSE 0 END), 0)
+		FROM runs WHERE requester_org = ?`,
+		id, since.UnixNano(), refused, id, since.UnixNano(), refused, id, p, r, l, p, r, l, org).
+		Scan(&c.Started, &c.Refused, &c.Active, &c.OrgActive)
 	if err != nil {
 		return SubmissionCounts{}, fmt.Errorf("count submissions of %s of %s: %w", id, org, err)
 	}

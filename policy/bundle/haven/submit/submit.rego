@@ -10,9 +10,11 @@
 #     parameters   {name: value}
 #     purpose      one of data.purposes, and one that a role of the
 #                  requester may state (data.roles[role].purposes)
-#     counts       {runs_last_24h, refused_last_24h}: the requester's
-#                  submissions in the last 24 hours that were not refused,
-#                  and those that were; each required while data.rate_limits
+#     counts       {runs_last_24h, refused_last_24h, active_runs,
+#                  org_active_runs}: the requester's submissions in the
+#                  last 24 hours that were not refused, and those that
+#                  were; the requester's runs in progress, and their
+#                  organisation's. Each is required while data.rate_limits
 #                  sets its limit. A requester is (org, id).
 #
 #   decision is {allow, reasons}; allow holds exactly when reasons is empty.
@@ -48,6 +50,8 @@ allowed if {
 	}
 	within_rate
 	within_refused_rate
+	within_active
+	within_org_active
 	some role in input.requester.roles
 	role in approval.roles
 	purpose_known
@@ -159,7 +163,7 @@ reasons contains r if {
 }
 
 # Both limits share one message, so that missing counts give one reason.
-rate_limit_unknown := lib.reason("rate_limit_unknown", "counts.runs_last_24h and counts.refused_last_24h are required while rate limits are set")
+rate_limit_unknown := lib.reason("rate_limit_unknown", "counts (runs_last_24h, refused_last_24h, active_runs, org_active_runs) are required while rate limits are set")
 
 reasons contains rate_limit_unknown if {
 	data.rate_limits.runs_per_requester_per_24h
@@ -194,4 +198,47 @@ reasons contains lib.reason("rate_limit_exceeded", sprintf("the requester has re
 	limit := data.rate_limits.runs_per_requester_per_24h
 	counted
 	input.counts.runs_last_24h >= limit
+}
+
+# Runs in progress are capped per requester and per organisation, so one
+# requester's burst cannot crowd the sites and push other organisations'
+# runs past their deadlines.
+within_active if not data.rate_limits.active_runs_per_requester
+
+within_active if {
+	active_counted
+	input.counts.active_runs < data.rate_limits.active_runs_per_requester
+}
+
+active_counted if is_number(input.counts.active_runs)
+
+within_org_active if not data.rate_limits.active_runs_per_org
+
+within_org_active if {
+	org_active_counted
+	input.counts.org_active_runs < data.rate_limits.active_runs_per_org
+}
+
+org_active_counted if is_number(input.counts.org_active_runs)
+
+reasons contains rate_limit_unknown if {
+	data.rate_limits.active_runs_per_requester
+	not active_counted
+}
+
+reasons contains rate_limit_unknown if {
+	data.rate_limits.active_runs_per_org
+	not org_active_counted
+}
+
+reasons contains lib.reason("too_many_active_runs", sprintf("the requester already has %d runs in progress, the limit; submit again when one finishes", [limit])) if {
+	limit := data.rate_limits.active_runs_per_requester
+	active_counted
+	input.counts.active_runs >= limit
+}
+
+reasons contains lib.reason("org_too_many_active_runs", sprintf("the requester's organisation already has %d runs in progress, the limit; submit again when one finishes", [limit])) if {
+	limit := data.rate_limits.active_runs_per_org
+	org_active_counted
+	input.counts.org_active_runs >= limit
 }

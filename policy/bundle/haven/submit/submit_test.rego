@@ -8,7 +8,7 @@ base_input := {
 	"definition": {"id": "t2dm-emergency-admissions", "hash": lib.fixture_hash, "codelists": ["t2dm"]},
 	"parameters": lib.fixture_parameters,
 	"purpose": "commissioning",
-	"counts": {"runs_last_24h": 3, "refused_last_24h": 0},
+	"counts": {"runs_last_24h": 3, "refused_last_24h": 0, "active_runs": 1, "org_active_runs": 2},
 }
 
 # eval runs the decision on base_input patched with patch.
@@ -204,4 +204,13 @@ test_deny_refused_message_does_not_echo_input if {
 	d := eval({"counts": {"refused_last_24h": 12345}})
 	some r in d.reasons
 	not contains(r.message, "12345")
+}
+
+test_deny_active_limits if {
+	denied_for(eval({"counts": {"active_runs": 8}}), {"too_many_active_runs"})
+	eval({"counts": {"active_runs": 7}}).allow
+	denied_for(eval({"counts": {"org_active_runs": 20}}), {"org_too_many_active_runs"})
+	eval({"counts": {"org_active_runs": 19}}).allow
+	denied_for(eval_without(["counts/active_runs"]), {"rate_limit_unknown"})
+	denied_for(eval_without(["counts/org_active_runs"]), {"rate_limit_unknown"})
 }
