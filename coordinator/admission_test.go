@@ -17,14 +17,76 @@ import (
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
-// rateLimits sets the bundle's limits on a requester's submissions a day.
-// The ledger's rules (near-duplicates, budgets) are dropped: these tests
-// send the same request many times to count submissions, which the ledger
-// would refuse for its own reasons.
+// rateLimits sets the bundle's limits on a requester's submissions a day,
+// with no limit on runs in progress. The ledger's rules (near-duplicates,
+// budgets) are dropped: these tests send the same request many times to
+// count submissions, which the ledger would refuse for its own reasons.
 func rateLimits(runs, refused int) func(map[string]any) {
 	return func(data map[string]any) {
 		delete(data, "ledger")
 		data["rate_limits"] = map[string]any{"runs_per_requester_per_24h": runs, "refused_per_requester_per_24h": refused}
+	}
+}
+
+// Sixty runs at once from one requester start only as many as the
+// bundle's limit on runs in progress; another organisation's run still
+// starts, a colleague's start up to the organisation's limit, and a
+// finished run makes room again. Before, all 60 started and crowded the
+// sites so that other runs missed their deadlines.
+func TestActiveRunsCapped(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	n := coordinatortest.New(t, coordinatortest.Options{EditData: func(data map[string]any) {
+		delete(data, "ledger") // the test repeats one request on purpose
+		data["rate_limits"] = map[string]any{"runs_per_requester_per_24h": 100, "refused_per_requester_per_24h": 200,
+			"active_runs_per_requester": 4, "active_runs_per_org": 6}
+	}})
+	nd := n.Node("A81001", cdm.KindGP, 100)
+	nd.Silent = true
+	connect(t, ctx, nd)
+	burst := havenv1.NewCoordinatorClient(analyst(n, "burst"))
+	runs := make([]*havenv1.Run, 60)
+	var wg sync.WaitGroup
+	for i := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := burst.SubmitRun(ctx, &havenv1.SubmitRunRequest{DefinitionId: "statins-chd", Purpose: purpose})
+			if err != nil {
+				t.Errorf("submission %d: %v", i, err)
+			}
+			runs[i] = resp.GetRun()
+		}()
+	}
+	wg.Wait()
+	var running []*havenv1.Run
+	for _, run := range runs {
+		switch {
+		case run.GetState() == havenv1.RunState_RUN_STATE_RUNNING:
+			running = append(running, run)
+		case !hasReason(run, "too_many_active_runs"):
+			t.Errorf("run %s is %s %v", run.GetId(), run.GetState(), run.GetPolicyReasons())
+		}
+	}
+	if len(running) != 4 {
+		t.Fatalf("%d of 60 runs started, want the limit of 4", len(running))
+	}
+	otherCert, otherKey := n.UserCert("someone", "OTHERORG", "analyst")
+	if run := submit(t, ctx, n.Dial(otherCert, otherKey), "statins-chd", purpose, nil); run.GetState() != havenv1.RunState_RUN_STATE_RUNNING {
+		t.Errorf("another organisation's run: %s %v", run.GetState(), run.GetPolicyReasons())
+	}
+	colleague := analyst(n, "colleague")
+	for i, want := range []string{"", "", "org_too_many_active_runs"} {
+		run := submit(t, ctx, colleague, "statins-chd", purpose, nil)
+		if (want == "") != (run.GetState() == havenv1.RunState_RUN_STATE_RUNNING) || (want != "" && !hasReason(run, want)) {
+			t.Errorf("colleague's run %d: %s %v, want %q", i, run.GetState(), run.GetPolicyReasons(), want)
+		}
+	}
+	if _, err := burst.CancelRun(ctx, &havenv1.CancelRunRequest{RunId: running[0].GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	if run := submit(t, ctx, analyst(n, "burst"), "statins-chd", purpose, nil); run.GetState() != havenv1.RunState_RUN_STATE_RUNNING {
+		t.Errorf("after one finished: %s %v", run.GetState(), run.GetPolicyReasons())
 	}
 }
 

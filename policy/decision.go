@@ -46,6 +46,10 @@ type SubmitCounts struct {
 	RunsLast24h int `json:"runs_last_24h"`
 	// RefusedLast24h are those it refused.
 	RefusedLast24h int `json:"refused_last_24h"`
+	// ActiveRuns are the requester's runs in progress, OrgActiveRuns
+	// their organisation's.
+	ActiveRuns    int `json:"active_runs"`
+	OrgActiveRuns int `json:"org_active_runs"`
 }
 
 // SubmitInput is the input of haven/submit, evaluated by the coordinator

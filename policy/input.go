@@ -31,7 +31,9 @@ func (in SubmitInput) astValue() (ast.Value, error) {
 	if in.Counts != nil {
 		obj.Insert(ast.StringTerm("counts"), ast.ObjectTerm(
 			item("runs_last_24h", ast.IntNumberTerm(in.Counts.RunsLast24h)),
-			item("refused_last_24h", ast.IntNumberTerm(in.Counts.RefusedLast24h))))
+			item("refused_last_24h", ast.IntNumberTerm(in.Counts.RefusedLast24h)),
+			item("active_runs", ast.IntNumberTerm(in.Counts.ActiveRuns)),
+			item("org_active_runs", ast.IntNumberTerm(in.Counts.OrgActiveRuns))))
 	}
 	if in.Ledger != nil {
 		l, err := in.Ledger.term()

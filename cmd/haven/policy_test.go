@@ -186,7 +186,7 @@ func TestPolicyEval(t *testing.T) {
 			"definition": map[string]any{"id": d.ID, "hash": d.Hash()},
 			"parameters": map[string]any{"index_date": "2023-04-01", "followup_days": 365},
 			"purpose":    purpose,
-			"counts":     map[string]any{"runs_last_24h": 0, "refused_last_24h": 0},
+			"counts":     map[string]any{"runs_last_24h": 0, "refused_last_24h": 0, "active_runs": 0, "org_active_runs": 0},
 		})
 		name := filepath.Join(t.TempDir(), "input.json")
 		if err := os.WriteFile(name, b, 0o644); err != nil {

@@ -5,7 +5,8 @@
 // Counting and storing must not interleave: if two submissions by one
 // requester were both counted before either was stored, both would see
 // the same count and a limit of 50 would admit 60. So Begin takes a lock
-// per requester and returns the counts; the caller decides (haven/submit),
+// per organisation (the limits on runs in progress are per requester and
+// per organisation) and returns the counts; the caller decides (haven/submit),
 // stores the run, and only then calls the release function. The job store
 // is one process's (one coordinator holds a data directory), so an
 // in-process lock is enough.
@@ -39,16 +40,16 @@ type Requester struct {
 	ID  string
 }
 
-// Controller serialises each requester's submissions and counts them.
+// Controller serialises each organisation's submissions and counts them.
 // It is safe for concurrent use.
 type Controller struct {
 	counter Counter
 
 	mu    sync.Mutex
-	locks map[Requester]*lock
+	locks map[string]*lock // by organisation
 }
 
-// lock is one requester's lock; users counts those holding or waiting
+// lock is one organisation's lock; users counts those holding or waiting
 // for it, so it is dropped from the map when nobody needs it.
 type lock struct {
 	mu    sync.Mutex
@@ -57,22 +58,23 @@ type lock struct {
 
 // New returns a controller counting with c.
 func New(c Counter) *Controller {
-	return &Controller{counter: c, locks: map[Requester]*lock{}}
+	return &Controller{counter: c, locks: map[string]*lock{}}
 }
 
-// Begin waits for r's lock, then counts r's submissions in the Window
-// before now. The caller must call release once the submission is stored
-// (or abandoned), and exactly once; until then no other submission by r
-// is counted.
+// Begin waits for the lock of r's organisation, then counts r's
+// submissions in the Window before now and the runs in progress of r and
+// of the organisation. The caller must call release once the submission
+// is stored (or abandoned), and exactly once; until then no other
+// submission of the organisation is counted.
 func (c *Controller) Begin(ctx context.Context, r Requester, now time.Time) (counts store.SubmissionCounts, release func(), err error) {
 	if r.Org == "" || r.ID == "" {
 		return store.SubmissionCounts{}, nil, fmt.Errorf("admission: requester must have an organisation and an id")
 	}
 	c.mu.Lock()
-	l := c.locks[r]
+	l := c.locks[r.Org]
 	if l == nil {
 		l = &lock{}
-		c.locks[r] = l
+		c.locks[r.Org] = l
 	}
 	l.users++
 	c.mu.Unlock()
@@ -85,7 +87,7 @@ func (c *Controller) Begin(ctx context.Context, r Requester, now time.Time) (cou
 			c.mu.Lock()
 			l.users--
 			if l.users == 0 {
-				delete(c.locks, r)
+				delete(c.locks, r.Org)
 			}
 			c.mu.Unlock()
 		})

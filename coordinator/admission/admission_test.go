@@ -73,7 +73,10 @@ func TestBeginSerialisesCountAndStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (store.SubmissionCounts{Started: 40, Refused: 20}); got != want {
+	// Active counts runs in progress whenever submitted: run-old is
+	// released, the 40 RUNNING ones are ana's, and bob's is her
+	// organisation's too.
+	if want := (store.SubmissionCounts{Started: 40, Refused: 20, Active: 40, OrgActive: 41}); got != want {
 		t.Errorf("counts %+v, want %+v", got, want)
 	}
 }

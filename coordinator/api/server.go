@@ -238,7 +238,8 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 		Definition: policy.DefinitionRef{ID: d.ID, Hash: d.Hash(), Codelists: d.CodelistNames()},
 		Parameters: policy.ParametersOf(bound),
 		Purpose:    req.GetPurpose(),
-		Counts:     &policy.SubmitCounts{RunsLast24h: counts.Started, RefusedLast24h: counts.Refused},
+		Counts: &policy.SubmitCounts{RunsLast24h: counts.Started, RefusedLast24h: counts.Refused,
+			ActiveRuns: counts.Active, OrgActiveRuns: counts.OrgActive},
 	}
 	decide := func(ctx context.Context, ledger *policy.SubmitLedger) policy.Decision {
 		in.Ledger = ledger
@@ -321,13 +322,6 @@ func (s *Server) checkSubmit(req *havenv1.SubmitRunRequest) error {
 		return bad.err("the submission was refused and nothing was stored")
 	}
 	return nil
-}
-
-func purposesHint(a approval) string {
-	if len(a.Purposes) == 0 {
-		return ""
-	}
-	return "; the approval allows: " + strings.Join(a.Purposes, ", ")
 }
 
 // rawParameters turns wire values into the strings catalog.Bind reads,

@@ -244,12 +244,6 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		ClientRequestId:   sub.ClientRequestID,
 		Coverage:          &havenv1.Coverage{},
 	}
-	actor := sub.Requester.Actor()
-	d.audit(ctx, audit.KindSubmission, run.Id, actor, map[string]any{
-		"definition": def.ID, "version": def.Version, "hash": def.Hash(), "mode": plan.Mode,
-		"parameters": sub.Bound.Params(), "purpose": sub.Purpose, "requester_org": sub.Requester.Org,
-		"client_request_id": sub.ClientRequestID, "auth": sub.Requester.Method,
-	})
 
 	// Read the ledger, decide and record the run (with its ledger entry
 	// when admitted) in one transaction, so that two submissions cannot
@@ -277,8 +271,15 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 			return run, nil
 		})
 	if turnedAway != nil {
+		// Nothing is stored or audited for a submission turned away.
 		return nil, turnedAway
 	}
+	actor := sub.Requester.Actor()
+	d.audit(ctx, audit.KindSubmission, run.Id, actor, map[string]any{
+		"definition": def.ID, "version": def.Version, "hash": def.Hash(), "mode": plan.Mode,
+		"parameters": sub.Bound.Params(), "purpose": sub.Purpose, "requester_org": sub.Requester.Org,
+		"client_request_id": sub.ClientRequestID, "auth": sub.Requester.Method,
+	})
 	if errors.Is(err, store.ErrLedger) {
 		// Fail closed: without the ledger nothing is admitted. The refusal
 		// is recorded (without the ledger) so that the requester sees why.

@@ -93,7 +93,10 @@ var migrations = []string{
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	// WAL lets readers (GetRun, DoGet) proceed while a run is updated;
 	// synchronous=FULL because a released table must survive power loss.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(ON)"
+	// Transactions begin IMMEDIATE: one that reads and then writes (the
+	// ledger's admission) would otherwise fail with SQLITE_BUSY when another
+	// writer commits between its read and its write; busy_timeout queues it.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(ON)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open job store %s: %w", path, err)
@@ -381,12 +384,16 @@ func (s *SQLite) ListRuns(ctx context.Context, q ListQuery) ([]*havenv1.Run, str
 // CountSubmissions implements Store.
 func (s *SQLite) CountSubmissions(ctx context.Context, org, id string, since time.Time) (SubmissionCounts, error) {
 	var c SubmissionCounts
+	refused := int32(havenv1.RunState_RUN_STATE_REFUSED)
+	p, r, l := int32(havenv1.RunState_RUN_STATE_PENDING), int32(havenv1.RunState_RUN_STATE_RUNNING), int32(havenv1.RunState_RUN_STATE_LINKING)
 	err := s.db.QueryRowContext(ctx, `SELECT
-		COALESCE(SUM(CASE WHEN state = ? THEN 0 ELSE 1 END), 0),
-		COALESCE(SUM(CASE WHEN state = ? THEN 1 ELSE 0 END), 0)
-		FROM runs WHERE requester_org = ? AND requester_id = ? AND submitted_at >= ?`,
-		int32(havenv1.RunState_RUN_STATE_REFUSED), int32(havenv1.RunState_RUN_STATE_REFUSED), org, id, since.UnixNano()).
-		Scan(&c.Started, &c.Refused)
+		COALESCE(SUM(CASE WHEN requester_id = ? AND submitted_at >= ? AND state <> ? THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN requester_id = ? AND submitted_at >= ? AND state = ? THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN requester_id = ? AND state IN (?, ?, ?) THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN state IN (?, ?, ?) THEN 1 ELSE 0 END), 0)
+		FROM runs WHERE requester_org = ?`,
+		id, since.UnixNano(), refused, id, since.UnixNano(), refused, id, p, r, l, p, r, l, org).
+		Scan(&c.Started, &c.Refused, &c.Active, &c.OrgActive)
 	if err != nil {
 		return SubmissionCounts{}, fmt.Errorf("count submissions of %s of %s: %w", id, org, err)
 	}

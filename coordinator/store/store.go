@@ -48,8 +48,9 @@ type Store interface {
 	InterruptActive(ctx context.Context, reason string, at time.Time) (int, error)
 
 	// CountSubmissions counts the runs a requester (organisation and
-	// user id) submitted at or after since: those refused by policy, and
-	// the rest.
+	// user id) submitted at or after since (those refused by policy, and
+	// the rest), and the runs still in progress of the requester and of
+	// their whole organisation.
 	CountSubmissions(ctx context.Context, org, id string, since time.Time) (SubmissionCounts, error)
 
 	// PutRelease stores the released table of a run, once; a second
@@ -83,6 +84,10 @@ type SubmissionCounts struct {
 	Started int
 	// Refused are runs haven/submit refused.
 	Refused int
+	// Active are the requester's runs still pending, running or linking,
+	// whenever submitted; OrgActive are their organisation's.
+	Active    int
+	OrgActive int
 }
 
 // Release is a disclosure-controlled table released for a run.

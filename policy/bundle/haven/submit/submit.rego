@@ -10,9 +10,11 @@
 #     parameters   {name: value}
 #     purpose      one of data.purposes, and one that a role of the
 #                  requester may state (data.roles[role].purposes)
-#     counts       {runs_last_24h, refused_last_24h}: the requester's
-#                  submissions in the last 24 hours that were not refused,
-#                  and those that were; each required while data.rate_limits
+#     counts       {runs_last_24h, refused_last_24h, active_runs,
+#                  org_active_runs}: the requester's submissions in the
+#                  last 24 hours that were not refused, and those that
+#                  were; the requester's runs in progress, and their
+#                  organisation's. Each is required while data.rate_limits
 #                  sets its limit. A requester is (org, id).
 #     ledger       {since, entries}: the release ledger's runs of this
 #                  definition (any requester) submitted at or after since
@@ -54,6 +56,8 @@ allowed if {
 	within_rate
 	within_refused_rate
 	count(ledger_reasons) == 0
+	within_active
+	within_org_active
 	some role in input.requester.roles
 	role in approval.roles
 	purpose_known
@@ -165,7 +169,7 @@ reasons contains r if {
 }
 
 # Both limits share one message, so that missing counts give one reason.
-rate_limit_unknown := lib.reason("rate_limit_unknown", "counts.runs_last_24h and counts.refused_last_24h are required while rate limits are set")
+rate_limit_unknown := lib.reason("rate_limit_unknown", "counts (runs_last_24h, refused_last_24h, active_runs, org_active_runs) are required while rate limits are set")
 
 reasons contains rate_limit_unknown if {
 	data.rate_limits.runs_per_requester_per_24h
@@ -332,4 +336,47 @@ ledger_reasons contains lib.reason("budget_exceeded", sprintf("the requester's o
 	ledger_given
 	n := count([e | some e in in_period; e.requester.org == input.requester.org])
 	n >= budget_rule.per_organisation
+}
+
+# Runs in progress are capped per requester and per organisation, so one
+# requester's burst cannot crowd the sites and push other organisations'
+# runs past their deadlines.
+within_active if not data.rate_limits.active_runs_per_requester
+
+within_active if {
+	active_counted
+	input.counts.active_runs < data.rate_limits.active_runs_per_requester
+}
+
+active_counted if is_number(input.counts.active_runs)
+
+within_org_active if not data.rate_limits.active_runs_per_org
+
+within_org_active if {
+	org_active_counted
+	input.counts.org_active_runs < data.rate_limits.active_runs_per_org
+}
+
+org_active_counted if is_number(input.counts.org_active_runs)
+
+reasons contains rate_limit_unknown if {
+	data.rate_limits.active_runs_per_requester
+	not active_counted
+}
+
+reasons contains rate_limit_unknown if {
+	data.rate_limits.active_runs_per_org
+	not org_active_counted
+}
+
+reasons contains lib.reason("too_many_active_runs", sprintf("the requester already has %d runs in progress, the limit; submit again when one finishes", [limit])) if {
+	limit := data.rate_limits.active_runs_per_requester
+	active_counted
+	input.counts.active_runs >= limit
+}
+
+reasons contains lib.reason("org_too_many_active_runs", sprintf("the requester's organisation already has %d runs in progress, the limit; submit again when one finishes", [limit])) if {
+	limit := data.rate_limits.active_runs_per_org
+	org_active_counted
+	input.counts.org_active_runs >= limit
 }

@@ -8,7 +8,7 @@ base_input := {
 	"definition": {"id": "t2dm-emergency-admissions", "hash": lib.fixture_hash, "codelists": ["t2dm"]},
 	"parameters": lib.fixture_parameters,
 	"purpose": "commissioning",
-	"counts": {"runs_last_24h": 3, "refused_last_24h": 0},
+	"counts": {"runs_last_24h": 3, "refused_last_24h": 0, "active_runs": 1, "org_active_runs": 2},
 	"ledger": {"since": "2025-01-01T00:00:00Z", "entries": []},
 }
 
@@ -321,4 +321,13 @@ test_ledger_with_bad_now if {
 	inp := object.union(base_input, {"now": "soon", "ledger": {"since": "2025-01-01T00:00:00Z", "entries": [entry("run-1", "analyst-17", "QWE", lib.fixture_parameters, 1, true)]}})
 	d := decision with input as inp with data.approvals as lib.fixture_approvals with data.ledger as ledger_rules
 	denied_for(d, {"invalid_input"})
+}
+
+test_deny_active_limits if {
+	denied_for(eval({"counts": {"active_runs": 8}}), {"too_many_active_runs"})
+	eval({"counts": {"active_runs": 7}}).allow
+	denied_for(eval({"counts": {"org_active_runs": 20}}), {"org_too_many_active_runs"})
+	eval({"counts": {"org_active_runs": 19}}).allow
+	denied_for(eval_without(["counts/active_runs"]), {"rate_limit_unknown"})
+	denied_for(eval_without(["counts/org_active_runs"]), {"rate_limit_unknown"})
 }
