@@ -69,7 +69,8 @@ type Server struct {
 	now  func() time.Time
 
 	mu        sync.Mutex
-	approvals map[string]approval // of revision approvalsOf
+	approvals map[string]approval // of revision approvRev
+	lookback  time.Duration       // how far back the ledger rules of approvRev look
 	approvRev string
 }
 
@@ -241,7 +242,7 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 		return dec
 	}
 	run, err := s.runs.Submit(ctx, dispatch.Submission{Definition: d, Bound: bound, Purpose: req.GetPurpose(),
-		Requester: p, ClientRequestID: req.GetClientRequestId(), Decide: decide})
+		Requester: p, ClientRequestID: req.GetClientRequestId(), Decide: decide, LedgerLookback: s.ledgerLookback()})
 	if err != nil {
 		return nil, s.internal(ctx, "submit run", err)
 	}
@@ -408,6 +409,14 @@ func (s *Server) approvalsNow() map[string]approval {
 	}
 	var data struct {
 		Approvals map[string]approval `json:"approvals"`
+		Ledger    struct {
+			NearDuplicate struct {
+				WindowDays float64 `json:"window_days"`
+			} `json:"near_duplicate"`
+			Budget struct {
+				PeriodDays float64 `json:"period_days"`
+			} `json:"budget"`
+		} `json:"ledger"`
 	}
 	b, err := fs.ReadFile(s.gov.Files(), "data.json")
 	if err == nil {
@@ -420,7 +429,24 @@ func (s *Server) approvalsNow() map[string]approval {
 		data.Approvals = map[string]approval{}
 	}
 	s.approvals, s.approvRev = data.Approvals, rev
+	// The ledger is read only as far back as the bundle's rules look (and
+	// a day more, for clock steps), so that a submission's decision sees
+	// the runs that matter and no more. Unreadable rules leave it to the
+	// dispatcher's default; policy refuses if that is too short.
+	s.lookback = 0
+	if days := max(data.Ledger.NearDuplicate.WindowDays, data.Ledger.Budget.PeriodDays); err == nil && days > 0 {
+		s.lookback = time.Duration((days+1)*24) * time.Hour
+	}
 	return s.approvals
+}
+
+// ledgerLookback is how far back the active bundle's ledger rules look,
+// or zero for the dispatcher's default.
+func (s *Server) ledgerLookback() time.Duration {
+	s.approvalsNow()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lookback
 }
 
 // summary describes a definition for the catalogue. The approval is

@@ -193,6 +193,10 @@ type Submission struct {
 	// decision and the record; it must not use the store. It always
 	// returns a usable decision (policy.Engine.Submit denies on failure).
 	Decide func(ctx context.Context, ledger *policy.SubmitLedger) policy.Decision
+	// LedgerLookback, if set, is how far back the bundle's ledger rules
+	// look; the decision is shown the ledger that far back instead of
+	// Config.LedgerLookback.
+	LedgerLookback time.Duration
 }
 
 // CodeLedgerUnavailable is the reason a submission is refused when the
@@ -256,7 +260,11 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		run.FinishedAt = run.UpdatedAt
 	}
 	var dec policy.Decision
-	_, err := d.cfg.Store.AdmitRun(ctx, store.LedgerQuery{DefinitionID: def.ID, Since: now.Add(-d.cfg.LedgerLookback)},
+	lookback := d.cfg.LedgerLookback
+	if sub.LedgerLookback > 0 {
+		lookback = sub.LedgerLookback
+	}
+	_, err := d.cfg.Store.AdmitRun(ctx, store.LedgerQuery{DefinitionID: def.ID, Since: now.Add(-lookback)},
 		func(v store.LedgerView) (*havenv1.Run, error) {
 			dec = sub.Decide(ctx, submitLedger(v))
 			run.BundleRevision = dec.Revision
