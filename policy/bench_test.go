@@ -2,9 +2,11 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 )
 
 // Decisions per second on one core: go test -run '^$' -bench . -cpu 1 ./policy
@@ -48,3 +50,30 @@ func BenchmarkDisclose(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
 }
+
+// BenchmarkSubmitWithLedger is BenchmarkSubmit with a release ledger of
+// ledgerBenchEntries earlier runs of the definition (none near, none over a budget):
+// what the ledger rules add to each submission.
+func BenchmarkSubmitWithLedger(b *testing.B) {
+	k := newKey(b)
+	e := load(b, signedReference(b, k), k, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil)) })
+	in := validSubmit()
+	for i := range ledgerBenchEntries {
+		in.Ledger.Entries = append(in.Ledger.Entries, LedgerEntry{
+			RunID:       fmt.Sprintf("run-%04d", i),
+			Requester:   LedgerRequester{ID: fmt.Sprintf("user-%d", i), Org: fmt.Sprintf("ORG%d", i)},
+			Parameters:  map[string]any{"index_date": fmt.Sprintf("%d-%02d-01", 2018+i/12%8, 1+i%12), "followup_days": int64(180)},
+			SubmittedAt: testNow.Add(-time.Duration(i) * time.Minute),
+			Released:    true,
+		})
+	}
+	ctx := context.Background()
+	for b.Loop() {
+		if d, err := e.Submit(ctx, in); err != nil || !d.Allow {
+			b.Fatalf("allow=%v reasons=%v err=%v", d.Allow, d.Reasons, err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+}
+
+const ledgerBenchEntries = 200

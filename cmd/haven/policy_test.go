@@ -187,6 +187,7 @@ func TestPolicyEval(t *testing.T) {
 			"parameters": map[string]any{"index_date": "2023-04-01", "followup_days": 365},
 			"purpose":    purpose,
 			"counts":     map[string]any{"runs_last_24h": 0, "refused_last_24h": 0, "active_runs": 0, "org_active_runs": 0},
+			"ledger":     map[string]any{"since": "2025-06-01T00:00:00Z", "entries": []any{}},
 		})
 		name := filepath.Join(t.TempDir(), "input.json")
 		if err := os.WriteFile(name, b, 0o644); err != nil {

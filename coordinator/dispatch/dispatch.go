@@ -197,6 +197,10 @@ type Submission struct {
 	// error from it is returned by Submit as it is, and nothing is stored
 	// (admission's cap on refused submissions).
 	TurnAway func(policy.Decision) error
+	// LedgerLookback, if set, is how far back the bundle's ledger rules
+	// look; the decision is shown the ledger that far back instead of
+	// Config.LedgerLookback.
+	LedgerLookback time.Duration
 }
 
 // CodeLedgerUnavailable is the reason a submission is refused when the
@@ -254,8 +258,12 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		run.FinishedAt = run.UpdatedAt
 	}
 	var dec policy.Decision
+	lookback := d.cfg.LedgerLookback
+	if sub.LedgerLookback > 0 {
+		lookback = sub.LedgerLookback
+	}
 	var turnedAway error
-	_, err := d.cfg.Store.AdmitRun(ctx, store.LedgerQuery{DefinitionID: def.ID, Since: now.Add(-d.cfg.LedgerLookback)},
+	_, err := d.cfg.Store.AdmitRun(ctx, store.LedgerQuery{DefinitionID: def.ID, Since: now.Add(-lookback)},
 		func(v store.LedgerView) (*havenv1.Run, error) {
 			dec = sub.Decide(ctx, submitLedger(v))
 			if sub.TurnAway != nil {
