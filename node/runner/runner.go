@@ -135,6 +135,9 @@ type Config struct {
 	Secret   pseudonym.Secret
 	// NDOP returns the national data opt-out list in force.
 	NDOP func() *optout.Set
+	// Network returns the network type 1 opt-out list in force; nil until
+	// the node first received one, and then the node runs no task.
+	Network func() *optout.Network
 	// Pause reads the pause switch; an error counts as paused.
 	Pause func() (state.Pause, error)
 
@@ -155,6 +158,7 @@ func (c *Config) checkAndSetDefaults() error {
 		"ODS": c.ODS != "", "Kind": c.Kind != "", "Policy": c.Policy != nil, "Source": c.Source != nil,
 		"Link": c.Link != nil, "Journal": c.Journal != nil, "Ledger": c.Ledger != nil,
 		"Uploader": c.Uploader != nil, "Audit": c.Audit != nil, "NDOP": c.NDOP != nil, "Pause": c.Pause != nil,
+		"Network": c.Network != nil,
 	} {
 		if !ok {
 			missing = append(missing, name)
@@ -202,7 +206,14 @@ type Runner struct {
 	// invalidCounts holds recent counts of invalid NHS numbers, by
 	// table.
 	invalidCounts map[string]cachedCount
-	wg            sync.WaitGroup
+	// networkUsed is the network opt-out list version each running task
+	// read, for Recent.
+	networkUsed map[string]string
+	wg          sync.WaitGroup
+
+	// hasher hashes NHS numbers for the network type 1 list; each task
+	// uses a clone.
+	hasher *pseudonym.OptOutHasher
 }
 
 type running struct {
@@ -221,14 +232,20 @@ func New(cfg Config) (*Runner, error) {
 	if err := cfg.checkAndSetDefaults(); err != nil {
 		return nil, err
 	}
+	hasher, err := pseudonym.NewOptOutHasher(cfg.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
 	base, stop := context.WithCancelCause(context.Background())
 	return &Runner{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		sem:     make(chan struct{}, cfg.Concurrency),
-		base:    base,
-		stop:    stop,
-		running: map[string]*running{},
+		hasher:      hasher,
+		networkUsed: map[string]string{},
+		cfg:         cfg,
+		log:         cfg.Logger,
+		sem:         make(chan struct{}, cfg.Concurrency),
+		base:        base,
+		stop:        stop,
+		running:     map[string]*running{},
 
 		invalidCounts: map[string]cachedCount{},
 	}, nil
@@ -347,9 +364,26 @@ func (r *Runner) report(o *havenv1.TaskOutcome) {
 	}
 }
 
+// usedNetwork notes which network list version a task read, for Recent.
+func (r *Runner) usedNetwork(j *job) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, running := r.running[j.t.GetTaskId()]; running {
+		r.networkUsed[j.t.GetTaskId()] = j.network.String()
+	}
+}
+
+// SiteOptOuts reads the type 1 opt-outs the site records, for the node to
+// publish to the network.
+func (r *Runner) SiteOptOuts(ctx context.Context) (*optout.Set, error) {
+	return r.siteOptOuts(ctx)
+}
+
 // remember adds a finished task to Recent. The caller holds mu.
 func (r *Runner) remember(t *havenv1.Task, o *havenv1.TaskOutcome) {
-	s := state.TaskSummary{TaskID: t.GetTaskId(), RunID: t.GetRunId(), DefinitionID: t.GetDefinitionId(), At: r.cfg.Now().UTC()}
+	s := state.TaskSummary{TaskID: t.GetTaskId(), RunID: t.GetRunId(), DefinitionID: t.GetDefinitionId(), At: r.cfg.Now().UTC(),
+		NetworkOptOutVersion: r.networkUsed[t.GetTaskId()]}
+	delete(r.networkUsed, t.GetTaskId())
 	switch x := o.GetOutcome().(type) {
 	case *havenv1.TaskOutcome_Done:
 		s.Outcome, s.Rows, s.Bytes = "done", x.Done.GetRows(), x.Done.GetBytes()
