@@ -17,10 +17,14 @@
 // opt-out list that matters at this site: the numbers on it that appear
 // in the tables the task reads, read afresh for every task (at national
 // scale the whole list is millions of numbers; a site holds a few
-// thousand of them). On the way out the result is checked again in Go,
-// against the whole list: every NHS number it rests on (linkage rows, or
-// the members of an aggregate's cells) must be valid and on no opt-out
-// list, or the task is
+// thousand of them). The network type 1 list (objections other practices
+// published, as keyed hashes; node/optout Network) is matched against the
+// site's numbers by hashing each, and those found are bound in the same
+// list; a node that never received the network list runs no task. On the
+// way out the result is checked again in Go, against the whole national
+// list and by hashing every number against the network list: every NHS
+// number it rests on (linkage rows, or the members of an aggregate's
+// cells) must be valid and on no opt-out list, or the task is
 // aborted and nothing is sent. Linkage rows have their NHS number replaced
 // by the run pseudonym. The result goes up with Flight DoPut in batches
 // within the task's limits, retried while the coordinator is unreachable
