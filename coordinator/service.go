@@ -36,6 +36,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/dispatch"
 	"github.com/havenhealth/haven/coordinator/flightsvc"
 	"github.com/havenhealth/haven/coordinator/nodelink"
+	"github.com/havenhealth/haven/coordinator/optoutrelay"
 	"github.com/havenhealth/haven/coordinator/planner"
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/internal/dirlock"
@@ -138,8 +139,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	// NodeLink hands task messages to the dispatcher, and the dispatcher
 	// sends tasks down node links: handler breaks the cycle.
 	handler := &lateHandler{}
+	optOuts, err := optoutrelay.Open(ctx, s.store, nil)
+	if err != nil {
+		return nil, err
+	}
+	if pubs, hashes := optOuts.Size(); pubs > 0 {
+		log.Info("network type 1 opt-out list loaded", "version", optOuts.Version().String(), "practices", pubs, "hashes", hashes)
+	}
 	if s.links, err = nodelink.New(nodelink.Config{Handler: handler, Audit: s.audit, Logger: log,
-		HeartbeatInterval: cfg.Runs.HeartbeatInterval, Revision: s.policy.Revision, Members: members}); err != nil {
+		HeartbeatInterval: cfg.Runs.HeartbeatInterval, Revision: s.policy.Revision, Members: members, OptOuts: optOuts}); err != nil {
 		return nil, err
 	}
 	if s.runs, err = dispatch.New(dispatch.Config{Store: s.store, Audit: s.audit, Policy: s.policy, Links: s.links,

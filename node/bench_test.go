@@ -229,11 +229,15 @@ func benchTask(b *testing.B, n *synth.Network, s synth.Site, id string, ndop *op
 	prog, err := sqlgen.Compile(bound, plan, s.Kind, sqlgen.DuckDB(), sqlgen.Options{SiteODS: s.ODS})
 	must(b, err)
 	src := &resultSource{Source: p, result: prog.Result.SQL}
+	network, err := optout.OpenReceiver(b.TempDir(), nil)
+	must(b, err)
+	must(b, network.Apply(&havenv1.NetworkOptOuts{Version: &havenv1.NetworkOptOutVersion{Epoch: "bench"}}))
 	r, err := runner.New(runner.Config{
 		ODS: s.ODS, Kind: s.Kind, Policy: engine, Source: src, Link: discardLink{}, Journal: journal, Ledger: ledger,
 		Uploader: runner.NewFlightUploader(cc), Audit: alog, Secret: secret,
 		NDOP: func() *optout.Set { return ndop }, Pause: func() (state.Pause, error) { return state.Pause{}, nil },
-		Logger: benchLogger(),
+		Network: network.Current,
+		Logger:  benchLogger(),
 	})
 	must(b, err)
 

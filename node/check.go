@@ -39,7 +39,8 @@ const CertWarning = 30 * 24 * time.Hour
 
 // Check examines everything a node depends on and reports each finding,
 // for `haven node check`: the configuration's files, the certificate and
-// its expiry, the linkage secret, the opt-out list, the bundle's signature,
+// its expiry, the linkage secret, the opt-out lists (national, and the
+// network type 1 list's size and age), the bundle's signature,
 // the connector plugin (checksum, start, the CDM tables with row counts,
 // invalid NHS numbers in each), the state and audit directories, and
 // whether the coordinator answers a TLS handshake. It starts no daemon and
@@ -89,6 +90,9 @@ func Check(ctx context.Context, cfg *config.Config, logger *slog.Logger) []Findi
 		}
 	}
 
+	// Network type 1 list: what the coordinator last relayed, and when.
+	out = append(out, checkNetworkList(cfg.StateDir, time.Now()))
+
 	// Bundle.
 	if pub, err := os.ReadFile(cfg.Governance.PublicKey); !add("board public key", err, cfg.Governance.PublicKey) {
 		out = append(out, Finding{Check: "governance bundle", Detail: "cannot be verified without the board's public key"})
@@ -111,6 +115,33 @@ func Check(ctx context.Context, cfg *config.Config, logger *slog.Logger) []Findi
 	// Coordinator.
 	add("coordinator", dialCoordinator(ctx, cfg), fmt.Sprintf("%s answered a TLS handshake with a certificate from the network CA", cfg.Coordinator.Address))
 	return out
+}
+
+// NetworkListStale is the age past which check warns about the network
+// type 1 opt-out list: a connected node hears from the coordinator on
+// every registration and every change.
+const NetworkListStale = 24 * time.Hour
+
+// checkNetworkList reports the size and age of the network type 1 opt-out
+// list kept in the state directory.
+func checkNetworkList(stateDir string, now time.Time) Finding {
+	const name = "network type 1 opt-out list"
+	n, err := optout.ReadNetworkFile(stateDir)
+	if err != nil {
+		return Finding{Check: name, Detail: err.Error()}
+	}
+	if n == nil {
+		return Finding{Check: name, OK: true, Warn: true,
+			Detail: "not received yet: the node runs no task until the coordinator has sent it (on registering)"}
+	}
+	age := now.Sub(n.Received()).Round(time.Second)
+	f := Finding{Check: name, OK: true, Detail: fmt.Sprintf("%d patients from %d practices; version %s; received %s (%s ago)",
+		n.Len(), n.Publishers(), n.Version(), n.Received().Format(time.DateTime), age)}
+	if age > NetworkListStale {
+		f.Warn = true
+		f.Detail += "; the node has not heard from the coordinator since: is it connected?"
+	}
+	return f
 }
 
 func writable(dir string) error {

@@ -86,6 +86,15 @@ type Node struct {
 	ndopStat os.FileInfo
 	pause    atomic.Pointer[state.Pause]
 
+	// network is the network type 1 list the coordinator relays; hasher
+	// hashes this practice's own objections for it.
+	network *optout.Receiver
+	hasher  *pseudonym.OptOutHasher
+	// publishNow asks housekeeping to publish at once (a link came up).
+	publishNow chan struct{}
+	pubMu      sync.Mutex
+	published  publication
+
 	started   time.Time
 	closeOnce sync.Once
 }
@@ -129,6 +138,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 	if n.lock, err = dirlock.Acquire(cfg.StateDir); err != nil {
 		return nil, fmt.Errorf("node not started: %w", err)
 	}
+	if n.network, err = optout.OpenReceiver(cfg.StateDir, nil); err != nil {
+		return nil, err
+	}
+	if n.hasher, err = pseudonym.NewOptOutHasher(secret); err != nil {
+		return nil, err
+	}
+	n.publishNow = make(chan struct{}, 1)
 	if n.ledger, err = pseudonym.OpenLedger(cfg.StateDir); err != nil {
 		return nil, err
 	}
@@ -210,8 +226,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 		Journal: n.journal,
 		Logger:  n.log,
 		Backoff: backoff,
-		OnChange: func(session.Info) {
+		OnChange: func(i session.Info) {
 			n.writeStatus()
+			if i.State == session.StateConnected {
+				select {
+				case n.publishNow <- struct{}{}:
+				default:
+				}
+			}
 		},
 	})
 	if err != nil {
@@ -229,6 +251,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 		Audit:    n.audit,
 		Secret:   secret,
 		NDOP:     func() *optout.Set { return n.ndop.Load() },
+		Network:  n.network.Current,
 		Pause:    func() (state.Pause, error) { return state.ReadPause(cfg.StateDir) },
 		Limits: runner.Limits{
 			MaxRows:      cfg.Limits.MaxRows,
@@ -337,8 +360,9 @@ func (n *Node) Run(ctx context.Context) error {
 	return err
 }
 
-// housekeeping writes the status file and notices a changed pause switch
-// or opt-out list.
+// housekeeping writes the status file, notices a changed pause switch or
+// opt-out list, and publishes the practice's type 1 list when it changed
+// or a new link came up.
 func (n *Node) housekeeping(ctx context.Context) {
 	t := time.NewTicker(n.opts.Housekeeping)
 	defer t.Stop()
@@ -347,13 +371,56 @@ func (n *Node) housekeeping(ctx context.Context) {
 		if err := n.loadNDOP(); err != nil {
 			n.log.Error("national opt-out list not reloaded; the one loaded before stays in force", "error", err)
 		}
+		n.publish(ctx)
 		n.writeStatus()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.publishNow:
 		}
 	}
+}
+
+// publication is what a practice last published, on which link.
+type publication struct {
+	session string
+	digest  string
+	count   int
+	at      time.Time
+}
+
+// publish sends the practice's type 1 list to the network, as keyed
+// hashes, if the link is up and the list differs from what this link
+// last carried. Trusts record no type 1 objections and publish nothing.
+func (n *Node) publish(ctx context.Context) {
+	if n.cfg.Site.Kind != cdm.KindGP {
+		return
+	}
+	info := n.session.Info()
+	if info.State != session.StateConnected {
+		return
+	}
+	type1, err := n.runner.SiteOptOuts(ctx)
+	if err != nil {
+		n.log.Error("type 1 opt-outs not read; the network keeps the list published before", "error", audit.Redact(err.Error()))
+		return
+	}
+	p := optout.Publish(n.hasher, type1)
+	n.pubMu.Lock()
+	same := n.published.session == info.SessionID && n.published.digest == p.Digest
+	n.pubMu.Unlock()
+	if same {
+		return
+	}
+	if err := n.session.Send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_OptOutPublish{OptOutPublish: p.Message()}}); err != nil {
+		n.log.Warn("type 1 opt-outs not published; will try again", "error", err)
+		return
+	}
+	n.pubMu.Lock()
+	n.published = publication{session: info.SessionID, digest: p.Digest, count: len(p.Hashes), at: time.Now().UTC()}
+	n.pubMu.Unlock()
+	n.log.Info("type 1 opt-outs published to the network", "objections", len(p.Hashes), "digest", p.Digest[:12])
 }
 
 // checkPause tells the coordinator when provider IT flips the switch. The
@@ -403,6 +470,13 @@ func (n *Node) writeStatus() {
 	}
 	if d, ok := n.plugin.lastDescription(); ok {
 		s.ConnectorVersion, s.ConnectorDialect = d.PluginVersion, string(d.Dialect)
+	}
+	if net := n.network.Current(); net != nil {
+		n.pubMu.Lock()
+		pub := n.published
+		n.pubMu.Unlock()
+		s.NetworkOptOuts = &state.NetworkOptOuts{Version: net.Version().String(), Hashes: net.Len(), Publishers: net.Publishers(),
+			Received: net.Received().UTC(), Published: pub.count, PublishedAt: pub.at}
 	}
 	if err := state.WriteStatus(n.cfg.StateDir, s); err != nil {
 		n.log.Error("status file", "error", err)
@@ -464,6 +538,7 @@ func (h *handler) Registration(ctx context.Context) (*havenv1.Register, error) {
 	if p := n.pause.Load(); p != nil {
 		reg.Pause = pauseState(*p)
 	}
+	reg.NetworkOptOutVersion = n.network.Current().Version().Wire()
 	// A plugin that will not start must not keep the node off the
 	// network: it registers with what it last knew, and its tasks fail.
 	d, err := n.plugin.Describe(ctx)
@@ -500,6 +575,29 @@ func (h *handler) Task(t *havenv1.Task) { h.node().runner.Submit(t) }
 
 // Cancel stops a task.
 func (h *handler) Cancel(c *havenv1.CancelTask) { h.node().runner.Cancel(c.GetTaskId(), c.GetReason()) }
+
+// NetworkOptOuts applies an update to the network type 1 list. An update
+// that does not follow the list held, or is malformed, ends the link (the
+// next Register resynchronises); one that could not be written to disk
+// still takes effect, and is logged.
+func (h *handler) NetworkOptOuts(m *havenv1.NetworkOptOuts) error {
+	n := h.node()
+	err := n.network.Apply(m)
+	if err != nil && !errors.Is(err, optout.ErrNotKept) {
+		n.log.Warn("network opt-out update refused; reconnecting to resynchronise", "error", err)
+		return err
+	}
+	if err != nil {
+		n.log.Error("network opt-out list", "error", err)
+	}
+	if !m.GetMore() {
+		cur := n.network.Current()
+		n.log.Info("network opt-out list updated", "version", cur.Version().String(), "hashes", cur.Len(),
+			"publishers", cur.Publishers(), "changed", len(m.GetSets()))
+		n.writeStatus()
+	}
+	return nil
+}
 
 func wireKind(k cdm.SiteKind) havenv1.SiteKind {
 	switch k {

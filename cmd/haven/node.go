@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -187,14 +188,23 @@ func newNodeStatusCmd(a *app, load configLoader) *cobra.Command {
 			fmt.Fprintf(w, "Bundle:\trevision %s\n", s.BundleRevision)
 			fmt.Fprintf(w, "Connector:\t%s %s (%s)\n", s.ConnectorPlugin, s.ConnectorVersion, s.ConnectorDialect)
 			fmt.Fprintf(w, "Tasks running:\t%d\n", s.TasksRunning)
+			if no := s.NetworkOptOuts; no != nil {
+				fmt.Fprintf(w, "Network type 1 list:\t%d patients from %d practices, version %s, received %s\n",
+					no.Hashes, no.Publishers, no.Version, no.Received.Local().Format(time.DateTime))
+				if !no.PublishedAt.IsZero() {
+					fmt.Fprintf(w, "Published:\t%d type 1 objections of this practice at %s\n", no.Published, no.PublishedAt.Local().Format(time.DateTime))
+				}
+			} else {
+				fmt.Fprintf(w, "Network type 1 list:\tnot received yet (the node runs no task without it)\n")
+			}
 			printPause(w, pause, perr)
 			w.Flush()
 			if len(s.LastTasks) > 0 {
 				fmt.Fprintln(a.stdout, "\nLast tasks:")
 				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "  TIME\tTASK\tRUN\tDEFINITION\tOUTCOME\tROWS\tBYTES\tDETAIL")
+				fmt.Fprintln(tw, "  TIME\tTASK\tRUN\tDEFINITION\tOUTCOME\tROWS\tBYTES\tNETWORK LIST\tDETAIL")
 				for _, t := range s.LastTasks {
-					fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", t.At.Local().Format(time.DateTime), t.TaskID, t.RunID, t.DefinitionID, t.Outcome, t.Rows, t.Bytes, strings.TrimSpace(t.Detail))
+					fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", t.At.Local().Format(time.DateTime), t.TaskID, t.RunID, t.DefinitionID, t.Outcome, t.Rows, t.Bytes, cmp.Or(t.NetworkOptOutVersion, "-"), strings.TrimSpace(t.Detail))
 				}
 				tw.Flush()
 			}

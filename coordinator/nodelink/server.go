@@ -71,6 +71,15 @@ type Handler interface {
 	NodeDisconnected(ctx context.Context, ods string)
 }
 
+// OptOutRelay relays the network type 1 opt-out list (*optoutrelay.Relay).
+type OptOutRelay interface {
+	// Publish replaces a practice's list; it calls broadcast with the
+	// change, if there is one, before any later change.
+	Publish(ctx context.Context, ods string, p *havenv1.OptOutPublish, broadcast func(*havenv1.CoordinatorMessage)) (bool, error)
+	// Sync returns what a node holding version known must be sent.
+	Sync(known *havenv1.NetworkOptOutVersion) []*havenv1.CoordinatorMessage
+}
+
 // Auditor appends to the audit log.
 type Auditor interface {
 	Append(ctx context.Context, r audit.Record) (audit.Entry, error)
@@ -94,6 +103,9 @@ type Config struct {
 	// QueueLength is how many messages may wait to be sent on one link;
 	// zero means 1024.
 	QueueLength int
+	// OptOuts relays the network type 1 opt-out list; nil relays none,
+	// and nodes, which run no task without it, stay idle.
+	OptOuts OptOutRelay
 }
 
 // Server serves NodeLink and holds the registry of sites.
@@ -378,6 +390,16 @@ func (s *Server) serve(ctx context.Context, stream havenv1.NodeLink_ConnectServe
 		ss.end("send Registered: "+err.Error(), false)
 		return err
 	}
+	// The network opt-out list goes before any task: the writer, which
+	// sends what the dispatcher and later list changes queue, starts after.
+	if s.cfg.OptOuts != nil {
+		for _, m := range s.cfg.OptOuts.Sync(reg.GetNetworkOptOutVersion()) {
+			if err := stream.Send(m); err != nil {
+				ss.end("send the network opt-out list: "+err.Error(), false)
+				return err
+			}
+		}
+	}
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
@@ -493,11 +515,52 @@ func (s *Server) handle(ctx context.Context, ss *session, m *havenv1.NodeMessage
 		s.audit(ctx, ss.ods, map[string]any{"event": "pause_state", "paused": b.PauseState.GetPaused(), "reason": b.PauseState.GetReason()})
 	case *havenv1.NodeMessage_Register:
 		s.log.LogAttrs(ctx, slog.LevelWarn, "node sent Register on a live link; ignored", slog.String("site", ss.ods))
+	case *havenv1.NodeMessage_OptOutPublish:
+		s.publish(ctx, ss, si, b.OptOutPublish)
 	case *havenv1.NodeMessage_TaskAccepted, *havenv1.NodeMessage_TaskRefused, *havenv1.NodeMessage_TaskProgress,
 		*havenv1.NodeMessage_TaskDone, *havenv1.NodeMessage_TaskFailed:
 		s.cfg.Handler.TaskMessage(ctx, ss.ods, m)
 	default:
 		s.log.LogAttrs(ctx, slog.LevelWarn, "node sent a message with no known body; ignored", slog.String("site", ss.ods))
+	}
+}
+
+// publish hands a practice's type 1 list to the relay. Only GP practices
+// record type 1 objections; a list from any other site is refused.
+func (s *Server) publish(ctx context.Context, ss *session, si *SiteInfo, p *havenv1.OptOutPublish) {
+	var err error
+	changed := false
+	switch {
+	case s.cfg.OptOuts == nil:
+		err = errors.New("this coordinator relays no network opt-out list")
+	case si == nil || si.Kind != cdm.KindGP:
+		err = fmt.Errorf("site %s is not a GP practice; only practices publish type 1 opt-outs", ss.ods)
+	default:
+		changed, err = s.cfg.OptOuts.Publish(ctx, ss.ods, p, s.broadcast)
+	}
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "type 1 opt-out list refused", slog.String("site", ss.ods), slog.String("error", err.Error()))
+		s.audit(ctx, ss.ods, map[string]any{"event": "opt_out_list_refused", "reason": err.Error()})
+		return
+	}
+	// Every list received is on record, changed or not: it says when a
+	// practice's objections were last known to hold across the network.
+	n := len(p.GetHashes()) / 16
+	if changed {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "type 1 opt-out list accepted and relayed", slog.String("site", ss.ods), slog.Int("hashes", n))
+	}
+	s.audit(ctx, ss.ods, map[string]any{"event": "opt_out_list_received", "changed": changed, "hashes": n, "digest": p.GetDigest()})
+}
+
+// broadcast queues m on every live link. A link whose queue is full is
+// ended: its node registers again and is sent the list afresh.
+func (s *Server) broadcast(m *havenv1.CoordinatorMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		if err := ss.send(m); err != nil {
+			ss.end("the network opt-out list change could not be queued: "+err.Error(), false)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
@@ -86,6 +87,19 @@ var migrations = []string{
 		release_sha256  TEXT              -- the releases row of the table
 	);
 	CREATE INDEX ledger_definition ON ledger (definition_id, submitted_at DESC);`,
+	// 5: the network type 1 opt-out list the coordinator relays.
+	`CREATE TABLE network_optout_meta (
+		id    INTEGER PRIMARY KEY CHECK (id = 1),
+		epoch TEXT NOT NULL,
+		seq   INTEGER NOT NULL
+	);
+	CREATE TABLE network_optouts (
+		publisher  TEXT PRIMARY KEY,
+		digest     TEXT NOT NULL,
+		seq        INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL, -- unix nanoseconds
+		hashes     BLOB NOT NULL     -- keyed hashes the coordinator cannot read
+	);`,
 }
 
 // OpenSQLite opens (creating if need be) the store at path and brings its
@@ -508,6 +522,79 @@ func (s *SQLite) GetRelease(ctx context.Context, runID string) (Release, error) 
 		return Release{}, fmt.Errorf("release of run %s: stored table does not match its digest", runID)
 	}
 	return rel, nil
+}
+
+// NetworkOptOuts implements Store. The first call on a new store picks
+// its epoch.
+func (s *SQLite) NetworkOptOuts(ctx context.Context) (NetworkOptOuts, error) {
+	var out NetworkOptOuts
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return out, fmt.Errorf("network opt-outs: %w", err)
+	}
+	defer tx.Rollback()
+	err = tx.QueryRowContext(ctx, `SELECT epoch, seq FROM network_optout_meta WHERE id = 1`).Scan(&out.Epoch, &out.Seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		out.Epoch, out.Seq = rand.Text()[:16], 0
+		_, err = tx.ExecContext(ctx, `INSERT INTO network_optout_meta (id, epoch, seq) VALUES (1, ?, 0)`, out.Epoch)
+	}
+	if err != nil {
+		return out, fmt.Errorf("network opt-outs: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT publisher, digest, seq, updated_at, hashes FROM network_optouts ORDER BY publisher`)
+	if err != nil {
+		return out, fmt.Errorf("network opt-outs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var set OptOutSet
+		var updated int64
+		if err := rows.Scan(&set.Publisher, &set.Digest, &set.Seq, &updated, &set.Hashes); err != nil {
+			return out, fmt.Errorf("network opt-outs: %w", err)
+		}
+		set.Updated = time.Unix(0, updated).UTC()
+		out.Sets = append(out.Sets, set)
+	}
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("network opt-outs: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return out, fmt.Errorf("network opt-outs: %w", err)
+	}
+	return out, nil
+}
+
+// PutOptOutSet implements Store.
+func (s *SQLite) PutOptOutSet(ctx context.Context, epoch string, set OptOutSet) error {
+	if set.Publisher == "" || set.Seq == 0 {
+		return errors.New("put opt-out set: publisher and seq are required")
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("put opt-out set of %s: %w", set.Publisher, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE network_optout_meta SET seq = ? WHERE id = 1 AND epoch = ? AND seq < ?`, set.Seq, epoch, set.Seq)
+	if err != nil {
+		return fmt.Errorf("put opt-out set of %s: %w", set.Publisher, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("put opt-out set of %s: the store is not at an earlier seq of epoch %s", set.Publisher, epoch)
+	}
+	hashes := set.Hashes
+	if hashes == nil {
+		hashes = []byte{} // NOT NULL
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO network_optouts (publisher, digest, seq, updated_at, hashes) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (publisher) DO UPDATE SET digest = excluded.digest, seq = excluded.seq, updated_at = excluded.updated_at, hashes = excluded.hashes`,
+		set.Publisher, set.Digest, set.Seq, set.Updated.UnixNano(), hashes)
+	if err != nil {
+		return fmt.Errorf("put opt-out set of %s: %w", set.Publisher, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("put opt-out set of %s: %w", set.Publisher, err)
+	}
+	return nil
 }
 
 // Close implements Store.

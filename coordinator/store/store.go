@@ -7,6 +7,13 @@
 // the disclosure-controlled aggregate. Linked rows and partial results live
 // in the coordinator's memory for one run and never reach a Store.
 //
+// It also keeps the network type 1 opt-out list the coordinator relays
+// between practices (DESIGN §7): each practice's list as keyed hashes of
+// NHS numbers under a key the coordinator never holds, so it cannot tell
+// whom they name. Keeping it here means a restarted coordinator relays the
+// same list, under the same version, without waiting for every practice
+// to publish again.
+//
 // Store is an interface so that a PostgreSQL implementation can replace the
 // embedded SQLite one for a standby coordinator (DESIGN §12).
 package store
@@ -64,8 +71,34 @@ type Store interface {
 	// cannot.
 	Ledger
 
+	// NetworkOptOuts returns the network type 1 opt-out list as stored.
+	NetworkOptOuts(ctx context.Context) (NetworkOptOuts, error)
+	// PutOptOutSet replaces one practice's list and advances the list's
+	// seq to set.Seq, in one transaction; it fails unless the store is at
+	// an earlier seq of epoch.
+	PutOptOutSet(ctx context.Context, epoch string, set OptOutSet) error
+
 	// Close releases the store's resources.
 	Close() error
+}
+
+// NetworkOptOuts is the stored network type 1 opt-out list.
+type NetworkOptOuts struct {
+	// Epoch is a random id chosen when the store was created.
+	Epoch string
+	// Seq counts the changes accepted so far.
+	Seq  uint64
+	Sets []OptOutSet
+}
+
+// OptOutSet is one practice's type 1 list: sorted, distinct 16-byte keyed
+// hashes, concatenated, and their SHA-256.
+type OptOutSet struct {
+	Publisher string
+	Digest    string
+	Seq       uint64
+	Updated   time.Time
+	Hashes    []byte
 }
 
 // ListQuery selects runs for ListRuns.

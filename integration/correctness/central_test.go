@@ -61,7 +61,8 @@ func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
 			site, cdm.ColNHSNumber, glob(cdm.TableOptOut), cdm.ColKind, quote(cdm.OptOutType1)),
 	}
 	// Event tables: distinct rows (a duplicated row is one event) of valid
-	// numbers not on the national opt-out list, less those dated after
+	// numbers on no opt-out list (national, or type 1 at any practice: an
+	// objection holds wherever the record sits), less those dated after
 	// the death the site's own patient table records.
 	for _, e := range []struct{ table, date string }{
 		{cdm.TableClinicalEvent, cdm.ColEventDate},
@@ -72,9 +73,9 @@ func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
 		stmts = append(stmts, fmt.Sprintf(`CREATE TEMP VIEW %s AS
 			SELECT DISTINCT e.* FROM (SELECT %s AS site, * EXCLUDE (filename) FROM read_parquet(%s, filename = true)) e
 			LEFT JOIN patient p ON p.site = e.site AND p.nhs = e.%s
-			WHERE valid_nhs(e.%s) AND e.%s NOT IN (SELECT nhs FROM ndop) AND e.%s IS NOT NULL
+			WHERE valid_nhs(e.%s) AND e.%s NOT IN (SELECT nhs FROM ndop) AND e.%s NOT IN (SELECT nhs FROM type1) AND e.%s IS NOT NULL
 			AND (p.death IS NULL OR e.%s <= p.death)`,
-			e.table, site, glob(e.table), cdm.ColNHSNumber, cdm.ColNHSNumber, cdm.ColNHSNumber, e.date, e.date))
+			e.table, site, glob(e.table), cdm.ColNHSNumber, cdm.ColNHSNumber, cdm.ColNHSNumber, cdm.ColNHSNumber, e.date, e.date))
 	}
 	for _, s := range stmts {
 		if _, err := db.Exec(s); err != nil {
@@ -118,7 +119,7 @@ func (c *central) codes(name string) string {
 func gpPopulation(d string, minAge int) string {
 	return fmt.Sprintf(`SELECT p.site, p.nhs, age_on(p.birth, DATE %s) AS age, p.sex, p.death FROM patient p
 		WHERE (p.site, p.nhs) IN (SELECT site, %s FROM registration WHERE %s <= DATE %s AND (%s IS NULL OR %s >= DATE %s))
-		AND p.nhs NOT IN (SELECT nhs FROM ndop) AND (p.site, p.nhs) NOT IN (SELECT site, nhs FROM type1)
+		AND p.nhs NOT IN (SELECT nhs FROM ndop) AND p.nhs NOT IN (SELECT nhs FROM type1)
 		AND age_on(p.birth, DATE %s) >= %d`,
 		quote(d), cdm.ColNHSNumber, cdm.ColStartDate, quote(d), cdm.ColEndDate, cdm.ColEndDate, quote(d), quote(d), minAge)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/node/cdm"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -56,12 +57,16 @@ func waitListening(ctx context.Context, addr string, p *proc, timeout time.Durat
 type linkEvent struct {
 	Event  string `json:"event"`
 	Reason string `json:"reason"`
+	Kind   string `json:"kind"`
 }
 
 // siteLinks reads the coordinator's audit log after entry from and
 // returns which sites have a live link now and, for sites refused, why. The audit log is the
 // coordinator's own record of each Register it accepted; it is written
-// after the link is in the registry that runs are planned from.
+// after the link is in the registry that runs are planned from. A GP
+// practice counts as up once the coordinator has also received its type 1
+// opt-out list on that link: the list has then been relayed to every node
+// ahead of any task (so a run submitted after sees every objection).
 func siteLinks(auditLog string, from uint64) (up map[string]bool, rejected map[string]string, err error) {
 	f, err := os.Open(auditLog)
 	if err != nil {
@@ -69,6 +74,7 @@ func siteLinks(auditLog string, from uint64) (up map[string]bool, rejected map[s
 	}
 	defer f.Close()
 	up, rejected = map[string]bool{}, map[string]string{}
+	unpublished := map[string]bool{}
 	_, err = audit.Scan(f, func(e audit.Entry) {
 		if e.Seq <= from || e.Kind != audit.KindNode {
 			return
@@ -79,10 +85,21 @@ func siteLinks(auditLog string, from uint64) (up map[string]bool, rejected map[s
 		}
 		switch ev.Event {
 		case "connected":
-			up[e.Actor] = true
+			if ev.Kind == string(cdm.KindGP) {
+				unpublished[e.Actor] = true
+				delete(up, e.Actor)
+			} else {
+				up[e.Actor] = true
+			}
 			delete(rejected, e.Actor)
+		case "opt_out_list_received":
+			if unpublished[e.Actor] {
+				delete(unpublished, e.Actor)
+				up[e.Actor] = true
+			}
 		case "disconnected":
 			delete(up, e.Actor)
+			delete(unpublished, e.Actor)
 		case "rejected":
 			rejected[e.Actor] = ev.Reason
 		}

@@ -208,6 +208,19 @@ func type1OptOuts(st *siteTable) map[string]bool {
 	return out
 }
 
+// networkType1 returns the numbers with a type 1 objection at any
+// practice of the network: an objection holds wherever the patient's
+// record sits, at her former practices and at every trust (DESIGN §7).
+func networkType1(t testing.TB, n *synth.Network) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range n.SitesOfKind(cdm.KindGP) {
+		for nhs := range type1OptOuts(readSiteTable(t, n, s, cdm.TableOptOut)) {
+			out[nhs] = true
+		}
+	}
+	return out
+}
+
 // eventOnOrBefore returns the patients with an event coded in codes on or
 // before d and not after their death.
 func eventOnOrBefore(st *siteTable, people map[string]person, codes map[string]bool, d int32) map[string]bool {
@@ -235,11 +248,11 @@ func prevalence(t testing.TB, n *synth.Network, bundle string, indexDate string,
 	d := dayOf(t, indexDate)
 	ndop := releasecheck.MustReadNDOP(t, n)
 	t2dm := releasecheck.MustReadCodelist(t, bundle, "t2dm")
+	objected := networkType1(t, n)
 	out := releasecheck.TrueTable{}
 	for _, s := range n.SitesOfKind(cdm.KindGP) {
 		people := patients(readSiteTable(t, n, s, cdm.TablePatient))
 		reg := registeredOn(readSiteTable(t, n, s, cdm.TableRegistration), s.ODS, d)
-		objected := type1OptOuts(readSiteTable(t, n, s, cdm.TableOptOut))
 		diabetic := eventOnOrBefore(readSiteTable(t, n, s, cdm.TableClinicalEvent), people, t2dm, d)
 		for nhs, p := range people {
 			age, ok := p.age(d)
@@ -268,6 +281,7 @@ func emergencyAdmissions(t testing.TB, n *synth.Network, bundle string, indexDat
 	end := d + followup
 	ndop := releasecheck.MustReadNDOP(t, n)
 	t2dm := releasecheck.MustReadCodelist(t, bundle, "t2dm")
+	objected := networkType1(t, n)
 
 	admissions := map[string]int{} // NHS number → emergency episodes across trusts
 	for _, s := range n.SitesOfKind(cdm.KindTrust) {
@@ -276,7 +290,7 @@ func emergencyAdmissions(t testing.TB, n *synth.Network, bundle string, indexDat
 		nhs, id, day, method := st.strings(cdm.ColNHSNumber), st.strings(cdm.ColEpisodeID), st.days(cdm.ColAdmissionDate), st.strings(cdm.ColAdmissionMethod)
 		seen := map[[2]string]bool{}
 		for i := range st.rows() {
-			if !cdm.ValidNHSNumber(nhs[i]) || ndop[nhs[i]] || method[i] != cdm.AdmissionEmergency ||
+			if !cdm.ValidNHSNumber(nhs[i]) || ndop[nhs[i]] || objected[nhs[i]] || method[i] != cdm.AdmissionEmergency ||
 				day[i] == nullDay || day[i] < d || day[i] > end {
 				continue
 			}
@@ -294,7 +308,6 @@ func emergencyAdmissions(t testing.TB, n *synth.Network, bundle string, indexDat
 	for _, s := range n.SitesOfKind(cdm.KindGP) {
 		people := patients(readSiteTable(t, n, s, cdm.TablePatient))
 		reg := registeredOn(readSiteTable(t, n, s, cdm.TableRegistration), s.ODS, d)
-		objected := type1OptOuts(readSiteTable(t, n, s, cdm.TableOptOut))
 		diabetic := eventOnOrBefore(readSiteTable(t, n, s, cdm.TableClinicalEvent), people, t2dm, d)
 		for nhs, p := range people {
 			age, ok := p.age(d)

@@ -1,7 +1,8 @@
 // Package leakcheck scans what a running Haven network wrote — logs,
 // audit logs, job stores, node state — for the identifying data of the
 // synthetic network it served: every NHS number, every birth date, the
-// network linkage secret and the run pseudonyms derived from it. A hit is
+// network linkage secret, the network opt-out key derived from it and the
+// run pseudonyms derived from it. A hit is
 // a privacy failure; tests assert there are none.
 //
 // Needles are matched as tokens, not as bare substrings, so that a
@@ -15,6 +16,8 @@ package leakcheck
 import (
 	"bytes"
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
@@ -101,6 +104,16 @@ func New(ctx context.Context, n *synth.Network, secretFile string) (*Scanner, er
 	if raw, err := hex.DecodeString(string(secret)); err == nil {
 		s.secrets = append(s.secrets, raw, []byte(strings.ToUpper(string(secret))))
 	}
+	// The static network opt-out key every node derives from the secret
+	// (node/pseudonym), derived here by the published rule: raw, hex and
+	// base64. The keyed hashes it makes are meant to travel and be kept;
+	// the key is not.
+	knet, err := hkdf.Key(sha256.New, secret, []byte("haven.v1.network-optout"), "type1", sha256.Size)
+	if err != nil {
+		return nil, fmt.Errorf("network opt-out key: %w", err)
+	}
+	s.secrets = append(s.secrets, knet, []byte(hex.EncodeToString(knet)), []byte(strings.ToUpper(hex.EncodeToString(knet))),
+		[]byte(base64.StdEncoding.EncodeToString(knet)))
 	return s, nil
 }
 

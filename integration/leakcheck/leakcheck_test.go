@@ -1,7 +1,10 @@
 package leakcheck
 
 import (
+	"crypto/hkdf"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -57,6 +60,11 @@ func TestScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := d.Of(nhs)
+	// The network opt-out key, by the rule node/pseudonym documents.
+	knet, err := hkdf.Key(sha256.New, []byte(secretText), []byte("haven.v1.network-optout"), "type1", sha256.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if c := s.Counts(); c.NHSNumbers < 1000 || c.BirthDates < 1000 || c.Pseudonyms != c.NHSNumbers {
 		t.Fatalf("needles %+v: too few", c)
 	}
@@ -71,6 +79,9 @@ func TestScan(t *testing.T) {
 		{"birth date", `{"dob":"` + birth + `"}`, []string{"birth date"}},
 		{"secret", "key " + secretText, []string{"linkage secret"}},
 		{"secret upper case", "KEY " + strings.ToUpper(secretText), []string{"linkage secret"}},
+		{"network opt-out key hex", "k_net=" + hex.EncodeToString(knet), []string{"linkage secret"}},
+		{"network opt-out key base64", "k_net=" + base64.StdEncoding.EncodeToString(knet), []string{"linkage secret"}},
+		{"network opt-out key bytes", "\x00" + string(knet) + "\x00", []string{"linkage secret"}},
 		{"pseudonym bytes", "\x00\x01" + string(p[:]) + "\xff", []string{"pseudonym"}},
 		{"pseudonym hex", "p=" + hex.EncodeToString(p[:]), []string{"pseudonym (hex)"}},
 		{"nhs number inside a longer number", "ts=1" + nhs + "9", nil},

@@ -93,12 +93,15 @@ type Record struct {
 	SQL map[string]string `json:"sql_sha256,omitempty"`
 
 	// What was sent.
-	Rows                 int64    `json:"rows,omitempty"`
-	Bytes                int64    `json:"bytes,omitempty"`
-	Batches              int64    `json:"batches,omitempty"`
-	Fields               []string `json:"fields,omitempty"`
-	ExcludedInvalidNHS   int64    `json:"rows_excluded_invalid_nhs_number,omitempty"`
-	ExcludedOptOut       int64    `json:"rows_excluded_opt_out,omitempty"`
+	Rows               int64    `json:"rows,omitempty"`
+	Bytes              int64    `json:"bytes,omitempty"`
+	Batches            int64    `json:"batches,omitempty"`
+	Fields             []string `json:"fields,omitempty"`
+	ExcludedInvalidNHS int64    `json:"rows_excluded_invalid_nhs_number,omitempty"`
+	ExcludedOptOut     int64    `json:"rows_excluded_opt_out,omitempty"`
+	// NetworkOptOutVersion is the version of the network type 1 opt-out
+	// list the task left its patients out by (epoch/seq).
+	NetworkOptOutVersion string   `json:"network_opt_out_version,omitempty"`
 	Receipt              *Receipt `json:"receipt,omitempty"`
 	DurationMilliseconds int64    `json:"duration_ms,omitempty"`
 

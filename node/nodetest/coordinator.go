@@ -328,6 +328,13 @@ func (d *nodeLinkDouble) Connect(stream grpc.BidiStreamingServer[havenv1.NodeMes
 	}}}); err != nil {
 		return err
 	}
+	// An empty network type 1 opt-out list, as a coordinator with no
+	// practice's objections sends it: a node runs no task without one.
+	if err := stream.Send(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_NetworkOptOuts{NetworkOptOuts: &havenv1.NetworkOptOuts{
+		Version: &havenv1.NetworkOptOutVersion{Epoch: "double", Seq: 0},
+	}}}); err != nil {
+		return err
+	}
 	l := &doubleLink{ods: id.ODS, out: make(chan *havenv1.CoordinatorMessage, 16), drop: make(chan struct{})}
 	c.mu.Lock()
 	c.links = append(c.links, l)

@@ -255,9 +255,10 @@ func (r *Runner) countInvalid(ctx context.Context, d sqlgen.Dialect, tables []st
 
 // siteNumbers reads every NHS number in the site's patient table and in
 // the given tables, and returns the valid ones as a set, and how many
-// patient rows carry a number in optOuts: the patients every statement
-// leaves out as objectors.
-func (r *Runner) siteNumbers(ctx context.Context, tables []string, optOuts *optout.Set) (*optout.Set, int64, error) {
+// patient rows carry a number optedOut says yes to: the patients every
+// statement leaves out as objectors. optedOut is asked once about every
+// valid number.
+func (r *Runner) siteNumbers(ctx context.Context, tables []string, optedOut func(string) bool) (*optout.Set, int64, error) {
 	const what = "read the site's NHS numbers"
 	var b optout.Builder
 	var excluded int64
@@ -281,8 +282,8 @@ func (r *Runner) siteNumbers(ctx context.Context, tables []string, optOuts *opto
 			if !b.Add(n) {
 				continue // invalid: no statement counts it
 			}
-			if k := rows.Value(i); k > 0 && optOuts.Contains(n) {
-				excluded += k
+			if out := optedOut(n); out && rows.Value(i) > 0 {
+				excluded += rows.Value(i)
 			}
 		}
 		return nil
@@ -504,17 +505,17 @@ func narrowDayLists(src *array.List, vals *array.Int64) (arrow.Array, error) {
 }
 
 // check is the last look before anything leaves the site. Every NHS
-// number the result rests on must be valid and on no opt-out list; any
-// that is not aborts the task. In linkage mode the numbers are then
-// replaced by the run pseudonym.
-func (r *Runner) check(ctx context.Context, j *job, out *output, optOuts *optout.Set) error {
-	var invalid, optedOut int64
+// number the result rests on must be valid and on no opt-out list
+// (optedOut says no); any that is not aborts the task. In linkage mode the
+// numbers are then replaced by the run pseudonym.
+func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(string) bool) error {
+	var invalid, refused int64
 	verify := func(s string, null bool) {
 		switch {
 		case null || !cdm.ValidNHSNumber(s):
 			invalid++
-		case optOuts.Contains(s):
-			optedOut++
+		case optedOut(s):
+			refused++
 		}
 	}
 	linkage := j.siteTask.Rows == catalog.RowsPatients
@@ -536,11 +537,11 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optOuts *optout
 	} else {
 		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "an aggregate program without its members statement cannot be checked")
 	}
-	if invalid > 0 || optedOut > 0 {
+	if invalid > 0 || refused > 0 {
 		r.log.Error("opt-out check failed: the result rests on patients it must not; nothing was sent",
-			"task_id", j.t.GetTaskId(), "opted_out", optedOut, "invalid_nhs_numbers", invalid)
+			"task_id", j.t.GetTaskId(), "opted_out", refused, "invalid_nhs_numbers", invalid)
 		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL,
-			"check before upload failed: the result rests on %d opted-out patients and %d invalid NHS numbers; nothing was sent", optedOut, invalid)
+			"check before upload failed: the result rests on %d opted-out patients and %d invalid NHS numbers; nothing was sent", refused, invalid)
 	}
 	if !linkage {
 		return nil

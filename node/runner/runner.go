@@ -17,10 +17,14 @@
 // opt-out list that matters at this site: the numbers on it that appear
 // in the tables the task reads, read afresh for every task (at national
 // scale the whole list is millions of numbers; a site holds a few
-// thousand of them). On the way out the result is checked again in Go,
-// against the whole list: every NHS number it rests on (linkage rows, or
-// the members of an aggregate's cells) must be valid and on no opt-out
-// list, or the task is
+// thousand of them). The network type 1 list (objections other practices
+// published, as keyed hashes; node/optout Network) is matched against the
+// site's numbers by hashing each, and those found are bound in the same
+// list; a node that never received the network list runs no task. On the
+// way out the result is checked again in Go, against the whole national
+// list and by hashing every number against the network list: every NHS
+// number it rests on (linkage rows, or the members of an aggregate's
+// cells) must be valid and on no opt-out list, or the task is
 // aborted and nothing is sent. Linkage rows have their NHS number replaced
 // by the run pseudonym. The result goes up with Flight DoPut in batches
 // within the task's limits, retried while the coordinator is unreachable
@@ -135,6 +139,9 @@ type Config struct {
 	Secret   pseudonym.Secret
 	// NDOP returns the national data opt-out list in force.
 	NDOP func() *optout.Set
+	// Network returns the network type 1 opt-out list in force; nil until
+	// the node first received one, and then the node runs no task.
+	Network func() *optout.Network
 	// Pause reads the pause switch; an error counts as paused.
 	Pause func() (state.Pause, error)
 
@@ -155,6 +162,7 @@ func (c *Config) checkAndSetDefaults() error {
 		"ODS": c.ODS != "", "Kind": c.Kind != "", "Policy": c.Policy != nil, "Source": c.Source != nil,
 		"Link": c.Link != nil, "Journal": c.Journal != nil, "Ledger": c.Ledger != nil,
 		"Uploader": c.Uploader != nil, "Audit": c.Audit != nil, "NDOP": c.NDOP != nil, "Pause": c.Pause != nil,
+		"Network": c.Network != nil,
 	} {
 		if !ok {
 			missing = append(missing, name)
@@ -202,7 +210,14 @@ type Runner struct {
 	// invalidCounts holds recent counts of invalid NHS numbers, by
 	// table.
 	invalidCounts map[string]cachedCount
-	wg            sync.WaitGroup
+	// networkUsed is the network opt-out list version each running task
+	// read, for Recent.
+	networkUsed map[string]string
+	wg          sync.WaitGroup
+
+	// hasher hashes NHS numbers for the network type 1 list; each task
+	// uses a clone.
+	hasher *pseudonym.OptOutHasher
 }
 
 type running struct {
@@ -221,14 +236,20 @@ func New(cfg Config) (*Runner, error) {
 	if err := cfg.checkAndSetDefaults(); err != nil {
 		return nil, err
 	}
+	hasher, err := pseudonym.NewOptOutHasher(cfg.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
 	base, stop := context.WithCancelCause(context.Background())
 	return &Runner{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		sem:     make(chan struct{}, cfg.Concurrency),
-		base:    base,
-		stop:    stop,
-		running: map[string]*running{},
+		hasher:      hasher,
+		networkUsed: map[string]string{},
+		cfg:         cfg,
+		log:         cfg.Logger,
+		sem:         make(chan struct{}, cfg.Concurrency),
+		base:        base,
+		stop:        stop,
+		running:     map[string]*running{},
 
 		invalidCounts: map[string]cachedCount{},
 	}, nil
@@ -347,9 +368,26 @@ func (r *Runner) report(o *havenv1.TaskOutcome) {
 	}
 }
 
+// usedNetwork notes which network list version a task read, for Recent.
+func (r *Runner) usedNetwork(j *job) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, running := r.running[j.t.GetTaskId()]; running {
+		r.networkUsed[j.t.GetTaskId()] = j.network.String()
+	}
+}
+
+// SiteOptOuts reads the type 1 opt-outs the site records, for the node to
+// publish to the network.
+func (r *Runner) SiteOptOuts(ctx context.Context) (*optout.Set, error) {
+	return r.siteOptOuts(ctx)
+}
+
 // remember adds a finished task to Recent. The caller holds mu.
 func (r *Runner) remember(t *havenv1.Task, o *havenv1.TaskOutcome) {
-	s := state.TaskSummary{TaskID: t.GetTaskId(), RunID: t.GetRunId(), DefinitionID: t.GetDefinitionId(), At: r.cfg.Now().UTC()}
+	s := state.TaskSummary{TaskID: t.GetTaskId(), RunID: t.GetRunId(), DefinitionID: t.GetDefinitionId(), At: r.cfg.Now().UTC(),
+		NetworkOptOutVersion: r.networkUsed[t.GetTaskId()]}
+	delete(r.networkUsed, t.GetTaskId())
 	switch x := o.GetOutcome().(type) {
 	case *havenv1.TaskOutcome_Done:
 		s.Outcome, s.Rows, s.Bytes = "done", x.Done.GetRows(), x.Done.GetBytes()

@@ -93,6 +93,8 @@ type env struct {
 	stateDir string
 	auditDir string
 	logs     *syncBuffer
+	// network is the node's network type 1 list, synced empty at start.
+	network *optout.Receiver
 }
 
 type syncBuffer struct {
@@ -117,6 +119,8 @@ type envOptions struct {
 	editBundle  func(data map[string]any)
 	siteModules []string
 	limits      runner.Limits
+	// noNetwork leaves the node without a network type 1 list.
+	noNetwork bool
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -174,12 +178,21 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if e.network, err = optout.OpenReceiver(e.stateDir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !o.noNetwork {
+		if err := e.network.Apply(&havenv1.NetworkOptOuts{Version: &havenv1.NetworkOptOutVersion{Epoch: "test", Seq: 0}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.link = &linkDouble{journal: journal}
 	e.runner, err = runner.New(runner.Config{
 		ODS: e.site.ODS, Kind: e.site.Kind,
 		Policy: e.engine, Source: e.src, Link: e.link, Journal: journal, Ledger: ledger,
 		Uploader: runner.NewFlightUploader(cc), Audit: log, Secret: secret,
 		NDOP:         func() *optout.Set { return ndop },
+		Network:      e.network.Current,
 		Pause:        func() (state.Pause, error) { return state.ReadPause(e.stateDir) },
 		Limits:       o.limits,
 		RetryBackoff: time.Millisecond,

@@ -14,6 +14,7 @@ import (
 	"github.com/havenhealth/haven/node/audit"
 	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/connector"
+	"github.com/havenhealth/haven/node/optout"
 	"github.com/havenhealth/haven/node/pseudonym"
 	"github.com/havenhealth/haven/node/sqlgen"
 	"github.com/havenhealth/haven/policy"
@@ -74,6 +75,8 @@ type job struct {
 	siteTask catalog.SiteTask
 	decision policy.Decision
 	prog     *sqlgen.Program
+	// network is the version of the network type 1 list the task used.
+	network optout.Version
 }
 
 // Execute runs one task to its outcome, writing the audit log and sending
@@ -258,6 +261,7 @@ func (r *Runner) audit(j *job, rec audit.Record) {
 	full.SQL = rec.SQL
 	full.Rows, full.Bytes, full.Batches, full.Fields = rec.Rows, rec.Bytes, rec.Batches, rec.Fields
 	full.ExcludedInvalidNHS, full.ExcludedOptOut, full.Receipt = rec.ExcludedInvalidNHS, rec.ExcludedOptOut, rec.Receipt
+	full.NetworkOptOutVersion = rec.NetworkOptOutVersion
 	full.DurationMilliseconds, full.ErrorCode, full.Message = rec.DurationMilliseconds, rec.ErrorCode, rec.Message
 	if rec.Event != audit.EventReceived {
 		full.Parameters = nil // once per task is enough
@@ -282,7 +286,7 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	// The SQL text does not depend on the opt-out list, only its arguments
 	// do. A first compile, binding none, names the statements for the
 	// record and the tables the program reads.
-	j.prog, err = r.compile(j, dialect, nil)
+	j.prog, err = r.compile(j, dialect, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -311,8 +315,19 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	}(j.prog)
 	defer func() { cancel(); <-counted }()
 
-	// What must not leave: the national list and the site's own type 1
-	// objections, read fresh for every task.
+	// What must not leave: the national list, the site's own type 1
+	// objections, read fresh for every task, and the network type 1 list
+	// the coordinator relays (objections recorded at other practices, as
+	// keyed hashes). A node that never received the network list runs
+	// nothing: it cannot tell whom another practice must not count.
+	network := r.cfg.Network()
+	if network == nil {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL,
+			"the network type 1 opt-out list has not been received from the coordinator yet; nothing was queried")
+	}
+	j.network = network.Version()
+	r.usedNetwork(j)
+	hasher := r.hasher.Clone()
 	ndop := r.cfg.NDOP()
 	siteOptOuts, err := r.siteOptOuts(ctx)
 	if err != nil {
@@ -325,20 +340,32 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	// the site's own numbers, read afresh for every task from the data
 	// the task reads (a site's data may change between tasks; a number
 	// missed here would not leak, it would fail the check below). The
-	// check before upload still holds the result against the whole list.
-	numbers, excludedOptOut, err := r.siteNumbers(ctx, j.prog.Tables, optOuts)
+	// site's numbers are hashed once each to find those on the network
+	// list, which are bound with them. The check before upload still holds
+	// the result against the whole national list and hashes every number
+	// it rests on again.
+	var onNetwork optout.Builder
+	numbers, excludedOptOut, err := r.siteNumbers(ctx, j.prog.Tables, func(n string) bool {
+		if network.ContainsNumber(hasher, n) {
+			onNetwork.Add(n)
+			return true
+		}
+		return optOuts.Contains(n)
+	})
 	if err != nil {
 		return nil, err
 	}
-	relevant := ndop.Intersect(numbers)
-	if j.prog, err = r.compile(j, dialect, relevant.Strings()); err != nil {
+	relevant, networkMatched := ndop.Intersect(numbers), onNetwork.Set()
+	if j.prog, err = r.compile(j, dialect, relevant.Strings(), networkMatched.Strings()); err != nil {
 		return nil, err
 	}
 	if again := statementHashes(j.prog); !maps.Equal(again, hashes) {
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "compile: the SQL changed with the opt-out list bound")
 	}
-	r.log.LogAttrs(ctx, slog.LevelDebug, "national opt-out list cut to the site", slog.String("task_id", j.t.GetTaskId()),
-		slog.Int("national", ndop.Len()), slog.Int("site_numbers", numbers.Len()), slog.Int("bound", relevant.Len()))
+	r.log.LogAttrs(ctx, slog.LevelDebug, "opt-out lists cut to the site", slog.String("task_id", j.t.GetTaskId()),
+		slog.Int("national", ndop.Len()), slog.Int("site_numbers", numbers.Len()), slog.Int("bound", relevant.Len()),
+		slog.Int("network", network.Len()), slog.Int("network_bound", networkMatched.Len()),
+		slog.String("network_version", j.network.String()))
 
 	out, err := r.result(ctx, j)
 	if err != nil {
@@ -346,7 +373,7 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	}
 	defer out.release()
 	r.progress(j, havenv1.TaskStage_TASK_STAGE_CHECKING, out.rows, 0)
-	if err := r.check(ctx, j, out, optOuts); err != nil {
+	if err := r.check(ctx, j, out, func(n string) bool { return optOuts.Contains(n) || network.ContainsNumber(hasher, n) }); err != nil {
 		return nil, err
 	}
 	<-counted
@@ -379,7 +406,7 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	rc := sent.Receipt
 	r.audit(j, audit.Record{Event: audit.EventDone, DecisionID: j.decision.ID, BundleRevision: j.decision.Revision, SQL: hashes,
 		Rows: done.Rows, Bytes: done.Bytes, Batches: done.Batches, Fields: done.Fields,
-		ExcludedInvalidNHS: invalid, ExcludedOptOut: excludedOptOut,
+		ExcludedInvalidNHS: invalid, ExcludedOptOut: excludedOptOut, NetworkOptOutVersion: j.network.String(),
 		Receipt:              &audit.Receipt{Rows: rc.GetRows(), Bytes: rc.GetBytes(), Batches: rc.GetBatches()},
 		DurationMilliseconds: dur.Milliseconds()})
 	r.log.LogAttrs(ctx, slog.LevelInfo, "task done", slog.String("task_id", j.t.GetTaskId()),
@@ -390,9 +417,10 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 func ptr[T any](v T) *T { return &v }
 
 // compile compiles the task for the connector's dialect, binding ndop as
-// the national opt-out list.
-func (r *Runner) compile(j *job, d sqlgen.Dialect, ndop []string) (*sqlgen.Program, error) {
-	p, err := sqlgen.Compile(j.bound, j.plan, r.cfg.Kind, d, sqlgen.Options{SiteODS: r.cfg.ODS, NDOP: ndop})
+// the national opt-out list and network as the site's patients on the
+// network type 1 list.
+func (r *Runner) compile(j *job, d sqlgen.Dialect, ndop, network []string) (*sqlgen.Program, error) {
+	p, err := sqlgen.Compile(j.bound, j.plan, r.cfg.Kind, d, sqlgen.Options{SiteODS: r.cfg.ODS, NDOP: ndop, Network: network})
 	if err != nil {
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "compile: %v", err)
 	}

@@ -105,6 +105,10 @@ type Handler interface {
 	Task(t *havenv1.Task)
 	// Cancel is called for every CancelTask.
 	Cancel(c *havenv1.CancelTask)
+	// NetworkOptOuts is called, on the receiving goroutine, for every
+	// NetworkOptOuts. An error ends the link: the node registers again,
+	// naming the list version it holds, which resynchronises it.
+	NetworkOptOuts(m *havenv1.NetworkOptOuts) error
 }
 
 // Journal keeps task outcomes until the coordinator has them
@@ -448,6 +452,10 @@ func (s *Session) receive(ctx context.Context, l *link) (wait time.Duration, err
 			s.cfg.Handler.Task(b.Task)
 		case *havenv1.CoordinatorMessage_CancelTask:
 			s.cfg.Handler.Cancel(b.CancelTask)
+		case *havenv1.CoordinatorMessage_NetworkOptOuts:
+			if err := s.cfg.Handler.NetworkOptOuts(b.NetworkOptOuts); err != nil {
+				return 0, fmt.Errorf("network opt-out list: %w", err)
+			}
 		case *havenv1.CoordinatorMessage_Goodbye:
 			s.log.LogAttrs(ctx, slog.LevelInfo, "coordinator said goodbye", slog.String("reason", b.Goodbye.GetReason()))
 			return b.Goodbye.GetReconnectAfter().AsDuration(), fmt.Errorf("coordinator said goodbye: %s", b.Goodbye.GetReason())

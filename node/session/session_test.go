@@ -149,6 +149,7 @@ type nodeDouble struct {
 	mu      sync.Mutex
 	tasks   []string
 	cancels []string
+	lists   []*havenv1.NetworkOptOuts
 }
 
 func (n *nodeDouble) Registration(context.Context) (*havenv1.Register, error) {
@@ -164,6 +165,15 @@ func (n *nodeDouble) Cancel(c *havenv1.CancelTask) {
 	n.mu.Lock()
 	n.cancels = append(n.cancels, c.GetTaskId())
 	n.mu.Unlock()
+}
+func (n *nodeDouble) NetworkOptOuts(m *havenv1.NetworkOptOuts) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.lists = append(n.lists, m)
+	if m.GetBase().GetEpoch() == "gap" {
+		return errors.New("gap")
+	}
+	return nil
 }
 func (n *nodeDouble) seen() ([]string, []string) {
 	n.mu.Lock()
@@ -485,5 +495,29 @@ func TestExponentialBackoff(t *testing.T) {
 		if d := b.Next(); d < 50*time.Millisecond || d > time.Second {
 			t.Errorf("jittered wait %v outside [min/2, max]", d)
 		}
+	}
+}
+
+// A network opt-out update reaches the handler; one it refuses (a gap in
+// the versions) ends the link, and the node registers again, which is how
+// it resynchronises.
+func TestNetworkOptOutsHandedOverAndGapReconnects(t *testing.T) {
+	h := start(t, nil)
+	eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
+	h.coord.sendLatest(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_NetworkOptOuts{NetworkOptOuts: &havenv1.NetworkOptOuts{
+		Version: &havenv1.NetworkOptOutVersion{Epoch: "e", Seq: 1}}}})
+	eventually(t, "update handed over", func() bool {
+		h.node.mu.Lock()
+		defer h.node.mu.Unlock()
+		return len(h.node.lists) == 1
+	})
+	if n := len(h.coord.registered()); n != 1 {
+		t.Fatalf("%d registers after a good update, want 1", n)
+	}
+	h.coord.sendLatest(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_NetworkOptOuts{NetworkOptOuts: &havenv1.NetworkOptOuts{
+		Base: &havenv1.NetworkOptOutVersion{Epoch: "gap", Seq: 5}, Version: &havenv1.NetworkOptOutVersion{Epoch: "gap", Seq: 6}}}})
+	eventually(t, "registered again after a gap", func() bool { return len(h.coord.registered()) >= 2 })
+	if err := h.sess.Info().LastError; err != "" && !strings.Contains(err, "network opt-out list") {
+		t.Errorf("last error %q", err)
 	}
 }

@@ -62,7 +62,10 @@
 // left out of every statement at every site. At a practice, patients with
 // a type 1 row in the opt_out table are left out too, whatever its
 // recorded_date: an objection applies from when it is made to every
-// extraction after. Trusts hold no opt_out table.
+// extraction after. Trusts hold no opt_out table. Patients whose type 1
+// objection was recorded at another practice (Options.Network: the node
+// matched them against the network list by keyed hash) are left out at
+// every site too, bound in the same list as the national ones.
 //
 // Registration. A patient is registered on day d when a registration row
 // with this practice's ODS code (Options.SiteODS, never taken from the

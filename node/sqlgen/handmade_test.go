@@ -782,3 +782,55 @@ func TestHandmadeHospitalPopulation(t *testing.T) {
 		}
 	})
 }
+
+// TestHandmadeNetworkOptOut: a patient whose type 1 objection was recorded
+// at another practice (Options.Network) is left out at a practice and at a
+// trust exactly as one on the national list, and nobody else is.
+func TestHandmadeNetworkOptOut(t *testing.T) {
+	eachDialect(t, func(t *testing.T, tdb testDB) {
+		g := newGPCase(t)
+		db := openHandmade(t, tdb, g.sd)
+		d := parseDefinition(t, gpLinkageDef)
+		b := bind(t, d, nil)
+		run := func(network []string) map[string][]any {
+			prog, err := Compile(b, d.Plan(), cdm.KindGP, tdb.d, Options{SiteODS: g.sd.site.ODS, NDOP: g.ndop, Network: network})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := query(t.Context(), db, prog.Result)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return byNHS(rows)
+		}
+		before, after := run(nil), run([]string{g.p1, g.p2})
+		if _, ok := before[g.p1]; !ok {
+			t.Fatal("the case lost its patient p1")
+		}
+		for _, gone := range []string{g.p1, g.p2} {
+			if _, ok := after[gone]; ok {
+				t.Errorf("patient %s on the network list was counted", gone)
+			}
+			delete(before, gone)
+		}
+		if fmt.Sprint(before) != fmt.Sprint(after) {
+			t.Errorf("the network list changed other patients:\n%v\n%v", before, after)
+		}
+
+		c := newTrustCase(t)
+		tdb2 := openHandmade(t, tdb, c.sd)
+		prog, err := Compile(b, d.Plan(), cdm.KindTrust, tdb.d, Options{SiteODS: c.sd.site.ODS, NDOP: c.ndop, Network: []string{c.t1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := query(t.Context(), tdb2, prog.Result)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := [][]any{{c.t5, int64(4)}, {c.t6, int64(1)}}
+		sortRows(want)
+		if diff := diffRows(rows, want); diff != "" {
+			t.Errorf("trust with t1 on the network list:\n%s", diff)
+		}
+	})
+}

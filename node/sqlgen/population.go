@@ -11,14 +11,21 @@ import (
 
 // The population CTEs. Every statement starts from these:
 //
-//	ndop  the national data opt-out list, unnested from one argument
+//	ndop  the national data opt-out list and the site's patients on the
+//	      network type 1 list, unnested from one argument
 //	pt    the site's patient table: one row per valid NHS number
 //	subj  the patients the statement is about, each with pt's columns
 //	      (NULL where the site has no patient row), never on ndop
 
-// ndopCTE unnests the opt-out list.
+// ndopCTE unnests the opt-out lists the node binds: the national list and
+// the network type 1 list, as one argument (the SQL text is the same
+// whichever list a number came from).
 func (c *compiler) ndopCTE() cte {
-	return cte{"ndop", "SELECT DISTINCT unnest(" + c.texts(c.opts.NDOP) + ") AS nhs_number"}
+	list := c.opts.NDOP
+	if len(c.opts.Network) > 0 {
+		list = append(slices.Clone(c.opts.NDOP), c.opts.Network...)
+	}
+	return cte{"ndop", "SELECT DISTINCT unnest(" + c.texts(list) + ") AS nhs_number"}
 }
 
 // notOptedOut is true when the patient s is on neither opt-out list that

@@ -25,6 +25,11 @@ type Options struct {
 	// node passes those relevant to the site. Patients on it are left out
 	// of every statement. nil is an empty list.
 	NDOP []string
+	// Network holds the NHS numbers of the site's patients whose keyed
+	// hash is on the network type 1 opt-out list: objections recorded at
+	// another practice (node/optout Network). They are left out like those
+	// on NDOP; both travel in the one bound list. nil is an empty list.
+	Network []string
 }
 
 // Statement names.

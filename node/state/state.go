@@ -69,6 +69,9 @@ type TaskSummary struct {
 	Rows         int64     `json:"rows,omitempty"`
 	Bytes        int64     `json:"bytes,omitempty"`
 	At           time.Time `json:"at"`
+	// NetworkOptOutVersion is the version of the network type 1 opt-out
+	// list the task used; empty if it stopped before reading it.
+	NetworkOptOutVersion string `json:"network_opt_out_version,omitempty"`
 }
 
 // Status is what the daemon says about itself, for `haven node status`.
@@ -98,6 +101,23 @@ type Status struct {
 
 	TasksRunning int           `json:"tasks_running"`
 	LastTasks    []TaskSummary `json:"last_tasks,omitempty"`
+
+	// NetworkOptOuts is the network type 1 opt-out list the node holds;
+	// nil until it first received one.
+	NetworkOptOuts *NetworkOptOuts `json:"network_opt_outs,omitempty"`
+}
+
+// NetworkOptOuts describes the network type 1 opt-out list a node holds
+// and what it last published to it.
+type NetworkOptOuts struct {
+	Version    string    `json:"version"`
+	Hashes     int       `json:"hashes"`
+	Publishers int       `json:"publishers"`
+	Received   time.Time `json:"received"`
+	// Published is how many of the site's own type 1 objections it last
+	// published, and when; zero for a trust.
+	Published   int       `json:"published"`
+	PublishedAt time.Time `json:"published_at,omitzero"`
 }
 
 // WriteStatus replaces the status file in dir.

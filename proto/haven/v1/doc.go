@@ -50,6 +50,24 @@ coordinator answers Rejected (REJECT_CODE_IDENTITY_MISMATCH) and closes the
 stream. Otherwise it answers Registered, with a session id, its clock and
 the heartbeat interval, and the link is up.
 
+# The network type 1 opt-out list
+
+A patient's type 1 objection must hold wherever her record sits, not only
+at the practice that records it. Each GP node sends OptOutPublish after
+registering and whenever its own type 1 list changes: the whole list, as
+HMAC-SHA256(k_net, nhs_number)[:16], k_net derived from the network
+linkage secret with its own HKDF salt (node/pseudonym), so the
+coordinator, which never holds the secret, relays values it cannot read.
+The coordinator keeps each practice's list in its job store and numbers
+the network list (epoch of the store, seq of accepted changes). Register
+names the version the node holds; right after Registered, before any
+task, the coordinator sends NetworkOptOuts with what changed since (or
+the whole list, in chunks of about 1 MiB marked more), and each later
+change goes down every link as it is accepted. A node applies an update
+only to the version it names as base; on a gap it drops the link, and
+its next Register resynchronises it. A node that has never received the
+list runs no task.
+
 # Heartbeat and reconnect
 
 A node sends Heartbeat every Registered.heartbeat_interval and the

@@ -88,8 +88,9 @@ func register() *Register {
 			{Outcome: &TaskOutcome_Failed{Failed: taskFailed()}},
 			{Outcome: &TaskOutcome_Refused{Refused: taskRefused()}},
 		},
-		RunningTaskIds: []string{"task-45"},
-		LinkageKeyId:   "lk-2025-1",
+		RunningTaskIds:       []string{"task-45"},
+		LinkageKeyId:         "lk-2025-1",
+		NetworkOptOutVersion: &NetworkOptOutVersion{Epoch: "E4QZ", Seq: 41},
 	}
 }
 
@@ -243,6 +244,8 @@ func fixtures() []fixture {
 		nm("heartbeat", &NodeMessage{Body: &NodeMessage_Heartbeat{Heartbeat: &Heartbeat{
 			SentAt: at(1), Paused: true, TasksRunning: 2, BundleRevision: "rev-8"}}}),
 		nm("pause_state", &NodeMessage{Body: &NodeMessage_PauseState{PauseState: pauseState()}}),
+		nm("opt_out_publish", &NodeMessage{Body: &NodeMessage_OptOutPublish{OptOutPublish: &OptOutPublish{
+			Hashes: make([]byte, 32), Digest: "374708fff7719dd5979ec875d56cd2286f6d3cf7ec317a3b25632aab28ec37bb"}}}),
 		nm("task_accepted", &NodeMessage{Body: &NodeMessage_TaskAccepted{TaskAccepted: &TaskAccepted{
 			TaskId: "task-42", SqlHash: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
 			DecisionId: "dec-8", BundleRevision: "rev-7"}}}),
@@ -259,9 +262,19 @@ func fixtures() []fixture {
 		cm("heartbeat_ack", &CoordinatorMessage{Body: &CoordinatorMessage_HeartbeatAck{HeartbeatAck: &HeartbeatAck{
 			ServerTime: at(2), HeartbeatSentAt: at(1)}}}),
 		cm("task", &CoordinatorMessage{Body: &CoordinatorMessage_Task{Task: task()}}),
+		cm("network_opt_outs", &CoordinatorMessage{Body: &CoordinatorMessage_NetworkOptOuts{NetworkOptOuts: &NetworkOptOuts{
+			Base: &NetworkOptOutVersion{Epoch: "E4QZ", Seq: 41}, Version: &NetworkOptOutVersion{Epoch: "E4QZ", Seq: 42},
+			Sets: []*PublisherOptOuts{{PublisherOds: "A81001", Hashes: make([]byte, 16), Digest: "37470",
+				Seq: 42, UpdatedAt: at(3)}},
+			More: true}}}),
 		cm("cancel_task", &CoordinatorMessage{Body: &CoordinatorMessage_CancelTask{CancelTask: &CancelTask{
 			TaskId: "task-42", Reason: "run cancelled by requester"}}}),
 		{"Register", register()},
+		{"OptOutPublish", &OptOutPublish{Hashes: make([]byte, 16), Digest: "374708ff"}},
+		{"NetworkOptOutVersion", &NetworkOptOutVersion{Epoch: "E4QZ", Seq: 41}},
+		{"PublisherOptOuts", &PublisherOptOuts{PublisherOds: "A81001", Hashes: make([]byte, 16), Digest: "3747", Seq: 42, UpdatedAt: at(3)}},
+		{"NetworkOptOuts", &NetworkOptOuts{Base: &NetworkOptOutVersion{Epoch: "E4QZ", Seq: 41},
+			Version: &NetworkOptOutVersion{Epoch: "E4QZ", Seq: 42}, More: true}},
 		{"ConnectorInfo", connectorInfo()},
 		{"TableInfo", connectorInfo().Tables[0]},
 		{"Heartbeat", &Heartbeat{SentAt: at(3), Paused: true, TasksRunning: 1, BundleRevision: "rev-7"}},

@@ -242,6 +242,7 @@ type NodeMessage struct {
 	//	*NodeMessage_Register
 	//	*NodeMessage_Heartbeat
 	//	*NodeMessage_PauseState
+	//	*NodeMessage_OptOutPublish
 	//	*NodeMessage_TaskAccepted
 	//	*NodeMessage_TaskRefused
 	//	*NodeMessage_TaskProgress
@@ -316,6 +317,15 @@ func (x *NodeMessage) GetPauseState() *PauseState {
 	return nil
 }
 
+func (x *NodeMessage) GetOptOutPublish() *OptOutPublish {
+	if x != nil {
+		if x, ok := x.Body.(*NodeMessage_OptOutPublish); ok {
+			return x.OptOutPublish
+		}
+	}
+	return nil
+}
+
 func (x *NodeMessage) GetTaskAccepted() *TaskAccepted {
 	if x != nil {
 		if x, ok := x.Body.(*NodeMessage_TaskAccepted); ok {
@@ -380,6 +390,11 @@ type NodeMessage_PauseState struct {
 	PauseState *PauseState `protobuf:"bytes,3,opt,name=pause_state,json=pauseState,proto3,oneof"`
 }
 
+type NodeMessage_OptOutPublish struct {
+	// A GP practice's type 1 opt-outs, as keyed hashes, for the network.
+	OptOutPublish *OptOutPublish `protobuf:"bytes,4,opt,name=opt_out_publish,json=optOutPublish,proto3,oneof"`
+}
+
 type NodeMessage_TaskAccepted struct {
 	// The node will run a task.
 	TaskAccepted *TaskAccepted `protobuf:"bytes,10,opt,name=task_accepted,json=taskAccepted,proto3,oneof"`
@@ -411,6 +426,8 @@ func (*NodeMessage_Heartbeat) isNodeMessage_Body() {}
 
 func (*NodeMessage_PauseState) isNodeMessage_Body() {}
 
+func (*NodeMessage_OptOutPublish) isNodeMessage_Body() {}
+
 func (*NodeMessage_TaskAccepted) isNodeMessage_Body() {}
 
 func (*NodeMessage_TaskRefused) isNodeMessage_Body() {}
@@ -432,6 +449,7 @@ type CoordinatorMessage struct {
 	//	*CoordinatorMessage_Rejected
 	//	*CoordinatorMessage_Goodbye
 	//	*CoordinatorMessage_HeartbeatAck
+	//	*CoordinatorMessage_NetworkOptOuts
 	//	*CoordinatorMessage_Task
 	//	*CoordinatorMessage_CancelTask
 	Body          isCoordinatorMessage_Body `protobuf_oneof:"body"`
@@ -512,6 +530,15 @@ func (x *CoordinatorMessage) GetHeartbeatAck() *HeartbeatAck {
 	return nil
 }
 
+func (x *CoordinatorMessage) GetNetworkOptOuts() *NetworkOptOuts {
+	if x != nil {
+		if x, ok := x.Body.(*CoordinatorMessage_NetworkOptOuts); ok {
+			return x.NetworkOptOuts
+		}
+	}
+	return nil
+}
+
 func (x *CoordinatorMessage) GetTask() *Task {
 	if x != nil {
 		if x, ok := x.Body.(*CoordinatorMessage_Task); ok {
@@ -554,6 +581,11 @@ type CoordinatorMessage_HeartbeatAck struct {
 	HeartbeatAck *HeartbeatAck `protobuf:"bytes,4,opt,name=heartbeat_ack,json=heartbeatAck,proto3,oneof"`
 }
 
+type CoordinatorMessage_NetworkOptOuts struct {
+	// The network type 1 opt-out list, or a change to it.
+	NetworkOptOuts *NetworkOptOuts `protobuf:"bytes,5,opt,name=network_opt_outs,json=networkOptOuts,proto3,oneof"`
+}
+
 type CoordinatorMessage_Task struct {
 	// Work for the node.
 	Task *Task `protobuf:"bytes,10,opt,name=task,proto3,oneof"`
@@ -571,6 +603,8 @@ func (*CoordinatorMessage_Rejected) isCoordinatorMessage_Body() {}
 func (*CoordinatorMessage_Goodbye) isCoordinatorMessage_Body() {}
 
 func (*CoordinatorMessage_HeartbeatAck) isCoordinatorMessage_Body() {}
+
+func (*CoordinatorMessage_NetworkOptOuts) isCoordinatorMessage_Body() {}
 
 func (*CoordinatorMessage_Task) isCoordinatorMessage_Body() {}
 
@@ -610,9 +644,12 @@ type Register struct {
 	// Identifier the key custodian gave the network linkage secret the node
 	// holds (never the secret or a hash of it). Linkage runs use only nodes
 	// whose pseudonyms can match, that is, with the same identifier.
-	LinkageKeyId  string `protobuf:"bytes,11,opt,name=linkage_key_id,json=linkageKeyId,proto3" json:"linkage_key_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LinkageKeyId string `protobuf:"bytes,11,opt,name=linkage_key_id,json=linkageKeyId,proto3" json:"linkage_key_id,omitempty"`
+	// The version of the network type 1 opt-out list the node holds (empty
+	// if none), so that the coordinator sends only what changed since.
+	NetworkOptOutVersion *NetworkOptOutVersion `protobuf:"bytes,12,opt,name=network_opt_out_version,json=networkOptOutVersion,proto3" json:"network_opt_out_version,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Register) Reset() {
@@ -722,6 +759,296 @@ func (x *Register) GetLinkageKeyId() string {
 	return ""
 }
 
+func (x *Register) GetNetworkOptOutVersion() *NetworkOptOutVersion {
+	if x != nil {
+		return x.NetworkOptOutVersion
+	}
+	return nil
+}
+
+// OptOutPublish is a GP practice's whole type 1 opt-out list, as the node
+// holds it now. Each NHS number travels only as
+// HMAC-SHA256(k_net, nhs_number)[:16], k_net derived from the network
+// linkage secret with its own label (node/pseudonym), so the coordinator,
+// which never holds the secret, cannot read it. A node sends it after
+// registering and whenever its list changes; it replaces the practice's
+// earlier list.
+type OptOutPublish struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The keyed hashes, 16 bytes each, sorted ascending and distinct,
+	// concatenated.
+	Hashes []byte `protobuf:"bytes,1,opt,name=hashes,proto3" json:"hashes,omitempty"`
+	// Lowercase hex SHA-256 of hashes, so that both sides can tell lists
+	// apart without comparing them.
+	Digest        string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OptOutPublish) Reset() {
+	*x = OptOutPublish{}
+	mi := &file_haven_v1_nodelink_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OptOutPublish) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OptOutPublish) ProtoMessage() {}
+
+func (x *OptOutPublish) ProtoReflect() protoreflect.Message {
+	mi := &file_haven_v1_nodelink_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OptOutPublish.ProtoReflect.Descriptor instead.
+func (*OptOutPublish) Descriptor() ([]byte, []int) {
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OptOutPublish) GetHashes() []byte {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+func (x *OptOutPublish) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+// NetworkOptOutVersion names a state of the network type 1 opt-out list.
+type NetworkOptOutVersion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Random id of the coordinator's job store the list lives in; a seq
+	// means nothing under another epoch.
+	Epoch string `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Changes applied so far; every accepted OptOutPublish that changes a
+	// practice's list adds one.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkOptOutVersion) Reset() {
+	*x = NetworkOptOutVersion{}
+	mi := &file_haven_v1_nodelink_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkOptOutVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkOptOutVersion) ProtoMessage() {}
+
+func (x *NetworkOptOutVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_haven_v1_nodelink_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkOptOutVersion.ProtoReflect.Descriptor instead.
+func (*NetworkOptOutVersion) Descriptor() ([]byte, []int) {
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NetworkOptOutVersion) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *NetworkOptOutVersion) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// PublisherOptOuts is one practice's type 1 opt-out list as the network
+// holds it.
+type PublisherOptOuts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The practice's ODS code, from its client certificate.
+	PublisherOds string `protobuf:"bytes,1,opt,name=publisher_ods,json=publisherOds,proto3" json:"publisher_ods,omitempty"`
+	// As in OptOutPublish.
+	Hashes []byte `protobuf:"bytes,2,opt,name=hashes,proto3" json:"hashes,omitempty"`
+	// As in OptOutPublish.
+	Digest string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The seq at which this list last changed.
+	Seq uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// When the coordinator accepted this list.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublisherOptOuts) Reset() {
+	*x = PublisherOptOuts{}
+	mi := &file_haven_v1_nodelink_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublisherOptOuts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublisherOptOuts) ProtoMessage() {}
+
+func (x *PublisherOptOuts) ProtoReflect() protoreflect.Message {
+	mi := &file_haven_v1_nodelink_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublisherOptOuts.ProtoReflect.Descriptor instead.
+func (*PublisherOptOuts) Descriptor() ([]byte, []int) {
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PublisherOptOuts) GetPublisherOds() string {
+	if x != nil {
+		return x.PublisherOds
+	}
+	return ""
+}
+
+func (x *PublisherOptOuts) GetHashes() []byte {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+func (x *PublisherOptOuts) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *PublisherOptOuts) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PublisherOptOuts) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// NetworkOptOuts carries the network type 1 opt-out list to a node: after
+// Registered, everything that changed since the version the node named
+// (or the whole list), and later each change as the coordinator accepts
+// it. A node applies an update only to the version named in base, and
+// otherwise drops the link and reconnects, which resynchronises it.
+type NetworkOptOuts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version this update applies to; no epoch means it replaces
+	// whatever the node holds.
+	Base *NetworkOptOutVersion `protobuf:"bytes,1,opt,name=base,proto3" json:"base,omitempty"`
+	// The version the node holds once it has applied the update.
+	Version *NetworkOptOutVersion `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Practices whose lists changed, each list whole; an empty hashes field
+	// means the practice has no objections now.
+	Sets []*PublisherOptOuts `protobuf:"bytes,3,rep,name=sets,proto3" json:"sets,omitempty"`
+	// Set when further messages complete this update (a large list travels
+	// in several); the node applies none of it until the last.
+	More          bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkOptOuts) Reset() {
+	*x = NetworkOptOuts{}
+	mi := &file_haven_v1_nodelink_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkOptOuts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkOptOuts) ProtoMessage() {}
+
+func (x *NetworkOptOuts) ProtoReflect() protoreflect.Message {
+	mi := &file_haven_v1_nodelink_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkOptOuts.ProtoReflect.Descriptor instead.
+func (*NetworkOptOuts) Descriptor() ([]byte, []int) {
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NetworkOptOuts) GetBase() *NetworkOptOutVersion {
+	if x != nil {
+		return x.Base
+	}
+	return nil
+}
+
+func (x *NetworkOptOuts) GetVersion() *NetworkOptOutVersion {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+func (x *NetworkOptOuts) GetSets() []*PublisherOptOuts {
+	if x != nil {
+		return x.Sets
+	}
+	return nil
+}
+
+func (x *NetworkOptOuts) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // ConnectorInfo describes how the node reaches its local data, so operators
 // can see each site's setup and the planner can reason about dialects.
 type ConnectorInfo struct {
@@ -740,7 +1067,7 @@ type ConnectorInfo struct {
 
 func (x *ConnectorInfo) Reset() {
 	*x = ConnectorInfo{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[3]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +1079,7 @@ func (x *ConnectorInfo) String() string {
 func (*ConnectorInfo) ProtoMessage() {}
 
 func (x *ConnectorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[3]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +1092,7 @@ func (x *ConnectorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorInfo.ProtoReflect.Descriptor instead.
 func (*ConnectorInfo) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{3}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConnectorInfo) GetDialect() string {
@@ -809,7 +1136,7 @@ type TableInfo struct {
 
 func (x *TableInfo) Reset() {
 	*x = TableInfo{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[4]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +1148,7 @@ func (x *TableInfo) String() string {
 func (*TableInfo) ProtoMessage() {}
 
 func (x *TableInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[4]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +1161,7 @@ func (x *TableInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableInfo.ProtoReflect.Descriptor instead.
 func (*TableInfo) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{4}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TableInfo) GetName() string {
@@ -870,7 +1197,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[5]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1209,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[5]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1222,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{5}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -942,7 +1269,7 @@ type PauseState struct {
 
 func (x *PauseState) Reset() {
 	*x = PauseState{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[6]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1281,7 @@ func (x *PauseState) String() string {
 func (*PauseState) ProtoMessage() {}
 
 func (x *PauseState) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[6]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1294,7 @@ func (x *PauseState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseState.ProtoReflect.Descriptor instead.
 func (*PauseState) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{6}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PauseState) GetPaused() bool {
@@ -1010,7 +1337,7 @@ type TaskAccepted struct {
 
 func (x *TaskAccepted) Reset() {
 	*x = TaskAccepted{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[7]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1349,7 @@ func (x *TaskAccepted) String() string {
 func (*TaskAccepted) ProtoMessage() {}
 
 func (x *TaskAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[7]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1362,7 @@ func (x *TaskAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskAccepted.ProtoReflect.Descriptor instead.
 func (*TaskAccepted) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{7}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TaskAccepted) GetTaskId() string {
@@ -1083,7 +1410,7 @@ type TaskRefused struct {
 
 func (x *TaskRefused) Reset() {
 	*x = TaskRefused{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[8]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1422,7 @@ func (x *TaskRefused) String() string {
 func (*TaskRefused) ProtoMessage() {}
 
 func (x *TaskRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[8]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1435,7 @@ func (x *TaskRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRefused.ProtoReflect.Descriptor instead.
 func (*TaskRefused) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{8}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskRefused) GetTaskId() string {
@@ -1157,7 +1484,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[9]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1496,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[9]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1509,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{9}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -1241,7 +1568,7 @@ type TaskDone struct {
 
 func (x *TaskDone) Reset() {
 	*x = TaskDone{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[10]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1580,7 @@ func (x *TaskDone) String() string {
 func (*TaskDone) ProtoMessage() {}
 
 func (x *TaskDone) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[10]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1593,7 @@ func (x *TaskDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDone.ProtoReflect.Descriptor instead.
 func (*TaskDone) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{10}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskDone) GetTaskId() string {
@@ -1341,7 +1668,7 @@ type TaskFailed struct {
 
 func (x *TaskFailed) Reset() {
 	*x = TaskFailed{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[11]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1680,7 @@ func (x *TaskFailed) String() string {
 func (*TaskFailed) ProtoMessage() {}
 
 func (x *TaskFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[11]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1693,7 @@ func (x *TaskFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskFailed.ProtoReflect.Descriptor instead.
 func (*TaskFailed) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{11}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TaskFailed) GetTaskId() string {
@@ -1408,7 +1735,7 @@ type TaskOutcome struct {
 
 func (x *TaskOutcome) Reset() {
 	*x = TaskOutcome{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[12]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1747,7 @@ func (x *TaskOutcome) String() string {
 func (*TaskOutcome) ProtoMessage() {}
 
 func (x *TaskOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[12]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1760,7 @@ func (x *TaskOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskOutcome.ProtoReflect.Descriptor instead.
 func (*TaskOutcome) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{12}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskOutcome) GetOutcome() isTaskOutcome_Outcome {
@@ -1514,7 +1841,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[13]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1853,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[13]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1866,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{13}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Registered) GetSessionId() string {
@@ -1585,7 +1912,7 @@ type Rejected struct {
 
 func (x *Rejected) Reset() {
 	*x = Rejected{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[14]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1924,7 @@ func (x *Rejected) String() string {
 func (*Rejected) ProtoMessage() {}
 
 func (x *Rejected) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[14]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1937,7 @@ func (x *Rejected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejected.ProtoReflect.Descriptor instead.
 func (*Rejected) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{14}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Rejected) GetCode() RejectCode {
@@ -1641,7 +1968,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[15]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1980,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[15]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1993,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{15}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -1696,7 +2023,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[16]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +2035,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[16]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +2048,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{16}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HeartbeatAck) GetServerTime() *timestamppb.Timestamp {
@@ -1793,7 +2120,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[17]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +2132,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[17]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2145,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{17}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Task) GetTaskId() string {
@@ -1948,7 +2275,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_haven_v1_nodelink_proto_msgTypes[18]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2287,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_haven_v1_nodelink_proto_msgTypes[18]
+	mi := &file_haven_v1_nodelink_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2300,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{18}
+	return file_haven_v1_nodelink_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1994,12 +2321,13 @@ var File_haven_v1_nodelink_proto protoreflect.FileDescriptor
 
 const file_haven_v1_nodelink_proto_rawDesc = "" +
 	"\n" +
-	"\x17haven/v1/nodelink.proto\x12\bhaven.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15haven/v1/common.proto\"\xe1\x03\n" +
+	"\x17haven/v1/nodelink.proto\x12\bhaven.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15haven/v1/common.proto\"\xa4\x04\n" +
 	"\vNodeMessage\x120\n" +
 	"\bregister\x18\x01 \x01(\v2\x12.haven.v1.RegisterH\x00R\bregister\x123\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x13.haven.v1.HeartbeatH\x00R\theartbeat\x127\n" +
 	"\vpause_state\x18\x03 \x01(\v2\x14.haven.v1.PauseStateH\x00R\n" +
-	"pauseState\x12=\n" +
+	"pauseState\x12A\n" +
+	"\x0fopt_out_publish\x18\x04 \x01(\v2\x17.haven.v1.OptOutPublishH\x00R\roptOutPublish\x12=\n" +
 	"\rtask_accepted\x18\n" +
 	" \x01(\v2\x16.haven.v1.TaskAcceptedH\x00R\ftaskAccepted\x12:\n" +
 	"\ftask_refused\x18\v \x01(\v2\x15.haven.v1.TaskRefusedH\x00R\vtaskRefused\x12=\n" +
@@ -2007,21 +2335,22 @@ const file_haven_v1_nodelink_proto_rawDesc = "" +
 	"\ttask_done\x18\r \x01(\v2\x12.haven.v1.TaskDoneH\x00R\btaskDone\x127\n" +
 	"\vtask_failed\x18\x0e \x01(\v2\x14.haven.v1.TaskFailedH\x00R\n" +
 	"taskFailedB\x06\n" +
-	"\x04bodyJ\x04\b\x04\x10\n" +
-	"\"\xd9\x02\n" +
+	"\x04bodyJ\x04\b\x05\x10\n" +
+	"\"\x9f\x03\n" +
 	"\x12CoordinatorMessage\x126\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x14.haven.v1.RegisteredH\x00R\n" +
 	"registered\x120\n" +
 	"\brejected\x18\x02 \x01(\v2\x12.haven.v1.RejectedH\x00R\brejected\x12-\n" +
 	"\agoodbye\x18\x03 \x01(\v2\x11.haven.v1.GoodbyeH\x00R\agoodbye\x12=\n" +
-	"\rheartbeat_ack\x18\x04 \x01(\v2\x16.haven.v1.HeartbeatAckH\x00R\fheartbeatAck\x12$\n" +
+	"\rheartbeat_ack\x18\x04 \x01(\v2\x16.haven.v1.HeartbeatAckH\x00R\fheartbeatAck\x12D\n" +
+	"\x10network_opt_outs\x18\x05 \x01(\v2\x18.haven.v1.NetworkOptOutsH\x00R\x0enetworkOptOuts\x12$\n" +
 	"\x04task\x18\n" +
 	" \x01(\v2\x0e.haven.v1.TaskH\x00R\x04task\x127\n" +
 	"\vcancel_task\x18\v \x01(\v2\x14.haven.v1.CancelTaskH\x00R\n" +
 	"cancelTaskB\x06\n" +
-	"\x04bodyJ\x04\b\x05\x10\n" +
-	"\"\xf3\x03\n" +
+	"\x04bodyJ\x04\b\x06\x10\n" +
+	"\"\xca\x04\n" +
 	"\bRegister\x12\x19\n" +
 	"\bsite_ods\x18\x01 \x01(\tR\asiteOds\x12/\n" +
 	"\tsite_kind\x18\x02 \x01(\x0e2\x12.haven.v1.SiteKindR\bsiteKind\x12!\n" +
@@ -2035,7 +2364,26 @@ const file_haven_v1_nodelink_proto_rawDesc = "" +
 	"\x13unreported_outcomes\x18\t \x03(\v2\x15.haven.v1.TaskOutcomeR\x12unreportedOutcomes\x12(\n" +
 	"\x10running_task_ids\x18\n" +
 	" \x03(\tR\x0erunningTaskIds\x12$\n" +
-	"\x0elinkage_key_id\x18\v \x01(\tR\flinkageKeyId\"\x9e\x01\n" +
+	"\x0elinkage_key_id\x18\v \x01(\tR\flinkageKeyId\x12U\n" +
+	"\x17network_opt_out_version\x18\f \x01(\v2\x1e.haven.v1.NetworkOptOutVersionR\x14networkOptOutVersion\"?\n" +
+	"\rOptOutPublish\x12\x16\n" +
+	"\x06hashes\x18\x01 \x01(\fR\x06hashes\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\">\n" +
+	"\x14NetworkOptOutVersion\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xb4\x01\n" +
+	"\x10PublisherOptOuts\x12#\n" +
+	"\rpublisher_ods\x18\x01 \x01(\tR\fpublisherOds\x12\x16\n" +
+	"\x06hashes\x18\x02 \x01(\fR\x06hashes\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xc2\x01\n" +
+	"\x0eNetworkOptOuts\x122\n" +
+	"\x04base\x18\x01 \x01(\v2\x1e.haven.v1.NetworkOptOutVersionR\x04base\x128\n" +
+	"\aversion\x18\x02 \x01(\v2\x1e.haven.v1.NetworkOptOutVersionR\aversion\x12.\n" +
+	"\x04sets\x18\x03 \x03(\v2\x1a.haven.v1.PublisherOptOutsR\x04sets\x12\x12\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"\x9e\x01\n" +
 	"\rConnectorInfo\x12\x18\n" +
 	"\adialect\x18\x01 \x01(\tR\adialect\x12\x1f\n" +
 	"\vplugin_name\x18\x02 \x01(\tR\n" +
@@ -2175,7 +2523,7 @@ func file_haven_v1_nodelink_proto_rawDescGZIP() []byte {
 }
 
 var file_haven_v1_nodelink_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_haven_v1_nodelink_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_haven_v1_nodelink_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_haven_v1_nodelink_proto_goTypes = []any{
 	(TaskStage)(0),                // 0: haven.v1.TaskStage
 	(TaskErrorCode)(0),            // 1: haven.v1.TaskErrorCode
@@ -2183,80 +2531,91 @@ var file_haven_v1_nodelink_proto_goTypes = []any{
 	(*NodeMessage)(nil),           // 3: haven.v1.NodeMessage
 	(*CoordinatorMessage)(nil),    // 4: haven.v1.CoordinatorMessage
 	(*Register)(nil),              // 5: haven.v1.Register
-	(*ConnectorInfo)(nil),         // 6: haven.v1.ConnectorInfo
-	(*TableInfo)(nil),             // 7: haven.v1.TableInfo
-	(*Heartbeat)(nil),             // 8: haven.v1.Heartbeat
-	(*PauseState)(nil),            // 9: haven.v1.PauseState
-	(*TaskAccepted)(nil),          // 10: haven.v1.TaskAccepted
-	(*TaskRefused)(nil),           // 11: haven.v1.TaskRefused
-	(*TaskProgress)(nil),          // 12: haven.v1.TaskProgress
-	(*TaskDone)(nil),              // 13: haven.v1.TaskDone
-	(*TaskFailed)(nil),            // 14: haven.v1.TaskFailed
-	(*TaskOutcome)(nil),           // 15: haven.v1.TaskOutcome
-	(*Registered)(nil),            // 16: haven.v1.Registered
-	(*Rejected)(nil),              // 17: haven.v1.Rejected
-	(*Goodbye)(nil),               // 18: haven.v1.Goodbye
-	(*HeartbeatAck)(nil),          // 19: haven.v1.HeartbeatAck
-	(*Task)(nil),                  // 20: haven.v1.Task
-	(*CancelTask)(nil),            // 21: haven.v1.CancelTask
-	nil,                           // 22: haven.v1.Task.ParametersEntry
-	(SiteKind)(0),                 // 23: haven.v1.SiteKind
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*PolicyReason)(nil),          // 25: haven.v1.PolicyReason
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
-	(PlanMode)(0),                 // 27: haven.v1.PlanMode
-	(*UploadLimits)(nil),          // 28: haven.v1.UploadLimits
-	(*ParameterValue)(nil),        // 29: haven.v1.ParameterValue
+	(*OptOutPublish)(nil),         // 6: haven.v1.OptOutPublish
+	(*NetworkOptOutVersion)(nil),  // 7: haven.v1.NetworkOptOutVersion
+	(*PublisherOptOuts)(nil),      // 8: haven.v1.PublisherOptOuts
+	(*NetworkOptOuts)(nil),        // 9: haven.v1.NetworkOptOuts
+	(*ConnectorInfo)(nil),         // 10: haven.v1.ConnectorInfo
+	(*TableInfo)(nil),             // 11: haven.v1.TableInfo
+	(*Heartbeat)(nil),             // 12: haven.v1.Heartbeat
+	(*PauseState)(nil),            // 13: haven.v1.PauseState
+	(*TaskAccepted)(nil),          // 14: haven.v1.TaskAccepted
+	(*TaskRefused)(nil),           // 15: haven.v1.TaskRefused
+	(*TaskProgress)(nil),          // 16: haven.v1.TaskProgress
+	(*TaskDone)(nil),              // 17: haven.v1.TaskDone
+	(*TaskFailed)(nil),            // 18: haven.v1.TaskFailed
+	(*TaskOutcome)(nil),           // 19: haven.v1.TaskOutcome
+	(*Registered)(nil),            // 20: haven.v1.Registered
+	(*Rejected)(nil),              // 21: haven.v1.Rejected
+	(*Goodbye)(nil),               // 22: haven.v1.Goodbye
+	(*HeartbeatAck)(nil),          // 23: haven.v1.HeartbeatAck
+	(*Task)(nil),                  // 24: haven.v1.Task
+	(*CancelTask)(nil),            // 25: haven.v1.CancelTask
+	nil,                           // 26: haven.v1.Task.ParametersEntry
+	(SiteKind)(0),                 // 27: haven.v1.SiteKind
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*PolicyReason)(nil),          // 29: haven.v1.PolicyReason
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(PlanMode)(0),                 // 31: haven.v1.PlanMode
+	(*UploadLimits)(nil),          // 32: haven.v1.UploadLimits
+	(*ParameterValue)(nil),        // 33: haven.v1.ParameterValue
 }
 var file_haven_v1_nodelink_proto_depIdxs = []int32{
 	5,  // 0: haven.v1.NodeMessage.register:type_name -> haven.v1.Register
-	8,  // 1: haven.v1.NodeMessage.heartbeat:type_name -> haven.v1.Heartbeat
-	9,  // 2: haven.v1.NodeMessage.pause_state:type_name -> haven.v1.PauseState
-	10, // 3: haven.v1.NodeMessage.task_accepted:type_name -> haven.v1.TaskAccepted
-	11, // 4: haven.v1.NodeMessage.task_refused:type_name -> haven.v1.TaskRefused
-	12, // 5: haven.v1.NodeMessage.task_progress:type_name -> haven.v1.TaskProgress
-	13, // 6: haven.v1.NodeMessage.task_done:type_name -> haven.v1.TaskDone
-	14, // 7: haven.v1.NodeMessage.task_failed:type_name -> haven.v1.TaskFailed
-	16, // 8: haven.v1.CoordinatorMessage.registered:type_name -> haven.v1.Registered
-	17, // 9: haven.v1.CoordinatorMessage.rejected:type_name -> haven.v1.Rejected
-	18, // 10: haven.v1.CoordinatorMessage.goodbye:type_name -> haven.v1.Goodbye
-	19, // 11: haven.v1.CoordinatorMessage.heartbeat_ack:type_name -> haven.v1.HeartbeatAck
-	20, // 12: haven.v1.CoordinatorMessage.task:type_name -> haven.v1.Task
-	21, // 13: haven.v1.CoordinatorMessage.cancel_task:type_name -> haven.v1.CancelTask
-	23, // 14: haven.v1.Register.site_kind:type_name -> haven.v1.SiteKind
-	6,  // 15: haven.v1.Register.connector:type_name -> haven.v1.ConnectorInfo
-	9,  // 16: haven.v1.Register.pause:type_name -> haven.v1.PauseState
-	15, // 17: haven.v1.Register.unreported_outcomes:type_name -> haven.v1.TaskOutcome
-	7,  // 18: haven.v1.ConnectorInfo.tables:type_name -> haven.v1.TableInfo
-	24, // 19: haven.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	24, // 20: haven.v1.PauseState.since:type_name -> google.protobuf.Timestamp
-	25, // 21: haven.v1.TaskRefused.reasons:type_name -> haven.v1.PolicyReason
-	0,  // 22: haven.v1.TaskProgress.stage:type_name -> haven.v1.TaskStage
-	26, // 23: haven.v1.TaskDone.duration:type_name -> google.protobuf.Duration
-	1,  // 24: haven.v1.TaskFailed.code:type_name -> haven.v1.TaskErrorCode
-	13, // 25: haven.v1.TaskOutcome.done:type_name -> haven.v1.TaskDone
-	14, // 26: haven.v1.TaskOutcome.failed:type_name -> haven.v1.TaskFailed
-	11, // 27: haven.v1.TaskOutcome.refused:type_name -> haven.v1.TaskRefused
-	24, // 28: haven.v1.Registered.server_time:type_name -> google.protobuf.Timestamp
-	26, // 29: haven.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	2,  // 30: haven.v1.Rejected.code:type_name -> haven.v1.RejectCode
-	26, // 31: haven.v1.Goodbye.reconnect_after:type_name -> google.protobuf.Duration
-	24, // 32: haven.v1.HeartbeatAck.server_time:type_name -> google.protobuf.Timestamp
-	24, // 33: haven.v1.HeartbeatAck.heartbeat_sent_at:type_name -> google.protobuf.Timestamp
-	22, // 34: haven.v1.Task.parameters:type_name -> haven.v1.Task.ParametersEntry
-	27, // 35: haven.v1.Task.mode:type_name -> haven.v1.PlanMode
-	23, // 36: haven.v1.Task.site_kind:type_name -> haven.v1.SiteKind
-	28, // 37: haven.v1.Task.limits:type_name -> haven.v1.UploadLimits
-	24, // 38: haven.v1.Task.deadline:type_name -> google.protobuf.Timestamp
-	24, // 39: haven.v1.Task.issued_at:type_name -> google.protobuf.Timestamp
-	29, // 40: haven.v1.Task.ParametersEntry.value:type_name -> haven.v1.ParameterValue
-	3,  // 41: haven.v1.NodeLink.Connect:input_type -> haven.v1.NodeMessage
-	4,  // 42: haven.v1.NodeLink.Connect:output_type -> haven.v1.CoordinatorMessage
-	42, // [42:43] is the sub-list for method output_type
-	41, // [41:42] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	12, // 1: haven.v1.NodeMessage.heartbeat:type_name -> haven.v1.Heartbeat
+	13, // 2: haven.v1.NodeMessage.pause_state:type_name -> haven.v1.PauseState
+	6,  // 3: haven.v1.NodeMessage.opt_out_publish:type_name -> haven.v1.OptOutPublish
+	14, // 4: haven.v1.NodeMessage.task_accepted:type_name -> haven.v1.TaskAccepted
+	15, // 5: haven.v1.NodeMessage.task_refused:type_name -> haven.v1.TaskRefused
+	16, // 6: haven.v1.NodeMessage.task_progress:type_name -> haven.v1.TaskProgress
+	17, // 7: haven.v1.NodeMessage.task_done:type_name -> haven.v1.TaskDone
+	18, // 8: haven.v1.NodeMessage.task_failed:type_name -> haven.v1.TaskFailed
+	20, // 9: haven.v1.CoordinatorMessage.registered:type_name -> haven.v1.Registered
+	21, // 10: haven.v1.CoordinatorMessage.rejected:type_name -> haven.v1.Rejected
+	22, // 11: haven.v1.CoordinatorMessage.goodbye:type_name -> haven.v1.Goodbye
+	23, // 12: haven.v1.CoordinatorMessage.heartbeat_ack:type_name -> haven.v1.HeartbeatAck
+	9,  // 13: haven.v1.CoordinatorMessage.network_opt_outs:type_name -> haven.v1.NetworkOptOuts
+	24, // 14: haven.v1.CoordinatorMessage.task:type_name -> haven.v1.Task
+	25, // 15: haven.v1.CoordinatorMessage.cancel_task:type_name -> haven.v1.CancelTask
+	27, // 16: haven.v1.Register.site_kind:type_name -> haven.v1.SiteKind
+	10, // 17: haven.v1.Register.connector:type_name -> haven.v1.ConnectorInfo
+	13, // 18: haven.v1.Register.pause:type_name -> haven.v1.PauseState
+	19, // 19: haven.v1.Register.unreported_outcomes:type_name -> haven.v1.TaskOutcome
+	7,  // 20: haven.v1.Register.network_opt_out_version:type_name -> haven.v1.NetworkOptOutVersion
+	28, // 21: haven.v1.PublisherOptOuts.updated_at:type_name -> google.protobuf.Timestamp
+	7,  // 22: haven.v1.NetworkOptOuts.base:type_name -> haven.v1.NetworkOptOutVersion
+	7,  // 23: haven.v1.NetworkOptOuts.version:type_name -> haven.v1.NetworkOptOutVersion
+	8,  // 24: haven.v1.NetworkOptOuts.sets:type_name -> haven.v1.PublisherOptOuts
+	11, // 25: haven.v1.ConnectorInfo.tables:type_name -> haven.v1.TableInfo
+	28, // 26: haven.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	28, // 27: haven.v1.PauseState.since:type_name -> google.protobuf.Timestamp
+	29, // 28: haven.v1.TaskRefused.reasons:type_name -> haven.v1.PolicyReason
+	0,  // 29: haven.v1.TaskProgress.stage:type_name -> haven.v1.TaskStage
+	30, // 30: haven.v1.TaskDone.duration:type_name -> google.protobuf.Duration
+	1,  // 31: haven.v1.TaskFailed.code:type_name -> haven.v1.TaskErrorCode
+	17, // 32: haven.v1.TaskOutcome.done:type_name -> haven.v1.TaskDone
+	18, // 33: haven.v1.TaskOutcome.failed:type_name -> haven.v1.TaskFailed
+	15, // 34: haven.v1.TaskOutcome.refused:type_name -> haven.v1.TaskRefused
+	28, // 35: haven.v1.Registered.server_time:type_name -> google.protobuf.Timestamp
+	30, // 36: haven.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	2,  // 37: haven.v1.Rejected.code:type_name -> haven.v1.RejectCode
+	30, // 38: haven.v1.Goodbye.reconnect_after:type_name -> google.protobuf.Duration
+	28, // 39: haven.v1.HeartbeatAck.server_time:type_name -> google.protobuf.Timestamp
+	28, // 40: haven.v1.HeartbeatAck.heartbeat_sent_at:type_name -> google.protobuf.Timestamp
+	26, // 41: haven.v1.Task.parameters:type_name -> haven.v1.Task.ParametersEntry
+	31, // 42: haven.v1.Task.mode:type_name -> haven.v1.PlanMode
+	27, // 43: haven.v1.Task.site_kind:type_name -> haven.v1.SiteKind
+	32, // 44: haven.v1.Task.limits:type_name -> haven.v1.UploadLimits
+	28, // 45: haven.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	28, // 46: haven.v1.Task.issued_at:type_name -> google.protobuf.Timestamp
+	33, // 47: haven.v1.Task.ParametersEntry.value:type_name -> haven.v1.ParameterValue
+	3,  // 48: haven.v1.NodeLink.Connect:input_type -> haven.v1.NodeMessage
+	4,  // 49: haven.v1.NodeLink.Connect:output_type -> haven.v1.CoordinatorMessage
+	49, // [49:50] is the sub-list for method output_type
+	48, // [48:49] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_haven_v1_nodelink_proto_init() }
@@ -2269,6 +2628,7 @@ func file_haven_v1_nodelink_proto_init() {
 		(*NodeMessage_Register)(nil),
 		(*NodeMessage_Heartbeat)(nil),
 		(*NodeMessage_PauseState)(nil),
+		(*NodeMessage_OptOutPublish)(nil),
 		(*NodeMessage_TaskAccepted)(nil),
 		(*NodeMessage_TaskRefused)(nil),
 		(*NodeMessage_TaskProgress)(nil),
@@ -2280,10 +2640,11 @@ func file_haven_v1_nodelink_proto_init() {
 		(*CoordinatorMessage_Rejected)(nil),
 		(*CoordinatorMessage_Goodbye)(nil),
 		(*CoordinatorMessage_HeartbeatAck)(nil),
+		(*CoordinatorMessage_NetworkOptOuts)(nil),
 		(*CoordinatorMessage_Task)(nil),
 		(*CoordinatorMessage_CancelTask)(nil),
 	}
-	file_haven_v1_nodelink_proto_msgTypes[12].OneofWrappers = []any{
+	file_haven_v1_nodelink_proto_msgTypes[16].OneofWrappers = []any{
 		(*TaskOutcome_Done)(nil),
 		(*TaskOutcome_Failed)(nil),
 		(*TaskOutcome_Refused)(nil),
@@ -2294,7 +2655,7 @@ func file_haven_v1_nodelink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_haven_v1_nodelink_proto_rawDesc), len(file_haven_v1_nodelink_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
