@@ -5,7 +5,7 @@ GO ?= go
 # duckdb-go exposes its Arrow API only under this tag (DuckDB connector).
 export GOFLAGS := $(strip $(GOFLAGS) -tags=duckdb_arrow)
 
-.PHONY: test demo proto build lint bench bench-synth clean
+.PHONY: test demo proto build lint bench bench-synth fuzz clean
 
 ## test: vet, staticcheck, gofmt and every test (with the race detector)
 test:
@@ -36,6 +36,13 @@ lint:
 # HAVEN_BENCH_ROUNDS, HAVEN_BENCH_SCALE and HAVEN_BENCH_SITES_PER_NODE tune it.
 bench:
 	$(GO) test -run '^$$' -bench BenchmarkICBLinkage -benchtime 1x -timeout 60m $(BENCH_FLAGS) ./integration/correctness/
+
+## fuzz: every fuzz target for FUZZTIME each (default 10m), one after another;
+# FUZZ_TARGETS="Submit NodeMessages" picks some. Not part of make test (the
+# committed seed corpora run there as ordinary tests).
+FUZZTIME ?= 10m
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZ_TARGETS)
 
 ## bench-synth: time and peak memory of generating the ICB-scale network
 bench-synth:

@@ -277,12 +277,15 @@ func (s *Service) Close() error {
 		if _, err := s.store.InterruptActive(context.Background(), "the coordinator shut down while the run was in progress", time.Now()); err != nil {
 			errs = append(errs, err)
 		}
-		errs = append(errs, s.store.Close())
-		s.store = nil
 	}
+	// The log before the store: closing it anchors its final head there.
 	if s.audit != nil {
 		errs = append(errs, s.audit.Close())
 		s.audit = nil
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+		s.store = nil
 	}
 	// Last: the next process may take the directory once nothing here
 	// writes to it.

@@ -79,8 +79,8 @@ type Opened struct {
 }
 
 // OpenAnchored opens the log at path as Open does, then checks it against
-// the head that a recorded (CheckAgainst) and anchors every later append
-// there. A disagreement is a *MismatchError and the log is not opened;
+// the head that a recorded (CheckAgainst) and anchors later appends there:
+// in the background, a moment after each, and the final head on Close. A disagreement is a *MismatchError and the log is not opened;
 // neither the log nor the anchor is changed.
 func OpenAnchored(ctx context.Context, path string, a Anchor) (l *Log, opened Opened, err error) {
 	if a == nil {
@@ -119,5 +119,7 @@ func OpenAnchored(ctx context.Context, path string, a Anchor) (l *Log, opened Op
 			return nil, Opened{}, fmt.Errorf("open audit log %s: %w", path, err)
 		}
 	}
+	l.anchorKick, l.anchorStop, l.anchorDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go l.anchorLoop()
 	return l, opened, nil
 }
