@@ -53,8 +53,11 @@ func validDisclose() DiscloseInput {
 			{Name: "mean_age", Kind: "mean"},
 		}},
 		Coverage: Coverage{
-			Sites:      Answered{Expected: 10, Answered: 10},
-			Population: Answered{Expected: 120000, Answered: 120000},
+			Sites:         Answered{Expected: 10, Answered: 10},
+			Population:    Answered{Expected: 120000, Answered: 120000},
+			Trusts:        Answered{Expected: 2, Answered: 2},
+			Activity:      Answered{Expected: 40000, Answered: 40000},
+			MissingTrusts: []MissingSite{},
 		},
 	}
 }
@@ -470,7 +473,10 @@ func TestInputValueMatchesJSON(t *testing.T) {
 	zeroParticipate := ParticipateInput{}
 	disclose := validDisclose()
 	zeroDisclose := DiscloseInput{}
-	for i, in := range []interface{ astValue() (ast.Value, error) }{submit, bare, floats, participate, zeroParticipate, disclose, zeroDisclose} {
+	missing := validDisclose()
+	missing.Coverage.Trusts.Answered = 1
+	missing.Coverage.MissingTrusts = []MissingSite{{ODS: "RA1", State: "paused", Activity: 15000}}
+	for i, in := range []interface{ astValue() (ast.Value, error) }{submit, bare, floats, participate, zeroParticipate, disclose, zeroDisclose, missing} {
 		got, err := in.astValue()
 		if err != nil {
 			t.Fatal(err)

@@ -610,9 +610,14 @@ type Register struct {
 	// Identifier the key custodian gave the network linkage secret the node
 	// holds (never the secret or a hash of it). Linkage runs use only nodes
 	// whose pseudonyms can match, that is, with the same identifier.
-	LinkageKeyId  string `protobuf:"bytes,11,opt,name=linkage_key_id,json=linkageKeyId,proto3" json:"linkage_key_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LinkageKeyId string `protobuf:"bytes,11,opt,name=linkage_key_id,json=linkageKeyId,proto3" json:"linkage_key_id,omitempty"`
+	// Hospital activity the site holds: at a trust, the rows of apc_episode
+	// plus ae_attendance its connector counted when the node started; zero at
+	// a practice. A run's coverage of trusts is reported against it, as each
+	// trust's share of the activity held by the trusts the run asks.
+	ActivityRecords int64 `protobuf:"varint,20,opt,name=activity_records,json=activityRecords,proto3" json:"activity_records,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Register) Reset() {
@@ -720,6 +725,13 @@ func (x *Register) GetLinkageKeyId() string {
 		return x.LinkageKeyId
 	}
 	return ""
+}
+
+func (x *Register) GetActivityRecords() int64 {
+	if x != nil {
+		return x.ActivityRecords
+	}
+	return 0
 }
 
 // ConnectorInfo describes how the node reaches its local data, so operators
@@ -2021,7 +2033,7 @@ const file_haven_v1_nodelink_proto_rawDesc = "" +
 	"\vcancel_task\x18\v \x01(\v2\x14.haven.v1.CancelTaskH\x00R\n" +
 	"cancelTaskB\x06\n" +
 	"\x04bodyJ\x04\b\x05\x10\n" +
-	"\"\xf3\x03\n" +
+	"\"\x9e\x04\n" +
 	"\bRegister\x12\x19\n" +
 	"\bsite_ods\x18\x01 \x01(\tR\asiteOds\x12/\n" +
 	"\tsite_kind\x18\x02 \x01(\x0e2\x12.haven.v1.SiteKindR\bsiteKind\x12!\n" +
@@ -2035,7 +2047,8 @@ const file_haven_v1_nodelink_proto_rawDesc = "" +
 	"\x13unreported_outcomes\x18\t \x03(\v2\x15.haven.v1.TaskOutcomeR\x12unreportedOutcomes\x12(\n" +
 	"\x10running_task_ids\x18\n" +
 	" \x03(\tR\x0erunningTaskIds\x12$\n" +
-	"\x0elinkage_key_id\x18\v \x01(\tR\flinkageKeyId\"\x9e\x01\n" +
+	"\x0elinkage_key_id\x18\v \x01(\tR\flinkageKeyId\x12)\n" +
+	"\x10activity_records\x18\x14 \x01(\x03R\x0factivityRecords\"\x9e\x01\n" +
 	"\rConnectorInfo\x12\x18\n" +
 	"\adialect\x18\x01 \x01(\tR\adialect\x12\x1f\n" +
 	"\vplugin_name\x18\x02 \x01(\tR\n" +
