@@ -773,6 +773,13 @@ func writeTable(w io.Writer, tab *release.Table) {
 	m := tab.Meta
 	fmt.Fprintf(w, "run %s: %s v%d, purpose %s, released %s\n", m.RunID, m.DefinitionID, m.DefinitionVersion, m.Purpose,
 		m.ReleasedAt.Format(time.RFC3339))
+	if len(m.Parameters) > 0 {
+		var ps []string
+		for _, k := range slices.Sorted(maps.Keys(m.Parameters)) {
+			ps = append(ps, k+"="+m.Parameters[k])
+		}
+		fmt.Fprintf(w, "parameters %s\n", strings.Join(ps, " "))
+	}
 	fmt.Fprintf(w, "coverage %d of %d sites, %d of %d people; counts under %d withheld, values rounded to %d\n",
 		m.SitesAnswered, m.SitesExpected, m.PopulationAnswered, m.PopulationExpected, m.MinCellCount, m.RoundingBase)
 	if m.TrustsExpected > 0 {
@@ -862,7 +869,7 @@ func writeJSON(w io.Writer, tab *release.Table) error {
 			"population_expected": m.PopulationExpected, "population_answered": m.PopulationAnswered,
 			"trusts_expected": m.TrustsExpected, "trusts_answered": m.TrustsAnswered,
 			"activity_expected": m.ActivityExpected, "activity_answered": m.ActivityAnswered},
-		"dims": tab.Dims, "measures": tab.Measures,
+		"parameters": m.Parameters, "dims": tab.Dims, "measures": tab.Measures,
 	}
 	rows := make([]map[string]any, 0, len(tab.Rows))
 	for _, r := range tab.Rows {

@@ -144,6 +144,7 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		PopulationExpected: cov.PopulationExpected, PopulationAnswered: cov.PopulationAnswered,
 		TrustsExpected: int64(cov.TrustsExpected), TrustsAnswered: int64(cov.TrustsAnswered),
 		ActivityExpected: cov.ActivityExpected, ActivityAnswered: cov.ActivityAnswered,
+		Parameters: r.bound.Params(),
 	})
 	if err != nil {
 		return failed("encode the released table: %v", err)

@@ -78,6 +78,9 @@ type Meta struct {
 	TrustsAnswered   int64
 	ActivityExpected int64
 	ActivityAnswered int64
+	// Parameters are every parameter the run answered, defaults
+	// included, as text (catalog.Bound.Params); written when there are any.
+	Parameters map[string]string
 }
 
 // Metadata keys.
@@ -99,6 +102,7 @@ const (
 	keyTrustsAns   = "haven.coverage.trusts_answered"
 	keyActExp      = "haven.coverage.activity_expected"
 	keyActAns      = "haven.coverage.activity_answered"
+	keyParams      = "haven.run.parameters"
 	keyDims        = "haven.table.dims"
 	keyMeasures    = "haven.table.measures"
 	keyMeasureKind = "haven.measure.kind"
@@ -156,6 +160,13 @@ func Schema(dims []string, ms []Measure, meta Meta) (*arrow.Schema, error) {
 	if meta.TrustsExpected > 0 {
 		keys = append(keys, keyTrustsExp, keyTrustsAns, keyActExp, keyActAns)
 		vals = append(vals, i(meta.TrustsExpected, 10), i(meta.TrustsAnswered, 10), i(meta.ActivityExpected, 10), i(meta.ActivityAnswered, 10))
+	}
+	if len(meta.Parameters) > 0 {
+		b, err := json.Marshal(meta.Parameters) // keys sorted
+		if err != nil {
+			return nil, fmt.Errorf("release: parameters: %w", err)
+		}
+		keys, vals = append(keys, keyParams), append(vals, string(b))
 	}
 	md := arrow.NewMetadata(keys, vals)
 	return arrow.NewSchema(fields, &md), nil
@@ -362,6 +373,11 @@ func tableOf(s *arrow.Schema) (*Table, error) {
 		PopulationExpected: num(keyPopExp), PopulationAnswered: num(keyPopAns),
 		TrustsExpected: num(keyTrustsExp), TrustsAnswered: num(keyTrustsAns),
 		ActivityExpected: num(keyActExp), ActivityAnswered: num(keyActAns),
+	}
+	if p := get(keyParams); p != "" {
+		if err := json.Unmarshal([]byte(p), &t.Meta.Parameters); err != nil {
+			return nil, fmt.Errorf("read released table: metadata %s: %w", keyParams, err)
+		}
 	}
 	want, err := Schema(t.Dims, t.Measures, t.Meta)
 	if err != nil {

@@ -3,6 +3,7 @@ package release
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +39,8 @@ func TestRoundTrip(t *testing.T) {
 	meta := Meta{RunID: "run-1", DefinitionID: "bp", DefinitionVersion: 2, DefinitionHash: strings.Repeat("a", 64),
 		Purpose: "commissioning", ReleasedAt: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC), MinCellCount: 8, RoundingBase: 5,
 		SitesExpected: 4, SitesAnswered: 3, PopulationExpected: 1000, PopulationAnswered: 950,
-		TrustsExpected: 2, TrustsAnswered: 1, ActivityExpected: 4000, ActivityAnswered: 2500}
+		TrustsExpected: 2, TrustsAnswered: 1, ActivityExpected: 4000, ActivityAnswered: 2500,
+		Parameters: map[string]string{"index_date": "2024-04-01", "lookback_days": "365"}}
 	b, err := Encode(rel, meta)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +49,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Meta != meta {
+	if !reflect.DeepEqual(got.Meta, meta) {
 		t.Errorf("meta %+v, want %+v", got.Meta, meta)
 	}
 	wantRows := len(rel.Cells) + len(rel.Margins) + 1
