@@ -213,8 +213,9 @@ func TestLinkageRun(t *testing.T) {
 			return coordinatortest.T2DMPractice(def, schema, ps, nd.ODS, task.GetRunId(), secret), nil
 		}
 	}
-	for _, ods := range trusts {
+	for i, ods := range trusts {
 		nd := n.Node(ods, cdm.KindTrust, 50000)
+		nd.Activity = int64(1000 * (i + 1))
 		nd.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
 			return coordinatortest.T2DMTrust(schema, ps, ods, task.GetRunId(), secret), nil
 		}
@@ -242,6 +243,12 @@ func TestLinkageRun(t *testing.T) {
 	}
 	if cov := done.GetCoverage(); cov.GetPopulationExpected() != gpPop || cov.GetPopulationAnswered() != gpPop {
 		t.Errorf("linkage coverage population %d/%d, want the practices' %d", cov.GetPopulationAnswered(), cov.GetPopulationExpected(), gpPop)
+	}
+	// Trusts are counted on their own, with the activity they hold.
+	if cov := done.GetCoverage(); cov.GetTrustsExpected() != 2 || cov.GetTrustsAnswered() != 2 ||
+		cov.GetActivityExpected() != 3000 || cov.GetActivityAnswered() != 3000 {
+		t.Errorf("linkage coverage trusts %d/%d, activity %d/%d; want 2/2 and 3000/3000", cov.GetTrustsAnswered(),
+			cov.GetTrustsExpected(), cov.GetActivityAnswered(), cov.GetActivityExpected())
 	}
 	for _, nd := range nodes[2:] {
 		if k := nd.Tasks()[0].GetSiteKind(); k != havenv1.SiteKind_SITE_KIND_TRUST {
@@ -559,5 +566,57 @@ func TestNodeIdentity(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("audit log lacks the node entries:\n%s", f)
 		}
+	}
+}
+
+// A linkage run whose every practice answered but one trust did not:
+// the population is whole, yet the trust's hospital activity is missing
+// for everyone, so the reference haven/disclose refuses the release,
+// naming the trust and its share of the trusts' activity.
+func TestMissingTrustRefused(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	n := coordinatortest.New(t, coordinatortest.Options{})
+	gps := practices(2)
+	trusts := []string{"RXA", "RXB"}
+	ps := coordinatortest.Patients(3, gps, 200, trusts)
+	secret := []byte("network linkage secret held by the key custodian")
+	def, _ := n.Catalog.Get("t2dm-emergency-admissions")
+	nodes := gpNodes(n, ps, gps...)
+	for _, nd := range nodes {
+		nd.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
+			return coordinatortest.T2DMPractice(def, schema, ps, nd.ODS, task.GetRunId(), secret), nil
+		}
+	}
+	for i, ods := range trusts {
+		nd := n.Node(ods, cdm.KindTrust, 50000)
+		nd.Activity = int64(1000 * (i + 1))
+		nd.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
+			return coordinatortest.T2DMTrust(schema, ps, ods, task.GetRunId(), secret), nil
+		}
+		nodes = append(nodes, nd)
+	}
+	missing := nodes[3]
+	missing.Refuse = true
+	missing.RefuseReasons = []*havenv1.PolicyReason{{Code: havenv1.ReasonSitePaused, Message: "this site is paused by its provider"}}
+	connect(t, ctx, nodes...)
+	conn := analyst(n, "lin")
+
+	run := submit(t, ctx, conn, "t2dm-emergency-admissions", purpose, map[string]*havenv1.ParameterValue{
+		"index_date": dateParam(coordinatortest.IndexDate)})
+	evs := watch(t, ctx, conn, run.GetId())
+	done := evs[len(evs)-1].GetRun()
+	cov := done.GetCoverage()
+	if cov.GetPopulationAnswered() != cov.GetPopulationExpected() || cov.GetTrustsExpected() != 2 || cov.GetTrustsAnswered() != 1 ||
+		cov.GetActivityExpected() != 3000 || cov.GetActivityAnswered() != 1000 {
+		t.Errorf("coverage %v; want the whole population, 1 of 2 trusts and 1000 of 3000 activity records", cov)
+	}
+	if done.GetState() != havenv1.RunState_RUN_STATE_REFUSED || len(done.GetPolicyReasons()) != 1 {
+		t.Fatalf("run ended %s (%v); want refused for the missing trust", done.GetState(), done.GetPolicyReasons())
+	}
+	r := done.GetPolicyReasons()[0]
+	if r.GetCode() != "trust_missing" || !strings.Contains(r.GetMessage(), "trust RXB did not answer (paused)") ||
+		!strings.Contains(r.GetMessage(), "66.7% of the activity") {
+		t.Errorf("reason %s: %s; want trust_missing naming RXB and its 66.7%% share", r.GetCode(), r.GetMessage())
 	}
 }

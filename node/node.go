@@ -557,6 +557,15 @@ func (h *handler) Registration(ctx context.Context) (*havenv1.Register, error) {
 			reg.RegisteredPopulation = t.Rows
 		}
 	}
+	if n.cfg.Site.Kind == cdm.KindTrust {
+		// A trust's weight in a run's coverage is the hospital activity
+		// it holds, whichever tables the run reads.
+		for _, name := range []string{cdm.TableAPCEpisode, cdm.TableAEAttendance} {
+			if t, ok := d.Table(name); ok {
+				reg.ActivityRecords += t.Rows
+			}
+		}
+	}
 	return reg, nil
 }
 

@@ -148,6 +148,24 @@ type Answered struct {
 type Coverage struct {
 	Sites      Answered `json:"sites"`
 	Population Answered `json:"population"`
+	// Trusts counts the trusts the plan asked; Activity their hospital
+	// activity records (apc_episode plus ae_attendance rows, as each
+	// trust's node reported them). Both are zero when no trust is asked.
+	Trusts   Answered `json:"trusts"`
+	Activity Answered `json:"activity"`
+	// MissingTrusts are the trusts asked that did not answer. Nil reaches
+	// policy as null, which the reference policy refuses as malformed
+	// coverage: give an empty list when every trust answered.
+	MissingTrusts []MissingSite `json:"missing_trusts"`
+}
+
+// MissingSite is a site asked that did not answer.
+type MissingSite struct {
+	ODS string `json:"ods"`
+	// State says why, in words: paused, refused, failed, timed out …
+	State string `json:"state"`
+	// Activity is a trust's hospital activity records.
+	Activity int64 `json:"activity"`
 }
 
 // DiscloseInput is the input of haven/disclose, evaluated by the

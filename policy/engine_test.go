@@ -54,8 +54,11 @@ func validDisclose() DiscloseInput {
 			{Name: "mean_age", Kind: "mean"},
 		}},
 		Coverage: Coverage{
-			Sites:      Answered{Expected: 10, Answered: 10},
-			Population: Answered{Expected: 120000, Answered: 120000},
+			Sites:         Answered{Expected: 10, Answered: 10},
+			Population:    Answered{Expected: 120000, Answered: 120000},
+			Trusts:        Answered{Expected: 2, Answered: 2},
+			Activity:      Answered{Expected: 40000, Answered: 40000},
+			MissingTrusts: []MissingSite{},
 		},
 	}
 }
@@ -471,12 +474,15 @@ func TestInputValueMatchesJSON(t *testing.T) {
 	zeroParticipate := ParticipateInput{}
 	disclose := validDisclose()
 	zeroDisclose := DiscloseInput{}
+	missing := validDisclose()
+	missing.Coverage.Trusts.Answered = 1
+	missing.Coverage.MissingTrusts = []MissingSite{{ODS: "RA1", State: "paused", Activity: 15000}}
 	ledger := validSubmit()
 	ledger.Ledger.Entries = append(ledger.Ledger.Entries, LedgerEntry{RunID: "run-1", Requester: LedgerRequester{ID: "a", Org: "QWE"},
 		Parameters: map[string]any{"index_date": "2024-04-01", "followup_days": int64(365)}, SubmittedAt: testNow.Add(-time.Hour), Released: true})
 	nilLedger := validSubmit()
 	nilLedger.Ledger.Entries = nil
-	for i, in := range []interface{ astValue() (ast.Value, error) }{submit, bare, floats, participate, zeroParticipate, disclose, zeroDisclose, ledger, nilLedger} {
+	for i, in := range []interface{ astValue() (ast.Value, error) }{submit, bare, floats, participate, zeroParticipate, disclose, zeroDisclose, ledger, nilLedger, missing} {
 		got, err := in.astValue()
 		if err != nil {
 			t.Fatal(err)

@@ -118,8 +118,25 @@ func (in DiscloseInput) astValue() (ast.Value, error) {
 		item("coverage", ast.ObjectTerm(
 			item("sites", answered(in.Coverage.Sites)),
 			item("population", answered(in.Coverage.Population)),
+			item("trusts", answered(in.Coverage.Trusts)),
+			item("activity", answered(in.Coverage.Activity)),
+			item("missing_trusts", missingTerm(in.Coverage.MissingTrusts)),
 		)),
 	), nil
+}
+
+// missingTerm is a list of missing sites; nil is null, as in JSON, which
+// policy refuses as malformed coverage.
+func missingTerm(ms []MissingSite) *ast.Term {
+	if ms == nil {
+		return ast.NullTerm()
+	}
+	ts := make([]*ast.Term, len(ms))
+	for i, m := range ms {
+		ts[i] = ast.ObjectTerm(item("ods", ast.StringTerm(m.ODS)), item("state", ast.StringTerm(m.State)),
+			item("activity", ast.InternedTerm(m.Activity)))
+	}
+	return ast.ArrayTerm(ts...)
 }
 
 func definitionTerm(d DefinitionRef) *ast.Term {

@@ -251,7 +251,8 @@ definitions, codelists and anything else there - with the board's private key,
 in OPA's bundle-signing format: DIR/.signatures.json holds one JWT listing each
 file's SHA-256. File names are relative to DIR, as in an OPA bundle file, so
 the signature holds wherever the directory is copied, and a bundle packed with
---out is accepted by "opa build -b FILE --verification-key PUB.pem".
+--out is accepted by "opa build -b FILE --verification-key PUB.pem
+--signing-alg ES256".
 
 Any later change to any file, an added file or a removed one makes
 verification fail, naming the file.`,

@@ -472,6 +472,9 @@ func follow(ctx context.Context, c havenv1.CoordinatorClient, runID string, w io
 			if cov.GetPopulationExpected() > 0 {
 				line += fmt.Sprintf(", population %.1f%%", 100*float64(cov.GetPopulationAnswered())/float64(cov.GetPopulationExpected()))
 			}
+			if cov.GetTrustsExpected() > 0 {
+				line += fmt.Sprintf(", trusts %d/%d", cov.GetTrustsAnswered(), cov.GetTrustsExpected())
+			}
 			if line != last {
 				if tty {
 					fmt.Fprintf(w, "\r%s\x1b[K", line)
@@ -520,6 +523,16 @@ func printRun(w io.Writer, run *havenv1.Run) {
 	if cov.GetSitesExpected() > 0 {
 		fmt.Fprintf(w, "coverage    %d of %d sites, %d of %d people\n", cov.GetSitesAnswered(), cov.GetSitesExpected(),
 			cov.GetPopulationAnswered(), cov.GetPopulationExpected())
+	}
+	if cov.GetTrustsExpected() > 0 {
+		fmt.Fprintf(w, "trusts      %d of %d, %s\n", cov.GetTrustsAnswered(), cov.GetTrustsExpected(),
+			activityShare(cov.GetActivityAnswered(), cov.GetActivityExpected()))
+		for _, s := range cov.GetSites() {
+			if s.GetKind() == havenv1.SiteKind_SITE_KIND_TRUST && s.GetState() != havenv1.SiteState_SITE_STATE_DONE {
+				fmt.Fprintf(w, "missing     trust %s (%s): the table leaves out the hospital activity it holds\n",
+					s.GetSiteOds(), siteStateName(s.GetState()))
+			}
+		}
 	}
 	for _, r := range run.GetPolicyReasons() {
 		fmt.Fprintf(w, "reason      %s: %s\n", safeText(r.GetCode()), safeText(r.GetMessage()))
@@ -733,6 +746,15 @@ column with the reason), arrow (the Arrow IPC stream as released).`,
 	return cmd
 }
 
+// activityShare says how much of the asked trusts' hospital activity
+// answered.
+func activityShare(answered, expected int64) string {
+	if expected <= 0 {
+		return "hospital activity not reported"
+	}
+	return fmt.Sprintf("hospital activity %d of %d records (%.1f%%)", answered, expected, 100*float64(answered)/float64(expected))
+}
+
 func formatValue(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 // formatDisplay is formatValue for people reading a table: whole numbers as
@@ -766,8 +788,19 @@ func writeTable(w io.Writer, tab *release.Table) {
 	m := tab.Meta
 	fmt.Fprintf(w, "run %s: %s v%d, purpose %s, released %s\n", m.RunID, m.DefinitionID, m.DefinitionVersion, m.Purpose,
 		m.ReleasedAt.Format(time.RFC3339))
-	fmt.Fprintf(w, "coverage %d of %d sites, %d of %d people; counts under %d withheld, values rounded to %d\n\n",
+	if len(m.Parameters) > 0 {
+		var ps []string
+		for _, k := range slices.Sorted(maps.Keys(m.Parameters)) {
+			ps = append(ps, k+"="+m.Parameters[k])
+		}
+		fmt.Fprintf(w, "parameters %s\n", strings.Join(ps, " "))
+	}
+	fmt.Fprintf(w, "coverage %d of %d sites, %d of %d people; counts under %d withheld, values rounded to %d\n",
 		m.SitesAnswered, m.SitesExpected, m.PopulationAnswered, m.PopulationExpected, m.MinCellCount, m.RoundingBase)
+	if m.TrustsExpected > 0 {
+		fmt.Fprintf(w, "trusts %d of %d, %s\n", m.TrustsAnswered, m.TrustsExpected, activityShare(m.ActivityAnswered, m.ActivityExpected))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	header := slices.Clone(tab.Dims)
 	for _, ms := range tab.Measures {
@@ -848,8 +881,10 @@ func writeJSON(w io.Writer, tab *release.Table) error {
 		"definition_sha256": m.DefinitionHash, "purpose": m.Purpose, "released_at": m.ReleasedAt,
 		"min_cell_count": m.MinCellCount, "rounding_base": m.RoundingBase,
 		"coverage": map[string]int64{"sites_expected": m.SitesExpected, "sites_answered": m.SitesAnswered,
-			"population_expected": m.PopulationExpected, "population_answered": m.PopulationAnswered},
-		"dims": tab.Dims, "measures": tab.Measures,
+			"population_expected": m.PopulationExpected, "population_answered": m.PopulationAnswered,
+			"trusts_expected": m.TrustsExpected, "trusts_answered": m.TrustsAnswered,
+			"activity_expected": m.ActivityExpected, "activity_answered": m.ActivityAnswered},
+		"parameters": m.Parameters, "dims": tab.Dims, "measures": tab.Measures,
 	}
 	rows := make([]map[string]any, 0, len(tab.Rows))
 	for _, r := range tab.Rows {

@@ -97,6 +97,10 @@ func TestQueryCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "(total)") || !strings.Contains(out, "withheld (") || !strings.Contains(out, "3 of 3 sites") {
 		t.Errorf("fetch: exit %d\n%s", code, out)
 	}
+	// Every parameter, the default lookback included, heads the table.
+	if !strings.Contains(out, "parameters index_date=2024-04-01 lookback_days=365\n") {
+		t.Errorf("fetch does not show the run's parameters:\n%s", out)
+	}
 
 	out, _, code = query(t, conn, "fetch", id, "--format", "csv")
 	recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
@@ -124,10 +128,12 @@ func TestQueryCommands(t *testing.T) {
 
 	out, _, code = query(t, conn, "fetch", id, "--format", "json")
 	var doc struct {
-		RunID string           `json:"run_id"`
-		Rows  []map[string]any `json:"rows"`
+		RunID      string            `json:"run_id"`
+		Parameters map[string]string `json:"parameters"`
+		Rows       []map[string]any  `json:"rows"`
 	}
-	if err := json.Unmarshal([]byte(out), &doc); err != nil || code != 0 || doc.RunID != id || len(doc.Rows) != len(recs)-1 {
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || code != 0 || doc.RunID != id || len(doc.Rows) != len(recs)-1 ||
+		doc.Parameters["lookback_days"] != "365" {
 		t.Errorf("fetch json: exit %d, %v, %d rows\n%s", code, err, len(doc.Rows), out)
 	}
 

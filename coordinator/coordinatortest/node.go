@@ -31,6 +31,8 @@ type NodeDouble struct {
 	ODS        string
 	Kind       cdm.SiteKind
 	Population int64
+	// Activity is a trust's hospital activity records, sent in Register.
+	Activity int64
 	// RegisterAs, if set, is the site the double claims in Register,
 	// instead of the one its certificate names.
 	RegisterAs   string
@@ -121,7 +123,8 @@ func (nd *NodeDouble) Connect(ctx context.Context) error {
 	}
 	reg := &havenv1.Register{SiteOds: site, SiteKind: nodelink.WireSiteKind(nd.Kind), NodeVersion: "test-double",
 		CdmVersion: cdm.Version, BundleRevision: "test", RegisteredPopulation: nd.Population,
-		LinkageKeyId: nd.LinkageKeyID, Pause: &havenv1.PauseState{Paused: nd.Paused},
+		ActivityRecords: nd.Activity,
+		LinkageKeyId:    nd.LinkageKeyID, Pause: &havenv1.PauseState{Paused: nd.Paused},
 		UnreportedOutcomes: nd.Outcomes, RunningTaskIds: nd.Running}
 	if err := nd.send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_Register{Register: reg}}); err != nil {
 		cancel()

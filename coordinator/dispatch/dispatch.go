@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -322,7 +323,7 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		st := &havenv1.SiteStatus{SiteOds: a.Site.ODS, Kind: nodelink.WireSiteKind(a.Site.Kind), State: a.State,
 			Error: a.Error, UpdatedAt: timestamppb.New(now)}
 		schema, _ := plan.Schema(a.Site.Kind)
-		s := &siteRun{ods: a.Site.ODS, kind: a.Site.Kind, population: a.Site.Population, status: st, schema: schema,
+		s := &siteRun{ods: a.Site.ODS, kind: a.Site.Kind, population: a.Site.Population, activity: a.Site.Activity, status: st, schema: schema,
 			taskID: NewID("task"), fields: fieldNames(a.Task)}
 		r.sites[s.ods] = s
 		run.Coverage.Sites = append(run.Coverage.Sites, st)
@@ -443,7 +444,7 @@ func fieldNames(t catalog.SiteTask) []string {
 func liveSites(infos []nodelink.SiteInfo) []planner.Site {
 	out := make([]planner.Site, len(infos))
 	for i, si := range infos {
-		out[i] = planner.Site{ODS: si.ODS, Kind: si.Kind, Population: si.Population, Connected: si.Connected,
+		out[i] = planner.Site{ODS: si.ODS, Kind: si.Kind, Population: si.Population, Activity: si.Activity, Connected: si.Connected,
 			Paused: si.Paused, LinkageKeyID: si.LinkageKeyID}
 	}
 	return out
@@ -534,6 +535,11 @@ func WireValue(v catalog.Value) *havenv1.ParameterValue {
 		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_CodelistName{CodelistName: v.Str}}
 	}
 	return &havenv1.ParameterValue{}
+}
+
+// runStateName is a run state in words, for messages people read.
+func runStateName(s havenv1.RunState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "RUN_STATE_"))
 }
 
 func stateName(s havenv1.SiteState) string {

@@ -105,8 +105,11 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		Purpose: r.run.Purpose,
 		Table:   policy.TableShape{Rows: len(table.Cells), Measures: discloseMeasures(table.Measures)},
 		Coverage: policy.Coverage{
-			Sites:      policy.Answered{Expected: int64(cov.SitesExpected), Answered: int64(cov.SitesAnswered)},
-			Population: policy.Answered{Expected: cov.PopulationExpected, Answered: cov.PopulationAnswered},
+			Sites:         policy.Answered{Expected: int64(cov.SitesExpected), Answered: int64(cov.SitesAnswered)},
+			Population:    policy.Answered{Expected: cov.PopulationExpected, Answered: cov.PopulationAnswered},
+			Trusts:        policy.Answered{Expected: int64(cov.TrustsExpected), Answered: int64(cov.TrustsAnswered)},
+			Activity:      policy.Answered{Expected: cov.ActivityExpected, Answered: cov.ActivityAnswered},
+			MissingTrusts: missingTrusts(r, cov),
 		},
 	}
 	dec, err := d.cfg.Policy.Disclose(ctx, in)
@@ -139,6 +142,9 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		ReleasedAt: d.cfg.Now(), MinCellCount: int64(th.MinCount), RoundingBase: int64(th.RoundingBase),
 		SitesExpected: int64(cov.SitesExpected), SitesAnswered: int64(cov.SitesAnswered),
 		PopulationExpected: cov.PopulationExpected, PopulationAnswered: cov.PopulationAnswered,
+		TrustsExpected: int64(cov.TrustsExpected), TrustsAnswered: int64(cov.TrustsAnswered),
+		ActivityExpected: cov.ActivityExpected, ActivityAnswered: cov.ActivityAnswered,
+		Parameters: r.bound.Params(),
 	})
 	if err != nil {
 		return failed("encode the released table: %v", err)
@@ -155,8 +161,28 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		"rows": summary.Rows, "cells_released": summary.CellsReleased, "cells_withheld": summary.CellsWithheld,
 		"withheld_by_reason": withheld, "linkage": statsData(stats),
 		"coverage": map[string]any{"sites_expected": cov.SitesExpected, "sites_answered": cov.SitesAnswered,
-			"population_expected": cov.PopulationExpected, "population_answered": cov.PopulationAnswered},
+			"population_expected": cov.PopulationExpected, "population_answered": cov.PopulationAnswered,
+			"trusts_expected": cov.TrustsExpected, "trusts_answered": cov.TrustsAnswered,
+			"activity_expected": cov.ActivityExpected, "activity_answered": cov.ActivityAnswered},
 	}}
+}
+
+// missingTrusts lists the trusts of cov that did not answer, with their
+// activity. The run is LINKING, so its sites no longer change; r.sites is
+// read without r.mu as the combiner is.
+func missingTrusts(r *activeRun, cov *havenv1.Coverage) []policy.MissingSite {
+	out := []policy.MissingSite{}
+	for _, st := range cov.GetSites() {
+		if st.GetKind() != havenv1.SiteKind_SITE_KIND_TRUST || st.GetState() == havenv1.SiteState_SITE_STATE_DONE {
+			continue
+		}
+		var activity int64
+		if s := r.sites[st.GetSiteOds()]; s != nil {
+			activity = s.activity
+		}
+		out = append(out, policy.MissingSite{ODS: st.GetSiteOds(), State: stateName(st.GetState()), Activity: activity})
+	}
+	return out
 }
 
 // discloseMeasures describes a table's measures to haven/disclose, with

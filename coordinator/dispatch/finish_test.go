@@ -47,7 +47,7 @@ func TestReferenceReleasesCheckEveryDominanceMeasure(t *testing.T) {
 				Purpose: "commissioning",
 				Table:   policy.TableShape{Rows: 1, Measures: discloseMeasures(table.Measures)},
 				Coverage: policy.Coverage{Sites: policy.Answered{Expected: 1, Answered: 1},
-					Population: policy.Answered{Expected: 100, Answered: 100}},
+					Population: policy.Answered{Expected: 100, Answered: 100}, MissingTrusts: []policy.MissingSite{}},
 			})
 			if err != nil || !dec.Allow {
 				t.Fatalf("Disclose: allow=%v reasons=%v err=%v", dec.Allow, dec.Reasons, err)

@@ -207,6 +207,9 @@ func (d *Dispatcher) NodeConnected(ctx context.Context, site nodelink.SiteInfo, 
 			if site.Population > 0 {
 				s.population = site.Population
 			}
+			if site.Activity > 0 {
+				s.activity = site.Activity
+			}
 			if site.Paused {
 				d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_PAUSED, now, func(st *havenv1.SiteStatus) { st.Error = "" })
 			} else {

@@ -122,7 +122,7 @@ func (d *Dispatcher) Release(ctx context.Context, p authn.Principal, runID strin
 		return nil, status.Errorf(codes.PermissionDenied, "only the requester of run %s or an operator may fetch its table", runID)
 	}
 	if run.State != havenv1.RunState_RUN_STATE_RELEASED {
-		msg := fmt.Sprintf("run %s is %s; there is no released table", runID, run.State)
+		msg := fmt.Sprintf("run %s is %s; there is no released table", runID, runStateName(run.State))
 		if run.Error != "" {
 			msg += ": " + run.Error
 		}

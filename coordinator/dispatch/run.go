@@ -39,6 +39,7 @@ type siteRun struct {
 	ods        string
 	kind       cdm.SiteKind
 	population int64
+	activity   int64 // a trust's hospital activity records
 	taskID     string
 	fields     []string
 	schema     *arrow.Schema
@@ -96,15 +97,26 @@ func FinalRun(s havenv1.RunState) bool {
 // updateCoverage recomputes the run's coverage from its sites. Population
 // is counted only at the sites where the plan evaluates the population:
 // in a linkage run the trusts' catchments are the same people as the
-// practices' lists, and adding both would count everyone twice.
+// practices' lists, and adding both would count everyone twice. Trusts are
+// counted on their own, with the hospital activity they hold, since a
+// missing trust leaves out activity even when every practice answered.
 func (r *activeRun) updateCoverage() {
 	c := r.run.Coverage
 	c.SitesExpected, c.SitesAnswered, c.PopulationExpected, c.PopulationAnswered = 0, 0, 0, 0
+	c.TrustsExpected, c.TrustsAnswered, c.ActivityExpected, c.ActivityAnswered = 0, 0, 0, 0
 	for _, s := range r.sites {
 		c.SitesExpected++
 		done := s.status.State == havenv1.SiteState_SITE_STATE_DONE
 		if done {
 			c.SitesAnswered++
+		}
+		if s.kind == cdm.KindTrust {
+			c.TrustsExpected++
+			c.ActivityExpected += s.activity
+			if done {
+				c.TrustsAnswered++
+				c.ActivityAnswered += s.activity
+			}
 		}
 		if s.kind != r.plan.Population {
 			continue

@@ -58,7 +58,7 @@ func (d *Dispatcher) OpenUpload(ctx context.Context, site, taskID string) (*Uplo
 	s := r.sites[site]
 	switch {
 	case r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING:
-		return nil, status.Errorf(codes.FailedPrecondition, "run %s is %s and takes no more uploads", r.id, r.run.State)
+		return nil, status.Errorf(codes.FailedPrecondition, "run %s is %s and takes no more uploads", r.id, runStateName(r.run.State))
 	case finalSite(s.status.State):
 		return nil, status.Errorf(codes.FailedPrecondition, "task %q is already %s", taskID, stateName(s.status.State))
 	case s.uploading:

@@ -41,9 +41,12 @@ import (
 // SiteInfo is what the coordinator knows of a site from its node: what the
 // node said in Register and since, and whether its link is up.
 type SiteInfo struct {
-	ODS            string
-	Kind           cdm.SiteKind
-	Population     int64
+	ODS        string
+	Kind       cdm.SiteKind
+	Population int64
+	// Activity is a trust's hospital activity records (Register's
+	// activity_records); zero for a practice.
+	Activity       int64
 	NodeVersion    string
 	CDMVersion     uint32
 	BundleRevision string
@@ -281,6 +284,8 @@ func (s *Server) checkRegister(certODS string, reg *havenv1.Register) (havenv1.R
 		return havenv1.RejectCode_REJECT_CODE_INVALID_REGISTER, "Register has no site_kind"
 	case reg.GetRegisteredPopulation() < 0:
 		return havenv1.RejectCode_REJECT_CODE_INVALID_REGISTER, "registered_population is negative"
+	case reg.GetActivityRecords() < 0:
+		return havenv1.RejectCode_REJECT_CODE_INVALID_REGISTER, "activity_records is negative"
 	case reg.GetCdmVersion() != 0 && reg.GetCdmVersion() != cdm.Version:
 		return havenv1.RejectCode_REJECT_CODE_UNSUPPORTED_VERSION,
 			fmt.Sprintf("the node reads CDM version %d; this coordinator plans for version %d", reg.GetCdmVersion(), cdm.Version)
@@ -351,6 +356,7 @@ func (s *Server) serve(ctx context.Context, stream havenv1.NodeLink_ConnectServe
 		ODS:            ods,
 		Kind:           SiteKindOf(reg.GetSiteKind()),
 		Population:     reg.GetRegisteredPopulation(),
+		Activity:       reg.GetActivityRecords(),
 		NodeVersion:    reg.GetNodeVersion(),
 		CDMVersion:     reg.GetCdmVersion(),
 		BundleRevision: reg.GetBundleRevision(),

@@ -28,6 +28,8 @@ type Site struct {
 	Kind cdm.SiteKind
 	// Population is the site's registered population, for coverage.
 	Population int64
+	// Activity is a trust's hospital activity records, for coverage.
+	Activity int64
 	// Connected reports a live node link.
 	Connected bool
 	// Paused reports that provider IT paused the node.

@@ -7,8 +7,10 @@
 //	row_kind               utf8, not null: "cell", "margin" or "total"
 //	<dim> …                utf8, one per group_by variable, in definition order;
 //	                       null where a margin or the total spans the dimension
-//	<measure>              float64, one per measure, in definition order;
-//	                       null when the value was withheld or does not exist
+//	<measure>              one per measure, in definition order: int64 for a
+//	                       count (a number of patients is whole), float64
+//	                       for the others; null when the value was withheld
+//	                       or does not exist
 //	<measure>__withheld    utf8, beside each measure: the reason code when the
 //	                       value is missing (e.g. "low_count", "secondary",
 //	                       "not_additive"), null when it was released
@@ -26,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -69,6 +72,15 @@ type Meta struct {
 	SitesAnswered      int64
 	PopulationExpected int64
 	PopulationAnswered int64
+	// Trusts and their hospital activity records, asked and answered;
+	// written only when the plan asked trusts.
+	TrustsExpected   int64
+	TrustsAnswered   int64
+	ActivityExpected int64
+	ActivityAnswered int64
+	// Parameters are every parameter the run answered, defaults
+	// included, as text (catalog.Bound.Params); written when there are any.
+	Parameters map[string]string
 }
 
 // Metadata keys.
@@ -86,6 +98,11 @@ const (
 	keySitesAns    = "haven.coverage.sites_answered"
 	keyPopExp      = "haven.coverage.population_expected"
 	keyPopAns      = "haven.coverage.population_answered"
+	keyTrustsExp   = "haven.coverage.trusts_expected"
+	keyTrustsAns   = "haven.coverage.trusts_answered"
+	keyActExp      = "haven.coverage.activity_expected"
+	keyActAns      = "haven.coverage.activity_answered"
+	keyParams      = "haven.run.parameters"
 	keyDims        = "haven.table.dims"
 	keyMeasures    = "haven.table.measures"
 	keyMeasureKind = "haven.measure.kind"
@@ -128,7 +145,7 @@ func Schema(dims []string, ms []Measure, meta Meta) (*arrow.Schema, error) {
 		}
 		md := arrow.NewMetadata([]string{keyMeasureKind}, []string{string(m.Kind)})
 		fields = append(fields,
-			arrow.Field{Name: m.Name, Type: arrow.PrimitiveTypes.Float64, Nullable: true, Metadata: md},
+			arrow.Field{Name: m.Name, Type: valueType(m.Kind), Nullable: true, Metadata: md},
 			arrow.Field{Name: m.Name + WithheldSuffix, Type: arrow.BinaryTypes.String, Nullable: true})
 	}
 	dimsJSON, _ := json.Marshal(dims)
@@ -140,8 +157,29 @@ func Schema(dims []string, ms []Measure, meta Meta) (*arrow.Schema, error) {
 		meta.Purpose, meta.BundleRevision, meta.ReleasedAt.UTC().Format(time.RFC3339Nano),
 		i(meta.MinCellCount, 10), i(meta.RoundingBase, 10), i(meta.SitesExpected, 10), i(meta.SitesAnswered, 10),
 		i(meta.PopulationExpected, 10), i(meta.PopulationAnswered, 10), string(dimsJSON), string(msJSON)}
+	if meta.TrustsExpected > 0 {
+		keys = append(keys, keyTrustsExp, keyTrustsAns, keyActExp, keyActAns)
+		vals = append(vals, i(meta.TrustsExpected, 10), i(meta.TrustsAnswered, 10), i(meta.ActivityExpected, 10), i(meta.ActivityAnswered, 10))
+	}
+	if len(meta.Parameters) > 0 {
+		b, err := json.Marshal(meta.Parameters) // keys sorted
+		if err != nil {
+			return nil, fmt.Errorf("release: parameters: %w", err)
+		}
+		keys, vals = append(keys, keyParams), append(vals, string(b))
+	}
 	md := arrow.NewMetadata(keys, vals)
 	return arrow.NewSchema(fields, &md), nil
+}
+
+// valueType is the Arrow type of a measure's values: counts are whole
+// numbers of patients, so int64; sums, means, minima and maxima may have
+// fractions.
+func valueType(k disclosure.Kind) arrow.DataType {
+	if k == disclosure.KindCount {
+		return arrow.PrimitiveTypes.Int64
+	}
+	return arrow.PrimitiveTypes.Float64
 }
 
 // Encode writes rel as an Arrow IPC stream of one record batch.
@@ -165,10 +203,18 @@ func Encode(rel *disclosure.Released, meta Meta) ([]byte, error) {
 			return fmt.Errorf("release: a row has %d values for %d measures", len(vs), len(ms))
 		}
 		for j, v := range vs {
-			vb := b.Field(1 + nd + 2*j).(*array.Float64Builder)
+			vb := b.Field(1 + nd + 2*j)
 			rb := b.Field(2 + nd + 2*j).(*array.StringBuilder)
 			if v.Status == disclosure.StatusReleased {
-				vb.Append(v.Value)
+				switch vb := vb.(type) {
+				case *array.Int64Builder:
+					if v.Value != math.Trunc(v.Value) || math.Abs(v.Value) > 1<<53 {
+						return fmt.Errorf("release: measure %s: count %v is not a whole number", ms[j].Name, v.Value)
+					}
+					vb.Append(int64(v.Value))
+				case *array.Float64Builder:
+					vb.Append(v.Value)
+				}
 				rb.AppendNull()
 				continue
 			}
@@ -325,6 +371,13 @@ func tableOf(s *arrow.Schema) (*Table, error) {
 		MinCellCount: num(keyMinCount), RoundingBase: num(keyRounding),
 		SitesExpected: num(keySitesExp), SitesAnswered: num(keySitesAns),
 		PopulationExpected: num(keyPopExp), PopulationAnswered: num(keyPopAns),
+		TrustsExpected: num(keyTrustsExp), TrustsAnswered: num(keyTrustsAns),
+		ActivityExpected: num(keyActExp), ActivityAnswered: num(keyActAns),
+	}
+	if p := get(keyParams); p != "" {
+		if err := json.Unmarshal([]byte(p), &t.Meta.Parameters); err != nil {
+			return nil, fmt.Errorf("read released table: metadata %s: %w", keyParams, err)
+		}
 	}
 	want, err := Schema(t.Dims, t.Measures, t.Meta)
 	if err != nil {
@@ -357,10 +410,19 @@ func (t *Table) appendRecord(rec arrow.Record) error {
 			}
 		}
 		for j := range t.Measures {
-			vs := rec.Column(1 + nd + 2*j).(*array.Float64)
+			vs := rec.Column(1 + nd + 2*j)
 			rs := rec.Column(2 + nd + 2*j).(*array.String)
 			if vs.IsValid(i) {
-				row.Values[j] = Value{Released: true, Value: vs.Value(i)}
+				v := Value{Released: true}
+				switch vs := vs.(type) {
+				case *array.Int64:
+					v.Value = float64(vs.Value(i))
+				case *array.Float64:
+					v.Value = vs.Value(i)
+				default:
+					return fmt.Errorf("read released table: measure %s is %s, not a number", t.Measures[j].Name, vs.DataType())
+				}
+				row.Values[j] = v
 			} else if rs.IsValid(i) {
 				row.Values[j] = Value{Reason: disclosure.Code(rs.Value(i))}
 			} else {

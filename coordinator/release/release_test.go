@@ -3,9 +3,13 @@ package release
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
 )
@@ -34,7 +38,9 @@ func TestRoundTrip(t *testing.T) {
 	rel := released(t)
 	meta := Meta{RunID: "run-1", DefinitionID: "bp", DefinitionVersion: 2, DefinitionHash: strings.Repeat("a", 64),
 		Purpose: "commissioning", ReleasedAt: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC), MinCellCount: 8, RoundingBase: 5,
-		SitesExpected: 4, SitesAnswered: 3, PopulationExpected: 1000, PopulationAnswered: 950}
+		SitesExpected: 4, SitesAnswered: 3, PopulationExpected: 1000, PopulationAnswered: 950,
+		TrustsExpected: 2, TrustsAnswered: 1, ActivityExpected: 4000, ActivityAnswered: 2500,
+		Parameters: map[string]string{"index_date": "2024-04-01", "lookback_days": "365"}}
 	b, err := Encode(rel, meta)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +49,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Meta != meta {
+	if !reflect.DeepEqual(got.Meta, meta) {
 		t.Errorf("meta %+v, want %+v", got.Meta, meta)
 	}
 	wantRows := len(rel.Cells) + len(rel.Margins) + 1
@@ -74,6 +80,32 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("cell %v measure %d: %+v, want %+v", c.Key, j, g, v)
 			}
 		}
+	}
+}
+
+// Counts travel as whole numbers (int64), the other measures as float64;
+// a count that is not whole is refused rather than truncated.
+func TestCountsAreIntegers(t *testing.T) {
+	rel := released(t)
+	b, err := Encode(rel, Meta{RunID: "run-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdr, err := ipc.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdr.Release()
+	s := rdr.Schema()
+	for name, want := range map[string]arrow.DataType{"patients": arrow.PrimitiveTypes.Int64, "mean_sbp": arrow.PrimitiveTypes.Float64} {
+		i := s.FieldIndices(name)
+		if len(i) != 1 || !arrow.TypeEqual(s.Field(i[0]).Type, want) {
+			t.Errorf("column %s: %v, want %s", name, s.Fields(), want)
+		}
+	}
+	rel.Total[0] = disclosure.Value{Status: disclosure.StatusReleased, Value: 120.5}
+	if _, err := Encode(rel, Meta{RunID: "run-1"}); err == nil || !strings.Contains(err.Error(), "not a whole number") {
+		t.Errorf("a count of 120.5 encoded: %v", err)
 	}
 }
 

@@ -20,12 +20,14 @@ import (
 
 // central answers questions over one network's files.
 type central struct {
-	t      testing.TB
-	db     *sql.DB
-	bundle string
+	t        testing.TB
+	db       *sql.DB
+	bundle   string
+	sitesDir string
 }
 
-func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
+// newCentral answers over every site of n but those in without.
+func newCentral(t testing.TB, n *synth.Network, bundle string, without ...string) *central {
 	t.Helper()
 	db, err := sql.Open("duckdb", "")
 	if err != nil {
@@ -33,13 +35,15 @@ func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
 	}
 	db.SetMaxOpenConns(1) // temp tables and macros live in one connection
 	t.Cleanup(func() { db.Close() })
-	c := &central{t: t, db: db, bundle: bundle}
-	sitesDir := n.Path("sites")
+	c := &central{t: t, db: db, bundle: bundle, sitesDir: n.Path("sites")}
+	sitesDir := c.sitesDir
 	glob := func(table string) string {
 		return quote(filepath.Join(sitesDir, "*", table+".parquet"))
 	}
 	// site is the ODS code of the directory a row's file lies in.
 	site := `regexp_extract(filename, '/sites/([^/]+)/[^/]+$', 1)`
+	// kept leaves out the files of the sites in without.
+	kept := site + " NOT IN (SELECT unnest(" + list(append([]string{""}, without...)) + "::VARCHAR[]))"
 	var ndop []string
 	for nhs := range releasecheck.MustReadNDOP(t, n) {
 		ndop = append(ndop, nhs)
@@ -52,11 +56,11 @@ func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
 			CASE WHEN strftime(birth, '%m%d') > strftime(d, '%m%d') THEN 1 ELSE 0 END`,
 		`CREATE TEMP TABLE ndop AS SELECT unnest(` + list(ndop) + `::VARCHAR[]) AS nhs`,
 		fmt.Sprintf(`CREATE TEMP VIEW patient AS SELECT %s AS site, %s AS nhs, min(%s) AS birth, min(%s) AS death, min(%s) AS sex
-			FROM read_parquet(%s, filename = true) WHERE valid_nhs(%s) GROUP BY ALL`,
-			site, cdm.ColNHSNumber, cdm.ColBirthDate, cdm.ColDateOfDeath, cdm.ColSex, glob(cdm.TablePatient), cdm.ColNHSNumber),
+			FROM read_parquet(%s, filename = true) WHERE valid_nhs(%s) AND %s GROUP BY ALL`,
+			site, cdm.ColNHSNumber, cdm.ColBirthDate, cdm.ColDateOfDeath, cdm.ColSex, glob(cdm.TablePatient), cdm.ColNHSNumber, kept),
 		fmt.Sprintf(`CREATE TEMP VIEW registration AS SELECT %s AS site, * EXCLUDE (filename)
-			FROM read_parquet(%s, filename = true) WHERE valid_nhs(%s) AND %s = %s`,
-			site, glob(cdm.TableRegistration), cdm.ColNHSNumber, cdm.ColPracticeODS, site),
+			FROM read_parquet(%s, filename = true) WHERE valid_nhs(%s) AND %s = %s AND %s`,
+			site, glob(cdm.TableRegistration), cdm.ColNHSNumber, cdm.ColPracticeODS, site, kept),
 		fmt.Sprintf(`CREATE TEMP VIEW type1 AS SELECT DISTINCT %s AS site, %s AS nhs FROM read_parquet(%s, filename = true) WHERE %s = %s`,
 			site, cdm.ColNHSNumber, glob(cdm.TableOptOut), cdm.ColKind, quote(cdm.OptOutType1)),
 	}
@@ -71,11 +75,11 @@ func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
 		{cdm.TableAEAttendance, cdm.ColArrivalDate},
 	} {
 		stmts = append(stmts, fmt.Sprintf(`CREATE TEMP VIEW %s AS
-			SELECT DISTINCT e.* FROM (SELECT %s AS site, * EXCLUDE (filename) FROM read_parquet(%s, filename = true)) e
+			SELECT DISTINCT e.* FROM (SELECT %s AS site, * EXCLUDE (filename) FROM read_parquet(%s, filename = true) WHERE %s) e
 			LEFT JOIN patient p ON p.site = e.site AND p.nhs = e.%s
 			WHERE valid_nhs(e.%s) AND e.%s NOT IN (SELECT nhs FROM ndop) AND e.%s NOT IN (SELECT nhs FROM type1) AND e.%s IS NOT NULL
 			AND (p.death IS NULL OR e.%s <= p.death)`,
-			e.table, site, glob(e.table), cdm.ColNHSNumber, cdm.ColNHSNumber, cdm.ColNHSNumber, cdm.ColNHSNumber, e.date, e.date))
+			e.table, site, glob(e.table), kept, cdm.ColNHSNumber, cdm.ColNHSNumber, cdm.ColNHSNumber, cdm.ColNHSNumber, e.date, e.date))
 	}
 	for _, s := range stmts {
 		if _, err := db.Exec(s); err != nil {
@@ -83,6 +87,23 @@ func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
 		}
 	}
 	return c
+}
+
+// activity counts a trust's hospital activity records as its files hold
+// them: every row of apc_episode and ae_attendance, as a connector counts
+// its tables.
+func (c *central) activity(trust string) int64 {
+	c.t.Helper()
+	var n int64
+	for _, table := range []string{cdm.TableAPCEpisode, cdm.TableAEAttendance} {
+		var k int64
+		q := "SELECT count(*) FROM read_parquet(" + quote(filepath.Join(c.sitesDir, trust, table+".parquet")) + ")"
+		if err := c.db.QueryRow(q).Scan(&k); err != nil {
+			c.t.Fatalf("central activity of %s: %v", trust, err)
+		}
+		n += k
+	}
+	return n
 }
 
 // weighted is the modulus-11 weighted sum of the first nine digits of s.
@@ -113,15 +134,17 @@ func (c *central) codes(name string) string {
 	return list(out)
 }
 
-// gpPopulation is the SQL of the patients registered at a practice on d,
-// aged minAge or over, on neither opt-out list: columns site, nhs, age,
-// sex, death.
+// gpPopulation is the SQL of the patients registered at a practice on d
+// (a registration that ends on d is over), alive on d (every reference
+// definition with a GP population states alive_on), aged minAge or over,
+// on neither opt-out list: columns site, nhs, age, sex, death.
 func gpPopulation(d string, minAge int) string {
 	return fmt.Sprintf(`SELECT p.site, p.nhs, age_on(p.birth, DATE %s) AS age, p.sex, p.death FROM patient p
-		WHERE (p.site, p.nhs) IN (SELECT site, %s FROM registration WHERE %s <= DATE %s AND (%s IS NULL OR %s >= DATE %s))
+		WHERE (p.site, p.nhs) IN (SELECT site, %s FROM registration WHERE %s <= DATE %s AND (%s IS NULL OR %s > DATE %s))
 		AND p.nhs NOT IN (SELECT nhs FROM ndop) AND p.nhs NOT IN (SELECT nhs FROM type1)
+		AND (p.death IS NULL OR p.death > DATE %s)
 		AND age_on(p.birth, DATE %s) >= %d`,
-		quote(d), cdm.ColNHSNumber, cdm.ColStartDate, quote(d), cdm.ColEndDate, cdm.ColEndDate, quote(d), quote(d), minAge)
+		quote(d), cdm.ColNHSNumber, cdm.ColStartDate, quote(d), cdm.ColEndDate, cdm.ColEndDate, quote(d), quote(d), quote(d), minAge)
 }
 
 // hasEvent is the SQL of the (site, nhs) pairs with a clinical event coded
@@ -213,9 +236,8 @@ func (c *central) answer(query string, keys int, measures ...measure) releaseche
 func (c *central) t2dmPrevalence(d string, minAge int) releasecheck.TrueTable {
 	q := fmt.Sprintf(`WITH pop AS (%s), dm AS (%s)
 		SELECT site, %s, sex, 1, h, h FROM (
-			SELECT *, CASE WHEN (site, nhs) IN (SELECT * FROM dm) THEN 1 ELSE 0 END AS h FROM pop
-			WHERE death IS NULL OR death > DATE %s)`,
-		gpPopulation(d, minAge), c.hasEvent("t2dm", d), band10, quote(d))
+			SELECT *, CASE WHEN (site, nhs) IN (SELECT * FROM dm) THEN 1 ELSE 0 END AS h FROM pop)`,
+		gpPopulation(d, minAge), c.hasEvent("t2dm", d), band10)
 	return c.answer(q, 3, measure{"patients", "count"}, measure{"t2dm", "count"}, measure{"prevalence", "mean"})
 }
 

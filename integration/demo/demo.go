@@ -427,6 +427,10 @@ func (d *demoRun) printRun(rr RunResult) {
 	fmt.Fprintf(w, "run %s %s in %s\n", r.GetId(), stateName(r.GetState()), rr.Elapsed.Round(10*time.Millisecond))
 	fmt.Fprintf(w, "coverage: %d of %d sites answered, population %d of %d\n",
 		cov.GetSitesAnswered(), cov.GetSitesExpected(), cov.GetPopulationAnswered(), cov.GetPopulationExpected())
+	if cov.GetTrustsExpected() > 0 {
+		fmt.Fprintf(w, "trusts: %d of %d answered, hospital activity %d of %d records\n",
+			cov.GetTrustsAnswered(), cov.GetTrustsExpected(), cov.GetActivityAnswered(), cov.GetActivityExpected())
+	}
 	for _, s := range cov.GetSites() {
 		if s.GetState() != havenv1.SiteState_SITE_STATE_DONE {
 			detail := s.GetError()

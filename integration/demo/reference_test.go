@@ -184,12 +184,12 @@ func ageBand10(age int) string {
 }
 
 // registeredOn returns the valid NHS numbers registered at the practice on
-// day d.
+// day d: a registration that ends on d is over that day.
 func registeredOn(st *siteTable, ods string, d int32) map[string]bool {
 	nhs, practice, start, end := st.strings(cdm.ColNHSNumber), st.strings(cdm.ColPracticeODS), st.days(cdm.ColStartDate), st.days(cdm.ColEndDate)
 	out := map[string]bool{}
 	for i := range st.rows() {
-		if practice[i] == ods && cdm.ValidNHSNumber(nhs[i]) && start[i] != nullDay && start[i] <= d && (end[i] == nullDay || end[i] >= d) {
+		if practice[i] == ods && cdm.ValidNHSNumber(nhs[i]) && start[i] != nullDay && start[i] <= d && (end[i] == nullDay || end[i] > d) {
 			out[nhs[i]] = true
 		}
 	}
@@ -273,8 +273,8 @@ func prevalence(t testing.TB, n *synth.Network, bundle string, indexDate string,
 }
 
 // emergencyAdmissions answers t2dm-emergency-admissions: the practices'
-// population (registered, 18 or over, type 2 diabetes on or before the
-// index date), each patient's distinct emergency episodes at every trust
+// population (registered and alive on the index date, 18 or over, type 2
+// diabetes on or before it), each patient's distinct emergency episodes at every trust
 // in the follow-up window, grouped by (age_band, sex).
 func emergencyAdmissions(t testing.TB, n *synth.Network, bundle string, indexDate string, followup int32) releasecheck.TrueTable {
 	d := dayOf(t, indexDate)
@@ -311,7 +311,7 @@ func emergencyAdmissions(t testing.TB, n *synth.Network, bundle string, indexDat
 		diabetic := eventOnOrBefore(readSiteTable(t, n, s, cdm.TableClinicalEvent), people, t2dm, d)
 		for nhs, p := range people {
 			age, ok := p.age(d)
-			if !reg[nhs] || ndop[nhs] || objected[nhs] || !ok || age < 18 || !diabetic[nhs] {
+			if !reg[nhs] || ndop[nhs] || objected[nhs] || !ok || age < 18 || !diabetic[nhs] || !p.aliveOn(d) {
 				continue
 			}
 			a := admissions[nhs]

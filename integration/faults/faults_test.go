@@ -228,6 +228,16 @@ func checkPartial(t *testing.T, r *havenv1.Run) {
 	if cov.GetSitesAnswered() >= cov.GetSitesExpected() {
 		t.Fatalf("run %s has full coverage; the fault did not bite", r.GetId())
 	}
+	if cov.GetTrustsAnswered() < cov.GetTrustsExpected() {
+		// A missing trust leaves out hospital activity for every
+		// patient: the reference policy refuses whatever the population.
+		if r.GetState() != havenv1.RunState_RUN_STATE_REFUSED ||
+			!slices.ContainsFunc(r.GetPolicyReasons(), func(p *havenv1.PolicyReason) bool { return p.GetCode() == "trust_missing" }) {
+			t.Errorf("run %s: %d of %d trusts answered, so disclosure policy should refuse it (trust_missing); it is %s (%s)",
+				r.GetId(), cov.GetTrustsAnswered(), cov.GetTrustsExpected(), r.GetState(), coverage(r))
+		}
+		return
+	}
 	frac := float64(cov.GetPopulationAnswered()) / float64(cov.GetPopulationExpected())
 	if frac >= minPopulationFraction {
 		if r.GetState() != havenv1.RunState_RUN_STATE_RELEASED {

@@ -69,7 +69,10 @@
 //
 // Registration. A patient is registered on day d when a registration row
 // with this practice's ODS code (Options.SiteODS, never taken from the
-// data) has start_date ≤ d and end_date NULL or ≥ d. Rows for other
+// data) has start_date ≤ d and end_date NULL or after d: a registration
+// that ends on d is over on d, as a death on d makes a patient not alive
+// on d, so a patient who transfers on d is counted once, at the new
+// practice (whose registration starts on d). Rows for other
 // practices are ignored, so a store that holds them cannot make a
 // practice count another's patients. registered_practice is this
 // practice's code when the patient is registered here on its date, and

@@ -82,7 +82,8 @@ func (c *compiler) subjectColumns(key, a string) string {
 
 // registeredHere is true when patient s was registered with this practice
 // on day d: a registration row here with start_date ≤ d and an end_date
-// that is NULL or ≥ d.
+// that is NULL or after d. A registration that ends on d is over on d, so
+// that a patient who transfers on d is counted at the new practice only.
 func (c *compiler) registeredHere(s string, d catalog.Date) string {
 	t := c.table(cdm.TableRegistration)
 	conds := append([]string{fmt.Sprintf("r.%s = %s.nhs_number", c.col(t, cdm.ColNHSNumber), s)}, c.registrationConds("r", d)...)
@@ -97,7 +98,7 @@ func (c *compiler) registrationConds(r string, d catalog.Date) []string {
 	return []string{
 		fmt.Sprintf("%s.%s = %s", r, c.col(t, cdm.ColPracticeODS), c.text(c.opts.SiteODS)),
 		fmt.Sprintf("%s.%s <= %s", r, c.col(t, cdm.ColStartDate), c.date(d)),
-		fmt.Sprintf("(%s IS NULL OR %s >= %s)", end, end, c.date(d)),
+		fmt.Sprintf("(%s IS NULL OR %s > %s)", end, end, c.date(d)),
 	}
 }
 

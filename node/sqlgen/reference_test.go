@@ -125,7 +125,7 @@ func ageOn(birth *catalog.Date, on catalog.Date) (int64, bool) {
 func (r *reference) registeredHere(nhs string, on catalog.Date) *string {
 	var best *string
 	for _, g := range r.regs[nhs] {
-		if g.ods == r.sd.site.ODS && g.start != nil && *g.start <= on && (g.end == nil || *g.end >= on) {
+		if g.ods == r.sd.site.ODS && g.start != nil && *g.start <= on && (g.end == nil || *g.end > on) {
 			best = minString(best, &g.ods)
 		}
 	}

@@ -126,11 +126,23 @@ func TestBoundResolves(t *testing.T) {
 	if got := b.Number(d.Measures[1].Where.Terms[0].Value); got != 0 {
 		t.Errorf("Number = %v", got)
 	}
-	pc := d.Population.Criteria
-	if cl := b.Codelist(*pc[1].(*EventCriterion).Events.Codelist); cl == nil || cl.Name != "t2dm" {
+	var ec *EventCriterion
+	var ac *AgeCriterion
+	for _, c := range d.Population.Criteria {
+		switch c := c.(type) {
+		case *EventCriterion:
+			ec = c
+		case *AgeCriterion:
+			ac = c
+		}
+	}
+	if ec == nil || ac == nil {
+		t.Fatalf("population criteria %v: want an event and an age criterion", d.Population.Criteria)
+	}
+	if cl := b.Codelist(*ec.Events.Codelist); cl == nil || cl.Name != "t2dm" {
 		t.Errorf("Codelist = %v", cl)
 	}
-	if got := b.Int(*pc[0].(*AgeCriterion).Min); got != 18 {
+	if got := b.Int(*ac.Min); got != 18 {
 		t.Errorf("Int(min age) = %d", got)
 	}
 

@@ -68,6 +68,15 @@
 // tables and on hospital tables cannot be mixed in one population; count
 // hospital activity for a GP population in a variable instead.
 //
+// Days are whole: registered_on: d holds when a registration with the
+// practice starts on or before d and has no end or ends after d, and
+// alive_on: d when there is no date of death or it is after d. A
+// registration that ends on d is over on d, as a life that ends on d is;
+// so a patient who transfers on d is counted once, at the new practice.
+// registered_on does not imply alive_on (a practice may lag in ending the
+// registration of a patient who died): a definition that counts living
+// people states alive_on.
+//
 // # Variables
 //
 // Each variable is one per-patient value derived from one CDM table:

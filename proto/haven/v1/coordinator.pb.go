@@ -1579,9 +1579,20 @@ type Coverage struct {
 	// Registered population of the sites that answered.
 	PopulationAnswered int64 `protobuf:"varint,4,opt,name=population_answered,json=populationAnswered,proto3" json:"population_answered,omitempty"`
 	// Each site asked, ordered by site_ods.
-	Sites         []*SiteStatus `protobuf:"bytes,5,rep,name=sites,proto3" json:"sites,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sites []*SiteStatus `protobuf:"bytes,5,rep,name=sites,proto3" json:"sites,omitempty"`
+	// Trusts the plan asked, whatever role they play in it (hospital
+	// activity for a GP population, or the population itself); zero when
+	// the plan asks none.
+	TrustsExpected int32 `protobuf:"varint,6,opt,name=trusts_expected,json=trustsExpected,proto3" json:"trusts_expected,omitempty"`
+	// Trusts whose results are in (SITE_STATE_DONE).
+	TrustsAnswered int32 `protobuf:"varint,7,opt,name=trusts_answered,json=trustsAnswered,proto3" json:"trusts_answered,omitempty"`
+	// Hospital activity records (apc_episode plus ae_attendance rows, as each
+	// trust's node reported at registration) held by the trusts asked.
+	ActivityExpected int64 `protobuf:"varint,8,opt,name=activity_expected,json=activityExpected,proto3" json:"activity_expected,omitempty"`
+	// Hospital activity records held by the trusts that answered.
+	ActivityAnswered int64 `protobuf:"varint,9,opt,name=activity_answered,json=activityAnswered,proto3" json:"activity_answered,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Coverage) Reset() {
@@ -1647,6 +1658,34 @@ func (x *Coverage) GetSites() []*SiteStatus {
 		return x.Sites
 	}
 	return nil
+}
+
+func (x *Coverage) GetTrustsExpected() int32 {
+	if x != nil {
+		return x.TrustsExpected
+	}
+	return 0
+}
+
+func (x *Coverage) GetTrustsAnswered() int32 {
+	if x != nil {
+		return x.TrustsAnswered
+	}
+	return 0
+}
+
+func (x *Coverage) GetActivityExpected() int64 {
+	if x != nil {
+		return x.ActivityExpected
+	}
+	return 0
+}
+
+func (x *Coverage) GetActivityAnswered() int64 {
+	if x != nil {
+		return x.ActivityAnswered
+	}
+	return 0
 }
 
 // ReleaseSummary describes a released table without its values.
@@ -2134,13 +2173,17 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x129\n" +
 	"\n" +
-	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xe6\x01\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x92\x03\n" +
 	"\bCoverage\x12%\n" +
 	"\x0esites_expected\x18\x01 \x01(\x05R\rsitesExpected\x12%\n" +
 	"\x0esites_answered\x18\x02 \x01(\x05R\rsitesAnswered\x12/\n" +
 	"\x13population_expected\x18\x03 \x01(\x03R\x12populationExpected\x12/\n" +
 	"\x13population_answered\x18\x04 \x01(\x03R\x12populationAnswered\x12*\n" +
-	"\x05sites\x18\x05 \x03(\v2\x14.haven.v1.SiteStatusR\x05sites\"\xbd\x01\n" +
+	"\x05sites\x18\x05 \x03(\v2\x14.haven.v1.SiteStatusR\x05sites\x12'\n" +
+	"\x0ftrusts_expected\x18\x06 \x01(\x05R\x0etrustsExpected\x12'\n" +
+	"\x0ftrusts_answered\x18\a \x01(\x05R\x0etrustsAnswered\x12+\n" +
+	"\x11activity_expected\x18\b \x01(\x03R\x10activityExpected\x12+\n" +
+	"\x11activity_answered\x18\t \x01(\x03R\x10activityAnswered\"\xbd\x01\n" +
 	"\x0eReleaseSummary\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12%\n" +
 	"\x0ecells_released\x18\x02 \x01(\x03R\rcellsReleased\x12%\n" +

@@ -648,8 +648,13 @@ type Register struct {
 	// The version of the network type 1 opt-out list the node holds (empty
 	// if none), so that the coordinator sends only what changed since.
 	NetworkOptOutVersion *NetworkOptOutVersion `protobuf:"bytes,12,opt,name=network_opt_out_version,json=networkOptOutVersion,proto3" json:"network_opt_out_version,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Hospital activity the site holds: at a trust, the rows of apc_episode
+	// plus ae_attendance its connector counted when the node started; zero at
+	// a practice. A run's coverage of trusts is reported against it, as each
+	// trust's share of the activity held by the trusts the run asks.
+	ActivityRecords int64 `protobuf:"varint,20,opt,name=activity_records,json=activityRecords,proto3" json:"activity_records,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Register) Reset() {
@@ -764,6 +769,13 @@ func (x *Register) GetNetworkOptOutVersion() *NetworkOptOutVersion {
 		return x.NetworkOptOutVersion
 	}
 	return nil
+}
+
+func (x *Register) GetActivityRecords() int64 {
+	if x != nil {
+		return x.ActivityRecords
+	}
+	return 0
 }
 
 // OptOutPublish is a GP practice's whole type 1 opt-out list, as the node
@@ -2350,7 +2362,7 @@ const file_haven_v1_nodelink_proto_rawDesc = "" +
 	"\vcancel_task\x18\v \x01(\v2\x14.haven.v1.CancelTaskH\x00R\n" +
 	"cancelTaskB\x06\n" +
 	"\x04bodyJ\x04\b\x06\x10\n" +
-	"\"\xca\x04\n" +
+	"\"\xf5\x04\n" +
 	"\bRegister\x12\x19\n" +
 	"\bsite_ods\x18\x01 \x01(\tR\asiteOds\x12/\n" +
 	"\tsite_kind\x18\x02 \x01(\x0e2\x12.haven.v1.SiteKindR\bsiteKind\x12!\n" +
@@ -2365,7 +2377,8 @@ const file_haven_v1_nodelink_proto_rawDesc = "" +
 	"\x10running_task_ids\x18\n" +
 	" \x03(\tR\x0erunningTaskIds\x12$\n" +
 	"\x0elinkage_key_id\x18\v \x01(\tR\flinkageKeyId\x12U\n" +
-	"\x17network_opt_out_version\x18\f \x01(\v2\x1e.haven.v1.NetworkOptOutVersionR\x14networkOptOutVersion\"?\n" +
+	"\x17network_opt_out_version\x18\f \x01(\v2\x1e.haven.v1.NetworkOptOutVersionR\x14networkOptOutVersion\x12)\n" +
+	"\x10activity_records\x18\x14 \x01(\x03R\x0factivityRecords\"?\n" +
 	"\rOptOutPublish\x12\x16\n" +
 	"\x06hashes\x18\x01 \x01(\fR\x06hashes\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\">\n" +

@@ -10,7 +10,16 @@
 #                 definition asks for the dominance rule (so that the plan
 #                 carries each cell's largest contributions)
 #     coverage   {sites: {expected, answered},
-#                 population: {expected, answered}}
+#                 population: {expected, answered},
+#                 trusts: {expected, answered},
+#                 activity: {expected, answered},
+#                 missing_trusts: [{ods, state, activity}]}
+#                population counts the people on the lists of the sites
+#                where the plan evaluates the population; trusts counts
+#                the trusts the plan asks and activity the hospital
+#                activity records they hold (apc_episode plus
+#                ae_attendance rows, as each trust's node reported them);
+#                missing_trusts are the trusts asked that did not answer
 #
 #   decision is {allow, reasons, thresholds, dominance_measures, partial}:
 #
@@ -30,7 +39,12 @@
 #     partial             whether some sites or population did not answer;
 #                         a partial table is released only when the answered
 #                         share of the population reaches
-#                         partial_coverage.min_population_fraction
+#                         partial_coverage.min_population_fraction and every
+#                         trust asked answered, unless
+#                         partial_coverage.allow_missing_trusts is true: a
+#                         missing trust leaves out all the activity it holds
+#                         for every patient, however small the population
+#                         share it stands for
 #
 #   Defaults come from data.disclosure; data.disclosure.purposes may make
 #   them stricter for a purpose.
@@ -137,6 +151,29 @@ reasons contains lib.reason("coverage_invalid", "coverage must give expected and
 coverage_valid if {
 	counts_valid(sites)
 	counts_valid(population)
+	trusts_valid
+}
+
+trusts := object.get(input, ["coverage", "trusts"], {})
+
+activity := object.get(input, ["coverage", "activity"], {})
+
+missing_trusts := object.get(input, ["coverage", "missing_trusts"], null)
+
+# A plan without trusts expects none, so expected may be 0 here; the
+# missing trusts must be exactly those that did not answer.
+trusts_valid if {
+	counts_or_none_valid(trusts)
+	counts_or_none_valid(activity)
+	is_array(missing_trusts)
+	count(missing_trusts) == trusts.expected - trusts.answered
+}
+
+counts_or_none_valid(c) if {
+	is_number(c.expected)
+	is_number(c.answered)
+	c.answered >= 0
+	c.answered <= c.expected
 }
 
 counts_valid(c) if {
@@ -155,4 +192,24 @@ reasons contains lib.reason("coverage_insufficient", sprintf("only part of the p
 
 partial_releasable if {
 	population.answered / population.expected >= settings.partial_coverage.min_population_fraction
+}
+
+reasons contains lib.reason("trust_missing", sprintf("trust %s did not answer (%s); the table would leave out the hospital activity it holds, %s", [t.ods, t.state, activity_share(t)])) if {
+	coverage_valid
+	not settings.partial_coverage.allow_missing_trusts == true
+	some t in missing_trusts
+}
+
+activity_share(t) := sprintf("%v%% of the activity of the trusts asked", [round((1000 * t.activity) / activity.expected) / 10]) if {
+	activity.expected > 0
+	is_number(t.activity)
+}
+
+activity_share(t) := "a share of the trusts' activity the coordinator does not know" if {
+	not activity_known(t)
+}
+
+activity_known(t) if {
+	activity.expected > 0
+	is_number(t.activity)
 }

@@ -13,6 +13,9 @@ base_input := {
 	"coverage": {
 		"sites": {"expected": 10, "answered": 10},
 		"population": {"expected": 120000, "answered": 120000},
+		"trusts": {"expected": 2, "answered": 2},
+		"activity": {"expected": 40000, "answered": 40000},
+		"missing_trusts": [],
 	},
 }
 
@@ -135,4 +138,54 @@ test_deny_invalid_thresholds if {
 	d4 := decision with input as base_input
 		with data.disclosure.dominance_on_request_kinds as null
 	denied_for(d4, {"thresholds_invalid"})
+}
+
+missing_ra1 := {"coverage": {
+	"sites": {"answered": 9},
+	"trusts": {"answered": 1},
+	"activity": {"answered": 25000},
+	"missing_trusts": [{"ods": "RA1", "state": "paused", "activity": 15000}],
+}}
+
+# Every practice answered, so the population is whole, but a trust's
+# hospital activity is missing for everyone: refused, naming the trust
+# and its share of the activity.
+test_deny_missing_trust_with_whole_population if {
+	d := eval(missing_ra1)
+	denied_for(d, {"trust_missing"})
+	d.partial
+	contains(d.reasons[0].message, "trust RA1 did not answer (paused)")
+	contains(d.reasons[0].message, "37.5% of the activity of the trusts asked")
+}
+
+test_deny_missing_trust_of_unknown_activity if {
+	d := eval({"coverage": {
+		"sites": {"answered": 9},
+		"trusts": {"answered": 1},
+		"activity": {"expected": 0, "answered": 0},
+		"missing_trusts": [{"ods": "RA1", "state": "disconnected", "activity": 0}],
+	}})
+	denied_for(d, {"trust_missing"})
+	contains(d.reasons[0].message, "does not know")
+}
+
+test_allow_missing_trust_when_board_says_so if {
+	d := eval(missing_ra1) with data.disclosure.partial_coverage.allow_missing_trusts as true
+	d.allow
+	d.partial
+}
+
+# A plan that asks no trust (aggregate mode) has nothing to miss.
+test_allow_without_trusts if {
+	d := eval({"coverage": {"trusts": {"expected": 0, "answered": 0}, "activity": {"expected": 0, "answered": 0}}})
+	d.allow
+}
+
+test_deny_inconsistent_trust_coverage if {
+	denied_for(eval({"coverage": {"trusts": {"answered": 1}}}), {"coverage_invalid"})
+	denied_for(eval({"coverage": {"trusts": {"answered": 3}}}), {"coverage_invalid"})
+	denied_for(eval({"coverage": {"activity": {"answered": -1}}}), {"coverage_invalid"})
+	denied_for(eval({"coverage": {"missing_trusts": "RA1"}}), {"coverage_invalid"})
+	denied_for(eval_without(["coverage", "trusts"]), {"coverage_invalid"})
+	denied_for(eval_without(["coverage", "missing_trusts"]), {"coverage_invalid"})
 }

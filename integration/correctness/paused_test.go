@@ -1,0 +1,236 @@
+package correctness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/integration/releasecheck"
+	"github.com/havenhealth/haven/node/cdm"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// pausedFraction is the partial coverage the paused-site network's board
+// accepts: low enough that a table without one practice is released, so
+// that it can be compared with the central answer without that practice.
+const pausedFraction = 0.5
+
+// TestPausedSitesMatchCentral runs every reference definition on one
+// network of separate processes with a trust paused, then with a practice
+// paused, and compares each outcome with the central computation over the
+// pooled data less the paused site.
+//
+//   - Trust paused: a definition whose plan asks trusts is refused
+//     (trust_missing, naming the trust), though every practice answered;
+//     its coverage counts 1 of 2 trusts and the other trust's activity
+//     records, as the central count of the trusts' files gives them; the
+//     log shows what the table would have undercounted. A definition
+//     that asks no trust is released and equals the whole central answer.
+//   - Practice paused: every definition is released (the board accepts
+//     half the population here), its coverage lacks exactly the
+//     practice's registered population, and it equals the central answer
+//     over the other sites cell for cell (disclosure thresholds off).
+func TestPausedSitesMatchCentral(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole network as processes; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute) // building the binaries on a loaded machine takes minutes
+	defer cancel()
+	n, err := demo.Start(ctx, demo.Options{
+		Dir:  filepath.Join(t.TempDir(), "net"),
+		Keep: true, // the central answers read its files; TempDir removes it
+		EditBundle: func(dir string) error {
+			if err := disclosureOff(dir); err != nil {
+				return err
+			}
+			return setPartialFraction(dir, pausedFraction)
+		},
+	})
+	if n != nil {
+		defer n.Close(t.Failed())
+	}
+	if err != nil {
+		t.Fatalf("start the network: %v", err)
+	}
+	net := n.Result().Network
+	var gps, trusts []string
+	listSize := map[string]int64{}
+	for _, s := range net.Sites {
+		if s.Kind == cdm.KindGP {
+			gps = append(gps, s.ODS)
+			listSize[s.ODS] = int64(s.RegisteredPopulation)
+		} else {
+			trusts = append(trusts, s.ODS)
+		}
+	}
+	if len(gps) < 2 || len(trusts) != 2 {
+		t.Fatalf("network has %d practices and %d trusts; want 2 or more and 2", len(gps), len(trusts))
+	}
+	bundle := n.Bundle()
+	whole := newCentral(t, net, bundle)
+	qs := defaults(t)
+
+	pause := func(site string) {
+		t.Helper()
+		if out, err := exec.CommandContext(ctx, n.Haven(), "node", "pause", "--config", n.NodeConfig(site),
+			"--reason", "paused-site test").CombinedOutput(); err != nil {
+			t.Fatalf("haven node pause %s: %v\n%s", site, err, out)
+		}
+	}
+	resume := func(site string) {
+		t.Helper()
+		if out, err := exec.CommandContext(ctx, n.Haven(), "node", "resume", "--config", n.NodeConfig(site)).CombinedOutput(); err != nil {
+			t.Fatalf("haven node resume %s: %v\n%s", site, err, out)
+		}
+	}
+	var m strings.Builder
+	fmt.Fprintf(&m, "\n%-28s %-8s %-9s %-8s %s\n", "definition", "paused", "outcome", "cells", "coverage")
+
+	t.Run("trust paused", func(t *testing.T) {
+		trust, other := trusts[0], trusts[1]
+		activity := whole.activity(trust) + whole.activity(other)
+		less := newCentral(t, net, bundle, trust)
+		pause(trust)
+		defer resume(trust)
+		for _, q := range qs {
+			rr, err := n.Submit(ctx, demo.Query{Definition: q.def, Parameters: q.params, Purpose: q.purpose})
+			if err != nil {
+				t.Fatalf("%s: %v", q.def, err)
+			}
+			cov := rr.Run.GetCoverage()
+			fmt.Fprintf(&m, "%-28s %-8s %-9s %-8s %s\n", q.def, trust, strings.ToLower(strings.TrimPrefix(rr.Run.GetState().String(), "RUN_STATE_")),
+				"", coverageLine(cov))
+			if cov.GetTrustsExpected() == 0 {
+				// The plan asks no trust: nothing is missing.
+				if rr.Table == nil {
+					t.Errorf("%s: run %s, want released (%v)", q.def, rr.Run.GetState(), rr.Run.GetPolicyReasons())
+					continue
+				}
+				releasecheck.CheckT(t, rr.Table, q.answer(whole, q.params), meanValues, q.def+" with "+trust+" paused")
+				continue
+			}
+			if cov.GetTrustsAnswered() != 1 || cov.GetActivityExpected() != activity || cov.GetActivityAnswered() != whole.activity(other) {
+				t.Errorf("%s: trusts %d/%d, activity %d/%d; want 1/2 and %d/%d (central count of %s's and %s's activity files)",
+					q.def, cov.GetTrustsAnswered(), cov.GetTrustsExpected(), cov.GetActivityAnswered(), cov.GetActivityExpected(),
+					whole.activity(other), activity, other, trust)
+			}
+			if q.def != "emergency-readmissions-30d" && cov.GetPopulationAnswered() != cov.GetPopulationExpected() {
+				t.Errorf("%s: population %d/%d; every practice answered", q.def, cov.GetPopulationAnswered(), cov.GetPopulationExpected())
+			}
+			// A hospital population loses the trust's catchment as well, so
+			// coverage_insufficient may come with it.
+			reasons := rr.Run.GetPolicyReasons()
+			i := slices.IndexFunc(reasons, func(r *havenv1.PolicyReason) bool {
+				return r.GetCode() == "trust_missing" && strings.Contains(r.GetMessage(), "trust "+trust+" did not answer (paused)")
+			})
+			if rr.Run.GetState() != havenv1.RunState_RUN_STATE_REFUSED || i < 0 {
+				t.Errorf("%s: run %s %v; want refused for trust_missing naming %s", q.def, rr.Run.GetState(), reasons, trust)
+				continue
+			}
+			// What releasing it would have got wrong: the central answer
+			// without the trust against the whole one.
+			diff, cells := undercount(whole, less, q)
+			if diff == 0 {
+				t.Errorf("%s: the central answer without %s is the same as with it; the pause shows nothing", q.def, trust)
+			}
+			t.Logf("%s refused: %s; without %s, %d of %d central cells would differ", q.def, reasons[i].GetMessage(), trust, diff, cells)
+		}
+	})
+
+	t.Run("practice paused", func(t *testing.T) {
+		gp := gps[0]
+		less := newCentral(t, net, bundle, gp)
+		pause(gp)
+		defer resume(gp)
+		for _, q := range qs {
+			rr, err := n.Submit(ctx, demo.Query{Definition: q.def, Parameters: q.params, Purpose: q.purpose})
+			if err != nil {
+				t.Fatalf("%s: %v", q.def, err)
+			}
+			cov := rr.Run.GetCoverage()
+			if rr.Table == nil {
+				t.Errorf("%s with %s paused: run %s %v, want released", q.def, gp, rr.Run.GetState(), rr.Run.GetPolicyReasons())
+				continue
+			}
+			truth := less
+			if q.def == "emergency-readmissions-30d" {
+				truth = whole // a hospital population: practices are not asked
+			} else if got := cov.GetPopulationExpected() - cov.GetPopulationAnswered(); got != listSize[gp] {
+				t.Errorf("%s: coverage lacks %d people, want %s's list of %d", q.def, got, gp, listSize[gp])
+			}
+			st := releasecheck.CheckT(t, rr.Table, q.answer(truth, q.params), meanValues, q.def+" with "+gp+" paused")
+			fmt.Fprintf(&m, "%-28s %-8s %-9s %-8d %s\n", q.def, gp, "released", st.Cells, coverageLine(cov))
+		}
+	})
+	t.Log(m.String())
+}
+
+// defaults are the questions with each definition's default parameters.
+func defaults(t *testing.T) []question {
+	var out []question
+	for _, q := range questions(t) {
+		if q.set == "default" {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// undercount compares the central answers with and without a site:
+// how many cells differ, of how many.
+func undercount(whole, less *central, q question) (diff, cells int) {
+	a, b := q.answer(whole, q.params), q.answer(less, q.params)
+	for k, c := range a {
+		cells++
+		if o, ok := b[k]; !ok || !maps.Equal(c.Values, o.Values) {
+			diff++
+		}
+	}
+	return diff, cells
+}
+
+func coverageLine(cov *havenv1.Coverage) string {
+	s := fmt.Sprintf("sites %d/%d, population %d/%d", cov.GetSitesAnswered(), cov.GetSitesExpected(),
+		cov.GetPopulationAnswered(), cov.GetPopulationExpected())
+	if cov.GetTrustsExpected() > 0 {
+		s += fmt.Sprintf(", trusts %d/%d, activity %d/%d", cov.GetTrustsAnswered(), cov.GetTrustsExpected(),
+			cov.GetActivityAnswered(), cov.GetActivityExpected())
+	}
+	return s
+}
+
+// setPartialFraction sets the share of the population a partial table
+// needs in a bundle's data.json.
+func setPartialFraction(dir string, f float64) error {
+	path := filepath.Join(dir, "data.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var data map[string]any
+	if err := json.Unmarshal(b, &data); err != nil {
+		return err
+	}
+	d, ok := data["disclosure"].(map[string]any)
+	if !ok {
+		return fmt.Errorf("%s has no disclosure object", path)
+	}
+	pc, ok := d["partial_coverage"].(map[string]any)
+	if !ok {
+		return fmt.Errorf("%s has no disclosure.partial_coverage object", path)
+	}
+	pc["min_population_fraction"] = f
+	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
