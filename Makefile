@@ -5,7 +5,7 @@ GO ?= go
 # duckdb-go exposes its Arrow API only under this tag (DuckDB connector).
 export GOFLAGS := $(strip $(GOFLAGS) -tags=duckdb_arrow)
 
-.PHONY: test demo proto build lint bench bench-synth clean
+.PHONY: test demo proto build lint bench bench-synth attack clean
 
 ## test: vet, staticcheck, gofmt and every test (with the race detector)
 test:
@@ -36,6 +36,12 @@ lint:
 # HAVEN_BENCH_ROUNDS, HAVEN_BENCH_SCALE and HAVEN_BENCH_SITES_PER_NODE tune it.
 bench:
 	$(GO) test -run '^$$' -bench BenchmarkICBLinkage -benchtime 1x -timeout 60m $(BENCH_FLAGS) ./integration/correctness/
+
+## attack: the attacker of integration/attack with its larger sweep (two months
+# of index dates, every min_age at one date, the 24-hour rate limit lifted);
+# prints what it infers and its summary table. ATTACK_FLAGS go to go test.
+attack:
+	HAVEN_ATTACK_SWEEP=full $(GO) test -count=1 -v -run 'TestAttack' -timeout 60m $(ATTACK_FLAGS) ./integration/attack/
 
 ## bench-synth: time and peak memory of generating the ICB-scale network
 bench-synth:

@@ -97,14 +97,22 @@ func key(atoms []int) string {
 // atoms of its group measure and of each subset measure.
 type group struct {
 	what   string
-	counts map[string][]int
+	counts map[string]set
 }
+
+// set is a set of atoms with its key, worked out once.
+type set struct {
+	atoms []int
+	key   string
+}
+
+func newSet(atoms []int) set { return set{atoms: atoms, key: key(atoms)} }
 
 // bound is what the attacker knows of the sum of atoms: what the atoms
 // allow, within what every observation of exactly those atoms said.
-func (a *Attack) bound(atoms []int, known map[string]Interval) Interval {
-	iv := a.Sys.SumBound(atoms)
-	if k, ok := known[key(atoms)]; ok {
+func (a *Attack) bound(s set, known map[string]Interval) Interval {
+	iv := a.Sys.SumBound(s.atoms)
+	if k, ok := known[s.key]; ok {
 		iv = Interval{max(iv.Lo, k.Lo), min(iv.Hi, k.Hi)}
 	}
 	return iv
@@ -136,8 +144,10 @@ func (a *Attack) Infer(maxRounds int) ([]*Inference, int, error) {
 	t := a.threshold
 	known := map[string]Interval{}
 	exact := map[int]bool{} // atoms some released value showed exactly
-	for _, o := range a.Obs {
-		k := key(o.Atoms)
+	sets := make([]set, len(a.Obs))
+	for i, o := range a.Obs {
+		sets[i] = newSet(o.Atoms)
+		k := sets[i].key
 		iv, ok := known[k]
 		if !ok {
 			iv = o.Known
@@ -164,34 +174,34 @@ func (a *Attack) Infer(maxRounds int) ([]*Inference, int, error) {
 			out = append(out, inf)
 		}
 	}
-	pin := func(what string, atoms []int, iv Interval, shown bool) {
+	pin := func(what string, atoms set, iv Interval, shown bool) {
 		if !iv.Exact() || shown {
 			return
 		}
-		c := []Claim{{Plus: atoms, In: iv}}
+		c := []Claim{{Plus: atoms.atoms, In: iv}}
 		emit(&Inference{Kind: KindPinned, What: what + " = " + iv.String(), Claims: c})
 		if iv.Lo >= 1 && iv.Lo < t {
 			emit(&Inference{Kind: KindSmall, What: what + " = " + iv.String(), Claims: c})
 		}
 	}
 	// Pins: observations narrowed to one value, then atoms.
-	for _, o := range a.Obs {
-		pin(o.Label(), o.Atoms, a.bound(o.Atoms, known), o.Known.Exact())
+	for i, o := range a.Obs {
+		pin(o.Label(), sets[i], a.bound(sets[i], known), o.Known.Exact())
 	}
 	for x := range a.Sys.Atoms() {
-		pin("atom "+a.Sys.Name(x), []int{x}, a.Sys.Bound(x), exact[x])
+		pin("atom "+a.Sys.Name(x), newSet([]int{x}), a.Sys.Bound(x), exact[x])
 	}
 	// Groups: each row of each run, for single-patient facts.
 	var groups []group
 	rows := map[string]*group{}
-	for _, o := range a.Obs {
+	for i, o := range a.Obs {
 		k := rowKey(o)
 		g := rows[k]
 		if g == nil {
-			g = &group{what: fmt.Sprintf("%s (index_date=%s min_age=%s)", o.Row, o.Params["index_date"], o.Params["min_age"]), counts: map[string][]int{}}
+			g = &group{what: fmt.Sprintf("%s (index_date=%s min_age=%s)", o.Row, o.Params["index_date"], o.Params["min_age"]), counts: map[string]set{}}
 			rows[k] = g
 		}
-		g.counts[o.Measure] = o.Atoms
+		g.counts[o.Measure] = sets[i]
 	}
 	for _, k := range slices.Sorted(maps.Keys(rows)) {
 		groups = append(groups, *rows[k])
@@ -200,21 +210,22 @@ func (a *Attack) Infer(maxRounds int) ([]*Inference, int, error) {
 	// others equal.
 	pairs := 0
 	for _, param := range []string{"index_date", "min_age"} {
-		byRest := map[string][]Observation{}
-		for _, o := range a.Obs {
+		byRest := map[string][]int{} // observations by everything but param
+		for i, o := range a.Obs {
 			rest := maps.Clone(o.Params)
 			delete(rest, param)
 			k := fmt.Sprint(rest) + "|" + o.Row + "|" + o.Measure
-			byRest[k] = append(byRest[k], o)
+			byRest[k] = append(byRest[k], i)
 		}
 		for _, k := range slices.Sorted(maps.Keys(byRest)) {
 			list := byRest[k]
-			slices.SortStableFunc(list, func(x, y Observation) int { return compareParam(param, x.Params[param], y.Params[param]) })
-			list = slices.CompactFunc(list, func(x, y Observation) bool { return x.Params[param] == y.Params[param] })
+			value := func(i int) string { return a.Obs[i].Params[param] }
+			slices.SortStableFunc(list, func(x, y int) int { return compareParam(param, value(x), value(y)) })
+			list = slices.CompactFunc(list, func(x, y int) bool { return value(x) == value(y) })
 			for i := 1; i < len(list); i++ {
 				pairs++
-				p, q := list[i-1], list[i]
-				bp, bq := a.bound(p.Atoms, known), a.bound(q.Atoms, known)
+				p, q := a.Obs[list[i-1]], a.Obs[list[i]]
+				bp, bq := a.bound(sets[list[i-1]], known), a.bound(sets[list[i]], known)
 				what := fmt.Sprintf("%s %s: %s=%s %v → %s=%s %v", p.Row, p.Measure, param, p.Params[param], bp, param, q.Params[param], bq)
 				switch {
 				case bp.Hi < t && bq.Lo >= t:
@@ -244,10 +255,10 @@ func (a *Attack) Infer(maxRounds int) ([]*Inference, int, error) {
 		if !ok {
 			continue
 		}
-		g := group{what: "atom " + stem, counts: map[string][]int{a.Model.Group: {x}}}
+		g := group{what: "atom " + stem, counts: map[string]set{a.Model.Group: newSet([]int{x})}}
 		for _, m := range a.Model.Subsets {
 			if y, ok := a.Sys.index[stem+"|"+m]; ok {
-				g.counts[m] = []int{y}
+				g.counts[m] = newSet([]int{y})
 			}
 		}
 		groups = append(groups, g)
@@ -264,14 +275,14 @@ func (a *Attack) Infer(maxRounds int) ([]*Inference, int, error) {
 				continue
 			}
 			b := a.bound(sub, known)
-			size := Claim{Plus: members, In: n}
+			size := Claim{Plus: members.atoms, In: n}
 			switch {
 			case b.Hi == 0:
 				emit(&Inference{Kind: KindSinglePatient, What: fmt.Sprintf("none of the %v patients of %s has %s", n, g.what, m),
-					Claims: []Claim{size, {Plus: sub, In: Interval{0, 0}}}})
+					Claims: []Claim{size, {Plus: sub.atoms, In: Interval{0, 0}}}})
 			case b.Lo >= n.Hi:
 				emit(&Inference{Kind: KindSinglePatient, What: fmt.Sprintf("all %v patients of %s have %s", n, g.what, m),
-					Claims: []Claim{size, {Plus: members, Minus: sub, In: Interval{0, 0}}}})
+					Claims: []Claim{size, {Plus: members.atoms, Minus: sub.atoms, In: Interval{0, 0}}}})
 			}
 		}
 	}
@@ -284,26 +295,26 @@ func rowKey(o Observation) string { return fmt.Sprint(o.Params) + "|" + o.Row }
 // difference is the group of outer's patients that are not inner's,
 // when inner's atoms are a proper subset of outer's for every measure.
 func difference(outer, inner group, groupMeasure string) (group, bool) {
-	if len(inner.counts[groupMeasure]) == 0 || len(inner.counts[groupMeasure]) >= len(outer.counts[groupMeasure]) {
+	if len(inner.counts[groupMeasure].atoms) == 0 || len(inner.counts[groupMeasure].atoms) >= len(outer.counts[groupMeasure].atoms) {
 		return group{}, false
 	}
-	d := group{what: outer.what + " less " + inner.what, counts: map[string][]int{}}
+	d := group{what: outer.what + " less " + inner.what, counts: map[string]set{}}
 	for m, out := range outer.counts {
 		in, ok := inner.counts[m]
 		if !ok {
 			return group{}, false
 		}
-		set := map[int]bool{}
-		for _, x := range out {
-			set[x] = true
+		rest := map[int]bool{}
+		for _, x := range out.atoms {
+			rest[x] = true
 		}
-		for _, x := range in {
-			if !set[x] {
+		for _, x := range in.atoms {
+			if !rest[x] {
 				return group{}, false
 			}
-			delete(set, x)
+			delete(rest, x)
 		}
-		d.counts[m] = slices.Sorted(maps.Keys(set))
+		d.counts[m] = newSet(slices.Sorted(maps.Keys(rest)))
 	}
 	return d, true
 }
@@ -325,10 +336,14 @@ func (a *Attack) Verify(infs []*Inference, pairs int, truth Truth) Summary {
 	sum := Summary{Runs: a.Runs, Refused: a.Refused, Repeats: a.Repeats, RepeatsDiffering: a.RepeatsDiffering,
 		Cells: len(a.Obs), Pairs: pairs, Atoms: a.Sys.Atoms(), Sums: a.Sys.Sums(),
 		ByKind: map[Kind]int{}, VerifiedByKind: map[Kind]int{}}
+	byAtom := make([]int64, a.Sys.Atoms())
+	for x := range byAtom {
+		byAtom[x] = truth[a.Sys.Name(x)]
+	}
 	value := func(atoms []int) int64 {
 		var v int64
 		for _, x := range atoms {
-			v += truth[a.Sys.Name(x)]
+			v += byAtom[x]
 		}
 		return v
 	}
@@ -358,7 +373,7 @@ func (a *Attack) Verify(infs []*Inference, pairs int, truth Truth) Summary {
 	}
 	for x := range a.Sys.Atoms() {
 		sum.Intervals++
-		if !a.Sys.Bound(x).Contains(truth[a.Sys.Name(x)]) {
+		if !a.Sys.Bound(x).Contains(byAtom[x]) {
 			sum.Unsound++
 		}
 	}

@@ -98,16 +98,16 @@ func truthOf(pop []patient, d string) Truth {
 }
 
 // TestAttackIsSound attacks tables released by the real disclosure
-// control from random populations, at every min_age of a band and a few
+// control from random populations, at several min_ages of a band and a few
 // more, and checks every interval and every inference against the
 // populations: none may be false. It also checks that the attack finds
 // something, so that it cannot pass by finding nothing.
 func TestAttackIsSound(t *testing.T) {
 	found := map[Kind]int{}
-	for seed := range uint64(3) {
+	for seed := range uint64(2) {
 		pop := population(seed, 300+int(seed)*150)
 		a := New(NewPrevalence())
-		for _, m := range []int{0, 17, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 65} {
+		for _, m := range []int{0, 40, 43, 44, 45, 46, 47, 48, 65} {
 			tab := releaseOf(t, pop, m)
 			rules, err := RoundingOf(tab.Meta)
 			if err != nil {
@@ -137,7 +137,7 @@ func TestAttackIsSound(t *testing.T) {
 	t.Logf("inferences by kind: %v", found)
 	for _, k := range []Kind{KindSinglePatient, KindCrossing} {
 		if found[k] == 0 {
-			t.Errorf("no %s found in three populations", k)
+			t.Errorf("no %s found in two populations", k)
 		}
 	}
 }
