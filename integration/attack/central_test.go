@@ -23,9 +23,8 @@ import (
 
 // central answers over one network's files.
 type central struct {
-	t    testing.TB
-	db   *sql.DB
-	t2dm string // the t2dm codelist as a DuckDB list
+	t  testing.TB
+	db *sql.DB
 }
 
 func newCentral(t testing.TB, n *synth.Network, bundle string) *central {
