@@ -5,7 +5,7 @@ GO ?= go
 # duckdb-go exposes its Arrow API only under this tag (DuckDB connector).
 export GOFLAGS := $(strip $(GOFLAGS) -tags=duckdb_arrow)
 
-.PHONY: test demo proto build lint bench bench-synth fuzz clean
+.PHONY: test demo proto build lint bench bench-synth fuzz attack clean
 
 ## test: vet, staticcheck, gofmt and every test (with the race detector)
 test:
@@ -43,6 +43,12 @@ bench:
 FUZZTIME ?= 10m
 fuzz:
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZ_TARGETS)
+
+## attack: the attacker of integration/attack with its larger sweep (two months
+# of index dates, every min_age at one date, the 24-hour rate limit lifted);
+# prints what it infers and its summary table. ATTACK_FLAGS go to go test.
+attack:
+	HAVEN_ATTACK_SWEEP=full $(GO) test -count=1 -v -run 'TestAttack' -timeout 60m $(ATTACK_FLAGS) ./integration/attack/
 
 ## bench-synth: time and peak memory of generating the ICB-scale network
 bench-synth:

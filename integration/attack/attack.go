@@ -1,0 +1,175 @@
+package attack
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/havenhealth/haven/coordinator/release"
+	"github.com/havenhealth/haven/integration/demo"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// Submitter runs approved queries as one requester; demo.Network does,
+// against a network of real processes.
+type Submitter interface {
+	Submit(ctx context.Context, q demo.Query) (demo.RunResult, error)
+}
+
+var _ Submitter = (*demo.Network)(nil)
+
+// Request is one run the attacker asks for.
+type Request struct {
+	IndexDate string
+	MinAge    int
+}
+
+func (r Request) params() map[string]string {
+	return map[string]string{"index_date": r.IndexDate, "min_age": strconv.Itoa(r.MinAge)}
+}
+
+// DateSweep asks for days consecutive index dates from from, at one
+// min_age.
+func DateSweep(from time.Time, days, minAge int) []Request {
+	var out []Request
+	for i := range days {
+		out = append(out, Request{IndexDate: from.AddDate(0, 0, i).Format(time.DateOnly), MinAge: minAge})
+	}
+	return out
+}
+
+// AgeSweep asks for every min_age from lo to hi at one index date.
+func AgeSweep(date string, lo, hi int) []Request {
+	var out []Request
+	for a := lo; a <= hi; a++ {
+		out = append(out, Request{IndexDate: date, MinAge: a})
+	}
+	return out
+}
+
+// Runner runs an attack's requests and reads what is released.
+type Runner struct {
+	// Sub submits the runs; Purpose is the purpose stated for each.
+	Sub     Submitter
+	Purpose string
+	// Rules reads the rules a released table was made under from what it
+	// states; RoundingOf when nil. A board's perturbation table plugs in
+	// here.
+	Rules func(release.Meta) (Rules, error)
+	// Log, if set, is told of each refusal.
+	Log func(format string, args ...any)
+	// OnRelease, if set, is given each table released, repeats included.
+	OnRelease func(Request, *release.Table)
+}
+
+// Run asks for every request in turn (a request seen before is a repeat:
+// it is asked again and its table compared with the first) and reads
+// each released table into a. A request refused (by policy, or as an
+// invalid parameter) is counted and the attack moves on; any other
+// failure ends it.
+func (r *Runner) Run(ctx context.Context, a *Attack, reqs []Request) error {
+	rulesFor := r.Rules
+	if rulesFor == nil {
+		rulesFor = func(m release.Meta) (Rules, error) { return RoundingOf(m) }
+	}
+	first := map[Request]*release.Table{}
+	for _, req := range reqs {
+		q := demo.Query{Definition: a.Model.Definition(), Parameters: req.params(), Purpose: r.Purpose}
+		res, err := r.Sub.Submit(ctx, q)
+		if st, ok := status.FromError(err); ok && err != nil && refusal(st.Code()) {
+			a.Refused++
+			r.log("%v refused: %s", req, st.Message())
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("request %v: %w", req, err)
+		}
+		switch res.Run.GetState() {
+		case havenv1.RunState_RUN_STATE_RELEASED:
+		case havenv1.RunState_RUN_STATE_REFUSED:
+			a.Refused++
+			var why []string
+			for _, rs := range res.Run.GetPolicyReasons() {
+				why = append(why, rs.GetCode()+": "+rs.GetMessage())
+			}
+			r.log("%v refused: %v", req, why)
+			continue
+		default:
+			return fmt.Errorf("request %v: run %s ended %s: %s", req, res.Run.GetId(), res.Run.GetState(), res.Run.GetError())
+		}
+		if res.Table == nil {
+			return fmt.Errorf("request %v: run %s released no table", req, res.Run.GetId())
+		}
+		if r.OnRelease != nil {
+			r.OnRelease(req, res.Table)
+		}
+		if prev, ok := first[req]; ok {
+			a.Repeats++
+			if sameValues(prev, res.Table) {
+				continue // nothing new to read
+			}
+			a.RepeatsDiffering++
+		} else {
+			first[req] = res.Table
+		}
+		rules, err := rulesFor(res.Table.Meta)
+		if err != nil {
+			return err
+		}
+		obs, err := a.Model.Observe(a.Sys, rules, req.params(), res.Table)
+		if err != nil {
+			return err
+		}
+		a.observe(rules, obs)
+	}
+	return nil
+}
+
+func (r *Runner) log(format string, args ...any) {
+	if r.Log != nil {
+		r.Log(format, args...)
+	}
+}
+
+// refusal reports whether a submission's error is the coordinator saying
+// no to the request, rather than something broken.
+func refusal(c codes.Code) bool {
+	switch c {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.ResourceExhausted, codes.FailedPrecondition, codes.OutOfRange:
+		return true
+	}
+	return false
+}
+
+// sameValues reports whether two tables release the same rows and
+// values.
+func sameValues(x, y *release.Table) bool {
+	if !slices.Equal(x.Dims, y.Dims) || len(x.Rows) != len(y.Rows) {
+		return false
+	}
+	for i := range x.Rows {
+		p, q := x.Rows[i], y.Rows[i]
+		if p.Kind != q.Kind || p.MarginDim != q.MarginDim || !slices.Equal(p.Key, q.Key) || !slices.Equal(p.Values, q.Values) {
+			return false
+		}
+	}
+	return true
+}
+
+// Definition is the definition the model is for.
+func (p *Prevalence) Definition() string { return DefinitionID }
+
+// Dates are the index dates the attack has tables for, in order.
+func (a *Attack) Dates() []string {
+	set := map[string]bool{}
+	for _, o := range a.Obs {
+		set[o.Params["index_date"]] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
