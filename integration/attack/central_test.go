@@ -91,16 +91,18 @@ func list(vals []string) string {
 }
 
 // atoms adds to truth the true atoms of t2dm-prevalence on each index
-// date: the living patients registered at each practice on the date, on
-// neither opt-out list, by sex and exact age (attack.MaxAge and over as
-// one), and those of them with a type 2 diabetes code on or before it.
+// date: the living patients registered at each practice on the date (a
+// registration that ends on it is over), on neither opt-out list (a type 1
+// objection holds wherever it was recorded), by sex and exact age
+// (attack.MaxAge and over as one), and those of them with a type 2
+// diabetes code on or before it.
 func (c *central) atoms(m *attack.Prevalence, dates []string, truth attack.Truth) {
 	c.t.Helper()
 	q := fmt.Sprintf(`WITH dates AS (SELECT unnest(%[1]s::DATE[]) AS d), pop AS (
 			SELECT dates.d, p.site, p.nhs, age_on(p.birth, dates.d) AS age, p.sex FROM patient p
 			JOIN registration r ON r.site = p.site AND r.%[2]s = p.nhs
-			JOIN dates ON r.%[3]s <= dates.d AND (r.%[4]s IS NULL OR r.%[4]s >= dates.d)
-			WHERE p.nhs NOT IN (SELECT nhs FROM ndop) AND (p.site, p.nhs) NOT IN (SELECT site, nhs FROM type1)
+			JOIN dates ON r.%[3]s <= dates.d AND (r.%[4]s IS NULL OR r.%[4]s > dates.d)
+			WHERE p.nhs NOT IN (SELECT nhs FROM ndop) AND p.nhs NOT IN (SELECT nhs FROM type1)
 			AND (p.death IS NULL OR p.death > dates.d) AND age_on(p.birth, dates.d) >= 0),
 		one AS (SELECT DISTINCT * FROM pop)
 		SELECT strftime(one.d, '%%Y-%%m-%%d'), one.site, one.sex, least(one.age, %[5]d), count(*), count(t2dm.first) FROM one
