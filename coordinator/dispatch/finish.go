@@ -123,6 +123,14 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		MinCount:     dec.Thresholds.MinCellCount,
 		RoundingBase: dec.Thresholds.RoundingBase,
 		Dominance:    disclosure.Dominance{N: dec.Thresholds.Dominance.N, K: dec.Thresholds.Dominance.K},
+		// Groups with fewer than MinCount patients are withheld whole.
+		AttributeDisclosure: dec.Thresholds.AttributeDisclosure,
+	}
+	if dec.Perturbation != nil {
+		// Sites do not send record keys yet, and a count perturbed with
+		// key 0 would be perturbed the same way in every cell: fail closed
+		// rather than release it.
+		return failed("the bundle asks for cell-key perturbation (%s), but the sites' plans carry no record keys", dec.PerturbationTable)
 	}
 	unchecked := applyDominance(table.Measures, dec.DominanceMeasures)
 	if len(unchecked) > 0 {

@@ -180,7 +180,8 @@ func (r *Run) compile(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bo
 		}
 		r.measures = append(r.measures, ms)
 		dm := disclosure.Measure{Name: m.Name, Kind: ms.kind,
-			Dominance: m.Dominance && (ms.kind == disclosure.KindSum || ms.kind == disclosure.KindMean)}
+			Dominance:  m.Dominance && (ms.kind == disclosure.KindSum || ms.kind == disclosure.KindMean),
+			GroupTotal: m.Agg == catalog.AggCount && m.Where == nil}
 		if ms.of >= 0 {
 			dm.Values = valueKind(r.vars[ms.of].typ)
 		}
