@@ -119,18 +119,9 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 	if !dec.Allow {
 		return outcome{state: havenv1.RunState_RUN_STATE_REFUSED, reasons: wireReasons(dec.Reasons)}
 	}
-	th := disclosure.Thresholds{
-		MinCount:     dec.Thresholds.MinCellCount,
-		RoundingBase: dec.Thresholds.RoundingBase,
-		Dominance:    disclosure.Dominance{N: dec.Thresholds.Dominance.N, K: dec.Thresholds.Dominance.K},
-		// Groups with fewer than MinCount patients are withheld whole.
-		AttributeDisclosure: dec.Thresholds.AttributeDisclosure,
-	}
-	if dec.Perturbation != nil {
-		// Sites do not send record keys yet, and a count perturbed with
-		// key 0 would be perturbed the same way in every cell: fail closed
-		// rather than release it.
-		return failed("the bundle asks for cell-key perturbation (%s), but the sites' plans carry no record keys", dec.PerturbationTable)
+	th, err := disclosureThresholds(dec)
+	if err != nil {
+		return failed("%v", err)
 	}
 	unchecked := applyDominance(table.Measures, dec.DominanceMeasures)
 	if len(unchecked) > 0 {
@@ -194,6 +185,23 @@ func applyDominance(ms []disclosure.Measure, wanted []string) (unchecked []strin
 		m.Dominance = m.Dominance && want
 	}
 	return unchecked
+}
+
+// disclosureThresholds are the disclosure rules of an allowing decision.
+// It refuses a decision that enables cell-key perturbation: sites do not
+// send record keys yet, and a count perturbed with key 0 would be
+// perturbed the same way in every cell, so the release fails closed.
+func disclosureThresholds(dec policy.DisclosureDecision) (disclosure.Thresholds, error) {
+	if dec.Perturbation != nil {
+		return disclosure.Thresholds{}, fmt.Errorf("the bundle asks for cell-key perturbation (%s), but the sites' plans carry no record keys", dec.PerturbationTable)
+	}
+	return disclosure.Thresholds{
+		MinCount:     dec.Thresholds.MinCellCount,
+		RoundingBase: dec.Thresholds.RoundingBase,
+		Dominance:    disclosure.Dominance{N: dec.Thresholds.Dominance.N, K: dec.Thresholds.Dominance.K},
+		// Groups with fewer than MinCount patients are withheld whole.
+		AttributeDisclosure: dec.Thresholds.AttributeDisclosure,
+	}, nil
 }
 
 // summarise counts the released table's rows and values.

@@ -1,10 +1,14 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
@@ -84,5 +88,54 @@ func TestApplyDominance(t *testing.T) {
 	}
 	if !slices.Equal(checked, []string{"admissions", "mean_cost"}) {
 		t.Errorf("dominance rule on %v, want [admissions mean_cost]", checked)
+	}
+}
+
+// TestPerturbationWithoutKeysFailsClosed: a real haven/disclose decision
+// from the reference bundle with perturbation enabled is refused, naming
+// the table, while the reference bundle's own decision passes its
+// attribute-disclosure setting through.
+func TestPerturbationWithoutKeysFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../../policy/bundle")); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data.json")
+	b, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := bytes.Replace(b, []byte(`"perturbation": {"enabled": false,`), []byte(`"perturbation": {"enabled": true,`), 1)
+	if bytes.Equal(on, b) {
+		t.Fatal("the reference data.json no longer has perturbation switched off as expected")
+	}
+	in := policy.DiscloseInput{
+		Purpose: "commissioning",
+		Table:   policy.TableShape{Rows: 1, Measures: []policy.Measure{{Name: "patients", Kind: "count"}}},
+		Coverage: policy.Coverage{Sites: policy.Answered{Expected: 1, Answered: 1},
+			Population: policy.Answered{Expected: 100, Answered: 100}},
+	}
+	decide := func() policy.DisclosureDecision {
+		e, err := policy.Load(ctx, policy.Config{BundlePath: dir, InsecureSkipVerify: true,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := e.Disclose(ctx, in)
+		if err != nil || !dec.Allow {
+			t.Fatalf("Disclose: allow=%v reasons=%v err=%v", dec.Allow, dec.Reasons, err)
+		}
+		return dec
+	}
+	th, err := disclosureThresholds(decide())
+	if err != nil || !th.AttributeDisclosure || th.Perturbation != nil {
+		t.Fatalf("reference bundle: %+v, %v", th, err)
+	}
+	if err := os.WriteFile(data, on, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := disclosureThresholds(decide()); err == nil || !strings.Contains(err.Error(), "disclosure/ptable-8-5.csv") {
+		t.Fatalf("perturbation without record keys: %v, want a refusal naming the table", err)
 	}
 }
