@@ -123,3 +123,16 @@ func wholeNumber(v any) (int, bool) {
 	}
 	return int(f), true
 }
+
+// HasKeyRange reports whether r is the key range R of a perturbation table
+// in the active bundle. A node derives record keys only in a range its own
+// signed bundle states, so a coordinator cannot ask for wider keys (more
+// bits per patient) than the network agreed to.
+func (e *Engine) HasKeyRange(r int) bool {
+	for _, t := range e.active.Load().ptables {
+		if t.KeyRange() == r {
+			return true
+		}
+	}
+	return false
+}

@@ -35,6 +35,25 @@ func TestPerturbationTableReachesTheDecision(t *testing.T) {
 			t.Errorf("%s: a true 7 is released within [%d, %d]", purpose, lo, hi)
 		}
 	}
+	// A node derives record keys only in the range of a table its bundle holds.
+	r := d0(t, e).Perturbation.KeyRange()
+	for _, c := range []struct {
+		r    int
+		want bool
+	}{{r, true}, {r * 2, false}, {0, false}, {1 << 20, false}} {
+		if got := e.HasKeyRange(c.r); got != c.want {
+			t.Errorf("HasKeyRange(%d) = %v, want %v", c.r, got, c.want)
+		}
+	}
+}
+
+func d0(t *testing.T, e *Engine) DisclosureDecision {
+	t.Helper()
+	d, err := e.Disclose(context.Background(), validDisclose())
+	if err != nil || d.Perturbation == nil {
+		t.Fatalf("disclose: %v, perturbation %v", err, d.Perturbation)
+	}
+	return d
 }
 
 // TestBadPerturbationTableRefusesTheBundle: a bundle whose table is
