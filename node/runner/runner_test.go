@@ -117,6 +117,8 @@ type envOptions struct {
 	editBundle  func(data map[string]any)
 	siteModules []string
 	limits      runner.Limits
+	// perturbationSecret, when set, lets the node derive record keys.
+	perturbationSecret []byte
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -174,9 +176,16 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var ps pseudonym.PerturbationSecret
+	if o.perturbationSecret != nil {
+		if ps, err = pseudonym.NewPerturbationSecret(o.perturbationSecret); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.link = &linkDouble{journal: journal}
 	e.runner, err = runner.New(runner.Config{
-		ODS: e.site.ODS, Kind: e.site.Kind,
+		PerturbationSecret: ps,
+		ODS:                e.site.ODS, Kind: e.site.Kind,
 		Policy: e.engine, Source: e.src, Link: e.link, Journal: journal, Ledger: ledger,
 		Uploader: runner.NewFlightUploader(cc), Audit: log, Secret: secret,
 		NDOP:         func() *optout.Set { return ndop },
