@@ -136,8 +136,9 @@ func thresholds(t *testing.T, n *coordinatortest.Network) disclosure.Thresholds 
 	}
 	var data struct {
 		Disclosure struct {
-			MinCellCount int `json:"min_cell_count"`
-			RoundingBase int `json:"rounding_base"`
+			MinCellCount int  `json:"min_cell_count"`
+			RoundingBase int  `json:"rounding_base"`
+			Attribute    bool `json:"attribute_disclosure"`
 			Dominance    struct {
 				N int     `json:"n"`
 				K float64 `json:"k"`
@@ -149,7 +150,8 @@ func thresholds(t *testing.T, n *coordinatortest.Network) disclosure.Thresholds 
 	}
 	d := data.Disclosure
 	return disclosure.Thresholds{MinCount: d.MinCellCount, RoundingBase: d.RoundingBase,
-		Dominance: disclosure.Dominance{N: d.Dominance.N, K: d.Dominance.K}}
+		Dominance:           disclosure.Dominance{N: d.Dominance.N, K: d.Dominance.K},
+		AttributeDisclosure: d.Attribute}
 }
 
 // expectStatins computes the statins-chd table of the patients of the
@@ -176,7 +178,7 @@ func expectStatins(t *testing.T, n *coordinatortest.Network, ps []coordinatortes
 		a.top = max(a.top, p.StatinIssues)
 	}
 	tab := disclosure.Table{Dims: []string{"age_band", "sex"}, Measures: []disclosure.Measure{
-		{Name: "patients", Kind: disclosure.KindCount},
+		{Name: "patients", Kind: disclosure.KindCount, GroupTotal: true},
 		{Name: "on_statin", Kind: disclosure.KindCount},
 		{Name: "statin_issues", Kind: disclosure.KindSum, Dominance: true},
 	}}
@@ -233,7 +235,7 @@ func expectT2DM(t *testing.T, n *coordinatortest.Network, ps []coordinatortest.P
 		}
 	}
 	tab := disclosure.Table{Dims: []string{"age_band", "sex"}, Measures: []disclosure.Measure{
-		{Name: "patients", Kind: disclosure.KindCount},
+		{Name: "patients", Kind: disclosure.KindCount, GroupTotal: true},
 		{Name: "admitted", Kind: disclosure.KindCount},
 		{Name: "admissions", Kind: disclosure.KindSum, Dominance: true},
 	}}
