@@ -119,7 +119,7 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 	if !dec.Allow {
 		return outcome{state: havenv1.RunState_RUN_STATE_REFUSED, reasons: wireReasons(dec.Reasons)}
 	}
-	th, err := disclosureThresholds(dec)
+	th, err := disclosureThresholds(dec, r.keyRange)
 	if err != nil {
 		return failed("%v", err)
 	}
@@ -187,15 +187,24 @@ func applyDominance(ms []disclosure.Measure, wanted []string) (unchecked []strin
 	return unchecked
 }
 
-// disclosureThresholds are the disclosure rules of an allowing decision.
-// It refuses a decision that enables cell-key perturbation: sites do not
-// send record keys yet, and a count perturbed with key 0 would be
-// perturbed the same way in every cell, so the release fails closed.
-func disclosureThresholds(dec policy.DisclosureDecision) (disclosure.Thresholds, error) {
+// disclosureThresholds are the disclosure rules of an allowing decision
+// for a run whose sites sent record keys in [0, keyRange) (0: none). A
+// decision that enables cell-key perturbation is refused unless the sites
+// sent keys of the table's own range: a count perturbed with key 0 would
+// be perturbed the same way in every cell, so the release fails closed.
+func disclosureThresholds(dec policy.DisclosureDecision, keyRange int) (disclosure.Thresholds, error) {
+	var pert disclosure.Perturbation
 	if dec.Perturbation != nil {
-		return disclosure.Thresholds{}, fmt.Errorf("the bundle asks for cell-key perturbation (%s), but the sites' plans carry no record keys", dec.PerturbationTable)
+		if keyRange == 0 {
+			return disclosure.Thresholds{}, fmt.Errorf("the bundle asks for cell-key perturbation (%s), but the sites' plans carry no record keys", dec.PerturbationTable)
+		}
+		if r := dec.Perturbation.KeyRange(); r != keyRange {
+			return disclosure.Thresholds{}, fmt.Errorf("the bundle asks for cell-key perturbation (%s) with key range %d, but the sites sent keys in [0, %d)", dec.PerturbationTable, r, keyRange)
+		}
+		pert = dec.Perturbation
 	}
 	return disclosure.Thresholds{
+		Perturbation: pert,
 		MinCount:     dec.Thresholds.MinCellCount,
 		RoundingBase: dec.Thresholds.RoundingBase,
 		Dominance:    disclosure.Dominance{N: dec.Thresholds.Dominance.N, K: dec.Thresholds.Dominance.K},

@@ -38,7 +38,7 @@ func TestReferenceReleasesCheckEveryDominanceMeasure(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The run's table as the coordinator gets it, here without cells.
-			c, err := NewLinkage(def.Plan(), def, b)
+			c, err := NewLinkage(def.Plan(), def, b, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,8 +93,9 @@ func TestApplyDominance(t *testing.T) {
 
 // TestPerturbationWithoutKeysFailsClosed: a real haven/disclose decision
 // from the reference bundle with perturbation enabled is refused, naming
-// the table, while the reference bundle's own decision passes its
-// attribute-disclosure setting through.
+// the table, when the sites sent no record keys or keys of another range,
+// and applies the table when they sent keys of its range; the reference
+// bundle's own decision passes its attribute-disclosure setting through.
 func TestPerturbationWithoutKeysFailsClosed(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -128,14 +129,23 @@ func TestPerturbationWithoutKeysFailsClosed(t *testing.T) {
 		}
 		return dec
 	}
-	th, err := disclosureThresholds(decide())
+	th, err := disclosureThresholds(decide(), 0)
 	if err != nil || !th.AttributeDisclosure || th.Perturbation != nil {
 		t.Fatalf("reference bundle: %+v, %v", th, err)
 	}
 	if err := os.WriteFile(data, on, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := disclosureThresholds(decide()); err == nil || !strings.Contains(err.Error(), "disclosure/ptable-8-5.csv") {
+	dec := decide()
+	if _, err := disclosureThresholds(dec, 0); err == nil || !strings.Contains(err.Error(), "disclosure/ptable-8-5.csv") {
 		t.Fatalf("perturbation without record keys: %v, want a refusal naming the table", err)
+	}
+	r := dec.Perturbation.KeyRange()
+	if _, err := disclosureThresholds(dec, 2*r); err == nil || !strings.Contains(err.Error(), "key range") {
+		t.Fatalf("perturbation with keys of another range: %v, want a refusal", err)
+	}
+	th, err = disclosureThresholds(dec, r)
+	if err != nil || th.Perturbation == nil || th.Perturbation.KeyRange() != r {
+		t.Fatalf("perturbation with keys in [0, %d): %+v, %v", r, th, err)
 	}
 }
