@@ -53,6 +53,8 @@ type Options struct {
 	Users map[string]string
 	// Sites, if set, are the network's configured members.
 	Sites []config.Site
+	// EditData, if set, edits the bundle's data.json before it is signed.
+	EditData func(data map[string]any)
 }
 
 // Network is a running test coordinator and the files it runs from.
@@ -104,7 +106,7 @@ func New(tb testing.TB, opts Options) *Network {
 	if _, _, err := pki.WriteFiles(filepath.Join(dir, "pki"), "server", certPEM, keyPEM); err != nil {
 		tb.Fatal(err)
 	}
-	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"))
+	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"), opts.EditData)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -175,7 +177,7 @@ func repoRoot() string {
 // name its definition's current hash (so these tests do not depend on
 // the reference hashes), and signs it with a key made here, whose public
 // half goes to pubPath.
-func signedBundle(tb testing.TB, dst, pubPath string) (string, *catalog.Catalog) {
+func signedBundle(tb testing.TB, dst, pubPath string, edit func(map[string]any)) (string, *catalog.Catalog) {
 	tb.Helper()
 	src := filepath.Join(repoRoot(), "policy", "bundle")
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
@@ -216,6 +218,9 @@ func signedBundle(tb testing.TB, dst, pubPath string) (string, *catalog.Catalog)
 		if a, ok := approvals[d.ID].(map[string]any); ok {
 			a["hash"] = d.Hash()
 		}
+	}
+	if edit != nil {
+		edit(data)
 	}
 	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
 		tb.Fatal(err)
