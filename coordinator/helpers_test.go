@@ -19,6 +19,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/policy/ptable"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -136,9 +137,14 @@ func thresholds(t *testing.T, n *coordinatortest.Network) disclosure.Thresholds 
 	}
 	var data struct {
 		Disclosure struct {
-			MinCellCount int `json:"min_cell_count"`
-			RoundingBase int `json:"rounding_base"`
-			Dominance    struct {
+			MinCellCount int  `json:"min_cell_count"`
+			RoundingBase int  `json:"rounding_base"`
+			Attribute    bool `json:"attribute_disclosure"`
+			Perturbation struct {
+				Enabled bool   `json:"enabled"`
+				Table   string `json:"table"`
+			} `json:"perturbation"`
+			Dominance struct {
 				N int     `json:"n"`
 				K float64 `json:"k"`
 			} `json:"dominance"`
@@ -148,8 +154,25 @@ func thresholds(t *testing.T, n *coordinatortest.Network) disclosure.Thresholds 
 		t.Fatal(err)
 	}
 	d := data.Disclosure
-	return disclosure.Thresholds{MinCount: d.MinCellCount, RoundingBase: d.RoundingBase,
-		Dominance: disclosure.Dominance{N: d.Dominance.N, K: d.Dominance.K}}
+	th := disclosure.Thresholds{MinCount: d.MinCellCount, RoundingBase: d.RoundingBase,
+		Dominance:           disclosure.Dominance{N: d.Dominance.N, K: d.Dominance.K},
+		AttributeDisclosure: d.Attribute}
+	if d.Perturbation.Enabled {
+		f, err := os.Open(filepath.Join(n.BundleDir, d.Perturbation.Table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		pt, err := ptable.Parse(f, d.Perturbation.Table)
+		if err == nil {
+			err = pt.Validate(d.MinCellCount, d.RoundingBase)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		th.Perturbation = pt
+	}
+	return th
 }
 
 // expectStatins computes the statins-chd table of the patients of the
@@ -157,7 +180,11 @@ func thresholds(t *testing.T, n *coordinatortest.Network) disclosure.Thresholds 
 func expectStatins(t *testing.T, n *coordinatortest.Network, ps []coordinatortest.Patient, answered ...string) *disclosure.Released {
 	t.Helper()
 	def, _ := n.Catalog.Get("statins-chd")
-	type agg struct{ patients, onStatin, sum, top int64 }
+	type agg struct {
+		patients, onStatin, sum, top int64
+		patientsKey, onStatinKey     uint64
+	}
+	th := thresholds(t, n)
 	cells := map[[2]string]*agg{}
 	for _, p := range ps {
 		if !slices.Contains(answered, p.Practice) {
@@ -169,14 +196,20 @@ func expectStatins(t *testing.T, n *coordinatortest.Network, ps []coordinatortes
 		}
 		a := cells[k]
 		a.patients++
+		var rk uint64
+		if th.Perturbation != nil {
+			rk = coordinatortest.RecordKey(p.NHSNumber, th.Perturbation.KeyRange())
+		}
+		a.patientsKey += rk
 		if p.StatinIssues > 0 {
 			a.onStatin++
+			a.onStatinKey += rk
 		}
 		a.sum += p.StatinIssues
 		a.top = max(a.top, p.StatinIssues)
 	}
 	tab := disclosure.Table{Dims: []string{"age_band", "sex"}, Measures: []disclosure.Measure{
-		{Name: "patients", Kind: disclosure.KindCount},
+		{Name: "patients", Kind: disclosure.KindCount, GroupTotal: true},
 		{Name: "on_statin", Kind: disclosure.KindCount},
 		{Name: "statin_issues", Kind: disclosure.KindSum, Dominance: true},
 	}}
@@ -189,11 +222,11 @@ func expectStatins(t *testing.T, n *coordinatortest.Network, ps []coordinatortes
 			top = []float64{float64(a.top)}
 		}
 		tab.Cells = append(tab.Cells, disclosure.Cell{Key: k[:], Values: []disclosure.Input{
-			{Count: a.patients}, {Count: a.onStatin},
+			{Count: a.patients, Key: mod(a.patientsKey, th)}, {Count: a.onStatin, Key: mod(a.onStatinKey, th)},
 			{Sum: float64(a.sum), N: a.onStatin, TopContributions: top},
 		}})
 	}
-	rel, err := disclosure.Apply(context.Background(), tab, thresholds(t, n))
+	rel, err := disclosure.Apply(context.Background(), tab, th)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +266,7 @@ func expectT2DM(t *testing.T, n *coordinatortest.Network, ps []coordinatortest.P
 		}
 	}
 	tab := disclosure.Table{Dims: []string{"age_band", "sex"}, Measures: []disclosure.Measure{
-		{Name: "patients", Kind: disclosure.KindCount},
+		{Name: "patients", Kind: disclosure.KindCount, GroupTotal: true},
 		{Name: "admitted", Kind: disclosure.KindCount},
 		{Name: "admissions", Kind: disclosure.KindSum, Dominance: true},
 	}}
@@ -354,7 +387,7 @@ func gpNodes(n *coordinatortest.Network, ps []coordinatortest.Patient, codes ...
 func statinsAnswer(n *coordinatortest.Network, ps []coordinatortest.Patient, nd *coordinatortest.NodeDouble) {
 	def, _ := n.Catalog.Get("statins-chd")
 	nd.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
-		return coordinatortest.StatinsCells(def, schema, ps, nd.ODS), nil
+		return coordinatortest.StatinsCells(def, schema, ps, nd.ODS, int(task.GetRecordKeyRange())), nil
 	}
 }
 
@@ -366,4 +399,12 @@ func getRun(t *testing.T, ctx context.Context, conn *grpc.ClientConn, id string)
 		t.Fatalf("get run %s: %v", id, err)
 	}
 	return r.GetRun()
+}
+
+// mod reduces a sum of record keys to a cell key, or 0 without perturbation.
+func mod(k uint64, th disclosure.Thresholds) uint64 {
+	if th.Perturbation == nil {
+		return 0
+	}
+	return k % uint64(th.Perturbation.KeyRange())
 }

@@ -196,7 +196,7 @@ func TestLedgerFailureFailsClosed(t *testing.T) {
 			if task.GetParameters()["index_date"].GetDateValue() != coordinatortest.IndexDate {
 				<-gate // the second run waits until the ledger is broken
 			}
-			return coordinatortest.StatinsCells(def, schema, ps, nd.ODS), nil
+			return coordinatortest.StatinsCells(def, schema, ps, nd.ODS, int(task.GetRecordKeyRange())), nil
 		}
 	}
 	connect(t, ctx, nodes...)

@@ -128,6 +128,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 	if err != nil {
 		return nil, err
 	}
+	// Optional: a node without it refuses tasks that need record keys.
+	perturbation, err := cfg.ReadPerturbationSecret()
+	if err != nil {
+		return nil, err
+	}
 	for _, d := range []string{cfg.StateDir, cfg.AuditDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
@@ -240,19 +245,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 		return nil, err
 	}
 	n.runner, err = runner.New(runner.Config{
-		ODS:      cfg.Site.ODS,
-		Kind:     cfg.Site.Kind,
-		Policy:   n.engine,
-		Source:   n.plugin,
-		Link:     n.session,
-		Journal:  n.journal,
-		Ledger:   n.ledger,
-		Uploader: runner.NewFlightUploader(n.conn),
-		Audit:    n.audit,
-		Secret:   secret,
-		NDOP:     func() *optout.Set { return n.ndop.Load() },
-		Network:  n.network.Current,
-		Pause:    func() (state.Pause, error) { return state.ReadPause(cfg.StateDir) },
+		ODS:                cfg.Site.ODS,
+		Kind:               cfg.Site.Kind,
+		Policy:             n.engine,
+		Source:             n.plugin,
+		Link:               n.session,
+		Journal:            n.journal,
+		Ledger:             n.ledger,
+		Uploader:           runner.NewFlightUploader(n.conn),
+		Audit:              n.audit,
+		Secret:             secret,
+		PerturbationSecret: perturbation,
+		NDOP:               func() *optout.Set { return n.ndop.Load() },
+		Network:            n.network.Current,
+		Pause:              func() (state.Pause, error) { return state.ReadPause(cfg.StateDir) },
 		Limits: runner.Limits{
 			MaxRows:      cfg.Limits.MaxRows,
 			MaxBytes:     cfg.Limits.MaxBytes,

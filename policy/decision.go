@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/havenhealth/haven/policy/ptable"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -222,6 +223,10 @@ type Thresholds struct {
 	// RoundingBase: released counts are rounded to a multiple of it.
 	RoundingBase int       `json:"rounding_base"`
 	Dominance    Dominance `json:"dominance"`
+	// AttributeDisclosure withholds every count of a group whose total is
+	// below MinCellCount, so that a released 0, or a count equal to the
+	// group's total, says nothing about each of its few members.
+	AttributeDisclosure bool `json:"attribute_disclosure"`
 }
 
 // DisclosureDecision is the outcome of haven/disclose.
@@ -233,6 +238,12 @@ type DisclosureDecision struct {
 	DominanceMeasures []string `json:"dominance_measures"`
 	// Partial reports that some sites or population did not answer.
 	Partial bool `json:"partial"`
+	// PerturbationTable is the bundle path of the cell-key perturbation
+	// table counts are released through; empty when perturbation is off.
+	PerturbationTable string `json:"perturbation_table,omitempty"`
+	// Perturbation is that table, as validated when the bundle was
+	// loaded; nil when perturbation is off.
+	Perturbation *ptable.Table `json:"-"`
 }
 
 // Submit evaluates haven/submit. The returned decision is always usable:
@@ -252,12 +263,12 @@ func (e *Engine) Participate(ctx context.Context, in ParticipateInput) (Decision
 // does, and the thresholds are zero.
 func (e *Engine) Disclose(ctx context.Context, in DiscloseInput) (DisclosureDecision, error) {
 	var dd DisclosureDecision
-	d, err := e.evaluate(ctx, discloseDecision, in, nil, func(v map[string]any) error {
-		return decodeDisclosure(v, &dd)
+	d, err := e.evaluate(ctx, discloseDecision, in, nil, func(s *state, v map[string]any) error {
+		return decodeDisclosure(s, v, &dd)
 	})
 	dd.Decision = d
 	if !d.Allow {
-		dd.Thresholds, dd.DominanceMeasures = Thresholds{}, nil
+		dd.Thresholds, dd.DominanceMeasures, dd.PerturbationTable, dd.Perturbation = Thresholds{}, nil, "", nil
 	}
 	return dd, err
 }
@@ -272,7 +283,7 @@ func (e *Engine) Eval(ctx context.Context, name string, input json.RawMessage) (
 		return Decision{}, nil, err
 	}
 	var raw map[string]any
-	d, err := e.evaluate(ctx, k, input, nil, func(v map[string]any) error {
+	d, err := e.evaluate(ctx, k, input, nil, func(_ *state, v map[string]any) error {
 		raw = v
 		return nil
 	})
@@ -318,7 +329,7 @@ func parseDecisionName(name string) (decisionKind, error) {
 // the decision it returns denies, and it is logged either way. check is an
 // error already found in the input; extra decodes what a decision returns
 // beyond allow and reasons.
-func (e *Engine) evaluate(ctx context.Context, k decisionKind, input any, check error, extra func(map[string]any) error) (Decision, error) {
+func (e *Engine) evaluate(ctx context.Context, k decisionKind, input any, check error, extra func(*state, map[string]any) error) (Decision, error) {
 	s := e.active.Load()
 	d := Decision{ID: rand.Text(), Revision: s.revision}
 	body, err := json.Marshal(input)
@@ -337,7 +348,7 @@ func (e *Engine) evaluate(ctx context.Context, k decisionKind, input any, check 
 }
 
 // decide evaluates and checks one decision, filling in d.
-func (e *Engine) decide(ctx context.Context, s *state, k decisionKind, input any, body []byte, check error, d *Decision, extra func(map[string]any) error) error {
+func (e *Engine) decide(ctx context.Context, s *state, k decisionKind, input any, body []byte, check error, d *Decision, extra func(*state, map[string]any) error) error {
 	if check != nil {
 		return fmt.Errorf("%s: %w", k, check)
 	}
@@ -353,7 +364,7 @@ func (e *Engine) decide(ctx context.Context, s *state, k decisionKind, input any
 		return fmt.Errorf("%s: malformed decision: %w", k, err)
 	}
 	if extra != nil {
-		if err := extra(result); err != nil {
+		if err := extra(s, result); err != nil {
 			return fmt.Errorf("%s: malformed decision: %w", k, err)
 		}
 	}
@@ -493,7 +504,7 @@ func decodeDecision(v map[string]any, d *Decision) error {
 	return nil
 }
 
-func decodeDisclosure(v map[string]any, dd *DisclosureDecision) error {
+func decodeDisclosure(s *state, v map[string]any, dd *DisclosureDecision) error {
 	t, ok := v["thresholds"].(map[string]any)
 	if !ok {
 		return errors.New("thresholds is missing or not an object")
@@ -525,8 +536,27 @@ func decodeDisclosure(v map[string]any, dd *DisclosureDecision) error {
 		RoundingBase: integer(t, "rounding_base"),
 		Dominance:    Dominance{N: integer(dom, "n"), K: num(dom, "k")},
 	}
+	if dd.Thresholds.AttributeDisclosure, ok = t["attribute_disclosure"].(bool); !ok {
+		err = errors.Join(err, errors.New("attribute_disclosure is missing or not a boolean"))
+	}
 	if err != nil {
 		return fmt.Errorf("thresholds: %w", err)
+	}
+	switch p := v["perturbation"].(type) {
+	case nil:
+	case map[string]any:
+		name, ok := p["table"].(string)
+		if !ok {
+			return errors.New("perturbation.table is missing or not a string")
+		}
+		// Only tables checked when the bundle was loaded can be used, so a
+		// policy cannot point at an unchecked file.
+		if dd.Perturbation = s.ptables[name]; dd.Perturbation == nil {
+			return fmt.Errorf("perturbation.table %q is not a perturbation table data.disclosure names", name)
+		}
+		dd.PerturbationTable = name
+	default:
+		return errors.New("perturbation is neither null nor an object")
 	}
 	ms, ok := v["dominance_measures"].([]any)
 	if !ok {

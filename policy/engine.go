@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/havenhealth/haven/policy/catalog"
+	"github.com/havenhealth/haven/policy/ptable"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -86,7 +87,8 @@ type state struct {
 	fingerprint [32]byte
 	files       fs.FS
 	catalog     *catalog.Catalog
-	problems    catalog.ErrorList // approvals that do not match the catalogue
+	problems    catalog.ErrorList        // approvals that do not match the catalogue
+	ptables     map[string]*ptable.Table // perturbation tables by bundle path, validated
 	queries     [numDecisions]rego.PreparedEvalQuery
 }
 
@@ -248,6 +250,9 @@ func (e *Engine) build(ctx context.Context, p string, f files) (*state, error) {
 		return nil, fmt.Errorf("load bundle %s: catalogue: %w", p, err)
 	}
 	s.problems = ApprovalProblems(b.Data, s.catalog)
+	if s.ptables, err = loadPTables(b.Data, f); err != nil {
+		return nil, fmt.Errorf("load bundle %s: %w", p, err)
+	}
 	if err := s.prepare(ctx, modules, b.Data); err != nil {
 		return nil, fmt.Errorf("load bundle %s: %w", p, err)
 	}

@@ -144,8 +144,8 @@ func TestDecisions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := Thresholds{MinCellCount: 8, RoundingBase: 5, Dominance: Dominance{N: 1, K: 0.8}}
-		if !d.Allow || d.Thresholds != want || d.Partial {
+		want := Thresholds{MinCellCount: 8, RoundingBase: 5, Dominance: Dominance{N: 1, K: 0.8}, AttributeDisclosure: true}
+		if !d.Allow || d.Thresholds != want || d.Partial || d.Perturbation != nil {
 			t.Errorf("got allow=%v thresholds=%+v partial=%v, want allow with %+v, complete", d.Allow, d.Thresholds, d.Partial, want)
 		}
 		if strings.Join(d.DominanceMeasures, ",") != "admissions" {

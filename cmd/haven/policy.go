@@ -44,6 +44,7 @@ A usual round: edit, then
 		newPolicySignCmd(a),
 		newPolicyVerifyCmd(a),
 		newPolicyEvalCmd(a),
+		newPolicyPTableCmd(a),
 	)
 	return cmd
 }

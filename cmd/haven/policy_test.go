@@ -234,3 +234,38 @@ func TestPolicyEval(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyPTable generates the reference table and checks that it is the
+// one in the bundle, that the summary shows what a board needs (small
+// counts released as 0 or 10, the error by cell size), and that a bad
+// table is refused naming its row.
+func TestPolicyPTable(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "ptable.csv")
+	stdout, stderr, code := havenCLI(t, "policy", "ptable", "--threshold", "8", "--base", "5",
+		"--max-perturbation", "10", "--variance", "9", "--out", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"     7  0 (0.309) 10 (0.676) 15 (0.016)", "expected absolute error by cell size", "wrote " + out} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := os.ReadFile(filepath.Join(referenceBundle, "disclosure", "ptable-8-5.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, ref) {
+		t.Errorf("the reference bundle's table is not what these parameters generate")
+	}
+	if _, stderr, code = havenCLI(t, "policy", "ptable", "--table", out, "--threshold", "8", "--base", "10"); code == 0 || !strings.Contains(stderr, "not a multiple of the rounding base 10") {
+		t.Errorf("describing with base 10: exit %d, %s", code, stderr)
+	}
+	if _, stderr, code = havenCLI(t, "policy", "ptable", "--max-perturbation", "5"); code == 0 || !strings.Contains(stderr, "max perturbation 5 must be at least 10") {
+		t.Errorf("generating with max perturbation 5: exit %d, %s", code, stderr)
+	}
+}

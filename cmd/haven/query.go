@@ -844,6 +844,8 @@ func reasonText(code string) string {
 		return "withheld so that another withheld value cannot be worked out from the totals"
 	case "min_max_disclosive":
 		return "a minimum or maximum is one patient's own value"
+	case "attribute_disclosure":
+		return "the group has too few patients: its values would say something about each of them"
 	}
 	return "withheld by disclosure control"
 }

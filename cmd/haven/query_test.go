@@ -32,7 +32,7 @@ func queryNetwork(t *testing.T, opts coordinatortest.Options) (*coordinatortest.
 	for _, ods := range codes {
 		nd := n.Node(ods, cdm.KindGP, 150)
 		nd.Answer = func(_ *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
-			return coordinatortest.StatinsCells(def, schema, ps, ods), nil
+			return coordinatortest.StatinsCells(def, schema, ps, ods, 0), nil
 		}
 		if err := nd.Connect(ctx); err != nil {
 			t.Fatal(err)

@@ -252,7 +252,8 @@ func (nd *NodeDouble) run(ctx context.Context, task *havenv1.Task) {
 		nd.fail(task, havenv1.TaskErrorCode_TASK_ERROR_CODE_INVALID_TASK, fmt.Errorf("no definition %s", task.GetDefinitionId()))
 		return
 	}
-	schema, ok := def.Plan().Schema(nd.Kind)
+	// A node plans with record keys when the task asks for them.
+	schema, ok := def.PlanWith(catalog.PlanOptions{RecordKeys: task.GetRecordKeyRange() > 0}).Schema(nd.Kind)
 	if !ok {
 		nd.fail(task, havenv1.TaskErrorCode_TASK_ERROR_CODE_INVALID_TASK, fmt.Errorf("no %s task in the plan", nd.Kind))
 		return

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -119,11 +120,22 @@ func Pseudonym(secret []byte, runID, nhsNumber string) []byte {
 	return m.Sum(nil)[:catalog.PseudonymBytes]
 }
 
+// RecordKey is the stand-in for the nodes' record key for cell-key
+// perturbation: a keyed hash of the NHS number, reduced to [0, keyRange).
+// Like the nodes' key it does not depend on the run.
+func RecordKey(nhsNumber string, keyRange int) uint64 {
+	m := hmac.New(sha256.New, []byte("coordinatortest perturbation secret"))
+	m.Write([]byte(nhsNumber))
+	return binary.BigEndian.Uint64(m.Sum(nil)[:8]) % uint64(keyRange)
+}
+
 // StatinsCells is what practice ods returns for statins-chd: one row per
-// (age_band, sex) group of its patients, in two batches.
-func StatinsCells(def *catalog.Definition, schema *arrow.Schema, ps []Patient, ods string) []arrow.Record {
+// (age_band, sex) group of its patients, in two batches. When the schema
+// has cell keys (patients__key, on_statin__key), each is the sum mod
+// keyRange of the RecordKey of the patients its count counts.
+func StatinsCells(def *catalog.Definition, schema *arrow.Schema, ps []Patient, ods string, keyRange int) []arrow.Record {
 	type key struct{ band, sex string }
-	type agg struct{ patients, onStatin, sum, n, top int64 }
+	type agg struct{ patients, onStatin, sum, n, top, patientsKey, onStatinKey int64 }
 	cells := map[key]*agg{}
 	for _, p := range ps {
 		if p.Practice != ods {
@@ -136,8 +148,16 @@ func StatinsCells(def *catalog.Definition, schema *arrow.Schema, ps []Patient, o
 			cells[k] = a
 		}
 		a.patients++
+		var rk int64
+		if keyRange > 0 {
+			rk = int64(RecordKey(p.NHSNumber, keyRange))
+			a.patientsKey = (a.patientsKey + rk) % int64(keyRange)
+		}
 		if p.StatinIssues > 0 {
 			a.onStatin++
+			if keyRange > 0 {
+				a.onStatinKey = (a.onStatinKey + rk) % int64(keyRange)
+			}
 		}
 		// A sum's n and top count its contributors: the patients who
 		// add something to it (catalog.Partial).
@@ -166,6 +186,10 @@ func StatinsCells(def *catalog.Definition, schema *arrow.Schema, ps []Patient, o
 					b.Field(f).(*array.Int64Builder).Append(a.patients)
 				case "on_statin":
 					b.Field(f).(*array.Int64Builder).Append(a.onStatin)
+				case "patients__key":
+					b.Field(f).(*array.Int64Builder).Append(a.patientsKey)
+				case "on_statin__key":
+					b.Field(f).(*array.Int64Builder).Append(a.onStatinKey)
 				case "statin_issues__sum":
 					b.Field(f).(*array.Int64Builder).Append(a.sum)
 				case "statin_issues__n":

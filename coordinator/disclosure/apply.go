@@ -42,6 +42,11 @@ func Apply(ctx context.Context, t Table, th Thresholds) (*Released, error) {
 		out.Total = make([]Value, len(t.Measures))
 	}
 
+	small, err := g.smallGroups(th)
+	if err != nil {
+		return nil, err
+	}
+	attribute := withheld(CodeAttributeDisclosure, fmt.Sprintf("the group has fewer than %d patients, so its values would say something about each of them", th.MinCount))
 	values := make([]Value, g.nVars)
 	for j, m := range t.Measures {
 		if err := ctx.Err(); err != nil {
@@ -54,14 +59,26 @@ func Apply(ctx context.Context, t Table, th Thresholds) (*Released, error) {
 			}
 			for v := range aggs {
 				values[v] = primary(m, &aggs[v], th)
+				if small != nil && small[v] {
+					values[v] = attribute
+				}
 			}
-			if err := protect(ctx, g, values, magnitudes(aggs, m.Kind)); err != nil {
-				return nil, fmt.Errorf("secondary suppression of measure %q: %w", m.Name, err)
+			// A perturbed count needs no complements: every count beside
+			// it, margins and total included, is perturbed by a key the
+			// reader does not know, so subtracting gives a range as wide
+			// as the perturbations, not the withheld value.
+			if m.Kind != KindCount || th.Perturbation == nil {
+				if err := protect(ctx, g, values, magnitudes(aggs, m.Kind)); err != nil {
+					return nil, fmt.Errorf("secondary suppression of measure %q: %w", m.Name, err)
+				}
 			}
 		} else {
 			for i, ci := range g.order {
 				in := &t.Cells[ci].Values[j]
 				values[i] = primary(m, &aggregate{n: in.N, sum: in.Sum, top: in.TopContributions, min: in.Min, max: in.Max}, th)
+				if small != nil && small[i] {
+					values[i] = attribute
+				}
 			}
 			na := Value{Status: StatusNotApplicable, Reason: Reason{CodeNotAdditive, "margins and totals are given only for counts and sums"}}
 			for v := g.nCells; v < g.nVars; v++ {
@@ -110,9 +127,33 @@ func guardMeans(t *Table, g *grid, out *Released) {
 	}
 }
 
+// smallGroups returns, for every variable of g (cells, margins, total),
+// whether the attribute disclosure rule withholds it: its group total is
+// from 1 to MinCount-1. It returns nil when the rule is off or no measure
+// is a group total.
+func (g *grid) smallGroups(th Thresholds) ([]bool, error) {
+	if !th.AttributeDisclosure {
+		return nil, nil
+	}
+	j := slices.IndexFunc(g.t.Measures, func(m Measure) bool { return m.GroupTotal })
+	if j < 0 {
+		return nil, nil
+	}
+	aggs, err := g.aggregates(j, th)
+	if err != nil {
+		return nil, fmt.Errorf("%w: measure %q: %v", ErrTable, g.t.Measures[j].Name, err)
+	}
+	small := make([]bool, len(aggs))
+	for v, a := range aggs {
+		small[v] = a.count >= 1 && a.count < int64(th.MinCount)
+	}
+	return small, nil
+}
+
 // aggregate is the true value of one measure for one cell, margin or total.
 type aggregate struct {
 	count    int64
+	key      uint64 // cell key of a count, under perturbation
 	n        int64
 	sum      float64
 	top      []float64 // largest contributions, descending; only for dominance
@@ -127,7 +168,7 @@ func (g *grid) aggregates(j int, th Thresholds) ([]aggregate, error) {
 	aggs := make([]aggregate, g.nVars)
 	for i, ci := range g.order {
 		in := &g.t.Cells[ci].Values[j]
-		aggs[i] = aggregate{count: in.Count, n: in.N, sum: in.Sum}
+		aggs[i] = aggregate{count: in.Count, key: in.Key, n: in.N, sum: in.Sum}
 		if m.Dominance {
 			aggs[i].top = in.TopContributions
 		}
@@ -142,6 +183,11 @@ func (g *grid) aggregates(j int, th Thresholds) ([]aggregate, error) {
 		for _, r := range rows {
 			a := &aggs[g.rowHead[r]]
 			a.count += c.count
+			if th.Perturbation != nil {
+				// A margin's key is the sum of its cells' keys, so it is the
+				// sum of its patients' record keys, as a cell's is.
+				a.key = (a.key + c.key) % uint64(th.Perturbation.KeyRange())
+			}
 			a.n += c.n
 			a.sum += c.sum
 			if a.count > maxExactCount || a.n > maxExactCount {
@@ -187,6 +233,9 @@ func insertTop(top []float64, x float64, n int) []float64 {
 // rounds it.
 func primary(m Measure, a *aggregate, th Thresholds) Value {
 	if m.Kind == KindCount {
+		if th.Perturbation != nil {
+			return Value{Status: StatusReleased, Value: float64(th.Perturbation.Release(a.count, a.key))}
+		}
 		if a.count > 0 && a.count < int64(th.MinCount) {
 			return withheld(CodeLowCount, fmt.Sprintf("a count below %d", th.MinCount))
 		}

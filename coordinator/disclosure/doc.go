@@ -107,6 +107,54 @@
 //   - A continuous mean is the true Sum/N to 4 significant figures, so
 //     beside a rounded count it estimates the unreleased sum.
 //   - A mean of 1 or near it says that all or nearly all patients of the
-//     group have the value (attribute disclosure); as with a count equal
-//     to its group's, that is not withheld.
+//     group have the value (attribute disclosure); in a group of at least
+//     MinCount patients, as with a count equal to its group's, that is not
+//     withheld.
+//
+// # Attribute disclosure
+//
+// With Thresholds.AttributeDisclosure (the reference bundle's
+// data.disclosure.attribute_disclosure, on by default as ACRO treats
+// zeros), a cell, margin or total whose group total (the count measure
+// marked GroupTotal: a count with no where clause, such as patients) is
+// from 1 to MinCount-1 has every value withheld (attribute_disclosure).
+// Otherwise "patients withheld, t2dm 0" says that none of a handful of
+// known people has diabetes, and "t2dm equal to patients" that all do.
+// Every value of the group gets the same reason, a non-zero count
+// included: withholding only the zeros and the equal counts would let the
+// reason itself tell them apart. A table without a group total measure is
+// not covered by the rule. Under the plain rules the withheld values take
+// part in secondary suppression like any other.
+//
+// # Cell-key perturbation
+//
+// When Thresholds.Perturbation is set (the bundle enables
+// data.disclosure.perturbation and names a p-table; see policy/ptable),
+// every count, in cells, margins and the total, is released as the table's
+// value for its true count and its cell key, instead of being suppressed
+// and rounded. The cell key of a count (Input.Key) is the sum mod R of the
+// record keys of the patients it counts, which only the sites can derive;
+// a margin's or total's key is the sum of its cells' keys, which is the sum
+// of its own patients' keys, so margins and totals are perturbed as cells
+// of their own and, like cells, the same way in every run that counts the
+// same patients. Repeating or averaging a query therefore gains nothing,
+// and two runs that differ by one patient give counts with unrelated keys.
+// The reference table releases counts from 1 to 10 as 0 or 10 (rarely 15)
+// and no value proves a count is under the threshold, so a pair of
+// releases never proves a crossing.
+//
+// Counts then need no low_count suppression and no secondary suppression:
+// the only withheld counts are those of small groups (attribute_disclosure),
+// and subtracting released cells from a margin gives them only to within
+// the sum of the perturbations (each up to 10), which spans every count a
+// small group can have.
+//
+// Sums keep dominance, few-contributors and rounding: a sum is a magnitude,
+// not a count of patients, and has no key; its secondary suppression is
+// kept. Means are derived from rounded figures as before (a binary or
+// integer mean is the rounded sum over the rounded N) and keep the
+// few-contributors rule. Limit: that rule is deterministic, so a mean
+// released in one run and withheld in the next still shows that its N or
+// Sum crossed MinCount; deriving means from perturbed counts needs keys
+// for the mean's N and Sum, which the plans do not carry yet.
 package disclosure

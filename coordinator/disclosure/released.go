@@ -77,6 +77,9 @@ const (
 	// CodeMinMaxDisclosive: a min or max is one patient's own value, and
 	// the thresholds do not allow those to be released.
 	CodeMinMaxDisclosive Code = "min_max_disclosive"
+	// CodeAttributeDisclosure: a value of a group whose total is from 1
+	// to MinCount-1, under Thresholds.AttributeDisclosure.
+	CodeAttributeDisclosure Code = "attribute_disclosure"
 )
 
 // Reasons for a value that does not exist (StatusNotApplicable).

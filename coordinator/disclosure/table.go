@@ -72,6 +72,10 @@ type Measure struct {
 	// Dominance applies the (n, k) dominance rule to this measure. Only sum
 	// and mean measures may ask for it.
 	Dominance bool `json:"dominance,omitempty"`
+	// GroupTotal marks a count measure that counts every patient of its
+	// cell (no where clause): the size of the group, which the attribute
+	// disclosure rule reads. Only count measures may carry it.
+	GroupTotal bool `json:"group_total,omitempty"`
 }
 
 // Table is an aggregate table before disclosure control: one cell per
@@ -94,6 +98,10 @@ type Cell struct {
 type Input struct {
 	// Count is the number of patients, for count measures.
 	Count int64
+	// Key is the cell key of a count under cell-key perturbation: the sum
+	// of the record keys of the patients counted, mod the key range. It is
+	// read only when Thresholds.Perturbation is set, and never released.
+	Key uint64
 	// N is the number of patients contributing to a sum, mean, min or max.
 	// For a sum, count only patients whose contribution is not zero: a sum
 	// over 50 patients of whom one had an admission is that patient's
@@ -139,6 +147,8 @@ func (t *Table) checkShape() error {
 			return fmt.Errorf("%w: measure %q: unknown value kind %q", ErrTable, m.Name, m.Values)
 		case m.Dominance && m.Kind != KindSum && m.Kind != KindMean:
 			return fmt.Errorf("%w: measure %q: the dominance rule applies only to sum and mean measures, not %s", ErrTable, m.Name, m.Kind)
+		case m.GroupTotal && m.Kind != KindCount:
+			return fmt.Errorf("%w: measure %q: only a count measure can be a group total, not %s", ErrTable, m.Name, m.Kind)
 		}
 		seen[m.Name] = true
 	}
@@ -169,6 +179,9 @@ func checkInput(m Measure, in *Input, th Thresholds) error {
 		}
 		if in.Count > maxExactCount {
 			return fmt.Errorf("count %d is too large", in.Count)
+		}
+		if th.Perturbation != nil && in.Key >= uint64(th.Perturbation.KeyRange()) {
+			return fmt.Errorf("cell key %d is outside the key range 0-%d", in.Key, th.Perturbation.KeyRange()-1)
 		}
 		return nil
 	}

@@ -28,6 +28,26 @@ type Thresholds struct {
 	// are always withheld, because the minimum and the maximum of a group
 	// are each one patient's own value.
 	ReleaseMinMax bool `json:"release_min_max"`
+	// AttributeDisclosure withholds every value of a cell, margin or total
+	// whose group total (the count measure marked GroupTotal) is from 1 to
+	// MinCount-1: a released 0, or a count equal to the group's total,
+	// would say something about each of its few members. Every value of
+	// such a group is withheld with the same reason, so that the reason
+	// itself does not tell a 0 from a non-zero count.
+	AttributeDisclosure bool `json:"attribute_disclosure"`
+	// Perturbation, when set, releases every count through a cell-key
+	// perturbation table (policy/ptable) instead of suppressing and
+	// rounding it: see the package documentation.
+	Perturbation Perturbation `json:"-"`
+}
+
+// Perturbation maps a true count and its cell key to the released count.
+// *ptable.Table implements it.
+type Perturbation interface {
+	// Release returns the released value of a count c with cell key key.
+	Release(c int64, key uint64) int64
+	// KeyRange is R: cell keys lie in [0, R).
+	KeyRange() int
 }
 
 // Dominance is the (n, k) dominance rule: a sum, and the mean built on it,
@@ -63,6 +83,8 @@ func (t Thresholds) Validate() error {
 		return fmt.Errorf("%w: dominance n %d must be at least 1", ErrThresholds, t.Dominance.N)
 	case math.IsNaN(t.Dominance.K) || t.Dominance.K <= 0 || t.Dominance.K > 1:
 		return fmt.Errorf("%w: dominance k %v must be in (0, 1]", ErrThresholds, t.Dominance.K)
+	case t.Perturbation != nil && t.Perturbation.KeyRange() < 1:
+		return fmt.Errorf("%w: perturbation key range %d must be at least 1", ErrThresholds, t.Perturbation.KeyRange())
 	}
 	return nil
 }

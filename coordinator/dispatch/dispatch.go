@@ -84,11 +84,13 @@ type Combiner interface {
 }
 
 // CombinerFactory makes the Combiner of a run.
-type CombinerFactory func(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound) (Combiner, error)
+// keyRange is R of the run's cell-key perturbation when plan carries record
+// keys, else 0.
+type CombinerFactory func(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, keyRange int) (Combiner, error)
 
 // NewLinkage is the CombinerFactory of a real coordinator.
-func NewLinkage(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound) (Combiner, error) {
-	return linkage.New(plan, def, b, linkage.Options{})
+func NewLinkage(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, keyRange int) (Combiner, error) {
+	return linkage.New(plan, def, b, linkage.Options{KeyRange: keyRange})
 }
 
 // Config is what a Dispatcher needs.
@@ -233,7 +235,8 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 	}
 	def := sub.Definition
 	now := d.cfg.Now()
-	plan := def.Plan()
+	keyRange := d.keyRange(ctx, sub, def)
+	plan := def.PlanWith(catalog.PlanOptions{RecordKeys: keyRange > 0})
 	run := &havenv1.Run{
 		Id:                NewID("run"),
 		DefinitionId:      def.ID,
@@ -313,12 +316,13 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 	if err != nil {
 		return d.failAtStart(ctx, run, fmt.Sprintf("could not plan the run: %v", err))
 	}
-	combiner, err := d.cfg.NewCombiner(plan, def, sub.Bound)
+	combiner, err := d.cfg.NewCombiner(plan, def, sub.Bound, keyRange)
 	if err != nil {
 		return d.failAtStart(ctx, run, fmt.Sprintf("could not prepare linkage: %v", err))
 	}
 	run.Deadline = timestamppb.New(now.Add(d.cfg.Deadline))
 	r := newActiveRun(run, def, sub.Bound, plan, combiner, dec.ID)
+	r.keyRange = keyRange
 	for _, a := range assign {
 		st := &havenv1.SiteStatus{SiteOds: a.Site.ODS, Kind: nodelink.WireSiteKind(a.Site.Kind), State: a.State,
 			Error: a.Error, UpdatedAt: timestamppb.New(now)}
@@ -425,6 +429,7 @@ func (d *Dispatcher) task(r *activeRun, s *siteRun, now time.Time) *havenv1.Task
 		Mode:              run.Mode,
 		SiteKind:          nodelink.WireSiteKind(s.kind),
 		OutputFields:      s.fields,
+		RecordKeyRange:    uint32(r.keyRange),
 		Limits:            proto.Clone(d.cfg.Limits).(*havenv1.UploadLimits),
 		Deadline:          run.Deadline,
 		IssuedAt:          timestamppb.New(now),
@@ -575,4 +580,31 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// keyRange is R of the cell-key perturbation the run's release will use,
+// asked of haven/disclose at submission for the run's purpose with a table
+// of the definition's measures, or 0 when counts will not be perturbed or
+// the plan cannot carry the keys yet. Only aggregate plans ask sites for
+// record keys so far; a linkage run whose release perturbs counts fails
+// closed at release (disclosureThresholds), as does a run whose bundle
+// changed R in between.
+func (d *Dispatcher) keyRange(ctx context.Context, sub Submission, def *catalog.Definition) int {
+	if def.Plan().Mode != catalog.ModeAggregate {
+		return 0
+	}
+	ms := make([]policy.Measure, len(def.Measures))
+	for i, m := range def.Measures {
+		ms[i] = policy.Measure{Name: m.Name, Kind: string(m.Agg), Dominance: m.Dominance}
+	}
+	dec, err := d.cfg.Policy.Disclose(ctx, policy.DiscloseInput{
+		Purpose: sub.Purpose,
+		Table:   policy.TableShape{Rows: 1, Measures: ms},
+		Coverage: policy.Coverage{Sites: policy.Answered{Expected: 1, Answered: 1},
+			Population: policy.Answered{Expected: 1, Answered: 1}},
+	})
+	if err != nil || !dec.Allow || dec.Perturbation == nil {
+		return 0
+	}
+	return dec.Perturbation.KeyRange()
 }

@@ -122,10 +122,9 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 	if !dec.Allow {
 		return outcome{state: havenv1.RunState_RUN_STATE_REFUSED, reasons: wireReasons(dec.Reasons)}
 	}
-	th := disclosure.Thresholds{
-		MinCount:     dec.Thresholds.MinCellCount,
-		RoundingBase: dec.Thresholds.RoundingBase,
-		Dominance:    disclosure.Dominance{N: dec.Thresholds.Dominance.N, K: dec.Thresholds.Dominance.K},
+	th, err := disclosureThresholds(dec, r.keyRange)
+	if err != nil {
+		return failed("%v", err)
 	}
 	unchecked := applyDominance(table.Measures, dec.DominanceMeasures)
 	if len(unchecked) > 0 {
@@ -212,6 +211,32 @@ func applyDominance(ms []disclosure.Measure, wanted []string) (unchecked []strin
 		m.Dominance = m.Dominance && want
 	}
 	return unchecked
+}
+
+// disclosureThresholds are the disclosure rules of an allowing decision
+// for a run whose sites sent record keys in [0, keyRange) (0: none). A
+// decision that enables cell-key perturbation is refused unless the sites
+// sent keys of the table's own range: a count perturbed with key 0 would
+// be perturbed the same way in every cell, so the release fails closed.
+func disclosureThresholds(dec policy.DisclosureDecision, keyRange int) (disclosure.Thresholds, error) {
+	var pert disclosure.Perturbation
+	if dec.Perturbation != nil {
+		if keyRange == 0 {
+			return disclosure.Thresholds{}, fmt.Errorf("the bundle asks for cell-key perturbation (%s), but the sites' plans carry no record keys", dec.PerturbationTable)
+		}
+		if r := dec.Perturbation.KeyRange(); r != keyRange {
+			return disclosure.Thresholds{}, fmt.Errorf("the bundle asks for cell-key perturbation (%s) with key range %d, but the sites sent keys in [0, %d)", dec.PerturbationTable, r, keyRange)
+		}
+		pert = dec.Perturbation
+	}
+	return disclosure.Thresholds{
+		Perturbation: pert,
+		MinCount:     dec.Thresholds.MinCellCount,
+		RoundingBase: dec.Thresholds.RoundingBase,
+		Dominance:    disclosure.Dominance{N: dec.Thresholds.Dominance.N, K: dec.Thresholds.Dominance.K},
+		// Groups with fewer than MinCount patients are withheld whole.
+		AttributeDisclosure: dec.Thresholds.AttributeDisclosure,
+	}, nil
 }
 
 // summarise counts the released table's rows and values.

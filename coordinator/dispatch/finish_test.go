@@ -1,10 +1,14 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
@@ -34,7 +38,7 @@ func TestReferenceReleasesCheckEveryDominanceMeasure(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The run's table as the coordinator gets it, here without cells.
-			c, err := NewLinkage(def.Plan(), def, b)
+			c, err := NewLinkage(def.Plan(), def, b, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,5 +88,64 @@ func TestApplyDominance(t *testing.T) {
 	}
 	if !slices.Equal(checked, []string{"admissions", "mean_cost"}) {
 		t.Errorf("dominance rule on %v, want [admissions mean_cost]", checked)
+	}
+}
+
+// TestPerturbationWithoutKeysFailsClosed: a real haven/disclose decision
+// from the reference bundle with perturbation enabled is refused, naming
+// the table, when the sites sent no record keys or keys of another range,
+// and applies the table when they sent keys of its range; the reference
+// bundle's own decision passes its attribute-disclosure setting through.
+func TestPerturbationWithoutKeysFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../../policy/bundle")); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data.json")
+	b, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := bytes.Replace(b, []byte(`"perturbation": {"enabled": false,`), []byte(`"perturbation": {"enabled": true,`), 1)
+	if bytes.Equal(on, b) {
+		t.Fatal("the reference data.json no longer has perturbation switched off as expected")
+	}
+	in := policy.DiscloseInput{
+		Purpose: "commissioning",
+		Table:   policy.TableShape{Rows: 1, Measures: []policy.Measure{{Name: "patients", Kind: "count"}}},
+		Coverage: policy.Coverage{Sites: policy.Answered{Expected: 1, Answered: 1},
+			Population: policy.Answered{Expected: 100, Answered: 100}},
+	}
+	decide := func() policy.DisclosureDecision {
+		e, err := policy.Load(ctx, policy.Config{BundlePath: dir, InsecureSkipVerify: true,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := e.Disclose(ctx, in)
+		if err != nil || !dec.Allow {
+			t.Fatalf("Disclose: allow=%v reasons=%v err=%v", dec.Allow, dec.Reasons, err)
+		}
+		return dec
+	}
+	th, err := disclosureThresholds(decide(), 0)
+	if err != nil || !th.AttributeDisclosure || th.Perturbation != nil {
+		t.Fatalf("reference bundle: %+v, %v", th, err)
+	}
+	if err := os.WriteFile(data, on, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dec := decide()
+	if _, err := disclosureThresholds(dec, 0); err == nil || !strings.Contains(err.Error(), "disclosure/ptable-8-5.csv") {
+		t.Fatalf("perturbation without record keys: %v, want a refusal naming the table", err)
+	}
+	r := dec.Perturbation.KeyRange()
+	if _, err := disclosureThresholds(dec, 2*r); err == nil || !strings.Contains(err.Error(), "key range") {
+		t.Fatalf("perturbation with keys of another range: %v, want a refusal", err)
+	}
+	th, err = disclosureThresholds(dec, r)
+	if err != nil || th.Perturbation == nil || th.Perturbation.KeyRange() != r {
+		t.Fatalf("perturbation with keys in [0, %d): %+v, %v", r, th, err)
 	}
 }

@@ -22,6 +22,7 @@ type activeRun struct {
 	bound      *catalog.Bound
 	plan       *catalog.Plan
 	decisionID string // of haven/submit
+	keyRange   int    // R when the plan carries record keys, else 0
 
 	mu       sync.Mutex
 	run      *havenv1.Run // the snapshot; Coverage.Sites point at the sites' statuses

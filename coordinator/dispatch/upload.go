@@ -114,7 +114,7 @@ func (u *Upload) Abort(ctx context.Context, rc *havenv1.UploadReceipt, cause err
 // check adds the upload to a scratch linkage of the run, which validates
 // every row exactly as the real one will, without touching the run.
 func (u *Upload) check(ctx context.Context, rec arrow.Record) error {
-	scratch, err := u.d.cfg.NewCombiner(u.r.plan, u.r.def, u.r.bound)
+	scratch, err := u.d.cfg.NewCombiner(u.r.plan, u.r.def, u.r.bound, u.r.keyRange)
 	if err != nil {
 		return fmt.Errorf("prepare the upload check: %w", err)
 	}

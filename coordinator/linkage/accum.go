@@ -5,7 +5,8 @@ import "math"
 // acc accumulates one measure in one cell.
 type acc struct {
 	count int64
-	n     int64 // contributors
+	key   uint64 // aggregate mode with record keys: the count's cell key, below R
+	n     int64  // contributors
 	// sum + comp is the total: Neumaier's compensated summation, so that
 	// fractional values give the same total, to the last bit in all but
 	// pathological cases, whatever order patients and partitions come in.

@@ -106,6 +106,11 @@ func (s *cellStore) add(r *Run, b *batch) error {
 			switch m.kind {
 			case disclosure.KindCount:
 				a.count += b.cols[m.count].i64[row]
+				if m.key >= 0 {
+					// Each site's key sum is below R, so the sum is exact
+					// before it is reduced.
+					a.key = (a.key + uint64(b.cols[m.key].i64[row])) % uint64(r.opts.KeyRange)
+				}
 			case disclosure.KindSum, disclosure.KindMean:
 				n, sum := b.cols[m.n].i64[row], number(&b.cols[m.sum], row)
 				a.n += n
@@ -144,6 +149,11 @@ func (r *Run) checkPartials(b *batch, row int, bad func(string, int, string, ...
 	for j := range r.measures {
 		m := &r.measures[j]
 		if m.kind == disclosure.KindCount {
+			if m.key >= 0 {
+				if k := b.cols[m.key].i64[row]; k < 0 || k >= int64(r.opts.KeyRange) {
+					return bad(fields[m.key].field.Name, row, "cell key %d is outside 0-%d", k, r.opts.KeyRange-1)
+				}
+			}
 			continue
 		}
 		n := b.cols[m.n].i64[row]

@@ -404,7 +404,7 @@ func (r *Run) inputs(accs []acc, tops [][]float64) []disclosure.Input {
 	out := make([]disclosure.Input, len(accs))
 	for j, a := range accs {
 		m := r.table.Measures[j]
-		in := disclosure.Input{Count: a.count, N: a.n}
+		in := disclosure.Input{Count: a.count, Key: a.key, N: a.n}
 		switch m.Kind {
 		case disclosure.KindSum, disclosure.KindMean:
 			in.Sum = a.sum + a.comp

@@ -42,6 +42,11 @@ type Options struct {
 	// keeps for a measure with the dominance rule; it must be at least the
 	// disclosure thresholds' Dominance.N. Default and minimum 3.
 	TopContributions int
+	// KeyRange is R of cell-key perturbation when the plan carries record
+	// keys (catalog.Plan.RecordKeys): each count's cell key is the sum of
+	// the sites' key sums mod R, given to disclosure as Input.Key. It must
+	// be set exactly when the plan has keys.
+	KeyRange int
 }
 
 // Stats describes what a run received and linked.

@@ -76,6 +76,7 @@ type measureSpec struct {
 	dominance bool
 	// Aggregate mode: the record fields holding the partials, by kind.
 	count, sum, n, min, max, top int
+	key                          int // the count's cell key; -1 without record keys
 }
 
 // dimSpec is one group_by variable.
@@ -103,6 +104,17 @@ func (r *Run) compile(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bo
 		return fmt.Errorf("linkage: plan %s has no tasks", plan.Definition)
 	}
 	r.plan, r.def, r.bound, r.mode = plan, def, b, plan.Mode
+	switch {
+	case plan.RecordKeys && (r.opts.KeyRange < 1 || r.opts.KeyRange > 1<<20):
+		return fmt.Errorf("linkage: plan %s carries record keys but the key range %d is not from 1 to 2^20", plan.Definition, r.opts.KeyRange)
+	case !plan.RecordKeys && r.opts.KeyRange != 0:
+		return fmt.Errorf("linkage: a key range is set but plan %s carries no record keys", plan.Definition)
+	case plan.RecordKeys && plan.Mode == catalog.ModeLinkage:
+		// Sites send record_key on population rows, but linking does not
+		// sum them into cell keys yet: refuse rather than release counts
+		// perturbed with a wrong key.
+		return fmt.Errorf("linkage: plan %s: cell keys from linkage-mode record keys are not supported yet", plan.Definition)
+	}
 
 	dicts := map[string]*dictionary{} // by variable name
 	dictFor := func(v *catalog.Variable) *dictionary {
@@ -161,7 +173,7 @@ func (r *Run) compile(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bo
 
 	for _, m := range def.Measures {
 		ms := measureSpec{name: m.Name, kind: disclosure.Kind(m.Agg), of: -1, dominance: m.Dominance,
-			count: -1, sum: -1, n: -1, min: -1, max: -1, top: -1}
+			count: -1, sum: -1, n: -1, min: -1, max: -1, top: -1, key: -1}
 		if m.Agg != catalog.AggCount {
 			i, err := varIndex(m.Of)
 			if err != nil {
@@ -180,7 +192,8 @@ func (r *Run) compile(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bo
 		}
 		r.measures = append(r.measures, ms)
 		dm := disclosure.Measure{Name: m.Name, Kind: ms.kind,
-			Dominance: m.Dominance && (ms.kind == disclosure.KindSum || ms.kind == disclosure.KindMean)}
+			Dominance:  m.Dominance && (ms.kind == disclosure.KindSum || ms.kind == disclosure.KindMean),
+			GroupTotal: m.Agg == catalog.AggCount && m.Where == nil}
 		if ms.of >= 0 {
 			dm.Values = valueKind(r.vars[ms.of].typ)
 		}
@@ -324,11 +337,16 @@ func (r *Run) compileCells(dictFor func(*catalog.Variable) *dictionary) error {
 			slot = &m.max
 		case catalog.PartialTop:
 			slot = &m.top
+		case catalog.PartialKey:
+			if f.Combine != catalog.CombineKeySum || m.kind != disclosure.KindCount {
+				return fmt.Errorf("linkage: partial %s of plan %s: a cell key belongs to a count and is combined as a key sum", f.Name, r.plan.Definition)
+			}
+			slot = &m.key
 		}
 		if slot == nil || *slot >= 0 {
 			return fmt.Errorf("linkage: partial %s of plan %s: unexpected or repeated partial %q", f.Name, r.plan.Definition, f.Partial)
 		}
-		counted := f.Partial == catalog.PartialCount || f.Partial == catalog.PartialN
+		counted := f.Partial == catalog.PartialCount || f.Partial == catalog.PartialN || f.Partial == catalog.PartialKey
 		if (counted && f.Type != catalog.FieldInt64) || (f.Type != catalog.FieldInt64 && f.Type != catalog.FieldFloat64) {
 			return fmt.Errorf("linkage: partial %s of plan %s: a %s partial cannot be %s", f.Name, r.plan.Definition, f.Partial, f.Type)
 		}
@@ -338,7 +356,7 @@ func (r *Run) compileCells(dictFor func(*catalog.Variable) *dictionary) error {
 		var missing bool
 		switch m.kind {
 		case disclosure.KindCount:
-			missing = m.count < 0
+			missing = m.count < 0 || (r.plan.RecordKeys && m.key < 0)
 		case disclosure.KindSum, disclosure.KindMean:
 			missing = m.sum < 0 || m.n < 0 || (m.dominance && m.top < 0)
 		case disclosure.KindMin:

@@ -132,6 +132,8 @@ func disclosureOff(dir string) error {
 	d["dominance_kinds"] = []string{}
 	d["dominance_on_request_kinds"] = []string{}
 	d["purposes"] = map[string]any{}
+	d["attribute_disclosure"] = false
+	delete(d, "perturbation")
 	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
 		return err
 	}

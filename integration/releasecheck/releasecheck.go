@@ -110,6 +110,14 @@ func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.Valu
 			key = "total"
 			v = truth.Sum(func([]string) bool { return true })
 		}
+		// The attribute disclosure rule withholds a group whose total is
+		// below the minimum; the total is at least every count of the row.
+		var largest float64
+		for _, ms := range tab.Measures {
+			if ms.Kind == disclosure.KindCount {
+				largest = max(largest, v.Values[ms.Name])
+			}
+		}
 		for j, ms := range tab.Measures {
 			got := row.Values[j]
 			want, n := v.Values[ms.Name], v.N[ms.Name]
@@ -118,6 +126,12 @@ func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.Valu
 				st.Released++
 			case got.Withheld():
 				st.Withheld++
+			}
+			if got.Withheld() && got.Reason == disclosure.CodeAttributeDisclosure {
+				if largest >= float64(m.MinCellCount) {
+					fail("%s %s %s: withheld as attribute_disclosure, but the row has a count of %s", row.Kind, key, ms.Name, ftoa(largest))
+				}
+				continue
 			}
 			values, ok := means[ms.Name]
 			if ms.Kind == disclosure.KindMean && !ok {

@@ -150,6 +150,13 @@ type Linkage struct {
 	// coordinator so that linkage runs use matching nodes. Never the
 	// secret or a hash of it.
 	KeyID string `yaml:"key_id"`
+	// PerturbationSecretFile holds the network perturbation secret, from
+	// which the node derives each patient's record key for cell-key
+	// perturbation (node/pseudonym): at least 32 bytes, mode 0600, issued
+	// by the key custodian beside the linkage secret and never held by the
+	// coordinator. Optional: a node without it refuses tasks that need
+	// record keys.
+	PerturbationSecretFile string `yaml:"perturbation_secret_file"`
 }
 
 // OptOut is the national data opt-out list.
@@ -260,7 +267,7 @@ func (c *Config) resolve(dir string) {
 		&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA,
 		&c.Connector.Path,
 		&c.Governance.Bundle, &c.Governance.PublicKey,
-		&c.Linkage.SecretFile,
+		&c.Linkage.SecretFile, &c.Linkage.PerturbationSecretFile,
 		&c.OptOut.NDOPFile,
 		&c.StateDir, &c.AuditDir,
 	} {
@@ -457,6 +464,9 @@ func (c *Config) CheckFiles() error {
 	if _, err := c.ReadSecret(); err != nil {
 		bad("linkage.secret_file", err)
 	}
+	if _, err := c.ReadPerturbationSecret(); err != nil {
+		bad("linkage.perturbation_secret_file", err)
+	}
 	slices.Sort(errs)
 	return problems(errs)
 }
@@ -497,28 +507,53 @@ func (c *Config) CheckCertificate() error {
 // least pseudonym.MinSecretSize bytes; one trailing newline is dropped, so
 // a secret written with echo works. Errors never quote the file's content.
 func (c *Config) ReadSecret() (pseudonym.Secret, error) {
-	p := c.Linkage.SecretFile
+	var s pseudonym.Secret
+	err := readSecretFile("linkage secret", c.Linkage.SecretFile, func(b []byte) (err error) {
+		s, err = pseudonym.NewSecret(b)
+		return err
+	})
+	return s, err
+}
+
+// ReadPerturbationSecret reads the perturbation secret under the same
+// rules as ReadSecret. A node with no perturbation_secret_file gets an
+// unset secret and no error.
+func (c *Config) ReadPerturbationSecret() (pseudonym.PerturbationSecret, error) {
+	var s pseudonym.PerturbationSecret
+	if c.Linkage.PerturbationSecretFile == "" {
+		return s, nil
+	}
+	err := readSecretFile("perturbation secret", c.Linkage.PerturbationSecretFile, func(b []byte) (err error) {
+		s, err = pseudonym.NewPerturbationSecret(b)
+		return err
+	})
+	return s, err
+}
+
+// readSecretFile reads the secret file p, which must be a regular file
+// only its owner can read or write, and hands its bytes, less one trailing
+// newline, to use; they are cleared afterwards. Errors name what but
+// never quote the content.
+func readSecretFile(what, p string, use func([]byte) error) error {
 	fi, err := os.Stat(p)
 	if err != nil {
-		return pseudonym.Secret{}, fmt.Errorf("linkage secret: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return pseudonym.Secret{}, fmt.Errorf("linkage secret %s: not a regular file", p)
+		return fmt.Errorf("%s %s: not a regular file", what, p)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return pseudonym.Secret{}, fmt.Errorf("linkage secret %s: mode %04o lets others read it; run chmod 600 %s", p, perm, p)
+		return fmt.Errorf("%s %s: mode %04o lets others read it; run chmod 600 %s", what, p, perm, p)
 	}
 	b, err := os.ReadFile(p)
 	if err != nil {
-		return pseudonym.Secret{}, fmt.Errorf("linkage secret: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer clear(b)
-	b = bytes.TrimSuffix(b, []byte("\n"))
-	s, err := pseudonym.NewSecret(b)
-	if err != nil {
-		return pseudonym.Secret{}, fmt.Errorf("linkage secret %s: %w", p, err)
+	if err := use(bytes.TrimSuffix(b, []byte("\n"))); err != nil {
+		return fmt.Errorf("%s %s: %w", what, p, err)
 	}
-	return s, nil
+	return nil
 }
 
 // String renders the configuration as YAML for logs and `haven node

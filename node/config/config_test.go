@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -223,36 +224,54 @@ func TestReadSecret(t *testing.T) {
 		{"group readable", bytes.Repeat([]byte("s"), 40), 0o640, "chmod 600"},
 		{"world readable", bytes.Repeat([]byte("s"), 40), 0o644, "chmod 600"},
 	}
+	// The perturbation secret is read under the same rules.
+	readers := map[string]func(*Config, string) (fmt.Stringer, error){
+		"linkage": func(c *Config, p string) (fmt.Stringer, error) {
+			c.Linkage.SecretFile = p
+			return c.ReadSecret()
+		},
+		"perturbation": func(c *Config, p string) (fmt.Stringer, error) {
+			c.Linkage.PerturbationSecretFile = p
+			return c.ReadPerturbationSecret()
+		},
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "linkage.key")
-			if err := os.WriteFile(p, tt.content, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(p, tt.mode); err != nil {
-				t.Fatal(err)
-			}
-			c := &Config{Linkage: Linkage{SecretFile: p}}
-			s, err := c.ReadSecret()
-			if tt.wantErr == "" {
-				if err != nil {
+		for which, read := range readers {
+			t.Run(which+" "+tt.name, func(t *testing.T) {
+				p := filepath.Join(t.TempDir(), "linkage.key")
+				if err := os.WriteFile(p, tt.content, 0o600); err != nil {
 					t.Fatal(err)
 				}
-				if strings.Contains(s.String(), string(tt.content[:8])) {
-					t.Error("Secret.String prints the secret")
+				if err := os.Chmod(p, tt.mode); err != nil {
+					t.Fatal(err)
 				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("ReadSecret: %v, want error containing %q", err, tt.wantErr)
-			}
-			if strings.Contains(err.Error(), string(tt.content[:8])) {
-				t.Errorf("error quotes the secret: %v", err)
-			}
-		})
+				s, err := read(&Config{}, p)
+				if tt.wantErr == "" {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if strings.Contains(s.String(), string(tt.content[:8])) {
+						t.Error("Secret.String prints the secret")
+					}
+					return
+				}
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ReadSecret: %v, want error containing %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), string(tt.content[:8])) {
+					t.Errorf("error quotes the secret: %v", err)
+				}
+			})
+		}
 	}
-	c := &Config{Linkage: Linkage{SecretFile: filepath.Join(t.TempDir(), "absent")}}
+	c := &Config{Linkage: Linkage{SecretFile: filepath.Join(t.TempDir(), "absent"), PerturbationSecretFile: filepath.Join(t.TempDir(), "absent")}}
 	if _, err := c.ReadSecret(); err == nil {
 		t.Error("a missing secret file was accepted")
+	}
+	if _, err := c.ReadPerturbationSecret(); err == nil {
+		t.Error("a missing perturbation secret file was accepted")
+	}
+	if s, err := (&Config{}).ReadPerturbationSecret(); err != nil || s.IsSet() {
+		t.Errorf("no perturbation secret configured: %v, set %v", err, s.IsSet())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -328,15 +329,24 @@ type output struct {
 	rows    int64
 }
 
-// pendingBatch is a linkage batch before check.
+// pendingBatch is a linkage batch before check, or an aggregate batch
+// before cellKeys adds its cell keys.
 type pendingBatch struct {
-	nhs  *array.String
-	cols []arrow.Array // the fields after the pseudonym
+	nhs  *array.String // nil for cells
+	cols []arrow.Array // linkage: the fields after the pseudonym, less record_key; cells: the fields less the cell keys
 	rows int64
 }
 
+// goFilled reports whether the node fills f in Go rather than read it from
+// the Result statement.
+func goFilled(f catalog.Field) bool {
+	return f.Role == catalog.RoleRecordKey || f.Partial == catalog.PartialKey
+}
+
 func (p pendingBatch) release() {
-	p.nhs.Release()
+	if p.nhs != nil {
+		p.nhs.Release()
+	}
 	for _, c := range p.cols {
 		c.Release()
 	}
@@ -363,7 +373,9 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 	if !ok {
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "no schema for %s sites", r.cfg.Kind)
 	}
-	fields := j.siteTask.Fields
+	// Record keys and cell keys are not the SQL's: the node adds them in
+	// Go (cellKeys, check), because they need the perturbation secret.
+	fields := slices.DeleteFunc(slices.Clone(j.siteTask.Fields), goFilled)
 	linkage := j.siteTask.Rows == catalog.RowsPatients
 	cols := j.prog.Result.Columns
 	want := len(fields)
@@ -422,7 +434,7 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 			}
 			arrs = append(arrs, a)
 		}
-		if linkage {
+		if linkage || j.plan.RecordKeys {
 			keep = true // pending owns them now
 			out.pending = append(out.pending, pendingBatch{nhs: nhs, cols: arrs, rows: rec.NumRows()})
 		} else {
@@ -550,6 +562,14 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 	if err != nil {
 		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "derive run key: %v", err)
 	}
+	// A population task of a keyed plan sends each patient's record key
+	// right after the pseudonym (catalog.Definition.PlanWith).
+	var rk *pseudonym.RecordKeyer
+	if f, ok := j.siteTask.Field(catalog.FieldNameRecordKey); ok && f.Role == catalog.RoleRecordKey {
+		if rk, err = r.recordKeyer(j); err != nil {
+			return err
+		}
+	}
 	for _, p := range out.pending {
 		b := array.NewFixedSizeBinaryBuilder(memory.DefaultAllocator, &arrow.FixedSizeBinaryType{ByteWidth: pseudonym.Size})
 		b.Reserve(p.nhs.Len())
@@ -557,10 +577,21 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 			ps := d.Of(p.nhs.Value(k))
 			b.Append(ps[:])
 		}
-		keys := b.NewArray()
+		lead := []arrow.Array{b.NewArray()}
 		b.Release()
-		out.records = append(out.records, array.NewRecord(out.schema, append([]arrow.Array{keys}, p.cols...), p.rows))
-		keys.Release()
+		if rk != nil {
+			kb := array.NewInt64Builder(memory.DefaultAllocator)
+			kb.Reserve(p.nhs.Len())
+			for k := range p.nhs.Len() {
+				kb.Append(int64(rk.Of(p.nhs.Value(k))))
+			}
+			lead = append(lead, kb.NewArray())
+			kb.Release()
+		}
+		out.records = append(out.records, array.NewRecord(out.schema, append(lead, p.cols...), p.rows))
+		for _, a := range lead {
+			a.Release()
+		}
 		p.release()
 	}
 	out.pending = nil

@@ -62,6 +62,9 @@ type Policy interface {
 	Catalog() *catalog.Catalog
 	// Revision is the active bundle's revision.
 	Revision() string
+	// HasKeyRange reports whether r is the key range of a perturbation
+	// table in the active bundle.
+	HasKeyRange(r int) bool
 }
 
 // Records is a query result read batch by batch (*connector.Result).
@@ -137,6 +140,9 @@ type Config struct {
 	Uploader Uploader
 	Audit    *audit.Log
 	Secret   pseudonym.Secret
+	// PerturbationSecret derives record keys for cell-key perturbation.
+	// Optional: without it the node refuses tasks that need record keys.
+	PerturbationSecret pseudonym.PerturbationSecret
 	// NDOP returns the national data opt-out list in force.
 	NDOP func() *optout.Set
 	// Network returns the network type 1 opt-out list in force; nil until

@@ -121,6 +121,8 @@ type envOptions struct {
 	limits      runner.Limits
 	// noNetwork leaves the node without a network type 1 list.
 	noNetwork bool
+	// perturbationSecret, when set, lets the node derive record keys.
+	perturbationSecret []byte
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -186,9 +188,16 @@ func newEnv(t *testing.T, o envOptions) *env {
 			t.Fatal(err)
 		}
 	}
+	var ps pseudonym.PerturbationSecret
+	if o.perturbationSecret != nil {
+		if ps, err = pseudonym.NewPerturbationSecret(o.perturbationSecret); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.link = &linkDouble{journal: journal}
 	e.runner, err = runner.New(runner.Config{
-		ODS: e.site.ODS, Kind: e.site.Kind,
+		PerturbationSecret: ps,
+		ODS:                e.site.ODS, Kind: e.site.Kind,
 		Policy: e.engine, Source: e.src, Link: e.link, Journal: journal, Ledger: ledger,
 		Uploader: runner.NewFlightUploader(cc), Audit: log, Secret: secret,
 		NDOP:         func() *optout.Set { return ndop },

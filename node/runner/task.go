@@ -30,6 +30,9 @@ const (
 	CodeDefinitionMismatch    = "definition_hash_mismatch"
 	CodeRunReplayed           = "run_replayed"
 	CodeInvalidTask           = "invalid_task"
+	// CodeNoPerturbationSecret: the run perturbs counts by record keys and
+	// this site has no perturbation secret to derive them.
+	CodeNoPerturbationSecret = "no_perturbation_secret"
 )
 
 // taskError is a failure with the code the coordinator should see.
@@ -77,6 +80,8 @@ type job struct {
 	prog     *sqlgen.Program
 	// network is the version of the network type 1 list the task used.
 	network optout.Version
+	// keyRange is R when the task asks for record keys, else 0.
+	keyRange int
 }
 
 // Execute runs one task to its outcome, writing the audit log and sending
@@ -172,7 +177,16 @@ func (r *Runner) decide(ctx context.Context, j *job) *refusal {
 	if err != nil {
 		return refuse(CodeInvalidTask, "the parameters do not fit definition %s: %v", def.ID, err)
 	}
-	j.plan = def.Plan()
+	if kr := t.GetRecordKeyRange(); kr > 0 {
+		if !r.cfg.PerturbationSecret.IsSet() {
+			return refuse(CodeNoPerturbationSecret, "the run releases counts with cell-key perturbation, which needs each patient's record key, and this site has no perturbation secret (linkage.perturbation_secret_file); ask the key custodian for one")
+		}
+		if !r.cfg.Policy.HasKeyRange(int(kr)) {
+			return refuse(CodeInvalidTask, "the task asks for record keys in [0, %d), the key range of no perturbation table in this node's signed bundle (revision %s)", kr, j.decision.Revision)
+		}
+		j.keyRange = int(kr)
+	}
+	j.plan = def.PlanWith(catalog.PlanOptions{RecordKeys: j.keyRange > 0})
 	if got, want := modeName(t.GetMode()), string(j.plan.Mode); got != want {
 		return refuse(CodeInvalidTask, "the task asks for %s mode; definition %s is answered in %s mode", got, def.ID, want)
 	}
@@ -374,6 +388,9 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	defer out.release()
 	r.progress(j, havenv1.TaskStage_TASK_STAGE_CHECKING, out.rows, 0)
 	if err := r.check(ctx, j, out, func(n string) bool { return optOuts.Contains(n) || network.ContainsNumber(hasher, n) }); err != nil {
+		return nil, err
+	}
+	if err := r.cellKeys(ctx, j, out); err != nil {
 		return nil, err
 	}
 	<-counted

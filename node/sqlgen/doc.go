@@ -33,7 +33,12 @@
 // by the task's other fields, one row per relevant patient, ordered by
 // nhs_number. Members (aggregate mode only) lists every patient counted,
 // so that the node can check them against its own opt-out set before
-// anything leaves. InvalidNHSNumbers counts, per table read, the rows
+// anything leaves. With record keys (catalog.PlanOptions.RecordKeys), Result
+// leaves out the <measure>__key cell keys (aggregate) or record_key
+// (linkage), which need the perturbation secret and so are computed by the
+// node in Go, and Keys (aggregate) lists each patient of the population
+// with its group columns and, per cell key, whether that count counts the
+// patient. InvalidNHSNumbers counts, per table read, the rows
 // whose NHS number fails the check. Day fields come back as BIGINT days
 // after their anchor and day lists as BIGINT lists; the node narrows them
 // to the plan's int32.

@@ -36,6 +36,7 @@ type Options struct {
 const (
 	StatementResult            = "result"
 	StatementMembers           = "members"
+	StatementKeys              = "keys"
 	StatementInvalidNHSNumbers = "invalid_nhs_numbers"
 )
 
@@ -87,6 +88,14 @@ type Program struct {
 	// set before anything leaves. It is nil in linkage mode, where Result
 	// itself carries the numbers.
 	Members *Statement
+	// Keys is set in aggregate mode when the plan has record keys: one row
+	// per patient of the population, ordered by nhs_number, with the
+	// patient's nhs_number, the group columns and, for each cell key field
+	// of the task (<measure>__key), a bool saying whether that count counts
+	// the patient. The node adds up the patients' record keys per cell in
+	// Go; Result leaves the key fields out. In linkage mode Result leaves
+	// out record_key, which the node derives from nhs_number.
+	Keys *Statement
 	// InvalidNHSNumbers returns one row with one int64 column per table in
 	// Tables, named after it: the number of the table's rows whose
 	// nhs_number fails the modulus-11 check and which every statement
@@ -96,12 +105,15 @@ type Program struct {
 	Tables []string
 }
 
-// Statements returns the program's statements: Result, then Members when
-// set, then InvalidNHSNumbers.
+// Statements returns the program's statements: Result, then Members and
+// Keys when set, then InvalidNHSNumbers.
 func (p *Program) Statements() []Statement {
 	out := []Statement{p.Result}
 	if p.Members != nil {
 		out = append(out, *p.Members)
+	}
+	if p.Keys != nil {
+		out = append(out, *p.Keys)
 	}
 	return append(out, p.InvalidNHSNumbers)
 }
@@ -113,7 +125,7 @@ func (p *Program) Statements() []Statement {
 var identRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
 // Compile compiles the task that sites of kind take in plan into SQL for
-// dialect d. plan must be b's definition's plan, as Definition.Plan
+// dialect d. plan must be b's definition's plan, as Definition.PlanWith
 // returns it. Every value — parameters, codelist codes, vocabulary values,
 // band labels and limits, the site's ODS code and the opt-out list — is a
 // bound argument; every identifier comes from node/cdm or is a name from
@@ -134,7 +146,7 @@ func Compile(b *catalog.Bound, plan *catalog.Plan, kind cdm.SiteKind, d Dialect,
 	}
 	// The plan says what leaves the site, so it must be exactly the one
 	// the signed definition implies, not one that merely names it.
-	if !reflect.DeepEqual(plan, def.Plan()) {
+	if !reflect.DeepEqual(plan, def.PlanWith(catalog.PlanOptions{RecordKeys: plan.RecordKeys})) {
 		return nil, fmt.Errorf("compile %s: the plan differs from the definition's own plan", def.ID)
 	}
 	task, ok := plan.Task(kind)
@@ -180,6 +192,11 @@ func Compile(b *catalog.Bound, plan *catalog.Plan, kind cdm.SiteKind, d Dialect,
 			var m Statement
 			m, err = c.statement(StatementMembers, c.members)
 			p.Members = &m
+		}
+		if err == nil && plan.RecordKeys {
+			var k Statement
+			k, err = c.statement(StatementKeys, c.keys)
+			p.Keys = &k
 		}
 	case catalog.RowsPatients:
 		p.Result, err = c.statement(StatementResult, c.patients)

@@ -17,29 +17,16 @@ func (c *compiler) members() (string, []Column) {
 }
 
 // cells is the Result statement of an aggregate program: per-patient
-// values in pv, then one row per non-empty group.
+// values in pv, then one row per non-empty group. Cell keys are left out:
+// the node adds them from the Keys statement.
 func (c *compiler) cells() (string, []Column) {
-	ctes := []cte{c.ndopCTE(), c.ptCTE(), c.gpSubjects()}
-	vs := c.compileVariables()
-	ctes = append(ctes, vs.ctes...)
-	from, ages := c.ageCTE(vs)
-	ctes = append(ctes, ages...)
-
-	var pv []string
-	pv = append(pv, "s.nhs_number")
-	for _, v := range c.variables() {
-		expr, ok := vs.fields[v.Name]
-		if !ok {
-			c.fail("variable %s has no single value to aggregate", v.Name)
-			continue
-		}
-		pv = append(pv, expr+" AS "+c.quote(v.Name))
-	}
-	ctes = append(ctes, cte{"pv", fmt.Sprintf("SELECT %s\nFROM %s AS s\n%s", strings.Join(pv, ",\n  "), from, strings.Join(vs.joins, "\n"))})
-
+	ctes := c.pvCTEs()
 	var sel, groups, order []string
 	var cols []Column
 	for _, f := range c.task.Fields {
+		if f.Partial == catalog.PartialKey {
+			continue
+		}
 		cols = append(cols, Column{Name: f.Name, Type: f.Type})
 		switch f.Role {
 		case catalog.RoleGroup:
@@ -69,16 +56,77 @@ func (c *compiler) cells() (string, []Column) {
 	return with(ctes, q), cols
 }
 
-// partial computes one measure partial over the patients of a group.
-func (c *compiler) partial(f catalog.Field) string {
-	var m *catalog.Measure
+// keys is the Keys statement of an aggregate program with record keys:
+// one row per patient of pv, with nhs_number, the group columns and, for
+// each cell key field, whether its count counts the patient. The node
+// derives each patient's record key in Go (the perturbation secret never
+// reaches SQL) and adds them up per cell.
+func (c *compiler) keys() (string, []Column) {
+	ctes := c.pvCTEs()
+	sel := []string{"pv.nhs_number AS nhs_number"}
+	cols := []Column{{Name: cdm.ColNHSNumber, Type: catalog.FieldString}}
+	for _, f := range c.task.Fields {
+		switch {
+		case f.Role == catalog.RoleGroup:
+			sel = append(sel, "pv."+c.quote(f.Source)+" AS "+c.quote(f.Name))
+		case f.Partial == catalog.PartialKey:
+			m := c.measure(f)
+			if m == nil {
+				continue
+			}
+			counted := "TRUE"
+			if m.Where != nil {
+				// A NULL condition fails, as FILTER treats it.
+				counted = "coalesce(" + c.cond(m.Where) + ", FALSE)"
+			}
+			sel = append(sel, counted+" AS "+c.quote(f.Name))
+			f.Type = catalog.FieldBool
+		default:
+			continue
+		}
+		cols = append(cols, Column{Name: f.Name, Type: f.Type})
+	}
+	q := "SELECT " + strings.Join(sel, ",\n  ") + "\nFROM pv\nORDER BY " + c.d.orderText("pv.nhs_number")
+	return with(ctes, q), cols
+}
+
+// pvCTEs are the CTEs of an aggregate program up to pv, which holds one
+// row per patient of the population: nhs_number and every variable.
+func (c *compiler) pvCTEs() []cte {
+	ctes := []cte{c.ndopCTE(), c.ptCTE(), c.gpSubjects()}
+	vs := c.compileVariables()
+	ctes = append(ctes, vs.ctes...)
+	from, ages := c.ageCTE(vs)
+	ctes = append(ctes, ages...)
+
+	var pv []string
+	pv = append(pv, "s.nhs_number")
+	for _, v := range c.variables() {
+		expr, ok := vs.fields[v.Name]
+		if !ok {
+			c.fail("variable %s has no single value to aggregate", v.Name)
+			continue
+		}
+		pv = append(pv, expr+" AS "+c.quote(v.Name))
+	}
+	return append(ctes, cte{"pv", fmt.Sprintf("SELECT %s\nFROM %s AS s\n%s", strings.Join(pv, ",\n  "), from, strings.Join(vs.joins, "\n"))})
+}
+
+// measure is the measure a partial field belongs to, or nil after failing.
+func (c *compiler) measure(f catalog.Field) *catalog.Measure {
 	for _, x := range c.def.Measures {
 		if x.Name == f.Source {
-			m = x
+			return x
 		}
 	}
+	c.fail("field %s: no measure %q", f.Name, f.Source)
+	return nil
+}
+
+// partial computes one measure partial over the patients of a group.
+func (c *compiler) partial(f catalog.Field) string {
+	m := c.measure(f)
 	if m == nil {
-		c.fail("field %s: no measure %q", f.Name, f.Source)
 		return "NULL"
 	}
 	var where []string
@@ -202,6 +250,10 @@ func (c *compiler) patients() (string, []Column) {
 		case f.Role == catalog.RoleKey:
 			sel = append(sel, "s.nhs_number AS nhs_number")
 			cols = append(cols, Column{Name: cdm.ColNHSNumber, Type: catalog.FieldString})
+			continue
+		case f.Role == catalog.RoleRecordKey:
+			// The node derives it from nhs_number in Go, as it does the
+			// pseudonym: the perturbation secret never reaches SQL.
 			continue
 		case f.Role == catalog.RolePopulation:
 			if !c.task.EvaluatesPopulation || c.kind == cdm.KindGP {

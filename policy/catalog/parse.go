@@ -25,7 +25,7 @@ var (
 // field names of the plan's outputs or keywords of conditions. A measure
 // may be called patients, as most are; a variable may not, since
 // `count: patients` must not be read as a variable.
-var reservedNames = []string{"pseudonym", "in_population", "and", "patients"}
+var reservedNames = []string{"pseudonym", "in_population", "record_key", "and", "patients"}
 
 // ParseDefinition parses and checks one definition. file names it in error
 // positions (and nowhere else); codelists are the codelists it may

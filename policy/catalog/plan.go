@@ -83,6 +83,11 @@ const (
 	RoleGroup      Role = "group"      // a group_by variable of a cell
 	RolePartial    Role = "partial"    // a measure partial of a cell
 	RoleVariable   Role = "variable"   // a derived per-patient value, or a part of one
+	// RoleRecordKey is the patient's record key for cell-key perturbation
+	// (node/pseudonym RecordKeyer), on the rows that define a linkage
+	// population. Like the pseudonym it is computed by the node in Go, never
+	// in SQL, because it needs the perturbation secret.
+	RoleRecordKey Role = "record_key"
 )
 
 // Partial names the part of a measure a cell field holds. A measure's
@@ -110,6 +115,10 @@ const (
 	PartialMin   Partial = "min"   // smallest value; null when n is 0
 	PartialMax   Partial = "max"   // largest value; null when n is 0
 	PartialTop   Partial = "top"   // largest single contribution, for the dominance rule; null when n is 0
+	// PartialKey is a count's cell key: the sum, mod the bundle's key range
+	// R, of the record keys of the patients the count counts. Present only
+	// in plans with record keys (PlanOptions.RecordKeys).
+	PartialKey Partial = "key"
 )
 
 // Combine says how the coordinator merges one field across the sites that
@@ -126,6 +135,7 @@ const (
 	CombineAny      Combine = "any"      // logical or
 	CombineConcat   Combine = "concat"   // lists appended (then sorted)
 	CombineEarliest Combine = "earliest" // smallest day wins and the sending site's ODS code becomes the variable's value; ties go to the smaller ODS code
+	CombineKeySum   Combine = "key_sum"  // added mod the key range R: a cell key
 )
 
 // Field is one column a site returns.
@@ -188,6 +198,18 @@ type Plan struct {
 	Reason string
 	// Tasks holds one task per kind of site that takes part, GP first.
 	Tasks []SiteTask
+	// RecordKeys says that sites send record keys for cell-key
+	// perturbation: a <measure>__key cell key beside every count in
+	// aggregate mode, a record_key on the population rows in linkage mode.
+	RecordKeys bool
+}
+
+// PlanOptions are the choices a plan depends on besides the definition.
+type PlanOptions struct {
+	// RecordKeys adds the record key fields cell-key perturbation needs
+	// (Plan.RecordKeys). The bundle decides it: sites send keys exactly when
+	// its disclosure rules perturb counts.
+	RecordKeys bool
 }
 
 // Task returns the task for sites of kind k, if they take part.
@@ -223,11 +245,56 @@ func (p *Plan) Schema(k cdm.SiteKind) (*arrow.Schema, bool) {
 const (
 	FieldNamePseudonym    = "pseudonym"
 	FieldNameInPopulation = "in_population"
+	FieldNameRecordKey    = "record_key"
 )
 
 // Plan classifies the definition and lists exactly what each kind of site
-// returns (DESIGN §6).
-func (d *Definition) Plan() *Plan {
+// returns (DESIGN §6), without record keys.
+func (d *Definition) Plan() *Plan { return d.PlanWith(PlanOptions{}) }
+
+// PlanWith is Plan with options. Record keys never change the mode or the
+// other fields: they only add fields.
+//
+// In aggregate mode every count measure gains a <measure>__key field (the
+// cell key, CombineKeySum). In linkage mode only the tasks that evaluate
+// the population gain a record_key field, right after the pseudonym: the
+// coordinator needs a key only for the patients it counts, so a trust that
+// merely reports on a GP population sends none. What the coordinator can
+// learn from a record key is in node/pseudonym.
+func (d *Definition) PlanWith(o PlanOptions) *Plan {
+	p := d.plan()
+	if !o.RecordKeys {
+		return p
+	}
+	p.RecordKeys = true
+	for i := range p.Tasks {
+		t := &p.Tasks[i]
+		switch {
+		case t.Rows == RowsCells:
+			var fs []Field
+			for _, f := range t.Fields {
+				fs = append(fs, f)
+				if f.Role == RolePartial && f.Partial == PartialCount {
+					fs = append(fs, Field{Name: f.Source + "__" + string(PartialKey), Type: FieldInt64, Role: RolePartial,
+						Source: f.Source, Partial: PartialKey, Combine: CombineKeySum})
+				}
+			}
+			t.Fields = fs
+		case t.EvaluatesPopulation:
+			// Every trust sends the same key for a patient (it comes from
+			// the NHS number alone), so any of them will do.
+			c := CombineOnce
+			if t.Kind == cdm.KindTrust {
+				c = CombineMin
+			}
+			key := Field{Name: FieldNameRecordKey, Type: FieldInt64, Role: RoleRecordKey, Combine: c}
+			t.Fields = append(t.Fields[:1:1], append([]Field{key}, t.Fields[1:]...)...)
+		}
+	}
+	return p
+}
+
+func (d *Definition) plan() *Plan {
 	pop := cdm.KindGP
 	if d.Population != nil && d.Population.Site != "" {
 		pop = d.Population.Site

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -268,5 +269,75 @@ group_by: [sex]
 	want := "pseudonym pseudonym key key\nin_population bool population any\nadmissions int64 variable sum\nattended bool variable any\nsex string variable min"
 	if g := strings.Join(got, "\n"); g != want {
 		t.Errorf("fields:\n%s\nwant:\n%s", g, want)
+	}
+}
+
+// TestPlanRecordKeys: with record keys, every aggregate count gains its
+// cell key right after it, the population-defining linkage tasks gain
+// record_key right after the pseudonym, the other tasks (trusts reporting
+// on a GP population) gain nothing, and nothing else changes.
+func TestPlanRecordKeys(t *testing.T) {
+	c := loadBundle(t)
+	var sawAgg, sawLinkage, sawBare bool
+	for _, d := range c.Definitions() {
+		plain, keyed := d.Plan(), d.PlanWith(PlanOptions{RecordKeys: true})
+		if plain.RecordKeys || !keyed.RecordKeys {
+			t.Errorf("%s: RecordKeys plain %v keyed %v", d.ID, plain.RecordKeys, keyed.RecordKeys)
+		}
+		if keyed.Mode != plain.Mode || len(keyed.Tasks) != len(plain.Tasks) {
+			t.Fatalf("%s: record keys changed the plan's shape:\n%s\n%s", d.ID, plain, keyed)
+		}
+		for i, kt := range keyed.Tasks {
+			pt := plain.Tasks[i]
+			var stripped []Field
+			var keys []string
+			for j, f := range kt.Fields {
+				switch {
+				case f.Partial == PartialKey:
+					prev := kt.Fields[j-1]
+					if prev.Partial != PartialCount || prev.Source != f.Source || f.Name != f.Source+"__key" ||
+						f.Combine != CombineKeySum || f.Type != FieldInt64 || f.Nullable {
+						t.Errorf("%s: %s key field %s does not follow its count (after %s)", d.ID, kt.Kind, describeField(f), prev.Name)
+					}
+					keys = append(keys, f.Name)
+				case f.Role == RoleRecordKey:
+					if j != 1 || kt.Fields[0].Name != FieldNamePseudonym || f.Name != FieldNameRecordKey || !kt.EvaluatesPopulation {
+						t.Errorf("%s: %s record key at %d: %s", d.ID, kt.Kind, j, describeField(f))
+					}
+					keys = append(keys, f.Name)
+				default:
+					stripped = append(stripped, f)
+				}
+			}
+			if !reflect.DeepEqual(stripped, pt.Fields) {
+				t.Errorf("%s: %s: record keys changed other fields", d.ID, kt.Kind)
+			}
+			counts := 0
+			for _, f := range pt.Fields {
+				if f.Partial == PartialCount {
+					counts++
+				}
+			}
+			switch {
+			case kt.Rows == RowsCells:
+				sawAgg = true
+				if len(keys) != counts || counts == 0 {
+					t.Errorf("%s: %d keys for %d counts", d.ID, len(keys), counts)
+				}
+			case kt.EvaluatesPopulation:
+				sawLinkage = true
+				if len(keys) != 1 {
+					t.Errorf("%s: %s population task has keys %v", d.ID, kt.Kind, keys)
+				}
+			default:
+				sawBare = true
+				if len(keys) != 0 {
+					t.Errorf("%s: %s does not define the population but sends %v", d.ID, kt.Kind, keys)
+				}
+			}
+		}
+	}
+	if !sawAgg || !sawLinkage || !sawBare {
+		t.Errorf("the reference bundle did not exercise every case: aggregate %v, population rows %v, other rows %v", sawAgg, sawLinkage, sawBare)
 	}
 }

@@ -2126,8 +2126,15 @@ type Task struct {
 	// Id of the coordinator's haven/submit decision, so site and network
 	// audit logs can be joined.
 	SubmitDecisionId string `protobuf:"bytes,16,opt,name=submit_decision_id,json=submitDecisionId,proto3" json:"submit_decision_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Key range R of the cell-key perturbation the run's release uses; 0
+	// when counts are not perturbed. When set, the plan carries record keys
+	// (catalog.PlanOptions.RecordKeys): the node derives each patient's
+	// record key in [0, R) under its perturbation secret, and refuses the
+	// task when it has no secret or when R is not the key range of a
+	// perturbation table in its own signed bundle.
+	RecordKeyRange uint32 `protobuf:"varint,17,opt,name=record_key_range,json=recordKeyRange,proto3" json:"record_key_range,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -2270,6 +2277,13 @@ func (x *Task) GetSubmitDecisionId() string {
 		return x.SubmitDecisionId
 	}
 	return ""
+}
+
+func (x *Task) GetRecordKeyRange() uint32 {
+	if x != nil {
+		return x.RecordKeyRange
+	}
+	return 0
 }
 
 // CancelTask tells a node to stop a task. The node stops querying or
@@ -2469,7 +2483,7 @@ const file_haven_v1_nodelink_proto_rawDesc = "" +
 	"\fHeartbeatAck\x12;\n" +
 	"\vserver_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\x12F\n" +
-	"\x11heartbeat_sent_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fheartbeatSentAt\"\x81\x06\n" +
+	"\x11heartbeat_sent_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fheartbeatSentAt\"\xab\x06\n" +
 	"\x04Task\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12#\n" +
@@ -2489,7 +2503,8 @@ const file_haven_v1_nodelink_proto_rawDesc = "" +
 	"\bdeadline\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x127\n" +
 	"\tissued_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12'\n" +
 	"\x0fbundle_revision\x18\x0f \x01(\tR\x0ebundleRevision\x12,\n" +
-	"\x12submit_decision_id\x18\x10 \x01(\tR\x10submitDecisionId\x1aW\n" +
+	"\x12submit_decision_id\x18\x10 \x01(\tR\x10submitDecisionId\x12(\n" +
+	"\x10record_key_range\x18\x11 \x01(\rR\x0erecordKeyRange\x1aW\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.haven.v1.ParameterValueR\x05value:\x028\x01\"=\n" +

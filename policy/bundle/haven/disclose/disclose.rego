@@ -21,14 +21,24 @@
 #                ae_attendance rows, as each trust's node reported them);
 #                missing_trusts are the trusts asked that did not answer
 #
-#   decision is {allow, reasons, thresholds, dominance_measures, partial}:
+#   decision is {allow, reasons, thresholds, dominance_measures, partial,
+#   perturbation}:
 #
-#     thresholds          {min_cell_count, rounding_base, dominance: {n, k}}:
+#     thresholds          {min_cell_count, rounding_base, dominance: {n, k},
+#                         attribute_disclosure}:
 #                         counts from 1 to min_cell_count - 1 are withheld,
 #                         released counts are rounded to rounding_base, and a
 #                         cell of a measure the dominance rule applies to is
 #                         withheld when its n largest contributions make up
-#                         more than k of it
+#                         more than k of it; with attribute_disclosure (the
+#                         default, as ACRO treats zeros), every count of a
+#                         group whose total is below min_cell_count is
+#                         withheld, so that a released 0, or a count equal
+#                         to the group's total, says nothing about each of
+#                         its few members
+#     perturbation        null, or {table}: counts are released through the
+#                         cell-key perturbation table at that path of the
+#                         bundle (data.disclosure.perturbation, enabled)
 #     dominance_measures  names of the measures the dominance rule applies to:
 #                         every measure whose kind is in dominance_kinds (the
 #                         sums: magnitudes one patient can dominate), and each
@@ -59,7 +69,9 @@ decision := {
 		"min_cell_count": settings.min_cell_count,
 		"rounding_base": settings.rounding_base,
 		"dominance": settings.dominance,
+		"attribute_disclosure": attribute_disclosure,
 	},
+	"perturbation": perturbation,
 	"dominance_measures": dominance_measures,
 	"partial": partial,
 }
@@ -71,6 +83,14 @@ settings := object.union(
 	object.remove(data.disclosure, ["purposes"]),
 	object.get(data.disclosure, ["purposes", purpose], {}),
 )
+
+# A bundle that does not say is protected: zeros are disclosive by default.
+attribute_disclosure := object.get(settings, "attribute_disclosure", true)
+
+perturbation := {"table": t} if {
+	settings.perturbation.enabled == true
+	t := settings.perturbation.table
+} else := null
 
 measures := object.get(input, ["table", "measures"], [])
 
@@ -118,6 +138,18 @@ thresholds_valid if {
 	settings.dominance.k <= 1
 	is_array(settings.dominance_kinds)
 	is_array(settings.dominance_on_request_kinds)
+	is_boolean(attribute_disclosure)
+	perturbation_valid
+}
+
+perturbation_valid if not "perturbation" in object.keys(settings)
+
+perturbation_valid if settings.perturbation.enabled == false
+
+perturbation_valid if {
+	settings.perturbation.enabled == true
+	is_string(settings.perturbation.table)
+	settings.perturbation.table != ""
 }
 
 reasons contains lib.reason("table_invalid", "table.rows must be a non-negative number and table.measures a non-empty list") if {

@@ -37,8 +37,51 @@ test_allow_complete_table_with_defaults if {
 	d.allow
 	d.reasons == []
 	d.partial == false
-	d.thresholds == {"min_cell_count": 8, "rounding_base": 5, "dominance": {"n": 1, "k": 0.8}}
+	d.thresholds == {"min_cell_count": 8, "rounding_base": 5, "dominance": {"n": 1, "k": 0.8}, "attribute_disclosure": true}
 	d.dominance_measures == ["admissions"]
+	d.perturbation == null
+}
+
+test_perturbation_names_the_table_when_enabled if {
+	d := decision with input as base_input
+		with data.disclosure.perturbation as {"enabled": true, "table": "disclosure/ptable-8-5.csv"}
+	d.allow
+	d.perturbation == {"table": "disclosure/ptable-8-5.csv"}
+}
+
+test_perturbation_may_be_absent if {
+	d := decision with input as base_input
+		with data.disclosure as json.remove(data.disclosure, ["perturbation"])
+	d.allow
+	d.perturbation == null
+}
+
+test_attribute_disclosure_defaults_to_on if {
+	d := decision with input as base_input
+		with data.disclosure as json.remove(data.disclosure, ["attribute_disclosure"])
+	d.allow
+	d.thresholds.attribute_disclosure == true
+}
+
+test_purpose_may_switch_attribute_disclosure if {
+	d := decision with input as base_input
+		with data.disclosure.purposes as {"commissioning": {"attribute_disclosure": false}}
+	d.allow
+	d.thresholds.attribute_disclosure == false
+}
+
+test_deny_invalid_perturbation_or_attribute_setting if {
+	d1 := decision with input as base_input with data.disclosure.attribute_disclosure as "yes"
+	denied_for(d1, {"thresholds_invalid"})
+	d2 := decision with input as base_input with data.disclosure.perturbation as {"enabled": "true", "table": "t.csv"}
+	denied_for(d2, {"thresholds_invalid"})
+	d3 := decision with input as base_input with data.disclosure.perturbation as {"enabled": true, "table": ""}
+	denied_for(d3, {"thresholds_invalid"})
+	no_table := object.union(json.remove(data.disclosure, ["perturbation"]), {"perturbation": {"enabled": true}})
+	d4 := decision with input as base_input with data.disclosure as no_table
+	denied_for(d4, {"thresholds_invalid"})
+	d5 := decision with input as base_input with data.disclosure.perturbation as "on"
+	denied_for(d5, {"thresholds_invalid"})
 }
 
 # The dominance rule protects sums, whatever the definition asks for, and
