@@ -134,6 +134,10 @@ func disclosureOff(dir string) error {
 	d["purposes"] = map[string]any{}
 	d["attribute_disclosure"] = false
 	delete(d, "perturbation")
+	// Networks that compare before disclosure control ask one question
+	// again on purpose (a site paused, then not); the ledger would refuse
+	// the repeat as a near-duplicate.
+	delete(data, "ledger")
 	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
 		return err
 	}

@@ -91,6 +91,9 @@ func TestPausedSitesMatchCentral(t *testing.T) {
 		if out, err := exec.CommandContext(ctx, n.Haven(), "node", "resume", "--config", n.NodeConfig(site)).CombinedOutput(); err != nil {
 			t.Fatalf("haven node resume %s: %v\n%s", site, err, out)
 		}
+		if err := n.WaitPauseState(ctx, site, false); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var m strings.Builder
 	fmt.Fprintf(&m, "\n%-28s %-8s %-9s %-8s %s\n", "definition", "paused", "outcome", "cells", "coverage")

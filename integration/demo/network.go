@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -559,4 +560,55 @@ func (n *Network) Close(failed bool) error {
 		}
 	}
 	return err
+}
+
+// WaitPauseState waits until the coordinator holds the pause switch of
+// site ods as paused says, read from the coordinator's audit log (the
+// node's last pause_state message). `haven node pause` and `resume` flip
+// a file the node reads at once before any task, but the node tells the
+// coordinator only on its next housekeeping tick; until then the planner
+// may still mark the site PAUSED. A site that never reported a pause
+// counts as not paused.
+func (n *Network) WaitPauseState(ctx context.Context, ods string, paused bool) error {
+	for {
+		got, err := lastPauseState(n.d.l.auditLog(), ods)
+		if err != nil {
+			return err
+		}
+		if got == paused {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("site %s: the coordinator still holds paused=%v: %w", ods, got, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// lastPauseState is the last pause state site ods reported to the
+// coordinator, false if none.
+func lastPauseState(auditLog, ods string) (bool, error) {
+	f, err := os.Open(auditLog)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	paused := false
+	_, err = audit.Scan(f, func(e audit.Entry) {
+		if e.Kind != audit.KindNode || e.Actor != ods {
+			return
+		}
+		var ev struct {
+			Event  string `json:"event"`
+			Paused bool   `json:"paused"`
+		}
+		if json.Unmarshal(e.Data, &ev) == nil && ev.Event == "pause_state" {
+			paused = ev.Paused
+		}
+	})
+	if be, ok := errors.AsType[*audit.BrokenError](err); ok && strings.Contains(be.Reason, "incomplete") {
+		err = nil // the coordinator is writing the last entry; the rest stands
+	}
+	return paused, err
 }

@@ -285,6 +285,9 @@ func (f *faultNet) pausedSite(t *testing.T, ctx context.Context) {
 	if out, err := f.haven(ctx, "node", "resume", "--config", f.NodeConfig(site)); err != nil {
 		t.Fatalf("haven node resume: %v\n%s", err, out)
 	}
+	if err := f.WaitPauseState(ctx, site, false); err != nil {
+		t.Fatal(err)
+	}
 	rr = f.submit(t, ctx, prevalence)
 	checkSites(t, rr.Run, nil)
 }
