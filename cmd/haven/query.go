@@ -175,7 +175,7 @@ withheld.`,
 
 	cmd.AddCommand(
 		newQueryListCmd(a, f), newQueryShowCmd(a, f), newQuerySubmitCmd(a, f), newQueryStatusCmd(a, f),
-		newQueryFetchCmd(a, f), newQueryRunsCmd(a, f), newQueryCancelCmd(a, f),
+		newQueryFetchCmd(a, f), newQueryRunsCmd(a, f), newQueryCancelCmd(a, f), newQueryVerifyCmd(a),
 	)
 	return cmd
 }
@@ -743,6 +743,59 @@ column with the reason), arrow (the Arrow IPC stream as released).`,
 	}
 	cmd.Flags().StringVar(&format, "format", "table", "table, csv, json or arrow")
 	cmd.Flags().StringVar(&out, "out", "", "write to this file instead of standard output")
+	return cmd
+}
+
+// maxVerifyBytes bounds the table file haven query verify reads: a
+// released table is small (one row per cell, margin and total).
+const maxVerifyBytes = 256 << 20
+
+func newQueryVerifyCmd(a *app) *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "verify --key COORDINATOR.pub FILE",
+		Short: "Check a fetched Arrow table's signature and provenance",
+		Long: `Check that FILE, a table written by haven query fetch --format arrow, is
+exactly what the coordinator released: the coordinator's ed25519 signature
+covers every value of every row and the provenance in the schema metadata (run,
+definition id, version and hash, parameters, purpose, bundle revision,
+disclosure rules, coverage, columns). A table that is unsigned, signed by
+another key, or altered is refused, naming what failed. Needs no connection.`,
+		Example: "  haven query fetch run-ABC123 --format arrow --out table.arrow\n  haven query verify --key release-signing.pub table.arrow",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if keyFile == "" {
+				return errors.New("--key: required: the coordinator's release public key (PEM)")
+			}
+			pub, err := release.LoadPublicKey(keyFile)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			b, err := io.ReadAll(io.LimitReader(f, maxVerifyBytes+1))
+			if err != nil {
+				return fmt.Errorf("read %s: %w", args[0], err)
+			}
+			if len(b) > maxVerifyBytes {
+				return fmt.Errorf("%s: over %d bytes; not a released table", args[0], maxVerifyBytes)
+			}
+			tab, err := release.Verify(b, pub)
+			if err != nil {
+				return fmt.Errorf("%s: REFUSED: %w", args[0], err)
+			}
+			m := tab.Meta
+			fmt.Fprintf(a.stdout, "%s: signature good (key %s)\nrun %s: %s v%d (sha256 %s), purpose %s, bundle %s, released %s\n",
+				safeText(args[0]), release.KeyID(pub), safeText(m.RunID), safeText(m.DefinitionID), m.DefinitionVersion,
+				safeText(m.DefinitionHash), safeText(m.Purpose), safeText(m.BundleRevision), m.ReleasedAt.UTC().Format(time.RFC3339))
+			writeTable(a.stdout, tab)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "the coordinator's release public key (PEM), from haven pki signing-key")
 	return cmd
 }
 

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/csv"
 	"encoding/json"
 	"os"
@@ -150,6 +153,7 @@ func TestQueryCommands(t *testing.T) {
 	if err != nil || tab.Meta.RunID != id || len(tab.Rows) != len(recs)-1 {
 		t.Errorf("arrow file: %v %+v", err, tab)
 	}
+	verifyFetched(t, n, file, id)
 
 	// Mistakes are named.
 	for _, tc := range []struct {
@@ -253,4 +257,79 @@ func TestCoordinatorCommands(t *testing.T) {
 	if c := <-done; c != 0 {
 		t.Errorf("coordinator run exited %d after a signal:\n%s", c, stderr.String())
 	}
+}
+
+// verifyFetched checks a table fetched from the real coordinator with
+// haven query verify: it verifies against the coordinator's key, and is
+// refused after one byte of its provenance or one bit of a count is
+// flipped, or against another key.
+func verifyFetched(t *testing.T, n *coordinatortest.Network, file, runID string) {
+	t.Helper()
+	out, errOut, code := runHaven(t, "query", "verify", "--key", n.ReleasePublicKey, file)
+	if code != 0 || !strings.Contains(out, "signature good") || !strings.Contains(out, "run "+runID+": statins-chd") ||
+		!strings.Contains(out, "purpose service_evaluation") {
+		t.Fatalf("verify of the fetched table: exit %d\n%s%s", code, out, errOut)
+	}
+	good, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// Another key, made as an operator would.
+	if out, errOut, code := runHaven(t, "pki", "signing-key", "--dir", dir); code != 0 {
+		t.Fatalf("pki signing-key: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code := runHaven(t, "pki", "signing-key", "--dir", dir); code == 0 || !strings.Contains(errOut, "already exists") {
+		t.Errorf("pki signing-key over an existing key: exit %d %s", code, errOut)
+	}
+	// The total row's count, as a little-endian int64, sits in the
+	// stream's body; the byte is found from the verified table, not
+	// guessed.
+	tab, err := release.Verify(good, mustPub(t, n.ReleasePublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(tab.Rows[len(tab.Rows)-1].Values[0].Value)
+	le := make([]byte, 8)
+	binary.LittleEndian.PutUint64(le, uint64(total))
+	flip := func(at int) []byte {
+		b := bytes.Clone(good)
+		b[at] ^= 0x01
+		return b
+	}
+	purposeAt := bytes.Index(good, []byte("service_evaluation"))
+	countAt := bytes.LastIndex(good, le)
+	if purposeAt < 0 || countAt < 0 || total < 2 {
+		t.Fatalf("purpose at %d, total %d at %d", purposeAt, total, countAt)
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		key  string
+		want string
+	}{
+		{"purpose byte flipped", flip(purposeAt), n.ReleasePublicKey, "provenance"},
+		{"total count bit flipped", flip(countAt), n.ReleasePublicKey, "rows differ"},
+		{"another key", good, filepath.Join(dir, "release-signing.pub"), "not by the given key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "t.arrow")
+			if err := os.WriteFile(path, tc.b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, errOut, code := runHaven(t, "query", "verify", "--key", tc.key, path)
+			if code == 0 || !strings.Contains(errOut, "REFUSED") || !strings.Contains(errOut, tc.want) || strings.Contains(out, "signature good") {
+				t.Errorf("exit %d, want a refusal naming %q\n%s%s", code, tc.want, out, errOut)
+			}
+		})
+	}
+}
+
+func mustPub(t *testing.T, path string) ed25519.PublicKey {
+	t.Helper()
+	k, err := release.LoadPublicKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

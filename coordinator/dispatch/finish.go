@@ -149,6 +149,11 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 	if err != nil {
 		return failed("encode the released table: %v", err)
 	}
+	if d.cfg.SigningKey != nil {
+		if b, err = release.Sign(b, d.cfg.SigningKey); err != nil {
+			return failed("sign the released table: %v", err)
+		}
+	}
 	summary := summarise(rel, th)
 	withheld := map[string]int{}
 	for c, n := range rel.WithheldCounts() {
