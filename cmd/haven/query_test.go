@@ -104,6 +104,11 @@ func TestQueryCommands(t *testing.T) {
 	if !strings.Contains(out, "parameters index_date=2024-04-01 lookback_days=365\n") {
 		t.Errorf("fetch does not show the run's parameters:\n%s", out)
 	}
+	// And the rest of the provenance: the sites' node versions, the times.
+	if !strings.Contains(out, "node versions A81001=test-double A81002=test-double A81003=test-double\n") ||
+		!regexp.MustCompile(`definition sha256 [0-9a-f]{64}, bundle \S+, submitted 20`).MatchString(out) {
+		t.Errorf("fetch does not show the provenance:\n%s", out)
+	}
 
 	out, _, code = query(t, conn, "fetch", id, "--format", "csv")
 	recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
@@ -130,14 +135,35 @@ func TestQueryCommands(t *testing.T) {
 	}
 
 	out, _, code = query(t, conn, "fetch", id, "--format", "json")
+	type provenanceDoc struct {
+		RunID          string            `json:"run_id"`
+		BundleRevision string            `json:"bundle_revision"`
+		SubmittedAt    time.Time         `json:"submitted_at"`
+		ReleasedAt     time.Time         `json:"released_at"`
+		Parameters     map[string]string `json:"parameters"`
+		NodeVersions   map[string]string `json:"node_versions"`
+		Dominance      struct{ N int }   `json:"dominance"`
+	}
 	var doc struct {
-		RunID      string            `json:"run_id"`
-		Parameters map[string]string `json:"parameters"`
-		Rows       []map[string]any  `json:"rows"`
+		provenanceDoc
+		Rows []map[string]any `json:"rows"`
 	}
 	if err := json.Unmarshal([]byte(out), &doc); err != nil || code != 0 || doc.RunID != id || len(doc.Rows) != len(recs)-1 ||
 		doc.Parameters["lookback_days"] != "365" {
 		t.Errorf("fetch json: exit %d, %v, %d rows\n%s", code, err, len(doc.Rows), out)
+	}
+	if doc.BundleRevision == "" || len(doc.NodeVersions) != 3 || doc.SubmittedAt.IsZero() || doc.SubmittedAt.After(doc.ReleasedAt) || doc.Dominance.N < 1 {
+		t.Errorf("fetch json provenance %+v", doc.provenanceDoc)
+	}
+	// CSV written to a file gets its provenance in a sidecar.
+	csvFile := filepath.Join(t.TempDir(), "table.csv")
+	if _, errOut, code := query(t, conn, "fetch", id, "--format", "csv", "--out", csvFile); code != 0 {
+		t.Fatalf("fetch csv --out: exit %d %s", code, errOut)
+	}
+	var side provenanceDoc
+	if b, err := os.ReadFile(csvFile + ".provenance.json"); err != nil || json.Unmarshal(b, &side) != nil ||
+		side.RunID != id || side.Parameters["index_date"] != "2024-04-01" || side.BundleRevision != doc.BundleRevision || len(side.NodeVersions) != 3 {
+		t.Errorf("csv sidecar: %v %+v", err, side)
 	}
 
 	file := filepath.Join(t.TempDir(), "table.arrow")
