@@ -15,6 +15,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -38,6 +39,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/optoutrelay"
 	"github.com/havenhealth/haven/coordinator/planner"
+	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/internal/dirlock"
 	"github.com/havenhealth/haven/internal/pki"
@@ -150,8 +152,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 		HeartbeatInterval: cfg.Runs.HeartbeatInterval, Revision: s.policy.Revision, Members: members, OptOuts: optOuts}); err != nil {
 		return nil, err
 	}
+	var signingKey ed25519.PrivateKey
+	if cfg.Releases.SigningKey != "" {
+		if signingKey, err = release.LoadPrivateKey(cfg.Releases.SigningKey); err != nil {
+			return nil, err
+		}
+		log.Info("released tables are signed", "key_id", release.KeyID(signingKey.Public().(ed25519.PublicKey)))
+	} else {
+		log.Warn("releases.signing_key is not set: released tables are unsigned and haven query verify refuses them")
+	}
 	if s.runs, err = dispatch.New(dispatch.Config{Store: s.store, Audit: s.audit, Policy: s.policy, Links: s.links,
-		Members: memberSites, LinkageKeyID: cfg.Network.LinkageKeyID, Deadline: cfg.Runs.Deadline, Logger: log,
+		Members: memberSites, LinkageKeyID: cfg.Network.LinkageKeyID, Deadline: cfg.Runs.Deadline, Logger: log, SigningKey: signingKey,
 		Limits: &havenv1.UploadLimits{MaxRows: cfg.Uploads.MaxRows, MaxBytes: int64(cfg.Uploads.MaxBytes),
 			MaxBatchBytes: int64(cfg.Uploads.MaxBatchBytes)}}); err != nil {
 		return nil, err

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/spf13/cobra"
 )
@@ -21,9 +25,10 @@ Private keys are written with mode 0600 and are never overwritten.`,
 		Example: `  haven pki init --dir ./pki
   haven pki issue server --dir ./pki --host coordinator.example.nhs.uk --host 127.0.0.1
   haven pki issue node --dir ./pki --ods A81001
-  haven pki issue user --dir ./pki --id ana --org QHM --role commissioner`,
+  haven pki issue user --dir ./pki --id ana --org QHM --role commissioner
+  haven pki signing-key --dir ./pki`,
 	}
-	cmd.AddCommand(newPKIInitCmd(a), newPKIIssueCmd(a))
+	cmd.AddCommand(newPKIInitCmd(a), newPKIIssueCmd(a), newPKISigningKeyCmd(a))
 	return cmd
 }
 
@@ -145,5 +150,53 @@ written to --out (default: --dir) as <kind>-<name>.crt and <kind>-<name>.key.`,
 	server.Flags().StringArrayVar(&hosts, "host", nil, "DNS name or IP address clients dial (repeatable, at least one)")
 
 	cmd.AddCommand(node, user, server)
+	return cmd
+}
+
+func newPKISigningKeyCmd(a *app) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "signing-key",
+		Short: "Create the coordinator's release signing key (ed25519)",
+		Long: `Create the key the coordinator signs every released table with. Name the
+private key in the coordinator's configuration (releases.signing_key) and give
+the public key to everyone who checks tables with haven query verify.`,
+		Example: "  haven pki signing-key --dir ./pki",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, key, err := ed25519.GenerateKey(nil)
+			if err != nil {
+				return err
+			}
+			priv, pub, err := release.MarshalKeys(key)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return fmt.Errorf("pki signing-key: %w", err)
+			}
+			keyPath, pubPath := filepath.Join(dir, "release-signing.key"), filepath.Join(dir, "release-signing.pub")
+			kf, err := os.OpenFile(keyPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("pki signing-key: %s already exists; remove it first to make a new key", keyPath)
+			} else if err != nil {
+				return fmt.Errorf("pki signing-key: %w", err)
+			}
+			if _, err := kf.Write(priv); err != nil {
+				kf.Close()
+				return fmt.Errorf("pki signing-key: write %s: %w", keyPath, err)
+			}
+			if err := kf.Close(); err != nil {
+				return fmt.Errorf("pki signing-key: write %s: %w", keyPath, err)
+			}
+			if err := os.WriteFile(pubPath, pub, 0o644); err != nil {
+				return fmt.Errorf("pki signing-key: %w", err)
+			}
+			fmt.Fprintf(a.stdout, "created release signing key %s\n  private key %s (releases.signing_key in the coordinator's configuration)\n  public key  %s (for haven query verify --key)\n",
+				release.KeyID(key.Public().(ed25519.PublicKey)), keyPath, pubPath)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "pki", "directory to write release-signing.key and release-signing.pub into")
 	return cmd
 }

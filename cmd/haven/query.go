@@ -175,7 +175,7 @@ withheld.`,
 
 	cmd.AddCommand(
 		newQueryListCmd(a, f), newQueryShowCmd(a, f), newQuerySubmitCmd(a, f), newQueryStatusCmd(a, f),
-		newQueryFetchCmd(a, f), newQueryRunsCmd(a, f), newQueryCancelCmd(a, f),
+		newQueryFetchCmd(a, f), newQueryRunsCmd(a, f), newQueryCancelCmd(a, f), newQueryVerifyCmd(a),
 	)
 	return cmd
 }
@@ -679,7 +679,12 @@ secondary (withheld so another withheld value cannot be worked out). Margin
 rows total over the other dimensions; the total row over everything.
 
 Formats: table (for reading), csv and json (values, and a <measure>__withheld
-column with the reason), arrow (the Arrow IPC stream as released).`,
+column with the reason), arrow (the Arrow IPC stream as released, signed by the
+coordinator; check it with haven query verify). Every format carries the
+release's provenance: the run, definition id, version and hash, parameters,
+purpose, bundle revision, disclosure rules, coverage, node versions and times;
+json in the document, arrow in the schema metadata, and csv written with --out
+in a sidecar file <out>.provenance.json.`,
 		Example: "  haven query fetch run-ABC123\n  haven query fetch run-ABC123 --format csv --out table.csv",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -732,6 +737,11 @@ column with the reason), arrow (the Arrow IPC stream as released).`,
 				}
 				switch format {
 				case "csv":
+					if out != "" {
+						if err := writeSidecar(out+".provenance.json", tab); err != nil {
+							return err
+						}
+					}
 					return writeCSV(w, tab)
 				case "json":
 					return writeJSON(w, tab)
@@ -743,6 +753,59 @@ column with the reason), arrow (the Arrow IPC stream as released).`,
 	}
 	cmd.Flags().StringVar(&format, "format", "table", "table, csv, json or arrow")
 	cmd.Flags().StringVar(&out, "out", "", "write to this file instead of standard output")
+	return cmd
+}
+
+// maxVerifyBytes bounds the table file haven query verify reads: a
+// released table is small (one row per cell, margin and total).
+const maxVerifyBytes = 256 << 20
+
+func newQueryVerifyCmd(a *app) *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "verify --key COORDINATOR.pub FILE",
+		Short: "Check a fetched Arrow table's signature and provenance",
+		Long: `Check that FILE, a table written by haven query fetch --format arrow, is
+exactly what the coordinator released: the coordinator's ed25519 signature
+covers every value of every row and the provenance in the schema metadata (run,
+definition id, version and hash, parameters, purpose, bundle revision,
+disclosure rules, coverage, columns). A table that is unsigned, signed by
+another key, or altered is refused, naming what failed. Needs no connection.`,
+		Example: "  haven query fetch run-ABC123 --format arrow --out table.arrow\n  haven query verify --key release-signing.pub table.arrow",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if keyFile == "" {
+				return errors.New("--key: required: the coordinator's release public key (PEM)")
+			}
+			pub, err := release.LoadPublicKey(keyFile)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			b, err := io.ReadAll(io.LimitReader(f, maxVerifyBytes+1))
+			if err != nil {
+				return fmt.Errorf("read %s: %w", args[0], err)
+			}
+			if len(b) > maxVerifyBytes {
+				return fmt.Errorf("%s: over %d bytes; not a released table", args[0], maxVerifyBytes)
+			}
+			tab, err := release.Verify(b, pub)
+			if err != nil {
+				return fmt.Errorf("%s: REFUSED: %w", args[0], err)
+			}
+			m := tab.Meta
+			fmt.Fprintf(a.stdout, "%s: signature good (key %s)\nrun %s: %s v%d (sha256 %s), purpose %s, bundle %s, released %s\n",
+				safeText(args[0]), release.KeyID(pub), safeText(m.RunID), safeText(m.DefinitionID), m.DefinitionVersion,
+				safeText(m.DefinitionHash), safeText(m.Purpose), safeText(m.BundleRevision), m.ReleasedAt.UTC().Format(time.RFC3339))
+			writeTable(a.stdout, tab)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "the coordinator's release public key (PEM), from haven pki signing-key")
 	return cmd
 }
 
@@ -788,6 +851,11 @@ func writeTable(w io.Writer, tab *release.Table) {
 	m := tab.Meta
 	fmt.Fprintf(w, "run %s: %s v%d, purpose %s, released %s\n", m.RunID, m.DefinitionID, m.DefinitionVersion, m.Purpose,
 		m.ReleasedAt.Format(time.RFC3339))
+	var sub string
+	if !m.SubmittedAt.IsZero() {
+		sub = ", submitted " + m.SubmittedAt.Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "definition sha256 %s, bundle %s%s\n", m.DefinitionHash, m.BundleRevision, sub)
 	if len(m.Parameters) > 0 {
 		var ps []string
 		for _, k := range slices.Sorted(maps.Keys(m.Parameters)) {
@@ -799,6 +867,16 @@ func writeTable(w io.Writer, tab *release.Table) {
 		m.SitesAnswered, m.SitesExpected, m.PopulationAnswered, m.PopulationExpected, m.MinCellCount, m.RoundingBase)
 	if m.TrustsExpected > 0 {
 		fmt.Fprintf(w, "trusts %d of %d, %s\n", m.TrustsAnswered, m.TrustsExpected, activityShare(m.ActivityAnswered, m.ActivityExpected))
+	}
+	if m.DominanceN > 0 {
+		fmt.Fprintf(w, "dominance rule (%d, %g) on the measures policy names\n", m.DominanceN, m.DominanceK)
+	}
+	if len(m.NodeVersions) > 0 {
+		var vs []string
+		for _, k := range slices.Sorted(maps.Keys(m.NodeVersions)) {
+			vs = append(vs, k+"="+m.NodeVersions[k])
+		}
+		fmt.Fprintf(w, "node versions %s\n", strings.Join(vs, " "))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
@@ -850,6 +928,19 @@ func reasonText(code string) string {
 	return "withheld by disclosure control"
 }
 
+// writeSidecar writes a CSV table's provenance beside it: CSV has no place
+// for it that every reader skips.
+func writeSidecar(path string, tab *release.Table) error {
+	b, err := json.MarshalIndent(provenance(tab), "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write the provenance sidecar: %w", err)
+	}
+	return nil
+}
+
 func writeCSV(w io.Writer, tab *release.Table) error {
 	cw := csv.NewWriter(w)
 	header := append([]string{release.RowKindField}, tab.Dims...)
@@ -876,18 +967,30 @@ func writeCSV(w io.Writer, tab *release.Table) error {
 	return cw.Error()
 }
 
-func writeJSON(w io.Writer, tab *release.Table) error {
+// provenance is a table's provenance as a JSON document: the fields of
+// haven query fetch --format json, and the CSV sidecar.
+func provenance(tab *release.Table) map[string]any {
 	m := tab.Meta
 	doc := map[string]any{
 		"run_id": m.RunID, "definition": m.DefinitionID, "definition_version": m.DefinitionVersion,
-		"definition_sha256": m.DefinitionHash, "purpose": m.Purpose, "released_at": m.ReleasedAt,
+		"definition_sha256": m.DefinitionHash, "purpose": m.Purpose, "bundle_revision": m.BundleRevision,
+		"released_at": m.ReleasedAt, "submitted_at": nil,
 		"min_cell_count": m.MinCellCount, "rounding_base": m.RoundingBase,
+		"dominance": map[string]any{"n": m.DominanceN, "k": m.DominanceK},
 		"coverage": map[string]int64{"sites_expected": m.SitesExpected, "sites_answered": m.SitesAnswered,
 			"population_expected": m.PopulationExpected, "population_answered": m.PopulationAnswered,
 			"trusts_expected": m.TrustsExpected, "trusts_answered": m.TrustsAnswered,
 			"activity_expected": m.ActivityExpected, "activity_answered": m.ActivityAnswered},
-		"parameters": m.Parameters, "dims": tab.Dims, "measures": tab.Measures,
+		"parameters": m.Parameters, "node_versions": m.NodeVersions, "dims": tab.Dims, "measures": tab.Measures,
 	}
+	if !m.SubmittedAt.IsZero() {
+		doc["submitted_at"] = m.SubmittedAt
+	}
+	return doc
+}
+
+func writeJSON(w io.Writer, tab *release.Table) error {
+	doc := provenance(tab)
 	rows := make([]map[string]any, 0, len(tab.Rows))
 	for _, r := range tab.Rows {
 		row := map[string]any{release.RowKindField: r.Kind}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/csv"
 	"encoding/json"
 	"os"
@@ -101,6 +104,11 @@ func TestQueryCommands(t *testing.T) {
 	if !strings.Contains(out, "parameters index_date=2024-04-01 lookback_days=365\n") {
 		t.Errorf("fetch does not show the run's parameters:\n%s", out)
 	}
+	// And the rest of the provenance: the sites' node versions, the times.
+	if !strings.Contains(out, "node versions A81001=test-double A81002=test-double A81003=test-double\n") ||
+		!regexp.MustCompile(`definition sha256 [0-9a-f]{64}, bundle \S+, submitted 20`).MatchString(out) {
+		t.Errorf("fetch does not show the provenance:\n%s", out)
+	}
 
 	out, _, code = query(t, conn, "fetch", id, "--format", "csv")
 	recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
@@ -127,14 +135,35 @@ func TestQueryCommands(t *testing.T) {
 	}
 
 	out, _, code = query(t, conn, "fetch", id, "--format", "json")
+	type provenanceDoc struct {
+		RunID          string            `json:"run_id"`
+		BundleRevision string            `json:"bundle_revision"`
+		SubmittedAt    time.Time         `json:"submitted_at"`
+		ReleasedAt     time.Time         `json:"released_at"`
+		Parameters     map[string]string `json:"parameters"`
+		NodeVersions   map[string]string `json:"node_versions"`
+		Dominance      struct{ N int }   `json:"dominance"`
+	}
 	var doc struct {
-		RunID      string            `json:"run_id"`
-		Parameters map[string]string `json:"parameters"`
-		Rows       []map[string]any  `json:"rows"`
+		provenanceDoc
+		Rows []map[string]any `json:"rows"`
 	}
 	if err := json.Unmarshal([]byte(out), &doc); err != nil || code != 0 || doc.RunID != id || len(doc.Rows) != len(recs)-1 ||
 		doc.Parameters["lookback_days"] != "365" {
 		t.Errorf("fetch json: exit %d, %v, %d rows\n%s", code, err, len(doc.Rows), out)
+	}
+	if doc.BundleRevision == "" || len(doc.NodeVersions) != 3 || doc.SubmittedAt.IsZero() || doc.SubmittedAt.After(doc.ReleasedAt) || doc.Dominance.N < 1 {
+		t.Errorf("fetch json provenance %+v", doc.provenanceDoc)
+	}
+	// CSV written to a file gets its provenance in a sidecar.
+	csvFile := filepath.Join(t.TempDir(), "table.csv")
+	if _, errOut, code := query(t, conn, "fetch", id, "--format", "csv", "--out", csvFile); code != 0 {
+		t.Fatalf("fetch csv --out: exit %d %s", code, errOut)
+	}
+	var side provenanceDoc
+	if b, err := os.ReadFile(csvFile + ".provenance.json"); err != nil || json.Unmarshal(b, &side) != nil ||
+		side.RunID != id || side.Parameters["index_date"] != "2024-04-01" || side.BundleRevision != doc.BundleRevision || len(side.NodeVersions) != 3 {
+		t.Errorf("csv sidecar: %v %+v", err, side)
 	}
 
 	file := filepath.Join(t.TempDir(), "table.arrow")
@@ -150,6 +179,7 @@ func TestQueryCommands(t *testing.T) {
 	if err != nil || tab.Meta.RunID != id || len(tab.Rows) != len(recs)-1 {
 		t.Errorf("arrow file: %v %+v", err, tab)
 	}
+	verifyFetched(t, n, file, id)
 
 	// Mistakes are named.
 	for _, tc := range []struct {
@@ -253,4 +283,79 @@ func TestCoordinatorCommands(t *testing.T) {
 	if c := <-done; c != 0 {
 		t.Errorf("coordinator run exited %d after a signal:\n%s", c, stderr.String())
 	}
+}
+
+// verifyFetched checks a table fetched from the real coordinator with
+// haven query verify: it verifies against the coordinator's key, and is
+// refused after one byte of its provenance or one bit of a count is
+// flipped, or against another key.
+func verifyFetched(t *testing.T, n *coordinatortest.Network, file, runID string) {
+	t.Helper()
+	out, errOut, code := runHaven(t, "query", "verify", "--key", n.ReleasePublicKey, file)
+	if code != 0 || !strings.Contains(out, "signature good") || !strings.Contains(out, "run "+runID+": statins-chd") ||
+		!strings.Contains(out, "purpose service_evaluation") {
+		t.Fatalf("verify of the fetched table: exit %d\n%s%s", code, out, errOut)
+	}
+	good, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// Another key, made as an operator would.
+	if out, errOut, code := runHaven(t, "pki", "signing-key", "--dir", dir); code != 0 {
+		t.Fatalf("pki signing-key: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code := runHaven(t, "pki", "signing-key", "--dir", dir); code == 0 || !strings.Contains(errOut, "already exists") {
+		t.Errorf("pki signing-key over an existing key: exit %d %s", code, errOut)
+	}
+	// The total row's count, as a little-endian int64, sits in the
+	// stream's body; the byte is found from the verified table, not
+	// guessed.
+	tab, err := release.Verify(good, mustPub(t, n.ReleasePublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(tab.Rows[len(tab.Rows)-1].Values[0].Value)
+	le := make([]byte, 8)
+	binary.LittleEndian.PutUint64(le, uint64(total))
+	flip := func(at int) []byte {
+		b := bytes.Clone(good)
+		b[at] ^= 0x01
+		return b
+	}
+	purposeAt := bytes.Index(good, []byte("service_evaluation"))
+	countAt := bytes.LastIndex(good, le)
+	if purposeAt < 0 || countAt < 0 || total < 2 {
+		t.Fatalf("purpose at %d, total %d at %d", purposeAt, total, countAt)
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		key  string
+		want string
+	}{
+		{"purpose byte flipped", flip(purposeAt), n.ReleasePublicKey, "provenance"},
+		{"total count bit flipped", flip(countAt), n.ReleasePublicKey, "rows differ"},
+		{"another key", good, filepath.Join(dir, "release-signing.pub"), "not by the given key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "t.arrow")
+			if err := os.WriteFile(path, tc.b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, errOut, code := runHaven(t, "query", "verify", "--key", tc.key, path)
+			if code == 0 || !strings.Contains(errOut, "REFUSED") || !strings.Contains(errOut, tc.want) || strings.Contains(out, "signature good") {
+				t.Errorf("exit %d, want a refusal naming %q\n%s%s", code, tc.want, out, errOut)
+			}
+		})
+	}
+}
+
+func mustPub(t *testing.T, path string) ed25519.PublicKey {
+	t.Helper()
+	k, err := release.LoadPublicKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -26,6 +26,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/cdm"
 )
@@ -39,6 +40,8 @@ type Config struct {
 	TLS TLS `yaml:"tls"`
 	// Governance is the signed governance bundle.
 	Governance Governance `yaml:"governance"`
+	// Releases says how released tables are signed.
+	Releases Releases `yaml:"releases"`
 	// DataDir holds the job store (coordinator.db) and the audit log
 	// (audit.jsonl).
 	DataDir string `yaml:"data_dir"`
@@ -65,6 +68,13 @@ type TLS struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
 	CA   string `yaml:"ca"`
+}
+
+// Releases names the key the coordinator signs every released table with
+// (ed25519, PKCS #8 PEM, as `haven pki signing-key` writes it). Without
+// one, tables are released unsigned and `haven query verify` refuses them.
+type Releases struct {
+	SigningKey string `yaml:"signing_key"`
 }
 
 // Governance names the signed governance bundle and the board's key.
@@ -178,7 +188,7 @@ func Parse(b []byte) (*Config, error) {
 }
 
 func (c *Config) resolve(dir string) {
-	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA, &c.Governance.Bundle, &c.Governance.PublicKey, &c.DataDir} {
+	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA, &c.Governance.Bundle, &c.Governance.PublicKey, &c.Releases.SigningKey, &c.DataDir} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -219,6 +229,13 @@ func (c *Config) Validate() error {
 	required("governance.bundle", c.Governance.Bundle)
 	required("governance.public_key", c.Governance.PublicKey)
 	required("data_dir", c.DataDir)
+	if c.Releases.SigningKey != "" {
+		// Checked here, not first at the first release, so that a
+		// coordinator never starts unable to sign.
+		if _, err := release.LoadPrivateKey(c.Releases.SigningKey); err != nil {
+			bad("releases.signing_key", "%v", err)
+		}
+	}
 	if c.Governance.ReloadInterval < 0 {
 		bad("governance.reload_interval", "%v is negative", c.Governance.ReloadInterval)
 	} else if c.Governance.ReloadInterval > 0 && c.Governance.ReloadInterval < time.Second {

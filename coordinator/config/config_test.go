@@ -16,6 +16,9 @@ func TestLoad(t *testing.T) {
 		want []string
 	}{
 		{file: "minimal.good.yaml"},
+		{file: "signing_key.good.yaml"},
+		{file: "signing_key_missing.bad.yaml", want: []string{"releases.signing_key: release signing key: open", "no-such-release.key"}},
+		{file: "signing_key_public.bad.yaml", want: []string{`releases.signing_key: release signing key`, `no PEM "PRIVATE KEY" block`}},
 		{file: "unknown_field.bad.yaml", want: []string{"field heartbeat not found"}},
 		{file: "missing_paths.bad.yaml", want: []string{"tls.cert: required", "tls.key: required", "tls.ca: required",
 			"governance.bundle: required", "governance.public_key: required", "data_dir: required"}},

@@ -13,6 +13,7 @@ package coordinatortest
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 	"github.com/havenhealth/haven/coordinator"
 	"github.com/havenhealth/haven/coordinator/authn"
 	"github.com/havenhealth/haven/coordinator/config"
+	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
@@ -71,6 +73,9 @@ type Network struct {
 	Catalog *catalog.Catalog
 	// Addr is the coordinator's address, the same across restarts.
 	Addr string
+	// ReleasePublicKey is the PEM file of the public half of the key the
+	// coordinator signs released tables with.
+	ReleasePublicKey string
 	// Logs holds everything the coordinator logged.
 	Logs *SyncBuffer
 
@@ -105,6 +110,21 @@ func New(tb testing.TB, opts Options) *Network {
 		tb.Fatal(err)
 	}
 	if _, _, err := pki.WriteFiles(filepath.Join(dir, "pki"), "server", certPEM, keyPEM); err != nil {
+		tb.Fatal(err)
+	}
+	_, signingKey, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	signPriv, signPub, err := release.MarshalKeys(signingKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n.ReleasePublicKey = filepath.Join(dir, "pki", "release-signing.pub.pem")
+	if err := os.WriteFile(filepath.Join(dir, "pki", "release-signing.key"), signPriv, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(n.ReleasePublicKey, signPub, 0o644); err != nil {
 		tb.Fatal(err)
 	}
 	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"), opts.EditData)
@@ -148,6 +168,7 @@ func New(tb testing.TB, opts Options) *Network {
 	yml := fmt.Sprintf(`listen: %s
 tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt}
 governance: {bundle: bundle, public_key: board.pub.pem, reload_interval: 0s}
+releases: {signing_key: pki/release-signing.key}
 data_dir: data
 runs: {deadline: %s, heartbeat_interval: %s}
 operator_roles: [operator]

@@ -33,6 +33,7 @@ package dispatch
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -111,6 +112,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// SigningKey, if set, signs every released table (release.Sign);
+	// without one, tables are released unsigned.
+	SigningKey ed25519.PrivateKey
 	// NewCombiner makes each run's combiner; nil means NewLinkage.
 	NewCombiner CombinerFactory
 	// PersistInterval bounds how stale the stored snapshot of a run in

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -143,10 +144,16 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		PopulationExpected: cov.PopulationExpected, PopulationAnswered: cov.PopulationAnswered,
 		TrustsExpected: int64(cov.TrustsExpected), TrustsAnswered: int64(cov.TrustsAnswered),
 		ActivityExpected: cov.ActivityExpected, ActivityAnswered: cov.ActivityAnswered,
-		Parameters: r.bound.Params(),
+		Parameters: r.bound.Params(), SubmittedAt: submittedAt(r.run),
+		DominanceN: int64(th.Dominance.N), DominanceK: th.Dominance.K, NodeVersions: answeredVersions(d.cfg.Links, cov),
 	})
 	if err != nil {
 		return failed("encode the released table: %v", err)
+	}
+	if d.cfg.SigningKey != nil {
+		if b, err = release.Sign(b, d.cfg.SigningKey); err != nil {
+			return failed("sign the released table: %v", err)
+		}
 	}
 	summary := summarise(rel, th)
 	withheld := map[string]int{}
@@ -164,6 +171,34 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 			"trusts_expected": cov.TrustsExpected, "trusts_answered": cov.TrustsAnswered,
 			"activity_expected": cov.ActivityExpected, "activity_answered": cov.ActivityAnswered},
 	}}
+}
+
+// submittedAt is when run was submitted; zero if it does not say.
+func submittedAt(run *havenv1.Run) time.Time {
+	if run.GetSubmittedAt() == nil {
+		return time.Time{}
+	}
+	return run.GetSubmittedAt().AsTime()
+}
+
+// answeredVersions are the node software versions of the sites of cov
+// that answered, as their nodes last reported them.
+func answeredVersions(links Links, cov *havenv1.Coverage) map[string]string {
+	known := map[string]string{}
+	for _, s := range links.Sites() {
+		known[s.ODS] = s.NodeVersion
+	}
+	out := map[string]string{}
+	for _, st := range cov.GetSites() {
+		if st.GetState() == havenv1.SiteState_SITE_STATE_DONE {
+			v := known[st.GetSiteOds()]
+			if v == "" {
+				v = "unknown"
+			}
+			out[st.GetSiteOds()] = v
+		}
+	}
+	return out
 }
 
 // missingTrusts lists the trusts of cov that did not answer, with their

@@ -17,9 +17,12 @@
 //
 // Cells come first, sorted by key, then the one-way margins (the margin's
 // own dimension holds its category, the others are null), then the grand
-// total. The schema's metadata names the run, the definition, the
-// thresholds and the coverage (see Meta), so a table file read on its own
-// says what it is.
+// total. The schema's metadata is the release's provenance: the run, its
+// submission and release times, the definition (id, version, hash), every
+// parameter, the purpose, the bundle revision, the disclosure rules applied
+// (threshold, rounding base, dominance rule), the coverage and the node
+// software versions of the sites that answered (see Meta), so a table file
+// read on its own says what it is. The coordinator signs it (Sign).
 package release
 
 import (
@@ -81,6 +84,18 @@ type Meta struct {
 	// Parameters are every parameter the run answered, defaults
 	// included, as text (catalog.Bound.Params); written when there are any.
 	Parameters map[string]string
+	// SubmittedAt is when the run was submitted (ReleasedAt is when it
+	// finished); written when set.
+	SubmittedAt time.Time
+	// DominanceN and DominanceK are the dominance rule applied to the
+	// measures policy named for it (disclosure.Dominance); written when
+	// N > 0.
+	DominanceN int64
+	DominanceK float64
+	// NodeVersions are the node software versions of the sites that
+	// answered, by ODS code, as their nodes reported at release; written
+	// when there are any.
+	NodeVersions map[string]string
 }
 
 // Metadata keys.
@@ -103,6 +118,10 @@ const (
 	keyActExp      = "haven.coverage.activity_expected"
 	keyActAns      = "haven.coverage.activity_answered"
 	keyParams      = "haven.run.parameters"
+	keySubmittedAt = "haven.run.submitted_at"
+	keyDominanceN  = "haven.disclosure.dominance_n"
+	keyDominanceK  = "haven.disclosure.dominance_k"
+	keyNodeVers    = "haven.nodes.versions"
 	keyDims        = "haven.table.dims"
 	keyMeasures    = "haven.table.measures"
 	keyMeasureKind = "haven.measure.kind"
@@ -167,6 +186,20 @@ func Schema(dims []string, ms []Measure, meta Meta) (*arrow.Schema, error) {
 			return nil, fmt.Errorf("release: parameters: %w", err)
 		}
 		keys, vals = append(keys, keyParams), append(vals, string(b))
+	}
+	if !meta.SubmittedAt.IsZero() {
+		keys, vals = append(keys, keySubmittedAt), append(vals, meta.SubmittedAt.UTC().Format(time.RFC3339Nano))
+	}
+	if meta.DominanceN > 0 {
+		keys = append(keys, keyDominanceN, keyDominanceK)
+		vals = append(vals, i(meta.DominanceN, 10), strconv.FormatFloat(meta.DominanceK, 'g', -1, 64))
+	}
+	if len(meta.NodeVersions) > 0 {
+		b, err := json.Marshal(meta.NodeVersions) // keys sorted
+		if err != nil {
+			return nil, fmt.Errorf("release: node versions: %w", err)
+		}
+		keys, vals = append(keys, keyNodeVers), append(vals, string(b))
 	}
 	md := arrow.NewMetadata(keys, vals)
 	return arrow.NewSchema(fields, &md), nil
@@ -348,7 +381,7 @@ func Read(rdr array.RecordReader) (t *Table, err error) {
 	return t, nil
 }
 
-func tableOf(s *arrow.Schema) (*Table, error) {
+func tableOf(s *arrow.Schema) (_ *Table, err error) {
 	md := s.Metadata()
 	get := func(k string) string {
 		if i := md.FindKey(k); i >= 0 {
@@ -373,6 +406,22 @@ func tableOf(s *arrow.Schema) (*Table, error) {
 		PopulationExpected: num(keyPopExp), PopulationAnswered: num(keyPopAns),
 		TrustsExpected: num(keyTrustsExp), TrustsAnswered: num(keyTrustsAns),
 		ActivityExpected: num(keyActExp), ActivityAnswered: num(keyActAns),
+	}
+	if v := get(keySubmittedAt); v != "" {
+		if t.Meta.SubmittedAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			return nil, fmt.Errorf("read released table: metadata %s: %w", keySubmittedAt, err)
+		}
+	}
+	t.Meta.DominanceN = num(keyDominanceN)
+	if v := get(keyDominanceK); v != "" {
+		if t.Meta.DominanceK, err = strconv.ParseFloat(v, 64); err != nil {
+			return nil, fmt.Errorf("read released table: metadata %s: %w", keyDominanceK, err)
+		}
+	}
+	if v := get(keyNodeVers); v != "" {
+		if err := json.Unmarshal([]byte(v), &t.Meta.NodeVersions); err != nil {
+			return nil, fmt.Errorf("read released table: metadata %s: %w", keyNodeVers, err)
+		}
 	}
 	if p := get(keyParams); p != "" {
 		if err := json.Unmarshal([]byte(p), &t.Meta.Parameters); err != nil {

@@ -21,7 +21,8 @@
 //
 //	bin/                      connector plugins (and haven, when built here)
 //	net/                      the synthetic network (haven synth)
-//	pki/                      network CA, coordinator, node and commissioner certificates
+//	pki/                      network CA, coordinator, node and commissioner certificates,
+//	                          the coordinator's release signing key (release-signing.key, .pub)
 //	board/, bundle/           the demo board's key pair and the signed copy of policy/bundle
 //	linkage.key               the network linkage secret every node shares (0600)
 //	coordinator/              coordinator.yaml, and data/ with the job store and audit log

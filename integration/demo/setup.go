@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -19,6 +20,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/cdm"
@@ -163,6 +165,9 @@ type pkiFiles struct {
 	serverCert, serverKy string
 	nodes                map[string][2]string // ODS → cert, key
 	userCert, userKey    string
+	// releaseKey is the coordinator's release signing key; its public
+	// half, release-signing.pub beside it, is for haven query verify.
+	releaseKey string
 }
 
 // makePKI creates the network CA and issues the coordinator's certificate
@@ -196,6 +201,21 @@ func makePKI(dir string, sites []synth.Site, now time.Time) (*pkiFiles, error) {
 	p.userCert, p.userKey, err = issue(commissionerID, pki.Request{Kind: pki.KindUser, ID: commissionerID,
 		Org: commissionerOU, Roles: []string{commissionRole}})
 	if err != nil {
+		return nil, err
+	}
+	_, sk, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	priv, pub, err := release.MarshalKeys(sk)
+	if err != nil {
+		return nil, err
+	}
+	p.releaseKey = filepath.Join(dir, "release-signing.key")
+	if err := os.WriteFile(p.releaseKey, priv, 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "release-signing.pub"), pub, 0o644); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -292,6 +312,9 @@ type coordinatorFile struct {
 		PublicKey      string `yaml:"public_key"`
 		ReloadInterval string `yaml:"reload_interval"`
 	} `yaml:"governance"`
+	Releases struct {
+		SigningKey string `yaml:"signing_key"`
+	} `yaml:"releases"`
 	DataDir string `yaml:"data_dir"`
 	Runs    struct {
 		Deadline          string `yaml:"deadline"`
@@ -371,6 +394,7 @@ func writeCoordinatorConfig(l layout, p *pkiFiles, addr string, sites []synth.Si
 	c.Listen = addr
 	c.TLS.Cert, c.TLS.Key, c.TLS.CA = p.serverCert, p.serverKy, p.ca
 	c.Governance.Bundle, c.Governance.PublicKey, c.Governance.ReloadInterval = l.bundle(), l.boardPublic(), "0s"
+	c.Releases.SigningKey = p.releaseKey
 	c.DataDir = l.coordinatorData()
 	c.Runs.Deadline = deadline.String()
 	c.Runs.HeartbeatInterval = "5s"
