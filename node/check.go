@@ -196,6 +196,13 @@ func checkConnector(ctx context.Context, cfg *config.Config, logger *slog.Logger
 			f.Warn = true
 			f.Detail += fmt.Sprintf("; %d with an invalid NHS number, which every query leaves out", invalid)
 		}
+		bad, err := countBadValues(ctx, h, t, cfg.Limits.MaxRows)
+		if err != nil {
+			f = Finding{Check: name, Detail: fmt.Sprintf("%d rows; reading its numeric values failed: %v", ti.Rows, err)}
+		} else if bad > 0 {
+			f.Warn = true
+			f.Detail += fmt.Sprintf("; %d with a numeric value that is not finite or is impossible for its code (cdm.ValidValue), which every query leaves out", bad)
+		}
 		out = append(out, f)
 	}
 	return out
@@ -226,6 +233,54 @@ func countInvalid(ctx context.Context, h *connector.Host, table string, maxRows 
 		}
 	}
 	return n, res.Err()
+}
+
+// countBadValues counts the rows of a CDM table holding a numeric value
+// cdm.ValidValue rejects: NaN, ±Inf, or outside its code's range. NULL is
+// no reading. The identifiers come from node/cdm.
+func countBadValues(ctx context.Context, h *connector.Host, t cdm.Table, maxRows int64) (int64, error) {
+	var n int64
+	for _, col := range cdm.NumericColumns(t.Name) {
+		codeCol, _, _ := cdm.CodeColumn(t.Name, col)
+		sel := col
+		if codeCol != "" {
+			sel += ", " + codeCol
+		}
+		res, err := h.Query(ctx, connector.Query{SQL: "SELECT " + sel + " FROM " + t.Name + " WHERE " + col + " IS NOT NULL", MaxRows: maxRows})
+		if err != nil {
+			return 0, err
+		}
+		for res.Next() {
+			rec := res.Record()
+			vals, ok := rec.Column(0).(*array.Float64)
+			if !ok {
+				res.Close()
+				return 0, fmt.Errorf("%s.%s is %s, want float64", t.Name, col, rec.Column(0).DataType())
+			}
+			var codes *array.String
+			if codeCol != "" {
+				if codes, ok = rec.Column(1).(*array.String); !ok {
+					res.Close()
+					return 0, fmt.Errorf("%s.%s is %s, want utf8", t.Name, codeCol, rec.Column(1).DataType())
+				}
+			}
+			for i := range vals.Len() {
+				code := ""
+				if codes != nil && codes.IsValid(i) {
+					code = codes.Value(i)
+				}
+				if vals.IsValid(i) && !cdm.ValidValue(t.Name, col, code, vals.Value(i)) {
+					n++
+				}
+			}
+		}
+		err = res.Err()
+		res.Close()
+		if err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // dialCoordinator makes a TLS handshake with the coordinator as the node

@@ -787,3 +787,53 @@ func firstOf(s []string) string {
 	}
 	return s[0]
 }
+
+// TestCheckCountsBadValues: `haven node check` reports, per table, the
+// rows whose numeric value every query leaves out, over the real
+// connector plugin reading a practice's Parquet that holds a systolic
+// reading of +Inf and one of 4000 mmHg.
+func TestCheckCountsBadValues(t *testing.T) {
+	s := newSite(t, "gp")
+	cfg := s.loadConfig(t)
+	clinical := func(fs []Finding) Finding {
+		for _, f := range fs {
+			if f.Check == "CDM table "+cdm.TableClinicalEvent {
+				return f
+			}
+		}
+		t.Fatalf("no clinical_event finding in %+v", fs)
+		return Finding{}
+	}
+	if f := clinical(Check(t.Context(), cfg, nil)); strings.Contains(f.Detail, "numeric value") {
+		t.Fatalf("the clean synthetic site already has bad values: %+v", f)
+	}
+
+	// A copy of the site's files whose clinical_event has two bad rows.
+	src := filepath.Dir(s.n.Path(s.site.Files[cdm.TablePatient].Path))
+	dir := t.TempDir()
+	entries, err := os.ReadDir(src)
+	must(t, err)
+	for _, e := range entries {
+		if e.Name() == cdm.TableClinicalEvent+".parquet" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644))
+	}
+	db := nodetest.OpenSite(t, s.n, s.site)
+	// Test-only DDL: the paths are the test's own.
+	out := strings.ReplaceAll(filepath.Join(dir, cdm.TableClinicalEvent+".parquet"), "'", "''")
+	_, err = db.Exec("COPY (SELECT * FROM clinical_event UNION ALL SELECT e.nhs_number, e.event_date, '163030003', b.v FROM (SELECT nhs_number, event_date FROM clinical_event LIMIT 1) AS e, " +
+		"(VALUES (CAST('Infinity' AS DOUBLE)), (4000.0)) AS b(v)) TO '" + out + "' (FORMAT parquet)")
+	must(t, err)
+	for i, a := range cfg.Connector.Args {
+		if a == src {
+			cfg.Connector.Args[i] = dir
+		}
+	}
+	f := clinical(Check(t.Context(), cfg, nil))
+	if !f.OK || !f.Warn || !strings.Contains(f.Detail, "; 2 with a numeric value that is not finite or is impossible") {
+		t.Errorf("clinical_event finding %+v, want a warning counting 2 bad values", f)
+	}
+}

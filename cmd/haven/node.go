@@ -410,7 +410,8 @@ func newNodeCheckCmd(a *app, load configLoader) *cobra.Command {
 (site, expiry), the network CA, the linkage secret (private, long enough), the
 national opt-out list, the governance bundle's signature, the state and audit
 directories, the connector plugin (checksum, start, CDM tables with row counts
-and invalid NHS numbers in each) and whether the coordinator answers a TLS
+and the rows in each with an invalid NHS number or a bad numeric value, which
+every query leaves out) and whether the coordinator answers a TLS
 handshake. Exits 1 if anything fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

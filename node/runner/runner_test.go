@@ -910,3 +910,40 @@ func TestWarmUpCountsInvalidNumbersAhead(t *testing.T) {
 		t.Errorf("invalid NHS numbers excluded: %d after WarmUp, %d without; want equal and non-zero", got, want)
 	}
 }
+
+// A practice whose data hold systolic readings of +Inf and 4000 mmHg, on
+// the index date for every patient with events, answers
+// bp-control-hypertension exactly as it would without them: the rows are
+// left out, the task is done and what is uploaded is the direct answer
+// over the clean data.
+func TestBadValuesLeftOut(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	task := e.task(t, "bp-control-hypertension", "run-bad-values", nil)
+	prog := e.compiled(t, task)
+	want := sqlRows(nodetest.Rows(t, e.src.DB, prog.Result.SQL, prog.Result.Args...))
+	if len(want) == 0 {
+		t.Fatal("the direct answer is empty; the test proves nothing")
+	}
+	// Test-only DDL: the path is the test's own.
+	path := strings.ReplaceAll(e.n.Path(e.site.Files[cdm.TableClinicalEvent].Path), "'", "''")
+	src := "read_parquet('" + path + "')"
+	if _, err := e.src.DB.Exec("CREATE OR REPLACE VIEW clinical_event AS SELECT * FROM " + src +
+		" UNION ALL SELECT nhs_number, DATE '2024-04-01', '163030003', v FROM (SELECT DISTINCT nhs_number FROM " + src +
+		") AS p, (VALUES (CAST('Infinity' AS DOUBLE)), (4000.0)) AS b(v)"); err != nil {
+		t.Fatal(err)
+	}
+	if bad := nodetest.Strings(t, e.src.DB, "SELECT CAST(count(*) AS VARCHAR) FROM clinical_event WHERE isinf(numeric_value) OR numeric_value = 4000"); len(bad) != 1 || bad[0] == "0" {
+		t.Fatalf("bad rows added: %v", bad)
+	}
+	d := done(t, e.run(t, task))
+	u, ok := e.coord.Upload(task.GetTaskId())
+	if !ok {
+		t.Fatal("nothing uploaded")
+	}
+	if got := uploadRows(t, u); !slices.Equal(got, want) {
+		t.Fatalf("upload differs from the answer over the clean data:\n got %v\nwant %v", got, want)
+	}
+	if d.GetRows() != u.Rows {
+		t.Errorf("TaskDone says %d rows; the coordinator got %d", d.GetRows(), u.Rows)
+	}
+}

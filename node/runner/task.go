@@ -403,6 +403,9 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 		return nil, err
 	}
 	defer release(batches)
+	if err := checkFinite(batches); err != nil {
+		return nil, err
+	}
 	r.progress(j, havenv1.TaskStage_TASK_STAGE_UPLOADING, 0, 0)
 	sent, err := r.upload(ctx, j, out.schema, batches)
 	if err != nil {

@@ -272,3 +272,19 @@ func (c *compiler) invalidCounts() (string, []Column) {
 	}
 	return "SELECT " + strings.Join(sel, ",\n  "), cols
 }
+
+// badValueCounts is the BadValues statement.
+func (c *compiler) badValueCounts() (string, []Column) {
+	var sel []string
+	var cols []Column
+	for _, t := range c.tableList() {
+		valid := c.validValues(t, "t")
+		if len(valid) == 0 {
+			continue
+		}
+		name := c.table(t)
+		sel = append(sel, fmt.Sprintf("(SELECT count(*) FROM %s AS t WHERE NOT %s) AS %s", name, and(valid), name))
+		cols = append(cols, Column{Name: name, Type: catalog.FieldInt64})
+	}
+	return "SELECT " + strings.Join(sel, ",\n  "), cols
+}

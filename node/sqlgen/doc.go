@@ -39,7 +39,8 @@
 // node in Go, and Keys (aggregate) lists each patient of the population
 // with its group columns and, per cell key, whether that count counts the
 // patient. InvalidNHSNumbers counts, per table read, the rows
-// whose NHS number fails the check. Day fields come back as BIGINT days
+// whose NHS number fails the check, and BadValueCounts those holding an
+// invalid numeric value. Day fields come back as BIGINT days
 // after their anchor and day lists as BIGINT lists; the node narrows them
 // to the plan's int32.
 //
@@ -57,6 +58,13 @@
 // reports on — and every event row is matched by equality to a checked
 // number. InvalidNHSNumbers counts every such row of each table the
 // program reads, whatever its date.
+//
+// Numeric values. A row whose numeric column (clinical_event.numeric_value)
+// holds a value cdm.ValidValue rejects — NaN, ±Inf, or outside the range
+// the CDM gives the row's code, such as a systolic reading of 4000 mmHg —
+// is left out of every statement, as if the site did not hold it; NULL is
+// no reading and stays. BadValueCounts counts such rows per table, whatever
+// their date, so that the node reports them instead of failing the site.
 //
 // Patients. The patient table gives one patient per valid number. Where a
 // number has several rows (exact duplicates, or rows that disagree), each

@@ -3,6 +3,7 @@ package sqlgen
 import (
 	"database/sql"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -833,4 +834,96 @@ func TestHandmadeNetworkOptOut(t *testing.T) {
 			t.Errorf("trust with t1 on the network list:\n%s", diff)
 		}
 	})
+}
+
+// TestHandmadeBadValues: readings that are not finite, or impossible for
+// their code, are left out of every statement and counted; a value under
+// a code whose unit the CDM does not know is held to finiteness only.
+func TestHandmadeBadValues(t *testing.T) {
+	eachDialect(t, func(t *testing.T, tdb testDB) {
+		g := newGPCase(t)
+		event := func(nhs, date, code string, v float64) {
+			g.sd.events[cdm.TableClinicalEvent] = append(g.sd.events[cdm.TableClinicalEvent],
+				eventRow{nhs: nhs, date: day(date), code: strp(code), value: fp(v)})
+		}
+		// p2's good reading is 118 on 2023-01-01; later bad ones must not
+		// replace it as the latest.
+		event(g.p2, "2023-06-01", codeSBP, math.Inf(1))
+		event(g.p2, "2023-07-01", codeSBP, 4000)
+		event(g.p2, "2023-08-01", codeSBP, math.NaN())
+		event(g.p2, "2023-09-01", codeSBP, 19)
+		// p12 has only a bad reading: no latest value.
+		event(g.p12, "2023-06-01", codeSBP, math.Inf(-1))
+		// p14: diabetic by a row whose large value has no known unit;
+		// p15: not, the row's value being infinite.
+		event(g.p14, "2023-06-01", codeT2DM, 4000)
+		event(g.p15, "2023-06-01", codeT2DM, math.Inf(1))
+		db := openHandmade(t, tdb, g.sd)
+		d := parseDefinition(t, gpLinkageDef)
+		b := bind(t, d, nil)
+		prog, err := Compile(b, d.Plan(), cdm.KindGP, tdb.d, Options{SiteODS: g.sd.site.ODS, NDOP: g.ndop})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := query(t.Context(), db, prog.Result)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols := map[string]int{}
+		for i, c := range prog.Result.Columns {
+			cols[c.Name] = i
+		}
+		got := byNHS(rows)
+		for _, w := range []struct {
+			nhs, field string
+			want       any
+		}{
+			{g.p2, "sbp", 118.0}, {g.p12, "sbp", nil}, {g.p1, "sbp", 135.0},
+			{g.p14, "diabetic", true}, {g.p15, "diabetic", false},
+		} {
+			r, ok := got[w.nhs]
+			if !ok {
+				t.Errorf("patient %s missing", w.nhs)
+				continue
+			}
+			if v := r[cols[w.field]]; !sameValue(v, w.want) {
+				t.Errorf("patient %s: %s = %#v, want %#v", w.nhs, w.field, v, w.want)
+			}
+		}
+		ref := newReference(t, b, cdm.KindGP, g.sd, g.ndop).patientRows()
+		sortRows(rows)
+		sortRows(ref)
+		if diff := diffRows(rows, ref); diff != "" {
+			t.Errorf("reference:\n%s", diff)
+		}
+
+		st, err := BadValueCounts(cdm.KindGP, tdb.d, prog.Tables)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts, err := query(t.Context(), db, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Columns) != 1 || st.Columns[0].Name != cdm.TableClinicalEvent || len(counts) != 1 {
+			t.Fatalf("bad value counts: columns %v, rows %v; want one column, clinical_event", st.Columns, counts)
+		}
+		if counts[0][0] != int64(6) {
+			t.Errorf("bad values in clinical_event: %v, want 6", counts[0][0])
+		}
+		for _, v := range st.Args {
+			if f, ok := v.(float64); ok && (math.IsInf(f, 0) || math.IsNaN(f)) {
+				t.Errorf("a bound argument is %v", f)
+			}
+		}
+	})
+}
+
+func TestBadValueCountsErrors(t *testing.T) {
+	if _, err := BadValueCounts(cdm.KindGP, DuckDB(), []string{cdm.TablePatient, cdm.TableMedication}); err == nil || !strings.Contains(err.Error(), "numeric column") {
+		t.Errorf("no numeric tables: err = %v", err)
+	}
+	if _, err := BadValueCounts(cdm.KindGP, DuckDB(), []string{"patients; DROP TABLE x"}); err == nil || !strings.Contains(err.Error(), "unknown CDM table") {
+		t.Errorf("unknown table: err = %v", err)
+	}
 }

@@ -215,11 +215,38 @@ func (c *compiler) eventConds(ev catalog.Events, e, death string) []string {
 		}
 	}
 	conds = append(conds, c.filters(ev.Table, ev.Where, e)...)
+	conds = append(conds, c.validValues(t, e)...)
 	if death != "" {
 		ed := e + "." + c.col(t, eventDateColumn(t))
 		conds = append(conds, fmt.Sprintf("(%s IS NULL OR %s <= %s)", death, ed, death))
 	}
 	return conds
+}
+
+// validValues are the conditions a row e of table meets when each of its
+// numeric columns is NULL or holds a valid value (cdm.ValidValue): finite,
+// and in its code's range where the CDM knows one. Finiteness is a BETWEEN
+// on the largest finite doubles, which NaN fails in both dialects (both
+// order NaN above every number) as ±Inf do; so the test needs no
+// dialect's isfinite and no literal, and is never NULL for a non-NULL
+// value. A NULL code is in no code's range.
+func (c *compiler) validValues(table, e string) []string {
+	var out []string
+	for _, col := range cdm.NumericColumns(table) {
+		x := e + "." + c.col(table, col)
+		codeCol, ranges, _ := cdm.CodeColumn(table, col)
+		conds := []string{c.between(x, cdm.Finite())}
+		for _, r := range ranges {
+			in := c.d.inArray(e+"."+c.col(table, codeCol), c.texts(r.Codes))
+			conds = append(conds, fmt.Sprintf("NOT (coalesce(%s, false) AND NOT %s)", in, c.between(x, r.Range)))
+		}
+		out = append(out, fmt.Sprintf("(%s IS NULL OR %s)", x, and(conds)))
+	}
+	return out
+}
+
+func (c *compiler) between(x string, r cdm.Range) string {
+	return fmt.Sprintf("(%s BETWEEN %s AND %s)", x, c.float(r.Min), c.float(r.Max))
 }
 
 // filters restricts rows e of table to the values each filter allows.

@@ -154,6 +154,16 @@ func (r *reference) matches(ev catalog.Events, e eventRow, death *catalog.Date) 
 			return false
 		}
 	}
+	// A row with a bad numeric value is left out (cdm.ValidValue).
+	if e.value != nil {
+		code := ""
+		if e.code != nil {
+			code = *e.code
+		}
+		if !cdm.ValidValue(ev.Table, cdm.ColNumericValue, code, *e.value) {
+			return false
+		}
+	}
 	for _, f := range ev.Where {
 		if f.Column != cdm.ColAdmissionMethod {
 			r.t.Fatalf("reference: no filter on %s", f.Column)

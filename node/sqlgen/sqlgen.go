@@ -38,6 +38,7 @@ const (
 	StatementMembers           = "members"
 	StatementKeys              = "keys"
 	StatementInvalidNHSNumbers = "invalid_nhs_numbers"
+	StatementBadValues         = "bad_values"
 )
 
 // Column is one column a statement returns.
@@ -232,6 +233,32 @@ func InvalidCounts(k cdm.SiteKind, d Dialect, tables []string) (Statement, error
 		c.tables[t] = true
 	}
 	return c.statement(StatementInvalidNHSNumbers, c.invalidCounts)
+}
+
+// BadValueCounts returns the statement that counts, for each of the given
+// tables of a site of kind k that has a numeric column, the rows holding a
+// value cdm.ValidValue rejects (non-finite, or impossible for the row's
+// code): one row with one int64 column per such table, named after it, in
+// CDM order. Every statement leaves these rows out, as it leaves out rows
+// with an invalid NHS number; tables without numeric columns get no
+// column, and when none of the tables has one the error says so.
+func BadValueCounts(k cdm.SiteKind, d Dialect, tables []string) (Statement, error) {
+	c := &compiler{kind: k, d: d, schema: map[string]cdm.Table{}, tables: map[string]bool{}}
+	for _, t := range cdm.Tables() {
+		c.schema[t.Name] = t
+	}
+	numeric := false
+	for _, t := range tables {
+		if _, ok := c.schema[t]; !ok {
+			return Statement{}, fmt.Errorf("bad value counts: unknown CDM table %q", t)
+		}
+		c.tables[t] = true
+		numeric = numeric || len(cdm.NumericColumns(t)) > 0
+	}
+	if !numeric {
+		return Statement{}, errors.New("bad value counts: none of the tables has a numeric column")
+	}
+	return c.statement(StatementBadValues, c.badValueCounts)
 }
 
 // statement runs one statement's generator on a fresh argument list.
