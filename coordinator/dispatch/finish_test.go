@@ -115,7 +115,7 @@ func TestPerturbationWithoutKeysFailsClosed(t *testing.T) {
 		Purpose: "commissioning",
 		Table:   policy.TableShape{Rows: 1, Measures: []policy.Measure{{Name: "patients", Kind: "count"}}},
 		Coverage: policy.Coverage{Sites: policy.Answered{Expected: 1, Answered: 1},
-			Population: policy.Answered{Expected: 100, Answered: 100}},
+			Population: policy.Answered{Expected: 100, Answered: 100}, MissingTrusts: []policy.MissingSite{}},
 	}
 	decide := func() policy.DisclosureDecision {
 		e, err := policy.Load(ctx, policy.Config{BundlePath: dir, InsecureSkipVerify: true,
