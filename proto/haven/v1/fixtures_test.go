@@ -91,11 +91,13 @@ func register() *Register {
 		RunningTaskIds:       []string{"task-45"},
 		LinkageKeyId:         "lk-2025-1",
 		NetworkOptOutVersion: &NetworkOptOutVersion{Epoch: "E4QZ", Seq: 41},
+		ActivityRecords:      138_935,
 	}
 }
 
 func task() *Task {
 	return &Task{
+		RecordKeyRange:    256,
 		TaskId:            "task-42",
 		RunId:             "run-2025-0001",
 		DefinitionId:      "t2dm-emergency-admissions",
@@ -198,6 +200,10 @@ func run() *Run {
 			SitesAnswered:      4,
 			PopulationExpected: 52_000,
 			PopulationAnswered: 47_500,
+			TrustsExpected:     2,
+			TrustsAnswered:     1,
+			ActivityExpected:   391_083,
+			ActivityAnswered:   138_935,
 			Sites:              []*SiteStatus{siteStatus()},
 		},
 		Release:         &ReleaseSummary{Rows: 16, CellsReleased: 44, CellsWithheld: 4, MinCellCount: 8, RoundingBase: 5},
