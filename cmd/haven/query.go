@@ -863,8 +863,15 @@ func writeTable(w io.Writer, tab *release.Table) {
 		}
 		fmt.Fprintf(w, "parameters %s\n", strings.Join(ps, " "))
 	}
-	fmt.Fprintf(w, "coverage %d of %d sites, %d of %d people; counts under %d withheld, values rounded to %d\n",
-		m.SitesAnswered, m.SitesExpected, m.PopulationAnswered, m.PopulationExpected, m.MinCellCount, m.RoundingBase)
+	if m.Perturbed() {
+		// Perturbed counts are neither rounded nor withheld as small: say
+		// so, or a reader takes 0 or 10 for an exact or rounded count.
+		fmt.Fprintf(w, "coverage %d of %d sites, %d of %d people; counts perturbed by %s (key range %d; the same people give the same value in every run), other values rounded to %d\n",
+			m.SitesAnswered, m.SitesExpected, m.PopulationAnswered, m.PopulationExpected, m.PerturbationTable, m.PerturbationKeyRange, m.RoundingBase)
+	} else {
+		fmt.Fprintf(w, "coverage %d of %d sites, %d of %d people; counts under %d withheld, values rounded to %d\n",
+			m.SitesAnswered, m.SitesExpected, m.PopulationAnswered, m.PopulationExpected, m.MinCellCount, m.RoundingBase)
+	}
 	if m.TrustsExpected > 0 {
 		fmt.Fprintf(w, "trusts %d of %d, %s\n", m.TrustsAnswered, m.TrustsExpected, activityShare(m.ActivityAnswered, m.ActivityExpected))
 	}
@@ -976,7 +983,7 @@ func provenance(tab *release.Table) map[string]any {
 		"definition_sha256": m.DefinitionHash, "purpose": m.Purpose, "bundle_revision": m.BundleRevision,
 		"released_at": m.ReleasedAt, "submitted_at": nil,
 		"min_cell_count": m.MinCellCount, "rounding_base": m.RoundingBase,
-		"dominance": map[string]any{"n": m.DominanceN, "k": m.DominanceK},
+		"dominance": map[string]any{"n": m.DominanceN, "k": m.DominanceK}, "perturbation": nil,
 		"coverage": map[string]int64{"sites_expected": m.SitesExpected, "sites_answered": m.SitesAnswered,
 			"population_expected": m.PopulationExpected, "population_answered": m.PopulationAnswered,
 			"trusts_expected": m.TrustsExpected, "trusts_answered": m.TrustsAnswered,
@@ -985,6 +992,9 @@ func provenance(tab *release.Table) map[string]any {
 	}
 	if !m.SubmittedAt.IsZero() {
 		doc["submitted_at"] = m.SubmittedAt
+	}
+	if m.Perturbed() {
+		doc["perturbation"] = map[string]any{"table": m.PerturbationTable, "key_range": m.PerturbationKeyRange}
 	}
 	return doc
 }

@@ -57,6 +57,11 @@ type Options struct {
 	Sites []config.Site
 	// EditData, if set, edits the bundle's data.json before it is signed
 	// (a board's settings: thresholds, ledger rules).
+	//
+	// The network's bundle switches cell-key perturbation off before
+	// EditData runs, although the reference bundle has it on: node
+	// doubles answer with exact tables computed here, and a test that
+	// wants perturbed releases says so by switching it back on.
 	EditData func(data map[string]any)
 }
 
@@ -127,7 +132,17 @@ func New(tb testing.TB, opts Options) *Network {
 	if err := os.WriteFile(n.ReleasePublicKey, signPub, 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"), opts.EditData)
+	edit := func(data map[string]any) {
+		if d, ok := data["disclosure"].(map[string]any); ok {
+			if p, ok := d["perturbation"].(map[string]any); ok {
+				p["enabled"] = false
+			}
+		}
+		if opts.EditData != nil {
+			opts.EditData(data)
+		}
+	}
+	n.BundleDir, n.Catalog = signedBundle(tb, filepath.Join(dir, "bundle"), filepath.Join(dir, "board.pub.pem"), edit)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

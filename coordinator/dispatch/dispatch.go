@@ -588,15 +588,12 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // keyRange is R of the cell-key perturbation the run's release will use,
 // asked of haven/disclose at submission for the run's purpose with a table
-// of the definition's measures, or 0 when counts will not be perturbed or
-// the plan cannot carry the keys yet. Only aggregate plans ask sites for
-// record keys so far; a linkage run whose release perturbs counts fails
-// closed at release (disclosureThresholds), as does a run whose bundle
-// changed R in between.
+// of the definition's measures, or 0 when counts will not be perturbed.
+// Aggregate plans then ask practices for cell key sums, linkage plans ask
+// the sites that evaluate the population for record keys. A run whose
+// bundle changed R in between fails closed at release
+// (disclosureThresholds).
 func (d *Dispatcher) keyRange(ctx context.Context, sub Submission, def *catalog.Definition) int {
-	if def.Plan().Mode != catalog.ModeAggregate {
-		return 0
-	}
 	ms := make([]policy.Measure, len(def.Measures))
 	for i, m := range def.Measures {
 		ms[i] = policy.Measure{Name: m.Name, Kind: string(m.Agg), Dominance: m.Dominance}

@@ -146,6 +146,7 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		ActivityExpected: cov.ActivityExpected, ActivityAnswered: cov.ActivityAnswered,
 		Parameters: r.bound.Params(), SubmittedAt: submittedAt(r.run),
 		DominanceN: int64(th.Dominance.N), DominanceK: th.Dominance.K, NodeVersions: answeredVersions(d.cfg.Links, cov),
+		PerturbationTable: perturbationTable(dec, th), PerturbationKeyRange: perturbationKeyRange(th),
 	})
 	if err != nil {
 		return failed("encode the released table: %v", err)
@@ -163,7 +164,8 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 	return outcome{state: havenv1.RunState_RUN_STATE_RELEASED, table: b, summary: summary, audit: map[string]any{
 		"decision_id": dec.ID, "bundle_revision": dec.Revision, "partial": dec.Partial,
 		"min_cell_count": th.MinCount, "rounding_base": th.RoundingBase,
-		"dominance": map[string]any{"n": th.Dominance.N, "k": th.Dominance.K}, "dominance_unchecked": unchecked,
+		"perturbation_table": perturbationTable(dec, th),
+		"dominance":          map[string]any{"n": th.Dominance.N, "k": th.Dominance.K}, "dominance_unchecked": unchecked,
 		"rows": summary.Rows, "cells_released": summary.CellsReleased, "cells_withheld": summary.CellsWithheld,
 		"withheld_by_reason": withheld, "linkage": statsData(stats),
 		"coverage": map[string]any{"sites_expected": cov.SitesExpected, "sites_answered": cov.SitesAnswered,
@@ -344,4 +346,22 @@ func (d *Dispatcher) interruptLocked(ctx context.Context, r *activeRun, reason s
 		w.close(ErrShuttingDown)
 	}
 	r.end()
+}
+
+// perturbationTable is the bundle path of the p-table a release's counts
+// went through, or "" when they were not perturbed.
+func perturbationTable(dec policy.DisclosureDecision, th disclosure.Thresholds) string {
+	if th.Perturbation == nil {
+		return ""
+	}
+	return dec.PerturbationTable
+}
+
+// perturbationKeyRange is R of the p-table a release's counts went
+// through, or 0.
+func perturbationKeyRange(th disclosure.Thresholds) int64 {
+	if th.Perturbation == nil {
+		return 0
+	}
+	return int64(th.Perturbation.KeyRange())
 }

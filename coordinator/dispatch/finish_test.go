@@ -92,10 +92,11 @@ func TestApplyDominance(t *testing.T) {
 }
 
 // TestPerturbationWithoutKeysFailsClosed: a real haven/disclose decision
-// from the reference bundle with perturbation enabled is refused, naming
-// the table, when the sites sent no record keys or keys of another range,
-// and applies the table when they sent keys of its range; the reference
-// bundle's own decision passes its attribute-disclosure setting through.
+// from the reference bundle, which perturbs counts, is refused, naming the
+// table, when the sites sent no record keys or keys of another range, and
+// applies the table when they sent keys of its range; with perturbation
+// switched off the decision passes the attribute-disclosure setting
+// through and needs no keys.
 func TestPerturbationWithoutKeysFailsClosed(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -107,9 +108,9 @@ func TestPerturbationWithoutKeysFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	on := bytes.Replace(b, []byte(`"perturbation": {"enabled": false,`), []byte(`"perturbation": {"enabled": true,`), 1)
-	if bytes.Equal(on, b) {
-		t.Fatal("the reference data.json no longer has perturbation switched off as expected")
+	off := bytes.Replace(b, []byte(`"perturbation": {"enabled": true,`), []byte(`"perturbation": {"enabled": false,`), 1)
+	if bytes.Equal(off, b) {
+		t.Fatal("the reference data.json no longer has perturbation switched on as expected")
 	}
 	in := policy.DiscloseInput{
 		Purpose: "commissioning",
@@ -129,13 +130,6 @@ func TestPerturbationWithoutKeysFailsClosed(t *testing.T) {
 		}
 		return dec
 	}
-	th, err := disclosureThresholds(decide(), 0)
-	if err != nil || !th.AttributeDisclosure || th.Perturbation != nil {
-		t.Fatalf("reference bundle: %+v, %v", th, err)
-	}
-	if err := os.WriteFile(data, on, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	dec := decide()
 	if _, err := disclosureThresholds(dec, 0); err == nil || !strings.Contains(err.Error(), "disclosure/ptable-8-5.csv") {
 		t.Fatalf("perturbation without record keys: %v, want a refusal naming the table", err)
@@ -144,8 +138,16 @@ func TestPerturbationWithoutKeysFailsClosed(t *testing.T) {
 	if _, err := disclosureThresholds(dec, 2*r); err == nil || !strings.Contains(err.Error(), "key range") {
 		t.Fatalf("perturbation with keys of another range: %v, want a refusal", err)
 	}
-	th, err = disclosureThresholds(dec, r)
-	if err != nil || th.Perturbation == nil || th.Perturbation.KeyRange() != r {
+	th, err := disclosureThresholds(dec, r)
+	if err != nil || th.Perturbation == nil || th.Perturbation.KeyRange() != r || !th.AttributeDisclosure {
 		t.Fatalf("perturbation with keys in [0, %d): %+v, %v", r, th, err)
+	}
+
+	if err := os.WriteFile(data, off, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	th, err = disclosureThresholds(decide(), 0)
+	if err != nil || !th.AttributeDisclosure || th.Perturbation != nil {
+		t.Fatalf("perturbation switched off: %+v, %v", th, err)
 	}
 }

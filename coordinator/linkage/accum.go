@@ -5,8 +5,12 @@ import "math"
 // acc accumulates one measure in one cell.
 type acc struct {
 	count int64
-	key   uint64 // aggregate mode with record keys: the count's cell key, below R
-	n     int64  // contributors
+	// key is the count's cell key before reduction mod R: in aggregate
+	// mode the practices' key sums, in linkage mode the patients' record
+	// keys, summed. Keys are below 2^20 and counts below 2^40, so the sum
+	// cannot overflow.
+	key uint64
+	n   int64 // contributors
 	// sum + comp is the total: Neumaier's compensated summation, so that
 	// fractional values give the same total, to the last bit in all but
 	// pathological cases, whatever order patients and partitions come in.
@@ -55,6 +59,7 @@ func (a *acc) extremes(lo, hi float64, n int64) {
 // merge adds o into a, keeping k top contributions.
 func (a *acc) merge(o *acc, k int) {
 	a.count += o.count
+	a.key += o.key
 	if o.n > 0 {
 		if a.n == 0 || o.min < a.min {
 			a.min = o.min

@@ -179,6 +179,9 @@ func (b *batch) decodeColumn(i int, arr arrow.Array) error {
 			if v > maxValue {
 				return bad(row, "%d is implausibly large (over 2^40)", v)
 			}
+			if kr := b.ks.cols[i].keyRange; kr > 0 && v >= kr {
+				return bad(row, "record key %d is outside 0-%d", v, kr-1)
+			}
 		}
 	case catalog.FieldFloat64:
 		raw, err := fixedWidth(d, 8)

@@ -141,6 +141,10 @@ func (e *evaluator) patient(p *partition, idx int32) {
 	}
 	accs := e.cells[e.cell()].accs
 	k := r.opts.TopContributions
+	var rk uint64
+	if r.keyCol >= 0 {
+		rk = uint64(p.cols[r.keyCol].i64[idx])
+	}
 	for j := range r.measures {
 		m := &r.measures[j]
 		if !e.holds(m.where) {
@@ -149,6 +153,7 @@ func (e *evaluator) patient(p *partition, idx int32) {
 		a := &accs[j]
 		if m.of < 0 {
 			a.count++
+			a.key += rk
 			continue
 		}
 		if !e.ok[m.of] {
@@ -404,7 +409,10 @@ func (r *Run) inputs(accs []acc, tops [][]float64) []disclosure.Input {
 	out := make([]disclosure.Input, len(accs))
 	for j, a := range accs {
 		m := r.table.Measures[j]
-		in := disclosure.Input{Count: a.count, Key: a.key, N: a.n}
+		in := disclosure.Input{Count: a.count, N: a.n}
+		if r.opts.KeyRange > 0 {
+			in.Key = a.key % uint64(r.opts.KeyRange)
+		}
 		switch m.Kind {
 		case disclosure.KindSum, disclosure.KindMean:
 			in.Sum = a.sum + a.comp

@@ -64,9 +64,96 @@ func TestCellKeysInAggregateMode(t *testing.T) {
 			t.Errorf("record keys %v with key range %d: accepted", c.plan.RecordKeys, c.kr)
 		}
 	}
-	// Linkage-mode record keys are not summed into cell keys yet: refused.
-	lf := newFixture(t, loadCatalog(t), "t2dm-emergency-admissions")
-	if _, err := linkage.New(lf.def.PlanWith(catalog.PlanOptions{RecordKeys: true}), lf.def, lf.bound, linkage.Options{KeyRange: R}); err == nil {
-		t.Error("a keyed linkage plan was accepted")
+}
+
+// TestCellKeysInLinkageMode: with record keys, practices send each
+// patient's record key after the pseudonym and a count's cell key is the
+// sum mod R of the keys of the patients it counts, trusts' rows adding
+// nothing. A key outside [0, R) refuses the batch naming the field.
+func TestCellKeysInLinkageMode(t *testing.T) {
+	const R = 256
+	f := newFixture(t, loadCatalog(t), "t2dm-emergency-admissions")
+	f.plan = f.def.PlanWith(catalog.PlanOptions{RecordKeys: true})
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	gp, _ := f.plan.Schema(cdm.KindGP)
+	trust, _ := f.plan.Schema(cdm.KindTrust)
+	if trust.HasField(catalog.FieldNameRecordKey) {
+		t.Errorf("trusts send record keys for a GP population: %v", trust)
+	}
+	var p1, p2, p3 [16]byte
+	p1[0], p2[0], p3[0] = 1, 2, 3
+	bs := []batchOf{
+		{linkage.Site{ODS: "A81001", Kind: cdm.KindGP}, buildRecord(t, mem, gp, []row{
+			{"pseudonym": p1, "record_key": int64(200), "age_band": "50-59", "sex": "M"},
+			{"pseudonym": p2, "record_key": int64(100), "age_band": "50-59", "sex": "M"},
+		})},
+		{linkage.Site{ODS: "A81002", Kind: cdm.KindGP}, buildRecord(t, mem, gp, []row{
+			{"pseudonym": p3, "record_key": int64(7), "age_band": "40-49", "sex": "F"},
+		})},
+		{linkage.Site{ODS: "RXA", Kind: cdm.KindTrust}, buildRecord(t, mem, trust, []row{
+			{"pseudonym": p1, "emergency_admissions": int64(2)},
+			{"pseudonym": p3, "emergency_admissions": int64(1)},
+		})},
+		{linkage.Site{ODS: "RXB", Kind: cdm.KindTrust}, buildRecord(t, mem, trust, []row{
+			{"pseudonym": p1, "emergency_admissions": int64(1)},
+		})},
+	}
+	defer release(bs)
+	r := f.newRun(t, linkage.Options{KeyRange: R})
+	addAll(t, r, bs)
+	tab, _ := tableOf(t, r)
+	// patients, admitted; the sum (admissions) has no key.
+	want := map[string][3]uint64{"50-59|M": {(200 + 100) % R, 200, 0}, "40-49|F": {7, 7, 0}}
+	if len(tab.Cells) != len(want) {
+		t.Fatalf("%d cells, want %d", len(tab.Cells), len(want))
+	}
+	for _, c := range tab.Cells {
+		k := strings.Join(c.Key, "|")
+		if got := [3]uint64{c.Values[0].Key, c.Values[1].Key, c.Values[2].Key}; got != want[k] {
+			t.Errorf("cell %s: keys %v, want %v", k, got, want[k])
+		}
+	}
+
+	bad := buildRecord(t, mem, gp, []row{{"pseudonym": p1, "record_key": int64(R), "age_band": "50-59", "sex": "M"}})
+	defer bad.Release()
+	r2 := f.newRun(t, linkage.Options{KeyRange: R})
+	if err := r2.Add(context.Background(), linkage.Site{ODS: "A81001", Kind: cdm.KindGP}, bad); err == nil || !strings.Contains(err.Error(), "record_key") {
+		t.Errorf("a record key of %d was accepted: %v", R, err)
+	}
+}
+
+// TestCellKeysHospitalPopulation: for a population evaluated at trusts,
+// every trust sends the patient's record key, and the patient's key is
+// counted once however many trusts saw them.
+func TestCellKeysHospitalPopulation(t *testing.T) {
+	const R = 256
+	f := newFixture(t, loadCatalog(t), "emergency-readmissions-30d")
+	f.plan = f.def.PlanWith(catalog.PlanOptions{RecordKeys: true})
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	schema, _ := f.plan.Schema(cdm.KindTrust)
+	var p, q [16]byte
+	p[0], q[0] = 1, 2
+	rxa := buildRecord(t, mem, schema, []row{
+		{"pseudonym": p, "record_key": int64(250), "in_population": true, "readmissions__discharge_days": []int32{10}, "readmissions__admission_days": []int32{5}, "trust__first_day": int32(5)},
+		{"pseudonym": q, "record_key": int64(3), "in_population": false, "readmissions__discharge_days": []int32{}, "readmissions__admission_days": []int32{}, "trust__first_day": nil},
+	})
+	rxb := buildRecord(t, mem, schema, []row{
+		{"pseudonym": p, "record_key": int64(250), "in_population": true, "readmissions__discharge_days": []int32{}, "readmissions__admission_days": []int32{20}, "trust__first_day": int32(20)},
+	})
+	defer rxa.Release()
+	defer rxb.Release()
+	r := f.newRun(t, linkage.Options{KeyRange: R})
+	addAll(t, r, []batchOf{{linkage.Site{ODS: "RXA", Kind: cdm.KindTrust}, rxa}, {linkage.Site{ODS: "RXB", Kind: cdm.KindTrust}, rxb}})
+	tab, _ := tableOf(t, r)
+	if len(tab.Cells) != 1 {
+		t.Fatalf("cells = %+v; want one", tab.Cells)
+	}
+	c := tab.Cells[0]
+	// The patients count and the readmitted count both hold p alone: q
+	// is outside the population and adds nothing.
+	if c.Values[0].Count != 1 || c.Values[0].Key != 250 || c.Values[1].Count != 1 || c.Values[1].Key != 250 {
+		t.Errorf("cell = %+v; want 1 patient and 1 readmitted, each keyed 250", c)
 	}
 }

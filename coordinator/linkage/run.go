@@ -43,8 +43,10 @@ type Options struct {
 	// disclosure thresholds' Dominance.N. Default and minimum 3.
 	TopContributions int
 	// KeyRange is R of cell-key perturbation when the plan carries record
-	// keys (catalog.Plan.RecordKeys): each count's cell key is the sum of
-	// the sites' key sums mod R, given to disclosure as Input.Key. It must
+	// keys (catalog.Plan.RecordKeys): each count's cell key is the sum mod
+	// R of its patients' record keys, given to disclosure as Input.Key. In
+	// aggregate mode that is the sum of the practices' key sums; in
+	// linkage mode, of the record keys on the population's rows. It must
 	// be set exactly when the plan has keys.
 	KeyRange int
 }
@@ -103,6 +105,9 @@ type Run struct {
 	layout  []storeSpec // the patient table's columns
 	popKind cdm.SiteKind
 	popCol  int // the combined in_population column, or -1
+	// keyCol is the record key column, or -1 when the plan has no
+	// record keys: each count's cell key is the sum of its patients' keys.
+	keyCol  int
 	parts   []*partition
 	seed    [2]uint64
 	scratch sync.Pool // *scratch

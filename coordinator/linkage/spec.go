@@ -39,6 +39,9 @@ type colSpec struct {
 	maxDay int32
 	// measure is the index of the measure a partial belongs to (aggregate).
 	measure int
+	// keyRange bounds a record key field (linkage): values lie in
+	// [0, keyRange). 0 for every other field.
+	keyRange int64
 }
 
 // varHow is how a variable's value is read from the patient table.
@@ -104,16 +107,12 @@ func (r *Run) compile(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bo
 		return fmt.Errorf("linkage: plan %s has no tasks", plan.Definition)
 	}
 	r.plan, r.def, r.bound, r.mode = plan, def, b, plan.Mode
+	r.keyCol = -1
 	switch {
 	case plan.RecordKeys && (r.opts.KeyRange < 1 || r.opts.KeyRange > 1<<20):
 		return fmt.Errorf("linkage: plan %s carries record keys but the key range %d is not from 1 to 2^20", plan.Definition, r.opts.KeyRange)
 	case !plan.RecordKeys && r.opts.KeyRange != 0:
 		return fmt.Errorf("linkage: a key range is set but plan %s carries no record keys", plan.Definition)
-	case plan.RecordKeys && plan.Mode == catalog.ModeLinkage:
-		// Sites send record_key on population rows, but linking does not
-		// sum them into cell keys yet: refuse rather than release counts
-		// perturbed with a wrong key.
-		return fmt.Errorf("linkage: plan %s: cell keys from linkage-mode record keys are not supported yet", plan.Definition)
 	}
 
 	dicts := map[string]*dictionary{} // by variable name
@@ -162,6 +161,9 @@ func (r *Run) compile(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bo
 			}
 			if f.Anchor != nil {
 				c.maxDay = r.windowDays(def, f)
+			}
+			if f.Role == catalog.RoleRecordKey {
+				c.keyRange = int64(r.opts.KeyRange)
 			}
 			if err := r.checkField(ks, i, f); err != nil {
 				return err
@@ -244,6 +246,24 @@ func (r *Run) checkField(ks *kindSpec, i int, f catalog.Field) error {
 	if i == 0 {
 		if f.Role != catalog.RoleKey || f.Type != catalog.FieldPseudonym {
 			return bad("the first field of a patient row is the pseudonym")
+		}
+		return nil
+	}
+	if f.Role == catalog.RoleRecordKey {
+		// The same key comes from every site that has the patient (it is
+		// derived from the NHS number alone), so a practice sends it once
+		// and trusts' copies are combined by taking any, the smallest.
+		want := catalog.CombineMin
+		if ks.exclusive {
+			want = catalog.CombineOnce
+		}
+		switch {
+		case !r.plan.RecordKeys:
+			return bad("a record key in a plan without record keys")
+		case i != 1 || ks.kind != r.plan.Population:
+			return bad("record keys come right after the pseudonym, from the sites that evaluate the population")
+		case f.Type != catalog.FieldInt64 || f.Nullable || f.Combine != want:
+			return bad("a record key is a non-null int64 combined " + string(want))
 		}
 		return nil
 	}
@@ -396,6 +416,9 @@ func (r *Run) compilePatients(dictFor func(*catalog.Variable) *dictionary, varIn
 			c := &ks.cols[i]
 			c.store = len(r.layout)
 			r.layout = append(r.layout, storeSpec{typ: c.field.Type, combine: c.field.Combine, exclusive: ks.exclusive, dict: c.dict})
+			if c.field.Role == catalog.RoleRecordKey {
+				r.keyCol = c.store
+			}
 			if c.field.Role == catalog.RolePopulation {
 				if k != popKind {
 					return fmt.Errorf("linkage: plan %s: %s sites send %s but the population is evaluated at %s sites", r.plan.Definition, k, c.field.Name, popKind)
@@ -403,6 +426,9 @@ func (r *Run) compilePatients(dictFor func(*catalog.Variable) *dictionary, varIn
 				r.popCol = c.store
 			}
 		}
+	}
+	if r.plan.RecordKeys && r.keyCol < 0 {
+		return fmt.Errorf("linkage: plan %s carries record keys but its %s task sends none", r.plan.Definition, popKind)
 	}
 	for vi := range r.vars {
 		vs := &r.vars[vi]

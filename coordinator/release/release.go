@@ -96,7 +96,18 @@ type Meta struct {
 	// answered, by ODS code, as their nodes reported at release; written
 	// when there are any.
 	NodeVersions map[string]string
+	// PerturbationTable is the bundle path of the p-table the counts were
+	// released through (cell-key perturbation), and PerturbationKeyRange
+	// its key range R; written when counts were perturbed. Counts are
+	// then not rounded and not suppressed as low_count: each is its true
+	// count moved by the p-table's value for its cell key.
+	PerturbationTable    string
+	PerturbationKeyRange int64
 }
+
+// Perturbed says whether the table's counts were released through a
+// p-table.
+func (m Meta) Perturbed() bool { return m.PerturbationTable != "" }
 
 // Metadata keys.
 const (
@@ -122,6 +133,8 @@ const (
 	keyDominanceN  = "haven.disclosure.dominance_n"
 	keyDominanceK  = "haven.disclosure.dominance_k"
 	keyNodeVers    = "haven.nodes.versions"
+	keyPTable      = "haven.disclosure.perturbation_table"
+	keyPKeyRange   = "haven.disclosure.perturbation_key_range"
 	keyDims        = "haven.table.dims"
 	keyMeasures    = "haven.table.measures"
 	keyMeasureKind = "haven.measure.kind"
@@ -193,6 +206,10 @@ func Schema(dims []string, ms []Measure, meta Meta) (*arrow.Schema, error) {
 	if meta.DominanceN > 0 {
 		keys = append(keys, keyDominanceN, keyDominanceK)
 		vals = append(vals, i(meta.DominanceN, 10), strconv.FormatFloat(meta.DominanceK, 'g', -1, 64))
+	}
+	if meta.PerturbationTable != "" {
+		keys = append(keys, keyPTable, keyPKeyRange)
+		vals = append(vals, meta.PerturbationTable, i(meta.PerturbationKeyRange, 10))
 	}
 	if len(meta.NodeVersions) > 0 {
 		b, err := json.Marshal(meta.NodeVersions) // keys sorted
@@ -413,6 +430,7 @@ func tableOf(s *arrow.Schema) (_ *Table, err error) {
 		}
 	}
 	t.Meta.DominanceN = num(keyDominanceN)
+	t.Meta.PerturbationTable, t.Meta.PerturbationKeyRange = get(keyPTable), num(keyPKeyRange)
 	if v := get(keyDominanceK); v != "" {
 		if t.Meta.DominanceK, err = strconv.ParseFloat(v, 64); err != nil {
 			return nil, fmt.Errorf("read released table: metadata %s: %w", keyDominanceK, err)

@@ -42,7 +42,8 @@ func TestRoundTrip(t *testing.T) {
 		TrustsExpected: 2, TrustsAnswered: 1, ActivityExpected: 4000, ActivityAnswered: 2500,
 		Parameters:  map[string]string{"index_date": "2024-04-01", "lookback_days": "365"},
 		SubmittedAt: time.Date(2026, 3, 1, 8, 59, 1, 5, time.UTC), DominanceN: 1, DominanceK: 0.8,
-		NodeVersions: map[string]string{"A81001": "v1.2.0", "RA1": "v1.1.9"}}
+		NodeVersions:      map[string]string{"A81001": "v1.2.0", "RA1": "v1.1.9"},
+		PerturbationTable: "disclosure/ptable-8-5.csv", PerturbationKeyRange: 256}
 	b, err := Encode(rel, meta)
 	if err != nil {
 		t.Fatal(err)

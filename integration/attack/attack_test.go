@@ -161,10 +161,11 @@ func run(t *testing.T, edit func(string) error, rules func(release.Meta) (attack
 	c := newCentral(t, n.Result().Network, n.Bundle())
 	truth := attack.Truth{}
 	c.atoms(a.Model, a.Dates(), truth)
+	pt := releasecheck.MustPTable(t, n.Bundle())
 	t.Logf("central truth in %s", time.Since(began).Round(time.Millisecond))
 	for _, rt := range tables {
 		what := fmt.Sprintf("index_date=%s min_age=%d", rt.req.IndexDate, rt.req.MinAge)
-		releasecheck.CheckT(t, rt.tab, table(truth, rt.req.IndexDate, rt.req.MinAge), map[string]disclosure.ValueKind{"prevalence": disclosure.ValueBinary}, what)
+		releasecheck.CheckT(t, rt.tab, table(truth, rt.req.IndexDate, rt.req.MinAge), map[string]disclosure.ValueKind{"prevalence": disclosure.ValueBinary}, pt, what)
 	}
 	if t.Failed() {
 		t.Fatal("the central truth does not match the released tables; the attack cannot be checked against it")

@@ -171,6 +171,10 @@ func matrix(t *testing.T, dir, haven string, edit func(string) error, raw bool) 
 		t.Fatalf("%d runs, want %d", len(res.Runs), len(qs))
 	}
 	c := newCentral(t, res.Network, filepath.Join(res.Dir, "bundle"))
+	pt := releasecheck.MustPTable(t, filepath.Join(res.Dir, "bundle"))
+	if raw == (pt != nil) {
+		t.Fatalf("raw %v, but the bundle's p-table is %v", raw, pt)
+	}
 
 	var m strings.Builder
 	fmt.Fprintf(&m, "\n%-28s %-8s %6s %8s %8s %s\n", "definition", "params", "cells", "released", "withheld", "all equal")
@@ -196,7 +200,7 @@ func matrix(t *testing.T, dir, haven string, edit func(string) error, raw bool) 
 				}
 			}
 		}
-		st := releasecheck.CheckT(t, rr.Table, q.answer(c, q.params), meanValues, what)
+		st := releasecheck.CheckT(t, rr.Table, q.answer(c, q.params), meanValues, pt, what)
 		fmt.Fprintf(&m, "%-28s %-8s %6d %8d %8d %v\n", q.def, q.set, st.Cells, st.Released, st.Withheld, st.Problems == 0)
 	}
 	t.Log(m.String())

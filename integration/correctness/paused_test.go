@@ -77,6 +77,7 @@ func TestPausedSitesMatchCentral(t *testing.T) {
 	}
 	bundle := n.Bundle()
 	whole := newCentral(t, net, bundle)
+	pt := releasecheck.MustPTable(t, bundle)
 	qs := defaults(t)
 
 	pause := func(site string) {
@@ -118,7 +119,7 @@ func TestPausedSitesMatchCentral(t *testing.T) {
 					t.Errorf("%s: run %s, want released (%v)", q.def, rr.Run.GetState(), rr.Run.GetPolicyReasons())
 					continue
 				}
-				releasecheck.CheckT(t, rr.Table, q.answer(whole, q.params), meanValues, q.def+" with "+trust+" paused")
+				releasecheck.CheckT(t, rr.Table, q.answer(whole, q.params), meanValues, pt, q.def+" with "+trust+" paused")
 				continue
 			}
 			if cov.GetTrustsAnswered() != 1 || cov.GetActivityExpected() != activity || cov.GetActivityAnswered() != whole.activity(other) {
@@ -170,7 +171,7 @@ func TestPausedSitesMatchCentral(t *testing.T) {
 			} else if got := cov.GetPopulationExpected() - cov.GetPopulationAnswered(); got != listSize[gp] {
 				t.Errorf("%s: coverage lacks %d people, want %s's list of %d", q.def, got, gp, listSize[gp])
 			}
-			st := releasecheck.CheckT(t, rr.Table, q.answer(truth, q.params), meanValues, q.def+" with "+gp+" paused")
+			st := releasecheck.CheckT(t, rr.Table, q.answer(truth, q.params), meanValues, pt, q.def+" with "+gp+" paused")
 			fmt.Fprintf(&m, "%-28s %-8s %-9s %-8d %s\n", q.def, gp, "released", st.Cells, coverageLine(cov))
 		}
 	})

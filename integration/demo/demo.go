@@ -186,6 +186,10 @@ func (r *Result) Written() []string {
 // SecretFile is the network linkage secret every node reads.
 func (r *Result) SecretFile() string { return layout{dir: r.Dir}.secret() }
 
+// PerturbationSecretFile is the network perturbation secret every node
+// reads to derive record keys.
+func (r *Result) PerturbationSecretFile() string { return layout{dir: r.Dir}.perturbationSecret() }
+
 // RunResult is one run the demo submitted.
 type RunResult struct {
 	Query      Query
@@ -350,6 +354,11 @@ func (d *demoRun) setUp(ctx context.Context, root string, s *setup, res *Result)
 	d.progress("signed a copy of policy/bundle with a demo board key (%s)", d.rel(l.boardPublic()))
 	if err := writeSecret(l.secret()); err != nil {
 		return fmt.Errorf("linkage secret: %w", err)
+	}
+	// The perturbation secret is a second, independent secret: record
+	// keys must not be derivable from pseudonyms or the other way round.
+	if err := writeSecret(l.perturbationSecret()); err != nil {
+		return fmt.Errorf("perturbation secret: %w", err)
 	}
 
 	sources := map[string]siteSource{}

@@ -25,6 +25,7 @@
 //	                          the coordinator's release signing key (release-signing.key, .pub)
 //	board/, bundle/           the demo board's key pair and the signed copy of policy/bundle
 //	linkage.key               the network linkage secret every node shares (0600)
+//	perturbation.key          the network perturbation secret for record keys (0600)
 //	coordinator/              coordinator.yaml, and data/ with the job store and audit log
 //	nodes/<ODS>/              node.yaml, state/ and audit/ of each site's node
 //	logs/                     one log file per process

@@ -59,6 +59,7 @@ func (l layout) bundle() string               { return l.path("bundle") }
 func (l layout) boardPrivate() string         { return l.path("board", "board.pem") }
 func (l layout) boardPublic() string          { return l.path("board", "board.pub.pem") }
 func (l layout) secret() string               { return l.path("linkage.key") }
+func (l layout) perturbationSecret() string   { return l.path("perturbation.key") }
 func (l layout) coordinatorConfig() string    { return l.path("coordinator", "coordinator.yaml") }
 func (l layout) coordinatorData() string      { return l.path("coordinator", "data") }
 func (l layout) auditLog() string             { return l.path("coordinator", "data", "audit.jsonl") }
@@ -268,8 +269,8 @@ func signBundle(src, dst, privPath, pubPath string, edit func(dir string) error)
 	return policy.Sign(dst, priv, "", boardKeyID)
 }
 
-// writeSecret writes a random network linkage secret, readable only by
-// its owner as nodes require.
+// writeSecret writes a random network secret (the linkage secret or the
+// perturbation secret), readable only by its owner as nodes require.
 func writeSecret(path string) error {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
@@ -359,8 +360,9 @@ type nodeFile struct {
 		PublicKey string `yaml:"public_key"`
 	} `yaml:"governance"`
 	Linkage struct {
-		SecretFile string `yaml:"secret_file"`
-		KeyID      string `yaml:"key_id"`
+		SecretFile             string `yaml:"secret_file"`
+		KeyID                  string `yaml:"key_id"`
+		PerturbationSecretFile string `yaml:"perturbation_secret_file"`
 	} `yaml:"linkage"`
 	OptOut struct {
 		NDOPFile string `yaml:"ndop_file"`
@@ -433,6 +435,7 @@ func writeNodeConfig(l layout, p *pkiFiles, addr string, s synth.Site, src siteS
 	c.Connector.Args, c.Connector.Env = src.args, src.env
 	c.Governance.Bundle, c.Governance.PublicKey = l.bundle(), l.boardPublic()
 	c.Linkage.SecretFile, c.Linkage.KeyID = l.secret(), linkageKeyID
+	c.Linkage.PerturbationSecretFile = l.perturbationSecret()
 	c.OptOut.NDOPFile = ndop
 	c.StateDir = filepath.Join(l.nodeDir(s.ODS), "state")
 	c.AuditDir = filepath.Join(l.nodeDir(s.ODS), "audit")

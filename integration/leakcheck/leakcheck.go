@@ -40,8 +40,8 @@ import (
 type Scanner struct {
 	nhs     map[string]bool
 	births  map[string]bool
-	secret  []byte   // as nodes hold it
-	secrets [][]byte // its forms to look for
+	secret  []byte       // as nodes hold it
+	secrets []secretForm // the secrets' forms to look for
 	pseudo  map[[pseudonym.Size]byte]bool
 	pseudoH map[[2 * pseudonym.Size]byte]bool
 }
@@ -100,10 +100,7 @@ func New(ctx context.Context, n *synth.Network, secretFile string) (*Scanner, er
 		return nil, fmt.Errorf("linkage secret %s is shorter than %d bytes", secretFile, pseudonym.MinSecretSize)
 	}
 	s.secret = secret
-	s.secrets = [][]byte{secret, []byte(hex.EncodeToString(secret)), []byte(base64.StdEncoding.EncodeToString(secret))}
-	if raw, err := hex.DecodeString(string(secret)); err == nil {
-		s.secrets = append(s.secrets, raw, []byte(strings.ToUpper(string(secret))))
-	}
+	s.addForms("linkage secret", secret)
 	// The static network opt-out key every node derives from the secret
 	// (node/pseudonym), derived here by the published rule: raw, hex and
 	// base64. The keyed hashes it makes are meant to travel and be kept;
@@ -112,9 +109,44 @@ func New(ctx context.Context, n *synth.Network, secretFile string) (*Scanner, er
 	if err != nil {
 		return nil, fmt.Errorf("network opt-out key: %w", err)
 	}
-	s.secrets = append(s.secrets, knet, []byte(hex.EncodeToString(knet)), []byte(strings.ToUpper(hex.EncodeToString(knet))),
-		[]byte(base64.StdEncoding.EncodeToString(knet)))
+	for _, f := range [][]byte{knet, []byte(hex.EncodeToString(knet)), []byte(strings.ToUpper(hex.EncodeToString(knet))),
+		[]byte(base64.StdEncoding.EncodeToString(knet))} {
+		s.secrets = append(s.secrets, secretForm{what: "linkage secret", b: f})
+	}
 	return s, nil
+}
+
+// secretForm is one form of a secret a careless log could hold.
+type secretForm struct {
+	what string
+	b    []byte
+}
+
+// addForms adds secret as its bytes, hex and base64, and, for a secret
+// written as hex, its raw bytes and upper-case hex.
+func (s *Scanner) addForms(what string, secret []byte) {
+	forms := [][]byte{secret, []byte(hex.EncodeToString(secret)), []byte(base64.StdEncoding.EncodeToString(secret))}
+	if raw, err := hex.DecodeString(string(secret)); err == nil {
+		forms = append(forms, raw, []byte(strings.ToUpper(string(secret))))
+	}
+	for _, f := range forms {
+		s.secrets = append(s.secrets, secretForm{what: what, b: f})
+	}
+}
+
+// AddSecretFile adds another network secret, read as nodes read it, to
+// look for; what names it in hits.
+func (s *Scanner) AddSecretFile(what, path string) error {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	secret := bytes.TrimSuffix(text, []byte("\n"))
+	if len(secret) < pseudonym.MinSecretSize {
+		return fmt.Errorf("%s %s is shorter than %d bytes", what, path, pseudonym.MinSecretSize)
+	}
+	s.addForms(what, secret)
+	return nil
 }
 
 func (s *Scanner) collect(ctx context.Context, db *sql.DB, q string, into map[string]bool) error {
@@ -217,6 +249,9 @@ func ScanNetwork(ctx context.Context, res *demo.Result, linkageRuns, allowed []s
 	if err != nil {
 		return Report{}, err
 	}
+	if err := s.AddSecretFile("perturbation secret", res.PerturbationSecretFile()); err != nil {
+		return Report{}, err
+	}
 	for _, id := range linkageRuns {
 		if err := s.AddRun(id); err != nil {
 			return Report{}, err
@@ -281,8 +316,8 @@ func (s *Scanner) scanBytes(name string, b []byte) []Hit {
 		}
 	}
 	for _, sec := range s.secrets {
-		if i := bytes.Index(b, sec); i >= 0 {
-			hit(i, "linkage secret")
+		if i := bytes.Index(b, sec.b); i >= 0 {
+			hit(i, sec.what)
 		}
 	}
 	if len(s.pseudo) > 0 {

@@ -5,11 +5,20 @@
 // rounded figures, continuous means to 4 significant figures), and every
 // withheld value must carry a reason that fits the true value. The
 // integration tests (integration/demo, integration/correctness) share it.
+//
+// A table whose counts were perturbed (release.Meta.Perturbed) is checked
+// against the p-table it names, which the caller reads from the bundle
+// (PTable): every released count must lie within the table's bounds for
+// the true count, and no count may be withheld but as attribute
+// disclosure. The check does not know the cell keys, so it proves bounds,
+// not the exact value; that repeats release the same values is checked by
+// comparing two runs.
 package releasecheck
 
 import (
 	"bufio"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -23,6 +32,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/integration/synth"
+	"github.com/havenhealth/haven/policy/ptable"
 )
 
 // CellValues are the true values of one cell's measures, before
@@ -77,7 +87,10 @@ type Stats struct{ Cells, Released, Withheld, Problems int }
 // and that the table has exactly the true table's cells. means says what
 // each mean measure averages, which decides how disclosure control
 // releases it. It returns one line per problem found.
-func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.ValueKind) (Stats, []string) {
+//
+// pt is the p-table of the bundle the table was released under, or nil; a
+// table that says its counts were perturbed is a problem without one.
+func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.ValueKind, pt *ptable.Table) (Stats, []string) {
 	var st Stats
 	var problems []string
 	m := tab.Meta
@@ -87,6 +100,12 @@ func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.Valu
 	}
 	if m.MinCellCount < 1 || m.RoundingBase < 1 {
 		fail("table says min cell count %d, rounding base %d", m.MinCellCount, m.RoundingBase)
+		return st, problems
+	}
+	if !m.Perturbed() {
+		pt = nil
+	} else if pt == nil || int64(pt.KeyRange()) != m.PerturbationKeyRange {
+		fail("table says its counts went through %s (key range %d), but the check was given no such p-table", m.PerturbationTable, m.PerturbationKeyRange)
 		return st, problems
 	}
 	var cells []string
@@ -138,7 +157,13 @@ func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.Valu
 				fail("nothing says what mean %s averages", ms.Name)
 				continue
 			}
-			if msg := CheckValue(ms.Kind, values, row.Kind, got, want, n, m.MinCellCount, m.RoundingBase); msg != "" {
+			msg := ""
+			if pt != nil && ms.Kind == disclosure.KindCount {
+				msg = checkPerturbed(pt, got, want)
+			} else {
+				msg = CheckValue(ms.Kind, values, row.Kind, got, want, n, m.MinCellCount, m.RoundingBase)
+			}
+			if msg != "" {
 				fail("%s %s %s: %s", row.Kind, key, ms.Name, msg)
 			}
 			if ms.Kind != disclosure.KindMean || values == disclosure.ValueContinuous || !got.Released {
@@ -226,6 +251,73 @@ func CheckValue(kind disclosure.Kind, values disclosure.ValueKind, row release.R
 	return ""
 }
 
+// checkPerturbed returns what is wrong with a count released through p-table
+// pt, given its true count, or "": a released count lies within the
+// table's bounds for the true count, and a perturbed count is never
+// withheld as small (attribute disclosure is checked by the caller).
+func checkPerturbed(pt *ptable.Table, got release.Value, want float64) string {
+	c := int64(want)
+	if !got.Released {
+		return "withheld as " + string(got.Reason) + "; perturbed counts are withheld only as attribute_disclosure"
+	}
+	lo, hi := pt.Bounds(c)
+	if v := got.Value; v != math.Trunc(v) || int64(v) < lo || int64(v) > hi {
+		return "released " + ftoa(v) + ", outside the p-table's bounds " + strconv.FormatInt(lo, 10) + "-" + strconv.FormatInt(hi, 10) +
+			" for the true count " + ftoa(want)
+	}
+	return ""
+}
+
+// PTable reads the p-table a bundle directory's data.json names for
+// perturbation, validated against the bundle's threshold and rounding
+// base; nil when the bundle does not perturb.
+func PTable(bundle string) (*ptable.Table, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "data.json"))
+	if err != nil {
+		return nil, err
+	}
+	var data struct {
+		Disclosure struct {
+			MinCellCount int `json:"min_cell_count"`
+			RoundingBase int `json:"rounding_base"`
+			Perturbation *struct {
+				Enabled bool   `json:"enabled"`
+				Table   string `json:"table"`
+			} `json:"perturbation"`
+		} `json:"disclosure"`
+	}
+	if err := json.Unmarshal(b, &data); err != nil {
+		return nil, fmt.Errorf("%s/data.json: %w", bundle, err)
+	}
+	p := data.Disclosure.Perturbation
+	if p == nil || !p.Enabled {
+		return nil, nil
+	}
+	f, err := os.Open(filepath.Join(bundle, filepath.FromSlash(p.Table)))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	pt, err := ptable.Parse(f, p.Table)
+	if err != nil {
+		return nil, err
+	}
+	if err := pt.Validate(data.Disclosure.MinCellCount, data.Disclosure.RoundingBase); err != nil {
+		return nil, err
+	}
+	return pt, nil
+}
+
+// MustPTable is PTable for a test: an error ends it.
+func MustPTable(t testing.TB, bundle string) *ptable.Table {
+	t.Helper()
+	pt, err := PTable(bundle)
+	if err != nil {
+		t.Fatalf("p-table of bundle %s: %v", bundle, err)
+	}
+	return pt
+}
+
 // roundCount is disclosure control's documented rounding of a count that
 // passed: to the nearest multiple of base, half up, never under the
 // smallest multiple of base that is at least minCount.
@@ -296,9 +388,9 @@ func ReadCodelist(bundle, name string) (map[string]bool, error) {
 
 // CheckT reports through t every problem Check finds, each prefixed by
 // what, and returns the counts.
-func CheckT(t testing.TB, tab *release.Table, truth TrueTable, means map[string]disclosure.ValueKind, what string) Stats {
+func CheckT(t testing.TB, tab *release.Table, truth TrueTable, means map[string]disclosure.ValueKind, pt *ptable.Table, what string) Stats {
 	t.Helper()
-	st, problems := Check(tab, truth, means)
+	st, problems := Check(tab, truth, means, pt)
 	for _, p := range problems {
 		t.Errorf("%s: %s", what, p)
 	}

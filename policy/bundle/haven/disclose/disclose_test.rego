@@ -39,7 +39,7 @@ test_allow_complete_table_with_defaults if {
 	d.partial == false
 	d.thresholds == {"min_cell_count": 8, "rounding_base": 5, "dominance": {"n": 1, "k": 0.8}, "attribute_disclosure": true}
 	d.dominance_measures == ["admissions"]
-	d.perturbation == null
+	d.perturbation == {"table": "disclosure/ptable-8-5.csv"}
 }
 
 test_perturbation_names_the_table_when_enabled if {
