@@ -52,7 +52,7 @@ attack:
 
 ## bench-synth: time and peak memory of generating the ICB-scale network
 bench-synth:
-	$(GO) test -run '^$$' -bench BenchmarkGenerateICB -benchtime 1x -timeout 30m ./integration/synth/
+	$(GO) test -run '^$$' -bench BenchmarkGenerateICB -benchtime 1x -timeout 30m ./synth/
 
 clean:
 	rm -rf bin .demo

@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
-	"github.com/havenhealth/haven/node/cdm"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 

@@ -15,10 +15,10 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"google.golang.org/grpc"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/release"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/policy/ptable"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/admission"
 	"github.com/havenhealth/haven/coordinator/api"
 	"github.com/havenhealth/haven/coordinator/audit"
@@ -43,7 +44,6 @@ import (
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/internal/dirlock"
 	"github.com/havenhealth/haven/internal/pki"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/policy"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )

@@ -21,10 +21,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/havenhealth/haven/integration/synth"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/audit"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/connector/connectortest"
 	"github.com/havenhealth/haven/node/nodetest"
@@ -36,6 +35,7 @@ import (
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/synth"
 )
 
 // icbSeed is the seed of the benchmarks' ICB-scale network.

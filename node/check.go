@@ -12,8 +12,8 @@ import (
 
 	"github.com/apache/arrow/go/v17/arrow/array"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/internal/pki"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/config"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/optout"
@@ -237,7 +237,7 @@ func countInvalid(ctx context.Context, h *connector.Host, table string, maxRows 
 
 // countBadValues counts the rows of a CDM table holding a numeric value
 // cdm.ValidValue rejects: NaN, ±Inf, or outside its code's range. NULL is
-// no reading. The identifiers come from node/cdm.
+// no reading. The identifiers come from cdm.
 func countBadValues(ctx context.Context, h *connector.Host, t cdm.Table, maxRows int64) (int64, error) {
 	var n int64
 	for _, col := range cdm.NumericColumns(t.Name) {

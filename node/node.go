@@ -31,11 +31,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/internal/buildinfo"
 	"github.com/havenhealth/haven/internal/dirlock"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/audit"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/config"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/optout"

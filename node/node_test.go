@@ -20,9 +20,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 
-	"github.com/havenhealth/haven/integration/synth"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/audit"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/config"
 	"github.com/havenhealth/haven/node/connector/connectortest"
 	"github.com/havenhealth/haven/node/nodetest"
@@ -32,6 +31,7 @@ import (
 	"github.com/havenhealth/haven/node/state"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/synth"
 )
 
 var plugins connectortest.Cache

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/demo"
 )
 
 func newDemoCmd(a *app) *cobra.Command {

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// The demo itself runs in integration/demo's tests; these check that the
+// The demo itself runs in demo's tests; these check that the
 // command hands its flags to it and reports its errors.
 func TestDemoCommand(t *testing.T) {
 	foreign := t.TempDir()

@@ -16,9 +16,9 @@ import (
 
 	"github.com/apache/arrow/go/v17/arrow"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
 	"github.com/havenhealth/haven/coordinator/release"
-	"github.com/havenhealth/haven/node/cdm"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 

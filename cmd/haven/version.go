@@ -3,8 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/internal/buildinfo"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/spf13/cobra"
 )
 

@@ -26,9 +26,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
-	"github.com/havenhealth/haven/node/cdm"
 )
 
 // Config is the coordinator's configuration.

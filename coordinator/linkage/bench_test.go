@@ -21,9 +21,9 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/memory"
 	"github.com/duckdb/duckdb-go/v2"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/linkage"
-	"github.com/havenhealth/haven/node/cdm"
 )
 
 // ICB scale (DESIGN §12): 1.5M patients in the population at 150

@@ -9,8 +9,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/linkage"
-	"github.com/havenhealth/haven/node/cdm"
 )
 
 // FuzzAdd builds records of the readmissions plan's trust schema (every

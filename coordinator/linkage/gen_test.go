@@ -20,8 +20,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/linkage"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 )
 

@@ -14,9 +14,9 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/linkage"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 )
 

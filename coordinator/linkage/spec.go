@@ -7,8 +7,8 @@ import (
 
 	"github.com/apache/arrow/go/v17/arrow"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/disclosure"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 )
 

@@ -32,9 +32,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/authn"
-	"github.com/havenhealth/haven/node/cdm"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 

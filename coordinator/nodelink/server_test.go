@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/audit"
-	"github.com/havenhealth/haven/node/cdm"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 

@@ -18,7 +18,7 @@ import (
 
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 )
 

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/havenhealth/haven/coordinator/release"
-	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/demo"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 

@@ -14,8 +14,8 @@ import (
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/release"
+	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/attack"
-	"github.com/havenhealth/haven/integration/demo"
 	"github.com/havenhealth/haven/integration/releasecheck"
 )
 

@@ -15,10 +15,10 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/integration/attack"
 	"github.com/havenhealth/haven/integration/releasecheck"
-	"github.com/havenhealth/haven/integration/synth"
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/synth"
 )
 
 // central answers over one network's files.

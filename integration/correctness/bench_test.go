@@ -13,10 +13,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/releasecheck"
-	"github.com/havenhealth/haven/integration/synth"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/synth"
 )
 
 // BenchmarkICBLinkage is `make bench`: the linkage reference query

@@ -13,9 +13,9 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/integration/releasecheck"
-	"github.com/havenhealth/haven/integration/synth"
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/synth"
 )
 
 // central answers questions over one network's files.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/release"
-	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/leakcheck"
 	"github.com/havenhealth/haven/integration/releasecheck"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"

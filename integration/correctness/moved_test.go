@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/releasecheck"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/config"
 	"github.com/havenhealth/haven/node/optout"
 	"github.com/havenhealth/haven/node/pseudonym"

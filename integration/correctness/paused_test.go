@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/releasecheck"
-	"github.com/havenhealth/haven/node/cdm"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 

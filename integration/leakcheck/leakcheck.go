@@ -31,9 +31,9 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2" // reads the network's Parquet files
 
-	"github.com/havenhealth/haven/integration/demo"
-	"github.com/havenhealth/haven/integration/synth"
+	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/node/pseudonym"
+	"github.com/havenhealth/haven/synth"
 )
 
 // Scanner holds the needles of one network.

@@ -4,7 +4,7 @@
 // (counts and sums rounded to the base, binary and integer means from
 // rounded figures, continuous means to 4 significant figures), and every
 // withheld value must carry a reason that fits the true value. The
-// integration tests (integration/demo, integration/correctness) share it.
+// integration tests (demo, integration/correctness) share it.
 //
 // A table whose counts were perturbed (release.Meta.Perturbed) is checked
 // against the p-table it names, which the caller reads from the bundle
@@ -31,8 +31,8 @@ import (
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/release"
-	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/policy/ptable"
+	"github.com/havenhealth/haven/synth"
 )
 
 // CellValues are the true values of one cell's measures, before

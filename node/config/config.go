@@ -30,8 +30,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/internal/pki"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/pseudonym"
 )
 

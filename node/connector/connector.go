@@ -50,7 +50,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 
 	"github.com/apache/arrow/go/v17/arrow"
 )

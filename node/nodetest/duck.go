@@ -14,11 +14,11 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/memory"
 	_ "github.com/duckdb/duckdb-go/v2" // the "duckdb" database/sql driver
 
-	"github.com/havenhealth/haven/integration/synth"
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/runner"
 	"github.com/havenhealth/haven/node/sqlgen"
+	"github.com/havenhealth/haven/synth"
 )
 
 // OpenSite opens an in-memory DuckDB with one view per CDM table of site s

@@ -26,10 +26,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
+	"github.com/havenhealth/haven/synth"
 )
 
 // network is the synthetic network, generated at most once per process.

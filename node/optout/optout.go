@@ -20,7 +20,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 // Set is an immutable set of valid NHS numbers. The zero Set is empty. It

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 func validNumbers(t testing.TB, n int, seed uint64) []string {

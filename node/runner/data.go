@@ -14,7 +14,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/optout"
 	"github.com/havenhealth/haven/node/pseudonym"

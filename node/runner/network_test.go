@@ -13,8 +13,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/audit"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/nodetest"
 	"github.com/havenhealth/haven/node/optout"

@@ -43,8 +43,8 @@ import (
 
 	"github.com/apache/arrow/go/v17/arrow"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/audit"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/optout"
 	"github.com/havenhealth/haven/node/pseudonym"

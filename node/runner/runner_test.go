@@ -20,10 +20,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/havenhealth/haven/integration/synth"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/audit"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/nodetest"
 	"github.com/havenhealth/haven/node/optout"
@@ -34,6 +33,7 @@ import (
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/synth"
 )
 
 func TestMain(m *testing.M) {

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/havenhealth/haven/integration/synth"
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/synth"
 )
 
 func BenchmarkCompile(b *testing.B) {

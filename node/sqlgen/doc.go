@@ -12,7 +12,7 @@
 // site's ODS code and the national opt-out list, and even the few fixed
 // strings the SQL compares with (the type 1 opt-out kind, the ICD-10 dot).
 // The SQL text holds no string literal at all. Identifiers are CDM table
-// and column names looked up in node/cdm, names of the compiler's own CTEs,
+// and column names looked up in cdm, names of the compiler's own CTEs,
 // and the plan's variable and field names, which must match
 // ^[a-z][a-z0-9_]*$ and are quoted. The text therefore depends only on the
 // definition, the plan, the site kind and the dialect: two runs with

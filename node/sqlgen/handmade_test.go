@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/havenhealth/haven/integration/synth"
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
+	"github.com/havenhealth/haven/synth"
 )
 
 // Hand-made sites: a few patients each, written to show one rule at a

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 )
 

@@ -10,10 +10,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/havenhealth/haven/integration/synth"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/internal/pgtest"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/connector/postgres"
+	"github.com/havenhealth/haven/synth"
 )
 
 // pg is one throwaway PostgreSQL server for the package's tests, started

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 // TestReferenceDefinitions runs every reference definition, with its

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 )
 

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/policy/catalog"
+	"github.com/havenhealth/haven/synth"
 )
 
 // sites caches each site's raw rows, read once per test binary.

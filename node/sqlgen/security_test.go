@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 )
 

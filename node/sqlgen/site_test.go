@@ -13,9 +13,9 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 
-	"github.com/havenhealth/haven/integration/synth"
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
+	"github.com/havenhealth/haven/synth"
 )
 
 // network is the small synthetic network (cut to two practices with

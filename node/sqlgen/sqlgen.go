@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 )
 
@@ -129,7 +129,7 @@ var identRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 // dialect d. plan must be b's definition's plan, as Definition.PlanWith
 // returns it. Every value — parameters, codelist codes, vocabulary values,
 // band labels and limits, the site's ODS code and the opt-out list — is a
-// bound argument; every identifier comes from node/cdm or is a name from
+// bound argument; every identifier comes from cdm or is a name from
 // the plan checked against ^[a-z][a-z0-9_]*$.
 func Compile(b *catalog.Bound, plan *catalog.Plan, kind cdm.SiteKind, d Dialect, opts Options) (*Program, error) {
 	if b == nil || b.Definition() == nil {

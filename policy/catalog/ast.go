@@ -5,11 +5,11 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 // Definition is one approved query, parsed and checked. Every table and
-// column name in it has been looked up in node/cdm, every codelist resolved,
+// column name in it has been looked up in cdm, every codelist resolved,
 // every parameter and variable reference checked, so the planner and the
 // nodes' SQL compilers can walk it without re-validating.
 //

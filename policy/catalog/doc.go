@@ -1,5 +1,5 @@
 // Package catalog holds Haven's approved-query catalogue: query
-// definitions and codelists, parsed, checked against the CDM (node/cdm),
+// definitions and codelists, parsed, checked against the CDM (cdm),
 // hashed for approval, bound to a commissioner's parameter values, and
 // classified into a plan (DESIGN §5, §6). The coordinator, the nodes and the
 // CLI all use it, so the three agree on what a definition means.

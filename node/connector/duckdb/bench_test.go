@@ -12,9 +12,9 @@ import (
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
 
-	"github.com/havenhealth/haven/integration/synth"
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/connector"
+	"github.com/havenhealth/haven/synth"
 )
 
 // benchSQL is an aggregate of the kind a node runs: patients with a

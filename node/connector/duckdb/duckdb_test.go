@@ -16,10 +16,10 @@ import (
 	arrow17 "github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
 
-	"github.com/havenhealth/haven/integration/synth"
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/connector/connectortest"
+	"github.com/havenhealth/haven/synth"
 )
 
 var cache connectortest.Cache

@@ -16,11 +16,11 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/ipc"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/havenhealth/haven/integration/synth"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/internal/pgtest"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/connector/connectortest"
+	"github.com/havenhealth/haven/synth"
 )
 
 var (

@@ -29,7 +29,7 @@ const (
 )
 
 // SiteKind says what sort of provider a node serves, and so which CDM tables
-// it holds (node/cdm SiteKind). It decides which part of a plan a site runs.
+// it holds (cdm SiteKind). It decides which part of a plan a site runs.
 type SiteKind int32
 
 const (

@@ -621,7 +621,7 @@ type Register struct {
 	SiteKind SiteKind `protobuf:"varint,2,opt,name=site_kind,json=siteKind,proto3,enum=haven.v1.SiteKind" json:"site_kind,omitempty"`
 	// The haven node release, e.g. "v0.3.1".
 	NodeVersion string `protobuf:"bytes,3,opt,name=node_version,json=nodeVersion,proto3" json:"node_version,omitempty"`
-	// The common data model version the node reads (node/cdm Version).
+	// The common data model version the node reads (cdm Version).
 	CdmVersion uint32 `protobuf:"varint,4,opt,name=cdm_version,json=cdmVersion,proto3" json:"cdm_version,omitempty"`
 	// Revision of the signed governance bundle the node has active.
 	BundleRevision string `protobuf:"bytes,5,opt,name=bundle_revision,json=bundleRevision,proto3" json:"bundle_revision,omitempty"`
@@ -1138,7 +1138,7 @@ func (x *ConnectorInfo) GetTables() []*TableInfo {
 // TableInfo is one CDM table as a site holds it.
 type TableInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// CDM table name, e.g. "patient" (node/cdm).
+	// CDM table name, e.g. "patient" (cdm).
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Rows in the table when the node registered.
 	RowCount      int64 `protobuf:"varint,2,opt,name=row_count,json=rowCount,proto3" json:"row_count,omitempty"`

@@ -30,7 +30,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	connectorv1 "github.com/havenhealth/haven/proto/haven/connector/v1"
 )

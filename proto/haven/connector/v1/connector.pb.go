@@ -73,7 +73,7 @@ type DescribeResponse struct {
 	Dialect string `protobuf:"bytes,1,opt,name=dialect,proto3" json:"dialect,omitempty"`
 	// Release of the plugin binary, e.g. "v1.4.0" or "devel".
 	PluginVersion string `protobuf:"bytes,2,opt,name=plugin_version,json=pluginVersion,proto3" json:"plugin_version,omitempty"`
-	// CDM version the tables follow (node/cdm Version).
+	// CDM version the tables follow (cdm Version).
 	CdmVersion int32 `protobuf:"varint,3,opt,name=cdm_version,json=cdmVersion,proto3" json:"cdm_version,omitempty"`
 	// The CDM tables present at the site. A table the site does not hold is
 	// absent, not listed with zero rows.
@@ -143,7 +143,7 @@ func (x *DescribeResponse) GetTables() []*TableInfo {
 // TableInfo is one CDM table present at the site.
 type TableInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// CDM table name (node/cdm), e.g. "patient".
+	// CDM table name (cdm), e.g. "patient".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Number of rows in the table.
 	Rows          int64 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`

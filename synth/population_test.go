@@ -3,7 +3,7 @@ package synth
 import (
 	"testing"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 func TestNHSNumbersAreValidAndDisjoint(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/havenhealth/haven/integration/demo"
+	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/releasecheck"
 	"github.com/havenhealth/haven/internal/pgtest"
 	"github.com/havenhealth/haven/node/audit"

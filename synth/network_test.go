@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 func TestLoadNetwork(t *testing.T) {

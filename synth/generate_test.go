@@ -15,7 +15,7 @@ import (
 
 	"github.com/apache/arrow/go/v17/arrow"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 // treeFiles returns every regular file under dir by slash path.

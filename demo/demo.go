@@ -14,11 +14,11 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/release"
-	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/internal/pgtest"
-	"github.com/havenhealth/haven/node/cdm"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/synth"
 )
 
 // Seed is the seed of the demo's synthetic network: every demo sees the

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 // A person's latent attributes — who they are, what they have, what

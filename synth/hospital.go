@@ -4,7 +4,7 @@ import (
 	"math"
 	"slices"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 // A person's hospital activity — admissions and A&E attendances at any of

@@ -20,12 +20,12 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/release"
-	"github.com/havenhealth/haven/integration/synth"
 	"github.com/havenhealth/haven/internal/pki"
-	"github.com/havenhealth/haven/node/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/policy"
+	"github.com/havenhealth/haven/synth"
 )
 
 // modulePath is the module the demo builds its binaries from.

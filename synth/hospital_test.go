@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/havenhealth/haven/node/cdm"
+	"github.com/havenhealth/haven/cdm"
 )
 
 func TestHospitalRecords(t *testing.T) {
