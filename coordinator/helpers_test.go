@@ -223,7 +223,7 @@ func expectStatins(t *testing.T, n *coordinatortest.Network, ps []coordinatortes
 		}
 		tab.Cells = append(tab.Cells, disclosure.Cell{Key: k[:], Values: []disclosure.Input{
 			{Count: a.patients, Key: mod(a.patientsKey, th)}, {Count: a.onStatin, Key: mod(a.onStatinKey, th)},
-			{Sum: float64(a.sum), N: a.onStatin, TopContributions: top},
+			{Sum: float64(a.sum), N: a.onStatin, NKey: mod(a.onStatinKey, th), TopContributions: top},
 		}})
 	}
 	rel, err := disclosure.Apply(context.Background(), tab, th)

@@ -132,10 +132,11 @@ func RecordKey(nhsNumber string, keyRange int) uint64 {
 // StatinsCells is what practice ods returns for statins-chd: one row per
 // (age_band, sex) group of its patients, in two batches. When the schema
 // has cell keys (patients__key, on_statin__key), each is the sum mod
-// keyRange of the RecordKey of the patients its count counts.
+// keyRange of the RecordKey of the patients its count counts, and
+// statin_issues__n_key that of the patients with statin issues.
 func StatinsCells(def *catalog.Definition, schema *arrow.Schema, ps []Patient, ods string, keyRange int) []arrow.Record {
 	type key struct{ band, sex string }
-	type agg struct{ patients, onStatin, sum, n, top, patientsKey, onStatinKey int64 }
+	type agg struct{ patients, onStatin, sum, n, top, patientsKey, onStatinKey, nKey int64 }
 	cells := map[key]*agg{}
 	for _, p := range ps {
 		if p.Practice != ods {
@@ -165,6 +166,9 @@ func StatinsCells(def *catalog.Definition, schema *arrow.Schema, ps []Patient, o
 			a.sum += p.StatinIssues
 			a.n++
 			a.top = max(a.top, p.StatinIssues)
+			if keyRange > 0 {
+				a.nKey = (a.nKey + rk) % int64(keyRange)
+			}
 		}
 	}
 	keys := make([]key, 0, len(cells))
@@ -194,6 +198,8 @@ func StatinsCells(def *catalog.Definition, schema *arrow.Schema, ps []Patient, o
 					b.Field(f).(*array.Int64Builder).Append(a.sum)
 				case "statin_issues__n":
 					b.Field(f).(*array.Int64Builder).Append(a.n)
+				case "statin_issues__n_key":
+					b.Field(f).(*array.Int64Builder).Append(a.nKey)
 				case "statin_issues__top":
 					if a.n == 0 {
 						b.Field(f).(*array.Int64Builder).AppendNull()

@@ -75,7 +75,7 @@ func Apply(ctx context.Context, t Table, th Thresholds) (*Released, error) {
 		} else {
 			for i, ci := range g.order {
 				in := &t.Cells[ci].Values[j]
-				values[i] = primary(m, &aggregate{n: in.N, sum: in.Sum, top: in.TopContributions, min: in.Min, max: in.Max}, th)
+				values[i] = primary(m, &aggregate{n: in.N, nKey: in.NKey, sumKey: in.SumKey, sum: in.Sum, top: in.TopContributions, min: in.Min, max: in.Max}, th)
 				if small != nil && small[i] {
 					values[i] = attribute
 				}
@@ -145,6 +145,14 @@ func (g *grid) smallGroups(th Thresholds) ([]bool, error) {
 	}
 	small := make([]bool, len(aggs))
 	for v, a := range aggs {
+		if th.Perturbation != nil {
+			// Decided on the perturbed group total, so that a withheld
+			// group says no more than a released 0 would: a rule on the
+			// true total would prove, across two runs, that it crossed
+			// the threshold.
+			small[v] = th.Perturbation.Release(a.count, a.key) < int64(th.MinCount)
+			continue
+		}
 		small[v] = a.count >= 1 && a.count < int64(th.MinCount)
 	}
 	return small, nil
@@ -154,6 +162,8 @@ func (g *grid) smallGroups(th Thresholds) ([]bool, error) {
 type aggregate struct {
 	count    int64
 	key      uint64 // cell key of a count, under perturbation
+	nKey     uint64 // cell key of a sum's or mean's n, under perturbation
+	sumKey   uint64 // cell key of a binary mean's sum, under perturbation
 	n        int64
 	sum      float64
 	top      []float64 // largest contributions, descending; only for dominance
@@ -168,7 +178,7 @@ func (g *grid) aggregates(j int, th Thresholds) ([]aggregate, error) {
 	aggs := make([]aggregate, g.nVars)
 	for i, ci := range g.order {
 		in := &g.t.Cells[ci].Values[j]
-		aggs[i] = aggregate{count: in.Count, key: in.Key, n: in.N, sum: in.Sum}
+		aggs[i] = aggregate{count: in.Count, key: in.Key, nKey: in.NKey, sumKey: in.SumKey, n: in.N, sum: in.Sum}
 		if m.Dominance {
 			aggs[i].top = in.TopContributions
 		}
@@ -186,7 +196,8 @@ func (g *grid) aggregates(j int, th Thresholds) ([]aggregate, error) {
 			if th.Perturbation != nil {
 				// A margin's key is the sum of its cells' keys, so it is the
 				// sum of its patients' record keys, as a cell's is.
-				a.key = (a.key + c.key) % uint64(th.Perturbation.KeyRange())
+				r := uint64(th.Perturbation.KeyRange())
+				a.key, a.nKey = (a.key+c.key)%r, (a.nKey+c.nKey)%r
 			}
 			a.n += c.n
 			a.sum += c.sum
@@ -241,6 +252,9 @@ func primary(m Measure, a *aggregate, th Thresholds) Value {
 		}
 		return Value{Status: StatusReleased, Value: float64(th.roundCount(a.count))}
 	}
+	if th.Perturbation != nil && (m.Kind == KindSum || m.Kind == KindMean) {
+		return perturbedPrimary(m, a, th)
+	}
 	if a.n == 0 {
 		if m.Kind == KindSum {
 			return Value{Status: StatusReleased, Value: 0}
@@ -279,6 +293,43 @@ func primary(m Measure, a *aggregate, th Thresholds) Value {
 		return Value{Status: StatusReleased, Value: a.min}
 	}
 	return Value{Status: StatusReleased, Value: a.max}
+}
+
+// perturbedPrimary is primary for a sum or mean under perturbation. The
+// few-contributors rule reads N through the p-table with N's own cell key,
+// and so does the rule's "no patients" case: withholding on the true N
+// would prove, across two runs, that N crossed the threshold (a sum of
+// admissions withheld at 7 admitted patients and released at 8), and a
+// reason of its own for N = 0 would tell 0 from 1-7. A mean of 0/1 values
+// is the perturbed Sum (a count of patients with a 1) over the perturbed
+// N, to 4 significant figures, so that it says no more than two perturbed
+// counts would. Other means are Sum/N to 4 significant figures (a
+// continuous mean) or the rounded Sum over the rounded N (whole numbers),
+// as without perturbation; dominance and the rounding of sums are
+// unchanged.
+func perturbedPrimary(m Measure, a *aggregate, th Thresholds) Value {
+	n := th.Perturbation.Release(a.n, a.nKey)
+	if n < int64(th.MinCount) {
+		return withheld(CodeFewContributors, fmt.Sprintf("derived from fewer than about %d patients (the perturbed number of contributors is below %d)", th.MinCount, th.MinCount))
+	}
+	if m.Dominance && dominated(a, th.Dominance) {
+		return withheld(CodeDominance, fmt.Sprintf("the largest %d contribution(s) exceed %v%% of the total",
+			th.Dominance.N, strconv.FormatFloat(100*th.Dominance.K, 'f', -1, 64)))
+	}
+	switch {
+	case m.Kind == KindSum:
+		return Value{Status: StatusReleased, Value: th.roundSum(a.sum)}
+	case a.n == 0:
+		// The p-table released N ≥ MinCount from a true 0 (a table that
+		// moves 0 could): there is no mean to give.
+		return withheld(CodeFewContributors, fmt.Sprintf("derived from fewer than about %d patients", th.MinCount))
+	case m.Values == ValueBinary:
+		s := min(th.Perturbation.Release(int64(a.sum), a.sumKey), n)
+		return Value{Status: StatusReleased, Value: roundSignificant(float64(s)/float64(n), 4)}
+	case m.Values == ValueContinuous:
+		return Value{Status: StatusReleased, Value: roundSignificant(a.sum/float64(a.n), 4)}
+	}
+	return Value{Status: StatusReleased, Value: th.roundMeanSum(a.sum) / float64(th.roundCount(a.n))}
 }
 
 func withheld(c Code, msg string) Value {

@@ -149,12 +149,30 @@
 // the sum of the perturbations (each up to 10), which spans every count a
 // small group can have.
 //
-// Sums keep dominance, few-contributors and rounding: a sum is a magnitude,
-// not a count of patients, and has no key; its secondary suppression is
-// kept. Means are derived from rounded figures as before (a binary or
-// integer mean is the rounded sum over the rounded N) and keep the
-// few-contributors rule. Limit: that rule is deterministic, so a mean
-// released in one run and withheld in the next still shows that its N or
-// Sum crossed MinCount; deriving means from perturbed counts needs keys
-// for the mean's N and Sum, which the plans do not carry yet.
+// The attribute disclosure rule reads the group total through the p-table
+// too: a group is small when its perturbed total is below MinCount, so a
+// withheld group says no more than a released 0 would. A rule on the true
+// total would prove, across two runs, that a group grew from 7 to 8.
+//
+// Sums and means are controlled by the same principle: nothing released
+// may be a deterministic function of whether a small number of patients is
+// below the threshold. Every sum and mean carries a key for its N
+// (Input.NKey: the record keys of its contributors), and the
+// few-contributors rule is applied to N released through the p-table: a
+// sum or mean is withheld when its perturbed N is below MinCount, whatever
+// the true N, 0 included (there is no separate no-patients reason under
+// perturbation, since it would tell 0 from 1-7). So a sum of admissions
+// withheld in one run and released in the next no longer proves that the
+// admitted patients went from 7 to 8.
+//
+// A mean of 0/1 values (a prevalence) also carries a key for its Sum
+// (Input.SumKey: the record keys of the patients with a 1), and is released
+// as the perturbed Sum over the perturbed N to 4 significant figures: it
+// says no more than two perturbed counts would, and when the definition
+// also counts the same patients (t2dm and patients beside prevalence) it
+// is their released ratio. Other means are Sum/N to 4 significant figures
+// (continuous values) or the rounded Sum over the rounded N (whole
+// numbers), as without perturbation. Sums keep the dominance rule, are
+// rounded to the base and keep secondary suppression: a sum is a
+// magnitude, not a count of patients, so it is not perturbed itself.
 package disclosure

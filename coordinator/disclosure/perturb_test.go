@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -198,15 +199,79 @@ func TestAttributeDisclosure(t *testing.T) {
 		}
 	}
 
-	// Under perturbation the small groups are still withheld, and the
-	// other counts are released through the table.
-	on.Perturbation = referencePTable(t)
-	r = mustApply(t, table, on)
-	for _, c := range r.Cells {
-		want := c.Key[1] == "U"
-		if got := c.Values[1].Reason.Code == CodeAttributeDisclosure; got != want {
-			t.Errorf("perturbed: cell %v t2dm %s %s", c.Key, c.Values[1].Status, c.Values[1].Reason.Code)
+	// Under perturbation a group is small when its perturbed total is
+	// below MinCount: the true total decides nothing on its own.
+	pt := referencePTable(t)
+	on.Perturbation = pt
+	for _, key := range []uint64{0, 37, 101, 200} {
+		for i := range table.Cells {
+			table.Cells[i].Values[0].Key = key
 		}
+		r = mustApply(t, table, on)
+		for i, c := range r.Cells {
+			total := table.Cells[slices.IndexFunc(table.Cells, func(x Cell) bool { return slices.Equal(x.Key, c.Key) })].Values[0].Count
+			want := pt.Release(total, key) < int64(on.MinCount)
+			if got := c.Values[1].Reason.Code == CodeAttributeDisclosure; got != want {
+				t.Errorf("perturbed, key %d: cell %d %v (total %d, released as %d) t2dm %s %s", key, i, c.Key, total, pt.Release(total, key), c.Values[1].Status, c.Values[1].Reason.Code)
+			}
+		}
+	}
+}
+
+// TestPerturbedSumsAndMeans: under perturbation the few-contributors rule
+// reads N through the p-table with N's key, so a withheld or released sum
+// or mean proves nothing about N crossing the threshold (for the reference
+// table, some key releases a value at N = 7 and some key withholds it at
+// N = 8); and a mean of 0/1 values is the perturbed Sum over the perturbed
+// N, which for a mean over the same patients as two counts is their
+// released ratio.
+func TestPerturbedSumsAndMeans(t *testing.T) {
+	pt := referencePTable(t)
+	th := DefaultThresholds()
+	th.Perturbation = pt
+	ms := []Measure{
+		{Name: "patients", Kind: KindCount, GroupTotal: true},
+		{Name: "t2dm", Kind: KindCount},
+		{Name: "prevalence", Kind: KindMean, Values: ValueBinary},
+		{Name: "admissions", Kind: KindSum},
+	}
+	type outcome struct{ released, withheld bool }
+	seen := map[int64]*outcome{7: {}, 8: {}}
+	for n := int64(1); n <= 30; n++ {
+		for key := uint64(0); key < 256; key += 3 {
+			t2dm, sumKey := n/3, (key*7+1)%256
+			adm := float64(2 * n)
+			table := Table{Dims: []string{"practice"}, Measures: ms, Cells: []Cell{{Key: []string{"A"}, Values: []Input{
+				{Count: 50, Key: 9}, {Count: t2dm, Key: sumKey},
+				{N: n, NKey: key, Sum: float64(t2dm), SumKey: sumKey},
+				{N: n, NKey: key, Sum: adm},
+			}}}}
+			r := mustApply(t, table, th)
+			v := r.Cells[0].Values
+			np := pt.Release(n, key)
+			for _, j := range []int{2, 3} {
+				if withheldWant := np < int64(th.MinCount); (v[j].Status == StatusWithheld) != withheldWant {
+					t.Fatalf("N %d key %d (released as %d): %s is %s %s", n, key, np, ms[j].Name, v[j].Status, v[j].Reason.Code)
+				}
+			}
+			if o := seen[n]; o != nil {
+				o.released = o.released || v[3].Status == StatusReleased
+				o.withheld = o.withheld || v[3].Status == StatusWithheld
+			}
+			if v[2].Status != StatusReleased {
+				continue
+			}
+			s := min(pt.Release(t2dm, sumKey), np)
+			if want := roundSignificant(float64(s)/float64(np), 4); v[2].Value != want {
+				t.Fatalf("N %d key %d: prevalence %v, want %d/%d = %v", n, key, v[2].Value, s, np, want)
+			}
+			if v[3].Value != th.roundSum(adm) {
+				t.Fatalf("N %d key %d: admissions %v, want %v", n, key, v[3].Value, th.roundSum(adm))
+			}
+		}
+	}
+	if !seen[7].released || !seen[8].withheld {
+		t.Errorf("N = 7 released by some key: %v; N = 8 withheld by some key: %v; want both, or the status proves a crossing", seen[7].released, seen[8].withheld)
 	}
 }
 

@@ -102,6 +102,12 @@ type Input struct {
 	// of the record keys of the patients counted, mod the key range. It is
 	// read only when Thresholds.Perturbation is set, and never released.
 	Key uint64
+	// NKey and SumKey are, under perturbation, the cell keys of a sum's or
+	// mean's N (the record keys of the patients N counts) and of a mean of
+	// 0/1 values' Sum (those of the patients with a 1), mod the key range;
+	// the few-contributors rule reads N through the p-table, and a binary
+	// mean is the perturbed Sum over the perturbed N. Never released.
+	NKey, SumKey uint64
 	// N is the number of patients contributing to a sum, mean, min or max.
 	// For a sum, count only patients whose contribution is not zero: a sum
 	// over 50 patients of whom one had an admission is that patient's
@@ -184,6 +190,11 @@ func checkInput(m Measure, in *Input, th Thresholds) error {
 			return fmt.Errorf("cell key %d is outside the key range 0-%d", in.Key, th.Perturbation.KeyRange()-1)
 		}
 		return nil
+	}
+	if th.Perturbation != nil {
+		if r := uint64(th.Perturbation.KeyRange()); in.NKey >= r || in.SumKey >= r {
+			return fmt.Errorf("cell keys %d (n) and %d (sum) are not both in the key range 0-%d", in.NKey, in.SumKey, r-1)
+		}
 	}
 	if in.N < 0 {
 		return fmt.Errorf("contributor count %d is negative", in.N)

@@ -10,7 +10,10 @@ type acc struct {
 	// keys, summed. Keys are below 2^20 and counts below 2^40, so the sum
 	// cannot overflow.
 	key uint64
-	n   int64 // contributors
+	// nKey and sumKey are the cell keys of a sum's or mean's n and of a
+	// bool mean's sum, before reduction, summed as key is.
+	nKey, sumKey uint64
+	n            int64 // contributors
 	// sum + comp is the total: Neumaier's compensated summation, so that
 	// fractional values give the same total, to the last bit in all but
 	// pathological cases, whatever order patients and partitions come in.
@@ -60,6 +63,8 @@ func (a *acc) extremes(lo, hi float64, n int64) {
 func (a *acc) merge(o *acc, k int) {
 	a.count += o.count
 	a.key += o.key
+	a.nKey += o.nKey
+	a.sumKey += o.sumKey
 	if o.n > 0 {
 		if a.n == 0 || o.min < a.min {
 			a.min = o.min

@@ -115,6 +115,12 @@ func (s *cellStore) add(r *Run, b *batch) error {
 				n, sum := b.cols[m.n].i64[row], number(&b.cols[m.sum], row)
 				a.n += n
 				a.add(sum)
+				if m.nKey >= 0 {
+					a.nKey += uint64(b.cols[m.nKey].i64[row])
+				}
+				if m.sumKey >= 0 {
+					a.sumKey += uint64(b.cols[m.sumKey].i64[row])
+				}
 				if m.dominance && n > 0 {
 					a.sites = append(a.sites, siteShare{top: number(&b.cols[m.top], row), sum: sum, n: n})
 				}
@@ -148,12 +154,15 @@ func (r *Run) checkPartials(b *batch, row int, bad func(string, int, string, ...
 	fields := b.ks.cols
 	for j := range r.measures {
 		m := &r.measures[j]
-		if m.kind == disclosure.KindCount {
-			if m.key >= 0 {
-				if k := b.cols[m.key].i64[row]; k < 0 || k >= int64(r.opts.KeyRange) {
-					return bad(fields[m.key].field.Name, row, "cell key %d is outside 0-%d", k, r.opts.KeyRange-1)
-				}
+		for _, at := range []int{m.key, m.nKey, m.sumKey} {
+			if at < 0 {
+				continue
 			}
+			if k := b.cols[at].i64[row]; k < 0 || k >= int64(r.opts.KeyRange) {
+				return bad(fields[at].field.Name, row, "cell key %d is outside 0-%d", k, r.opts.KeyRange-1)
+			}
+		}
+		if m.kind == disclosure.KindCount {
 			continue
 		}
 		n := b.cols[m.n].i64[row]

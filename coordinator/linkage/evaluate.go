@@ -165,6 +165,7 @@ func (e *evaluator) patient(p *partition, idx int32) {
 			// Contributors to a sum are the patients who add to it.
 			if v != 0 {
 				a.n++
+				a.nKey += rk
 				a.add(v)
 				if m.dominance {
 					a.top = insertTop(a.top, v, k)
@@ -172,6 +173,10 @@ func (e *evaluator) patient(p *partition, idx int32) {
 			}
 		case disclosure.KindMean:
 			a.n++
+			a.nKey += rk
+			if m.binary && v != 0 {
+				a.sumKey += rk
+			}
 			a.add(v)
 			if m.dominance {
 				a.top = insertTop(a.top, v, k)
@@ -410,8 +415,8 @@ func (r *Run) inputs(accs []acc, tops [][]float64) []disclosure.Input {
 	for j, a := range accs {
 		m := r.table.Measures[j]
 		in := disclosure.Input{Count: a.count, N: a.n}
-		if r.opts.KeyRange > 0 {
-			in.Key = a.key % uint64(r.opts.KeyRange)
+		if kr := uint64(r.opts.KeyRange); kr > 0 {
+			in.Key, in.NKey, in.SumKey = a.key%kr, a.nKey%kr, a.sumKey%kr
 		}
 		switch m.Kind {
 		case disclosure.KindSum, disclosure.KindMean:

@@ -25,6 +25,7 @@ func TestCellKeysInAggregateMode(t *testing.T) {
 	schema, _ := f.plan.Schema(cdm.KindGP)
 	keyed := func(r row, patients, onStatin int64) row {
 		r["patients__key"], r["on_statin__key"] = patients, onStatin
+		r["statin_issues__n_key"] = (patients + onStatin) % R
 		return r
 	}
 	bs := []batchOf{
@@ -46,6 +47,10 @@ func TestCellKeysInAggregateMode(t *testing.T) {
 		k := strings.Join(c.Key, "|")
 		if got := [2]uint64{c.Values[0].Key, c.Values[1].Key}; got != want[k] {
 			t.Errorf("cell %s: keys %v, want %v", k, got, want[k])
+		}
+		// The sum's n key: each practice's, added mod R.
+		if w := (want[k][0] + want[k][1]) % R; c.Values[2].NKey != w {
+			t.Errorf("cell %s: statin_issues n key %d, want %d", k, c.Values[2].NKey, w)
 		}
 	}
 
@@ -103,8 +108,10 @@ func TestCellKeysInLinkageMode(t *testing.T) {
 	r := f.newRun(t, linkage.Options{KeyRange: R})
 	addAll(t, r, bs)
 	tab, _ := tableOf(t, r)
-	// patients, admitted; the sum (admissions) has no key.
+	// patients and admitted (Key); the sum admissions has no Key, but its
+	// n, the admitted patients, has an NKey.
 	want := map[string][3]uint64{"50-59|M": {(200 + 100) % R, 200, 0}, "40-49|F": {7, 7, 0}}
+	wantN := map[string]uint64{"50-59|M": 200, "40-49|F": 7}
 	if len(tab.Cells) != len(want) {
 		t.Fatalf("%d cells, want %d", len(tab.Cells), len(want))
 	}
@@ -112,6 +119,9 @@ func TestCellKeysInLinkageMode(t *testing.T) {
 		k := strings.Join(c.Key, "|")
 		if got := [3]uint64{c.Values[0].Key, c.Values[1].Key, c.Values[2].Key}; got != want[k] {
 			t.Errorf("cell %s: keys %v, want %v", k, got, want[k])
+		}
+		if c.Values[2].NKey != wantN[k] {
+			t.Errorf("cell %s: admissions n key %d, want %d", k, c.Values[2].NKey, wantN[k])
 		}
 	}
 

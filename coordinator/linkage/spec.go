@@ -79,7 +79,12 @@ type measureSpec struct {
 	dominance bool
 	// Aggregate mode: the record fields holding the partials, by kind.
 	count, sum, n, min, max, top int
-	key                          int // the count's cell key; -1 without record keys
+	// The cell keys of the count, of n and of the sum (catalog.Partial
+	// IsKey); -1 without record keys or where the plan keys none.
+	key, nKey, sumKey int
+	// binary says the measure is of a bool variable: a mean's sum then
+	// counts patients and is keyed.
+	binary bool
 }
 
 // dimSpec is one group_by variable.
@@ -175,13 +180,14 @@ func (r *Run) compile(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bo
 
 	for _, m := range def.Measures {
 		ms := measureSpec{name: m.Name, kind: disclosure.Kind(m.Agg), of: -1, dominance: m.Dominance,
-			count: -1, sum: -1, n: -1, min: -1, max: -1, top: -1, key: -1}
+			count: -1, sum: -1, n: -1, min: -1, max: -1, top: -1, key: -1, nKey: -1, sumKey: -1}
 		if m.Agg != catalog.AggCount {
 			i, err := varIndex(m.Of)
 			if err != nil {
 				return err
 			}
 			ms.of = i
+			ms.binary = r.vars[i].typ == catalog.TypeBool
 		}
 		if m.Where != nil {
 			for _, term := range m.Where.Terms {
@@ -357,16 +363,24 @@ func (r *Run) compileCells(dictFor func(*catalog.Variable) *dictionary) error {
 			slot = &m.max
 		case catalog.PartialTop:
 			slot = &m.top
-		case catalog.PartialKey:
-			if f.Combine != catalog.CombineKeySum || m.kind != disclosure.KindCount {
-				return fmt.Errorf("linkage: partial %s of plan %s: a cell key belongs to a count and is combined as a key sum", f.Name, r.plan.Definition)
+		case catalog.PartialKey, catalog.PartialNKey, catalog.PartialSumKey:
+			ok := f.Combine == catalog.CombineKeySum
+			switch f.Partial {
+			case catalog.PartialKey:
+				ok, slot = ok && m.kind == disclosure.KindCount, &m.key
+			case catalog.PartialNKey:
+				ok, slot = ok && (m.kind == disclosure.KindSum || m.kind == disclosure.KindMean), &m.nKey
+			case catalog.PartialSumKey:
+				ok, slot = ok && m.kind == disclosure.KindMean && m.binary, &m.sumKey
 			}
-			slot = &m.key
+			if !ok {
+				return fmt.Errorf("linkage: partial %s of plan %s: a cell key belongs to a count, a sum's or mean's n, or a bool mean's sum, and is combined as a key sum", f.Name, r.plan.Definition)
+			}
 		}
 		if slot == nil || *slot >= 0 {
 			return fmt.Errorf("linkage: partial %s of plan %s: unexpected or repeated partial %q", f.Name, r.plan.Definition, f.Partial)
 		}
-		counted := f.Partial == catalog.PartialCount || f.Partial == catalog.PartialN || f.Partial == catalog.PartialKey
+		counted := f.Partial == catalog.PartialCount || f.Partial == catalog.PartialN || f.Partial.IsKey()
 		if (counted && f.Type != catalog.FieldInt64) || (f.Type != catalog.FieldInt64 && f.Type != catalog.FieldFloat64) {
 			return fmt.Errorf("linkage: partial %s of plan %s: a %s partial cannot be %s", f.Name, r.plan.Definition, f.Partial, f.Type)
 		}
@@ -378,7 +392,8 @@ func (r *Run) compileCells(dictFor func(*catalog.Variable) *dictionary) error {
 		case disclosure.KindCount:
 			missing = m.count < 0 || (r.plan.RecordKeys && m.key < 0)
 		case disclosure.KindSum, disclosure.KindMean:
-			missing = m.sum < 0 || m.n < 0 || (m.dominance && m.top < 0)
+			missing = m.sum < 0 || m.n < 0 || (m.dominance && m.top < 0) ||
+				(r.plan.RecordKeys && (m.nKey < 0 || (m.kind == disclosure.KindMean && m.binary && m.sumKey < 0)))
 		case disclosure.KindMin:
 			missing = m.min < 0 || m.n < 0
 		case disclosure.KindMax:

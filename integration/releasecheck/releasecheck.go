@@ -147,6 +147,13 @@ func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.Valu
 				st.Withheld++
 			}
 			if got.Withheld() && got.Reason == disclosure.CodeAttributeDisclosure {
+				if pt != nil {
+					// The rule reads the group total through the p-table.
+					if lo, _ := pt.Bounds(int64(largest)); lo >= m.MinCellCount {
+						fail("%s %s %s: withheld as attribute_disclosure, but a group of %s is never perturbed below %d", row.Kind, key, ms.Name, ftoa(largest), m.MinCellCount)
+					}
+					continue
+				}
 				if largest >= float64(m.MinCellCount) {
 					fail("%s %s %s: withheld as attribute_disclosure, but the row has a count of %s", row.Kind, key, ms.Name, ftoa(largest))
 				}
@@ -158,9 +165,12 @@ func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.Valu
 				continue
 			}
 			msg := ""
-			if pt != nil && ms.Kind == disclosure.KindCount {
+			switch {
+			case pt != nil && ms.Kind == disclosure.KindCount:
 				msg = checkPerturbed(pt, got, want)
-			} else {
+			case pt != nil && (ms.Kind == disclosure.KindSum || ms.Kind == disclosure.KindMean):
+				msg = checkPerturbedNumber(pt, ms.Kind, values, row.Kind, got, want, n, m.MinCellCount, m.RoundingBase)
+			default:
 				msg = CheckValue(ms.Kind, values, row.Kind, got, want, n, m.MinCellCount, m.RoundingBase)
 			}
 			if msg != "" {
@@ -264,6 +274,66 @@ func checkPerturbed(pt *ptable.Table, got release.Value, want float64) string {
 	if v := got.Value; v != math.Trunc(v) || int64(v) < lo || int64(v) > hi {
 		return "released " + ftoa(v) + ", outside the p-table's bounds " + strconv.FormatInt(lo, 10) + "-" + strconv.FormatInt(hi, 10) +
 			" for the true count " + ftoa(want)
+	}
+	return ""
+}
+
+// checkPerturbedNumber returns what is wrong with a sum or mean released
+// under perturbation, or "". The few-contributors rule reads N through the
+// p-table, so a value may be withheld as few_contributors only if some
+// cell key releases N below minCount, and released only if some key
+// releases it at minCount or more. A released sum is the true sum rounded;
+// a mean of 0/1 values is some perturbed Sum over some perturbed N (the
+// Sum's perturbed value capped at N's) to 4 significant figures; other
+// means are checked as without perturbation.
+func checkPerturbedNumber(pt *ptable.Table, kind disclosure.Kind, values disclosure.ValueKind, row release.RowKind, got release.Value, want float64, n, minCount, base int64) string {
+	if kind == disclosure.KindMean && row != release.RowCell {
+		if got.Released {
+			return "a mean has no margins, but one was released"
+		}
+		return ""
+	}
+	lo, hi := pt.Bounds(n)
+	switch {
+	case !got.Released && got.Reason == disclosure.CodeFewContributors:
+		if lo >= minCount {
+			return "withheld as few_contributors, but " + strconv.FormatInt(n, 10) + " contributors are never perturbed below " + strconv.FormatInt(minCount, 10)
+		}
+		return ""
+	case !got.Released && (got.Reason == disclosure.CodeDominance || got.Reason == disclosure.CodeSecondary):
+		return ""
+	case !got.Released:
+		return "withheld as " + string(got.Reason) + "; under perturbation a sum or mean is withheld as few_contributors, dominance or secondary"
+	case hi < minCount:
+		return "released, but " + strconv.FormatInt(n, 10) + " contributors are always perturbed below " + strconv.FormatInt(minCount, 10)
+	}
+	switch {
+	case kind == disclosure.KindSum:
+		if got.Value != RoundSum(want, base) {
+			return "released " + ftoa(got.Value) + ", want " + ftoa(RoundSum(want, base)) + " (true sum " + ftoa(want) + ")"
+		}
+	case values == disclosure.ValueBinary:
+		for _, np := range pt.Outcomes(n) {
+			if np.Value < minCount {
+				continue
+			}
+			// The sum of 0/1 values counts the patients with a 1.
+			for _, sp := range pt.Outcomes(int64(want)) {
+				r, _ := strconv.ParseFloat(strconv.FormatFloat(float64(min(sp.Value, np.Value))/float64(np.Value), 'g', 4, 64), 64)
+				if r == got.Value {
+					return ""
+				}
+			}
+		}
+		return "released " + ftoa(got.Value) + ", which is no perturbed sum over a perturbed N (true " + ftoa(want) + "/" + strconv.FormatInt(n, 10) + ")"
+	case n == 0:
+		return "released " + ftoa(got.Value) + ", a mean over no patients"
+	case values == disclosure.ValueContinuous:
+		if w := want / float64(n); math.Abs(got.Value-w) > 5e-4*math.Abs(w) {
+			return "released " + ftoa(got.Value) + ", want " + ftoa(w) + " to 4 significant figures"
+		}
+	default:
+		return CheckValue(kind, values, row, got, want, n, minCount, base)
 	}
 	return ""
 }

@@ -340,7 +340,7 @@ type pendingBatch struct {
 // goFilled reports whether the node fills f in Go rather than read it from
 // the Result statement.
 func goFilled(f catalog.Field) bool {
-	return f.Role == catalog.RoleRecordKey || f.Partial == catalog.PartialKey
+	return f.Role == catalog.RoleRecordKey || f.Partial.IsKey()
 }
 
 func (p pendingBatch) release() {

@@ -26,11 +26,12 @@ func (r *Runner) recordKeyer(j *job) (*pseudonym.RecordKeyer, error) {
 
 // cellKeys completes the cells of a keyed aggregate plan: it reads the
 // program's Keys statement (each patient of the population with its group
-// and, per cell key field, whether that count counts the patient), derives
-// every patient's record key in Go, adds them up per cell and count mod R,
-// and puts each sum in its <measure>__key column. It also checks that the
-// flags reproduce every count, so a key never covers other patients than
-// its count. Without record keys it does nothing.
+// and, per cell key field, whether the count, n or sum it keys counts the
+// patient), derives every patient's record key in Go, adds them up per
+// cell and key field mod R, and puts each sum in its key column
+// (<measure>__key, __n_key, __sum_key). It also checks that the flags
+// reproduce every keyed partial, so a key never covers other patients than
+// its partial. Without record keys it does nothing.
 func (r *Runner) cellKeys(ctx context.Context, j *job, out *output) error {
 	if !j.plan.RecordKeys || j.siteTask.Rows != catalog.RowsCells {
 		return nil
@@ -49,7 +50,7 @@ func (r *Runner) cellKeys(ctx context.Context, j *job, out *output) error {
 		switch {
 		case f.Role == catalog.RoleGroup:
 			groups = append(groups, f)
-		case f.Partial == catalog.PartialKey:
+		case f.Partial.IsKey():
 			keyAt = append(keyAt, i)
 		}
 	}
@@ -145,10 +146,12 @@ func (r *Runner) cellKeys(ctx context.Context, j *job, out *output) error {
 			gk := groupKey(&b, gcols, i)
 			c := cells[gk]
 			for k, at := range keyAt {
-				// The key field follows its count (catalog.Definition.PlanWith).
+				// The key field follows the count, n or sum it keys
+				// (catalog.Definition.PlanWith), a whole number of
+				// patients.
 				count, ok := p.cols[sqlIndex[at-1]].(*array.Int64)
-				if !ok || fields[at-1].Partial != catalog.PartialCount {
-					return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "cell key %s does not follow its count", fields[at].Name)
+				if !ok || fields[at-1].Partial != fields[at].Partial.Keys() {
+					return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "cell key %s does not follow the partial it keys", fields[at].Name)
 				}
 				if c == nil || int64(c.counted[k]) != count.Value(i) {
 					return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL,

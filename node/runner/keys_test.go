@@ -75,7 +75,7 @@ func TestCellKeysEqualIndependentSums(t *testing.T) {
 		switch {
 		case f.Role == catalog.RoleGroup:
 			groups = append(groups, f.Name)
-		case f.Partial == catalog.PartialKey:
+		case f.Partial.IsKey():
 			keyNames = append(keyNames, f.Name)
 		}
 	}

@@ -24,7 +24,7 @@ func (c *compiler) cells() (string, []Column) {
 	var sel, groups, order []string
 	var cols []Column
 	for _, f := range c.task.Fields {
-		if f.Partial == catalog.PartialKey {
+		if f.Partial.IsKey() {
 			continue
 		}
 		cols = append(cols, Column{Name: f.Name, Type: f.Type})
@@ -58,9 +58,11 @@ func (c *compiler) cells() (string, []Column) {
 
 // keys is the Keys statement of an aggregate program with record keys:
 // one row per patient of pv, with nhs_number, the group columns and, for
-// each cell key field, whether its count counts the patient. The node
-// derives each patient's record key in Go (the perturbation secret never
-// reaches SQL) and adds them up per cell.
+// each cell key field, whether the partial it keys counts the patient: a
+// count's where; a sum's n, its contributors (non-zero values); a mean's
+// n, a non-null value; a bool mean's sum, a true value. The node derives
+// each patient's record key in Go (the perturbation secret never reaches
+// SQL) and adds them up per cell.
 func (c *compiler) keys() (string, []Column) {
 	ctes := c.pvCTEs()
 	sel := []string{"pv.nhs_number AS nhs_number"}
@@ -69,15 +71,30 @@ func (c *compiler) keys() (string, []Column) {
 		switch {
 		case f.Role == catalog.RoleGroup:
 			sel = append(sel, "pv."+c.quote(f.Source)+" AS "+c.quote(f.Name))
-		case f.Partial == catalog.PartialKey:
+		case f.Partial.IsKey():
 			m := c.measure(f)
 			if m == nil {
 				continue
 			}
-			counted := "TRUE"
+			var conds []string
 			if m.Where != nil {
+				conds = append(conds, c.cond(m.Where))
+			}
+			switch f.Partial {
+			case catalog.PartialNKey:
+				val := c.numeric(m.Of)
+				if m.Agg == catalog.AggSum {
+					conds = append(conds, val+" <> 0")
+				} else {
+					conds = append(conds, val+" IS NOT NULL")
+				}
+			case catalog.PartialSumKey:
+				conds = append(conds, c.numeric(m.Of)+" = 1")
+			}
+			counted := "TRUE"
+			if len(conds) > 0 {
 				// A NULL condition fails, as FILTER treats it.
-				counted = "coalesce(" + c.cond(m.Where) + ", FALSE)"
+				counted = "coalesce(" + and(conds) + ", FALSE)"
 			}
 			sel = append(sel, counted+" AS "+c.quote(f.Name))
 			f.Type = catalog.FieldBool

@@ -57,6 +57,16 @@ func (d *Definition) Variable(name string) (*Variable, bool) {
 	return d.Variables[i], true
 }
 
+// Measure returns the measure called name, or nil.
+func (d *Definition) Measure(name string) *Measure {
+	for _, m := range d.Measures {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
 // Codelists returns every codelist the definition may use, in name order:
 // those it names and every value a codelist parameter allows. They are all
 // part of the hash.

@@ -119,7 +119,39 @@ const (
 	// R, of the record keys of the patients the count counts. Present only
 	// in plans with record keys (PlanOptions.RecordKeys).
 	PartialKey Partial = "key"
+	// PartialNKey is the cell key of a sum's or mean's n: the sum mod R of
+	// the record keys of the patients n counts. Disclosure control decides
+	// the few-contributors rule on n perturbed by it, so that whether a
+	// value is withheld proves nothing about n crossing the threshold.
+	PartialNKey Partial = "n_key"
+	// PartialSumKey is the cell key of a mean's sum when the mean is of a
+	// bool variable: the sum mod R of the record keys of the patients whose
+	// value is true. The sum is then a count of patients, perturbed like
+	// one, and the mean is released as the perturbed sum over the
+	// perturbed n.
+	PartialSumKey Partial = "sum_key"
 )
+
+// IsKey says whether p is a cell key (PartialKey, PartialNKey or
+// PartialSumKey): a sum of record keys mod R, which only the node can
+// compute, in Go, and which the coordinator adds mod R.
+func (p Partial) IsKey() bool {
+	return p == PartialKey || p == PartialNKey || p == PartialSumKey
+}
+
+// Keys returns the partial that key partial p keys: the count, n or sum
+// whose patients' record keys it sums.
+func (p Partial) Keys() Partial {
+	switch p {
+	case PartialKey:
+		return PartialCount
+	case PartialNKey:
+		return PartialN
+	case PartialSumKey:
+		return PartialSum
+	}
+	return ""
+}
 
 // Combine says how the coordinator merges one field across the sites that
 // send it.
@@ -256,7 +288,9 @@ func (d *Definition) Plan() *Plan { return d.PlanWith(PlanOptions{}) }
 // other fields: they only add fields.
 //
 // In aggregate mode every count measure gains a <measure>__key field (the
-// cell key, CombineKeySum). In linkage mode only the tasks that evaluate
+// cell key, CombineKeySum), every sum and mean a <measure>__n_key after its
+// n, and a mean of a bool variable a <measure>__sum_key after its sum
+// (Definition.keyFor). In linkage mode only the tasks that evaluate
 // the population gain a record_key field, right after the pseudonym: the
 // coordinator needs a key only for the patients it counts, so a trust that
 // merely reports on a GP population sends none. What the coordinator can
@@ -274,9 +308,12 @@ func (d *Definition) PlanWith(o PlanOptions) *Plan {
 			var fs []Field
 			for _, f := range t.Fields {
 				fs = append(fs, f)
-				if f.Role == RolePartial && f.Partial == PartialCount {
-					fs = append(fs, Field{Name: f.Source + "__" + string(PartialKey), Type: FieldInt64, Role: RolePartial,
-						Source: f.Source, Partial: PartialKey, Combine: CombineKeySum})
+				if f.Role != RolePartial {
+					continue
+				}
+				if k := d.keyFor(f); k != "" {
+					fs = append(fs, Field{Name: f.Source + "__" + string(k), Type: FieldInt64, Role: RolePartial,
+						Source: f.Source, Partial: k, Combine: CombineKeySum})
 				}
 			}
 			t.Fields = fs
@@ -292,6 +329,27 @@ func (d *Definition) PlanWith(o PlanOptions) *Plan {
 		}
 	}
 	return p
+}
+
+// keyFor returns the key partial that follows partial field f in a plan
+// with record keys, or "": every count is keyed, the n of every sum and
+// mean, and the sum of a mean of a bool variable, which counts patients.
+func (d *Definition) keyFor(f Field) Partial {
+	m := d.Measure(f.Source)
+	if m == nil {
+		return ""
+	}
+	switch {
+	case f.Partial == PartialCount:
+		return PartialKey
+	case f.Partial == PartialN && (m.Agg == AggSum || m.Agg == AggMean):
+		return PartialNKey
+	case f.Partial == PartialSum && m.Agg == AggMean:
+		if v, ok := d.Variable(m.Of); ok && v.Expr.Type() == TypeBool {
+			return PartialSumKey
+		}
+	}
+	return ""
 }
 
 func (d *Definition) plan() *Plan {

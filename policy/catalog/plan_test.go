@@ -293,11 +293,11 @@ func TestPlanRecordKeys(t *testing.T) {
 			var keys []string
 			for j, f := range kt.Fields {
 				switch {
-				case f.Partial == PartialKey:
+				case f.Partial.IsKey():
 					prev := kt.Fields[j-1]
-					if prev.Partial != PartialCount || prev.Source != f.Source || f.Name != f.Source+"__key" ||
+					if prev.Partial != f.Partial.Keys() || prev.Source != f.Source || f.Name != f.Source+"__"+string(f.Partial) ||
 						f.Combine != CombineKeySum || f.Type != FieldInt64 || f.Nullable {
-						t.Errorf("%s: %s key field %s does not follow its count (after %s)", d.ID, kt.Kind, describeField(f), prev.Name)
+						t.Errorf("%s: %s key field %s does not follow the partial it keys (after %s)", d.ID, kt.Kind, describeField(f), prev.Name)
 					}
 					keys = append(keys, f.Name)
 				case f.Role == RoleRecordKey:
@@ -312,17 +312,27 @@ func TestPlanRecordKeys(t *testing.T) {
 			if !reflect.DeepEqual(stripped, pt.Fields) {
 				t.Errorf("%s: %s: record keys changed other fields", d.ID, kt.Kind)
 			}
+			// Every count, every n of a sum or mean, and the sum of a mean
+			// of a bool variable is keyed.
 			counts := 0
 			for _, f := range pt.Fields {
-				if f.Partial == PartialCount {
+				m := d.Measure(f.Source)
+				switch {
+				case f.Partial == PartialCount:
 					counts++
+				case f.Partial == PartialN && m != nil && (m.Agg == AggSum || m.Agg == AggMean):
+					counts++
+				case f.Partial == PartialSum && m != nil && m.Agg == AggMean:
+					if v, ok := d.Variable(m.Of); ok && v.Expr.Type() == TypeBool {
+						counts++
+					}
 				}
 			}
 			switch {
 			case kt.Rows == RowsCells:
 				sawAgg = true
 				if len(keys) != counts || counts == 0 {
-					t.Errorf("%s: %d keys for %d counts", d.ID, len(keys), counts)
+					t.Errorf("%s: %d keys for %d counts, sums' and means' n, and bool means' sums", d.ID, len(keys), counts)
 				}
 			case kt.EvaluatesPopulation:
 				sawLinkage = true
