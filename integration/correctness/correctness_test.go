@@ -97,8 +97,9 @@ func questions(t testing.TB) []question {
 //
 // The other arm of the issue, thresholds on and perturbation off, is
 // checked against central answers by integration/attack's
-// TestAttackUnprotected (every table it reads) and by coordinator/disclosure's
-// unit tests; a third network here would cost a minute more.
+// TestAttackUnprotected (every table it reads), and the rounding rule by
+// coordinator/disclosure's TestPrimaryRules, TestMarginsAndTotal and
+// TestPropertyRelease; a third network here would cost two minutes more.
 func TestFederatedMatchesCentral(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole network as processes; skipped with -short")
