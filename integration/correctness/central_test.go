@@ -5,8 +5,13 @@ package correctness
 // document, sharing no code with node/sqlgen or the coordinator.
 
 import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,6 +29,36 @@ type central struct {
 	db       *sql.DB
 	bundle   string
 	sitesDir string
+	// recordKey, when set, gives a patient's record key from the NHS
+	// number, and answers carry cell keys (withRecordKeys).
+	recordKey func(nhs string) uint64
+}
+
+// withRecordKeys has c's answers carry, for every count of every cell,
+// the sum of the record keys of exactly the patients the count counts,
+// so that releasecheck can compute the released value exactly. The rule
+// is the documented one (node/pseudonym), written here afresh:
+//
+//	record key = HMAC-SHA256(secret, NHS number), first 8 bytes as a
+//	             big-endian integer, mod R
+//
+// secretFile is the network's perturbation secret as the custodian
+// wrote it for the nodes (one trailing newline is not part of it).
+func (c *central) withRecordKeys(secretFile string, keyRange int) {
+	c.t.Helper()
+	b, err := os.ReadFile(secretFile)
+	if err != nil {
+		c.t.Fatalf("perturbation secret: %v", err)
+	}
+	secret := bytes.TrimSuffix(b, []byte("\n"))
+	if len(secret) == 0 || keyRange < 1 {
+		c.t.Fatalf("perturbation secret of %d bytes, key range %d", len(secret), keyRange)
+	}
+	c.recordKey = func(nhs string) uint64 {
+		mac := hmac.New(sha256.New, secret)
+		mac.Write([]byte(nhs))
+		return binary.BigEndian.Uint64(mac.Sum(nil)[:8]) % uint64(keyRange)
+	}
 }
 
 // newCentral answers over every site of n but those in without.
@@ -181,9 +216,12 @@ type measure struct {
 	kind string // "count", "sum" or "mean"
 }
 
-// answer runs a per-patient query whose first keys columns are the group
-// values and whose next columns are the measures' per-patient values, and
-// adds them up into cells.
+// answer runs a per-patient query whose first column is the patient's NHS
+// number, whose next keys columns are the group values and whose next
+// columns are the measures' per-patient values, and adds them up into
+// cells. A count's per-patient value is 1 for a patient it counts, else
+// 0; with record keys, the patients it counts add their keys to its cell
+// key.
 func (c *central) answer(query string, keys int, measures ...measure) releasecheck.TrueTable {
 	c.t.Helper()
 	rows, err := c.db.Query(query)
@@ -193,9 +231,11 @@ func (c *central) answer(query string, keys int, measures ...measure) releaseche
 	defer rows.Close()
 	out := releasecheck.TrueTable{}
 	for rows.Next() {
+		var nhs string
 		k := make([]sql.NullString, keys)
 		v := make([]sql.NullFloat64, len(measures))
-		dest := make([]any, 0, keys+len(measures))
+		dest := make([]any, 0, 1+keys+len(measures))
+		dest = append(dest, &nhs)
 		for i := range k {
 			dest = append(dest, &k[i])
 		}
@@ -210,10 +250,21 @@ func (c *central) answer(query string, keys int, measures ...measure) releaseche
 			key[i] = s.String
 		}
 		cell := out.Cell(key...)
+		var rk uint64
+		if c.recordKey != nil {
+			rk = c.recordKey(nhs)
+		}
 		for i, m := range measures {
 			switch m.kind {
 			case "count":
-				cell.Add(m.name, v[i].Float64, false)
+				n := v[i].Float64
+				if n != 0 && n != 1 {
+					c.t.Fatalf("central query: count %s of a patient is %v, want 0 or 1", m.name, n)
+				}
+				cell.Add(m.name, n, false)
+				if c.recordKey != nil {
+					cell.AddKey(m.name, uint64(n)*rk)
+				}
 			case "sum":
 				cell.Add(m.name, v[i].Float64, v[i].Valid && v[i].Float64 != 0)
 			case "mean":
@@ -235,7 +286,7 @@ func (c *central) answer(query string, keys int, measures ...measure) releaseche
 // registered patients of minAge or over, and those with type 2 diabetes.
 func (c *central) t2dmPrevalence(d string, minAge int) releasecheck.TrueTable {
 	q := fmt.Sprintf(`WITH pop AS (%s), dm AS (%s)
-		SELECT site, %s, sex, 1, h, h FROM (
+		SELECT nhs, site, %s, sex, 1, h, h FROM (
 			SELECT *, CASE WHEN (site, nhs) IN (SELECT * FROM dm) THEN 1 ELSE 0 END AS h FROM pop)`,
 		gpPopulation(d, minAge), c.hasEvent("t2dm", d), band10)
 	return c.answer(q, 3, measure{"patients", "count"}, measure{"t2dm", "count"}, measure{"prevalence", "mean"})
@@ -247,7 +298,7 @@ func (c *central) t2dmEmergencyAdmissions(d string, followup int) releasecheck.T
 	q := fmt.Sprintf(`WITH pop AS (%s), adm AS (
 			SELECT %s AS nhs, count(DISTINCT (site, %s)) AS a FROM %s
 			WHERE %s = %s AND %s BETWEEN DATE %s AND DATE %s + %d GROUP BY ALL)
-		SELECT %s, sex, 1, CASE WHEN a > 0 THEN 1 ELSE 0 END, coalesce(a, 0)
+		SELECT nhs, %s, sex, 1, CASE WHEN a > 0 THEN 1 ELSE 0 END, coalesce(a, 0)
 		FROM pop LEFT JOIN adm USING (nhs) WHERE (site, nhs) IN (%s)`,
 		gpPopulation(d, 18), cdm.ColNHSNumber, cdm.ColEpisodeID, cdm.TableAPCEpisode,
 		cdm.ColAdmissionMethod, quote(cdm.AdmissionEmergency), cdm.ColAdmissionDate, quote(d), quote(d), followup,
@@ -261,7 +312,7 @@ func (c *central) statinsCHD(d string, lookback int) releasecheck.TrueTable {
 	q := fmt.Sprintf(`WITH pop AS (%s), iss AS (
 			SELECT site, %s AS nhs, count(*) AS n FROM %s
 			WHERE %s IN (SELECT unnest(%s)) AND %s BETWEEN DATE %s - %d AND DATE %s GROUP BY ALL)
-		SELECT %s, sex, 1, CASE WHEN n > 0 THEN 1 ELSE 0 END, coalesce(n, 0)
+		SELECT nhs, %s, sex, 1, CASE WHEN n > 0 THEN 1 ELSE 0 END, coalesce(n, 0)
 		FROM pop LEFT JOIN iss USING (site, nhs) WHERE (site, nhs) IN (%s)`,
 		gpPopulation(d, 18), cdm.ColNHSNumber, cdm.TableMedication, cdm.ColDMDCode, c.codes("statins"),
 		cdm.ColIssueDate, quote(d), lookback, quote(d), bands(18, 50, 65, 80), c.hasEvent("chd", d))
@@ -274,7 +325,7 @@ func (c *central) bpControl(d string, lookback, target int) releasecheck.TrueTab
 	q := fmt.Sprintf(`WITH pop AS (%s), sbp AS (
 			SELECT site, %s AS nhs, arg_max(%s, (%s, %s)) AS v FROM %s
 			WHERE %s IN (SELECT unnest(%s)) AND %s IS NOT NULL AND %s BETWEEN DATE %s - %d AND DATE %s GROUP BY ALL)
-		SELECT site, %s, 1, CASE WHEN v > 0 THEN 1 ELSE 0 END, CASE WHEN v > 0 AND v < %d THEN 1 ELSE 0 END, v
+		SELECT nhs, site, %s, 1, CASE WHEN v > 0 THEN 1 ELSE 0 END, CASE WHEN v > 0 AND v < %d THEN 1 ELSE 0 END, v
 		FROM pop LEFT JOIN sbp USING (site, nhs) WHERE (site, nhs) IN (%s)`,
 		gpPopulation(d, 18), cdm.ColNHSNumber, cdm.ColNumericValue, cdm.ColEventDate, cdm.ColNumericValue,
 		cdm.TableClinicalEvent, cdm.ColSNOMEDCode, c.codes("systolic-bp"), cdm.ColNumericValue,
@@ -291,7 +342,7 @@ func (c *central) copdAE(d string, followup int) releasecheck.TrueTable {
 		adm AS (SELECT %s AS nhs, count(DISTINCT (site, %s)) AS n FROM %s
 			WHERE %s = %s AND %s BETWEEN DATE %s AND DATE %s + %d
 			AND len(list_filter(%s, c -> starts_with(regexp_replace(%s, '\.', ''), c))) > 0 GROUP BY ALL)
-		SELECT %s, sex, 1, CASE WHEN ae.n > 0 THEN 1 ELSE 0 END, coalesce(ae.n, 0), CASE WHEN adm.n > 0 THEN 1 ELSE 0 END
+		SELECT nhs, %s, sex, 1, CASE WHEN ae.n > 0 THEN 1 ELSE 0 END, coalesce(ae.n, 0), CASE WHEN adm.n > 0 THEN 1 ELSE 0 END
 		FROM pop LEFT JOIN ae USING (nhs) LEFT JOIN adm USING (nhs) WHERE (site, nhs) IN (%s)`,
 		gpPopulation(d, 35),
 		cdm.ColNHSNumber, cdm.TableAEAttendance, cdm.ColArrivalDate, quote(d), quote(d), followup,
@@ -314,7 +365,7 @@ func (c *central) readmissions(start, end string, window int) releasecheck.TrueT
 		adm AS (SELECT DISTINCT site, nhs, episode, a FROM emerg WHERE a BETWEEN DATE %s AND DATE %s + %d),
 		re AS (SELECT nhs, count(*) AS n FROM adm
 			WHERE EXISTS (SELECT 1 FROM dis WHERE dis.nhs = adm.nhs AND dis.d < adm.a AND adm.a <= dis.d + %d) GROUP BY ALL)
-		SELECT trust, 1, CASE WHEN n > 0 THEN 1 ELSE 0 END, coalesce(n, 0) FROM pop LEFT JOIN re USING (nhs)`,
+		SELECT nhs, trust, 1, CASE WHEN n > 0 THEN 1 ELSE 0 END, coalesce(n, 0) FROM pop LEFT JOIN re USING (nhs)`,
 		cdm.ColNHSNumber, cdm.ColEpisodeID, cdm.ColAdmissionDate, cdm.ColDischargeDate, cdm.TableAPCEpisode,
 		cdm.ColAdmissionMethod, quote(cdm.AdmissionEmergency),
 		quote(start), quote(end), quote(start), quote(end), quote(start), quote(end), window, window)

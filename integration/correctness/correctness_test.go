@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,11 +82,24 @@ func questions(t testing.TB) []question {
 // TestFederatedMatchesCentral runs every question through a network of
 // separate processes twice and compares each table with the central
 // answer: once with a board bundle whose disclosure thresholds do nothing
-// (minimum count 1, rounding base 1, no dominance rule), so that the
-// federated table before disclosure control is released as it is and
-// must equal the central one cell for cell; and once with the reference
-// bundle, where every released value must be the central one rounded
-// and every withheld value must have a reason that fits it.
+// (minimum count 1, rounding base 1, no dominance rule, no perturbation),
+// so that the federated table before disclosure control is released as it
+// is and must equal the central one cell for cell; and once with the
+// reference bundle less its ledger's near-duplicate rule (repeatable), so
+// that three questions can be asked again. In the second every count is
+// perturbed: each released count must equal exactly what the bundle's
+// p-table releases for the central count and the cell key the central
+// computation derives from the raw NHS numbers and the network's
+// perturbation secret, and lie within the p-table's bounds; sums and means
+// must be the central ones rounded, every withheld value must have a
+// reason that fits it, and each repeated question must release a table
+// identical, value for value and reason for reason, to its first run.
+//
+// The other arm of the issue, thresholds on and perturbation off, is
+// checked against central answers by integration/attack's
+// TestAttackUnprotected (every table it reads), and the rounding rule by
+// coordinator/disclosure's TestPrimaryRules, TestMarginsAndTotal and
+// TestPropertyRelease; a third network here would cost two minutes more.
 func TestFederatedMatchesCentral(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole network as processes; skipped with -short")
@@ -95,13 +109,14 @@ func TestFederatedMatchesCentral(t *testing.T) {
 	for i, tc := range []struct {
 		name string
 		edit func(dir string) error
+		raw  bool
 	}{
-		{"before disclosure control", disclosureOff},
-		{"after disclosure control", nil},
+		{"before disclosure control", disclosureOff, true},
+		{"after disclosure control", repeatable, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(root, strconv.Itoa(i))
-			matrix(t, dir, haven, tc.edit, tc.edit != nil)
+			matrix(t, dir, haven, tc.edit, tc.raw)
 			if haven == "" {
 				haven = filepath.Join(dir, "bin", "haven")
 			}
@@ -144,14 +159,60 @@ func disclosureOff(dir string) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
+// repeatable lifts the release ledger's near-duplicate rule from the
+// reference bundle, and nothing else, so that a question can be asked
+// twice within its window (the rest of the ledger, its query budget,
+// stays in force): the second arm repeats questions to show that a
+// perturbed release repeats exactly. The rule itself is tested by
+// haven/submit's Rego tests.
+func repeatable(dir string) error {
+	path := filepath.Join(dir, "data.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var data map[string]any
+	if err := json.Unmarshal(b, &data); err != nil {
+		return err
+	}
+	l, ok := data["ledger"].(map[string]any)
+	if !ok || l["near_duplicate"] == nil {
+		return fmt.Errorf("%s has no ledger.near_duplicate to lift", path)
+	}
+	delete(l, "near_duplicate")
+	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// repeated are the questions the perturbed arm asks a second time: one
+// aggregate definition, one linkage definition over a GP population and
+// one over a trust population (whose record keys come from trusts).
+var repeated = []string{"t2dm-prevalence", "t2dm-emergency-admissions", "emergency-readmissions-30d"}
+
 // matrix runs every question on one network and checks each table. With
 // raw set, the bundle's thresholds do nothing and only means over no
-// patients may be withheld. An empty haven builds one into dir.
+// patients may be withheld. Otherwise counts are perturbed, are checked
+// exactly against cell keys computed centrally, and the default question
+// of each repeated definition is asked again and must release the same
+// table. An empty haven builds one into dir.
 func matrix(t *testing.T, dir, haven string, edit func(string) error, raw bool) {
 	qs := questions(t)
 	var queries []demo.Query
 	for _, q := range qs {
 		queries = append(queries, demo.Query{Definition: q.def, Parameters: q.params, Purpose: q.purpose})
+	}
+	var repeats []int // indices in qs of the questions asked again, in order
+	if !raw {
+		for _, def := range repeated {
+			i := slices.IndexFunc(qs, func(q question) bool { return q.def == def && q.set == "default" })
+			if i < 0 {
+				t.Fatalf("no default question of %s to repeat", def)
+			}
+			repeats = append(repeats, i)
+			queries = append(queries, queries[i])
+		}
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
@@ -167,17 +228,21 @@ func matrix(t *testing.T, dir, haven string, edit func(string) error, raw bool) 
 		t.Fatalf("demo: %v", err)
 	}
 	t.Logf("the network ran %d queries in %s", len(res.Runs), time.Since(began).Round(time.Second))
-	if len(res.Runs) != len(qs) {
-		t.Fatalf("%d runs, want %d", len(res.Runs), len(qs))
+	if len(res.Runs) != len(queries) {
+		t.Fatalf("%d runs, want %d", len(res.Runs), len(queries))
 	}
 	c := newCentral(t, res.Network, filepath.Join(res.Dir, "bundle"))
 	pt := releasecheck.MustPTable(t, filepath.Join(res.Dir, "bundle"))
 	if raw == (pt != nil) {
 		t.Fatalf("raw %v, but the bundle's p-table is %v", raw, pt)
 	}
+	if pt != nil {
+		c.withRecordKeys(res.PerturbationSecretFile(), pt.KeyRange())
+	}
 
 	var m strings.Builder
-	fmt.Fprintf(&m, "\n%-28s %-8s %6s %8s %8s %s\n", "definition", "params", "cells", "released", "withheld", "all equal")
+	var exact int
+	fmt.Fprintf(&m, "\n%-28s %-8s %6s %8s %8s %6s %s\n", "definition", "params", "cells", "released", "withheld", "exact", "all equal")
 	for i, q := range qs {
 		rr := res.Runs[i]
 		if rr.Run.GetState() != havenv1.RunState_RUN_STATE_RELEASED || rr.Table == nil {
@@ -188,6 +253,9 @@ func matrix(t *testing.T, dir, haven string, edit func(string) error, raw bool) 
 			t.Fatalf("run %d released %s, want %s", i, rr.Table.Meta.DefinitionID, q.def)
 		}
 		what := q.def + " " + q.set
+		if !raw && !rr.Table.Meta.Perturbed() {
+			t.Errorf("%s: released without perturbation under the reference bundle", what)
+		}
 		if raw {
 			if meta := rr.Table.Meta; meta.MinCellCount != 1 || meta.RoundingBase != 1 {
 				t.Fatalf("%s: released with min cell count %d, rounding base %d; the edited bundle was not in force", what, meta.MinCellCount, meta.RoundingBase)
@@ -201,7 +269,37 @@ func matrix(t *testing.T, dir, haven string, edit func(string) error, raw bool) 
 			}
 		}
 		st := releasecheck.CheckT(t, rr.Table, q.answer(c, q.params), meanValues, pt, what)
-		fmt.Fprintf(&m, "%-28s %-8s %6d %8d %8d %v\n", q.def, q.set, st.Cells, st.Released, st.Withheld, st.Problems == 0)
+		exact += st.Exact
+		fmt.Fprintf(&m, "%-28s %-8s %6d %8d %8d %6d %v\n", q.def, q.set, st.Cells, st.Released, st.Withheld, st.Exact, st.Problems == 0)
+	}
+	for k, i := range repeats {
+		q, first, again := qs[i], res.Runs[i], res.Runs[len(qs)+k]
+		what := q.def + " " + q.set + " repeated"
+		if again.Run.GetState() != havenv1.RunState_RUN_STATE_RELEASED || again.Table == nil {
+			t.Errorf("%s: run %s is %s (%s), want a released table", what, again.Run.GetId(), again.Run.GetState(), again.Run.GetError())
+			continue
+		}
+		if first.Table == nil {
+			continue // reported above
+		}
+		if first.Run.GetId() == again.Run.GetId() {
+			t.Errorf("%s: the repeat is run %s again, not a new run", what, again.Run.GetId())
+		}
+		diff := releasecheck.Diff(first.Table, again.Table)
+		for _, d := range diff {
+			t.Errorf("%s: run %s then %s: %s", what, first.Run.GetId(), again.Run.GetId(), d)
+		}
+		var values int
+		for _, row := range again.Table.Rows {
+			values += len(row.Values)
+		}
+		fmt.Fprintf(&m, "%-28s %-8s %6s %8d values  identical to the first run: %v\n", q.def, "repeat", "", values, len(diff) == 0)
+	}
+	if !raw {
+		fmt.Fprintf(&m, "perturbed counts equal to the p-table's value for the central count and cell key: %d\n", exact)
+		if exact == 0 {
+			t.Errorf("no perturbed count was checked exactly")
+		}
 	}
 	t.Log(m.String())
 	privacyScan(t, res, qs)

@@ -10,9 +10,13 @@
 // against the p-table it names, which the caller reads from the bundle
 // (PTable): every released count must lie within the table's bounds for
 // the true count, and no count may be withheld but as attribute
-// disclosure. The check does not know the cell keys, so it proves bounds,
-// not the exact value; that repeats release the same values is checked by
-// comparing two runs.
+// disclosure. A caller that knows the cell keys (the sum of the record
+// keys of the patients each count counts, computed from the raw NHS
+// numbers and the network's perturbation secret) puts them in the true
+// table (CellValues.AddKey); each perturbed count must then equal exactly
+// what the p-table releases for its true count and key. Without keys the
+// check proves bounds only. That repeats release the same values is
+// checked by comparing two runs (Diff).
 package releasecheck
 
 import (
@@ -37,10 +41,13 @@ import (
 
 // CellValues are the true values of one cell's measures, before
 // disclosure control, by measure name; n counts the patients a sum or
-// mean is over.
+// mean is over. Keys, when set, hold each count's cell key before its
+// reduction mod R: the sum of the record keys of the patients the count
+// counts. A TrueTable has keys in every cell or in none.
 type CellValues struct {
 	Values map[string]float64
 	N      map[string]int64
+	Keys   map[string]uint64
 }
 
 func (c *CellValues) Add(measure string, v float64, contributes bool) {
@@ -51,6 +58,16 @@ func (c *CellValues) Add(measure string, v float64, contributes bool) {
 	if contributes {
 		c.N[measure]++
 	}
+}
+
+// AddKey adds record key k to the cell key of count measure; a count
+// that does not count a patient adds 0, so that the cell is known to be
+// keyed.
+func (c *CellValues) AddKey(measure string, k uint64) {
+	if c.Keys == nil {
+		c.Keys = map[string]uint64{}
+	}
+	c.Keys[measure] += k
 }
 
 // TrueTable is an answer before disclosure control: cells keyed by their
@@ -76,12 +93,30 @@ func (tt TrueTable) Sum(match func(key []string) bool) CellValues {
 			out.Add(name, v, false)
 			out.N[name] += c.N[name]
 		}
+		// A margin's patients are its cells' patients, so its key is the
+		// sum of theirs.
+		for name, k := range c.Keys {
+			out.AddKey(name, k)
+		}
 	}
 	return out
 }
 
-// Stats counts what Check looked at.
-type Stats struct{ Cells, Released, Withheld, Problems int }
+// keyed reports whether every cell of tt carries cell keys, and whether
+// any does.
+func (tt TrueTable) keyed() (all, any bool) {
+	all = len(tt) > 0
+	for _, c := range tt {
+		all = all && c.Keys != nil
+		any = any || c.Keys != nil
+	}
+	return all, any
+}
+
+// Stats counts what Check looked at. Exact counts the perturbed counts
+// checked against the value the p-table gives for their true count and
+// cell key (a keyed true table), each also within bounds.
+type Stats struct{ Cells, Released, Withheld, Problems, Exact int }
 
 // Check checks every value of a released table against the true answer,
 // and that the table has exactly the true table's cells. means says what
@@ -106,6 +141,11 @@ func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.Valu
 		pt = nil
 	} else if pt == nil || int64(pt.KeyRange()) != m.PerturbationKeyRange {
 		fail("table says its counts went through %s (key range %d), but the check was given no such p-table", m.PerturbationTable, m.PerturbationKeyRange)
+		return st, problems
+	}
+	keyed, anyKeys := truth.keyed()
+	if anyKeys && !keyed {
+		fail("the true table has cell keys in some cells but not all")
 		return st, problems
 	}
 	var cells []string
@@ -168,6 +208,18 @@ func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.Valu
 			switch {
 			case pt != nil && ms.Kind == disclosure.KindCount:
 				msg = checkPerturbed(pt, got, want)
+				if msg == "" && keyed {
+					k, ok := v.Keys[ms.Name]
+					switch {
+					case !ok:
+						msg = "the true table has no cell key for this count"
+					case got.Value != float64(pt.Release(int64(want), k)):
+						msg = "released " + ftoa(got.Value) + ", but the p-table releases " + strconv.FormatInt(pt.Release(int64(want), k), 10) +
+							" for the true count " + ftoa(want) + " and cell key " + strconv.FormatUint(k%uint64(pt.KeyRange()), 10)
+					default:
+						st.Exact++
+					}
+				}
 			case pt != nil && (ms.Kind == disclosure.KindSum || ms.Kind == disclosure.KindMean):
 				msg = checkPerturbedNumber(pt, ms.Kind, values, row.Kind, got, want, n, m.MinCellCount, m.RoundingBase)
 			default:
@@ -485,4 +537,42 @@ func MustReadCodelist(t testing.TB, bundle, name string) map[string]bool {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// Diff returns one line per difference between the released contents of
+// two tables (dimensions, measures, and every row's key and values with
+// their reasons), or nil when they release the same table. Metadata that
+// differs between runs (run id, times) is not compared.
+func Diff(a, b *release.Table) []string {
+	var out []string
+	if !slices.Equal(a.Dims, b.Dims) {
+		return []string{fmt.Sprintf("dimensions %v, then %v", a.Dims, b.Dims)}
+	}
+	if !slices.Equal(a.Measures, b.Measures) {
+		return []string{fmt.Sprintf("measures %v, then %v", a.Measures, b.Measures)}
+	}
+	if len(a.Rows) != len(b.Rows) {
+		return []string{fmt.Sprintf("%d rows, then %d", len(a.Rows), len(b.Rows))}
+	}
+	for i, ra := range a.Rows {
+		rb := b.Rows[i]
+		if ra.Kind != rb.Kind || ra.MarginDim != rb.MarginDim || !slices.Equal(ra.Key, rb.Key) {
+			out = append(out, fmt.Sprintf("row %d is %s %v, then %s %v", i, ra.Kind, ra.Key, rb.Kind, rb.Key))
+			continue
+		}
+		for j, va := range ra.Values {
+			if vb := rb.Values[j]; va != vb {
+				out = append(out, fmt.Sprintf("%s %v %s: %s, then %s", ra.Kind, ra.Key, a.Measures[j].Name, describe(va), describe(vb)))
+			}
+		}
+	}
+	return out
+}
+
+// describe renders a released value or the reason it is missing.
+func describe(v release.Value) string {
+	if v.Released {
+		return "released " + ftoa(v.Value)
+	}
+	return "missing as " + string(v.Reason)
 }
