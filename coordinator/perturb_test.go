@@ -51,6 +51,14 @@ func TestPerturbedAggregateRelease(t *testing.T) {
 	}
 	tab := fetch(t, ctx, conn, run.GetId())
 	compareTables(t, tab, expectStatins(t, n, ps, odsCodes...))
+	// The run's summary and the table both say the counts were perturbed,
+	// and through which table: a reader must not take them for rounded.
+	if got := done.GetRelease().GetPerturbationTable(); got != "disclosure/ptable-8-5.csv" {
+		t.Errorf("release summary names p-table %q", got)
+	}
+	if m := tab.Meta; m.PerturbationTable != "disclosure/ptable-8-5.csv" || m.PerturbationKeyRange != int64(th.Perturbation.KeyRange()) {
+		t.Errorf("released table says p-table %q, key range %d", m.PerturbationTable, m.PerturbationKeyRange)
+	}
 
 	// Independently of disclosure.Apply: each cell count within bounds.
 	def, _ := n.Catalog.Get("statins-chd")

@@ -456,8 +456,12 @@ func (d *demoRun) printRun(rr RunResult) {
 		fmt.Fprintf(w, "error: %s\n", r.GetError())
 	}
 	if rel := r.GetRelease(); rel != nil {
-		fmt.Fprintf(w, "released %d rows: %d values released, %d withheld (counts under %d withheld, values rounded to %d)\n",
-			rel.GetRows(), rel.GetCellsReleased(), rel.GetCellsWithheld(), rel.GetMinCellCount(), rel.GetRoundingBase())
+		rule := fmt.Sprintf("counts under %d withheld, values rounded to %d", rel.GetMinCellCount(), rel.GetRoundingBase())
+		if p := rel.GetPerturbationTable(); p != "" {
+			rule = fmt.Sprintf("counts perturbed by %s, sums rounded to %d", p, rel.GetRoundingBase())
+		}
+		fmt.Fprintf(w, "released %d rows: %d values released, %d withheld (%s)\n",
+			rel.GetRows(), rel.GetCellsReleased(), rel.GetCellsWithheld(), rule)
 	}
 	if rr.Table != nil && d.opts.PrintTable != nil {
 		fmt.Fprintln(w)

@@ -541,8 +541,12 @@ func printRun(w io.Writer, run *havenv1.Run) {
 		fmt.Fprintf(w, "error       %s\n", safeText(run.GetError()))
 	}
 	if rel := run.GetRelease(); rel != nil {
-		fmt.Fprintf(w, "released    %d rows, %d values released, %d withheld (counts under %d withheld, rounded to %d)\n",
-			rel.GetRows(), rel.GetCellsReleased(), rel.GetCellsWithheld(), rel.GetMinCellCount(), rel.GetRoundingBase())
+		rule := fmt.Sprintf("counts under %d withheld, rounded to %d", rel.GetMinCellCount(), rel.GetRoundingBase())
+		if p := rel.GetPerturbationTable(); p != "" {
+			rule = fmt.Sprintf("counts perturbed by %s, sums rounded to %d", safeText(p), rel.GetRoundingBase())
+		}
+		fmt.Fprintf(w, "released    %d rows, %d values released, %d withheld (%s)\n",
+			rel.GetRows(), rel.GetCellsReleased(), rel.GetCellsWithheld(), rule)
 	}
 	if sites := cov.GetSites(); len(sites) > 0 {
 		fmt.Fprintln(w, "sites:")

@@ -157,6 +157,7 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 		}
 	}
 	summary := summarise(rel, th)
+	summary.PerturbationTable = perturbationTable(dec, th)
 	withheld := map[string]int{}
 	for c, n := range rel.WithheldCounts() {
 		withheld[string(c)] = n

@@ -1699,10 +1699,15 @@ type ReleaseSummary struct {
 	CellsWithheld int64 `protobuf:"varint,3,opt,name=cells_withheld,json=cellsWithheld,proto3" json:"cells_withheld,omitempty"`
 	// Counts below this were withheld (haven/disclose threshold).
 	MinCellCount int64 `protobuf:"varint,4,opt,name=min_cell_count,json=minCellCount,proto3" json:"min_cell_count,omitempty"`
-	// Released counts were rounded to a multiple of this.
-	RoundingBase  int64 `protobuf:"varint,5,opt,name=rounding_base,json=roundingBase,proto3" json:"rounding_base,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Released counts were rounded to a multiple of this (sums, and counts
+	// when they were not perturbed).
+	RoundingBase int64 `protobuf:"varint,5,opt,name=rounding_base,json=roundingBase,proto3" json:"rounding_base,omitempty"`
+	// The bundle path of the p-table counts were released through
+	// (cell-key perturbation); empty when counts were suppressed and rounded
+	// instead. Counts are then not withheld for being small.
+	PerturbationTable string `protobuf:"bytes,6,opt,name=perturbation_table,json=perturbationTable,proto3" json:"perturbation_table,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ReleaseSummary) Reset() {
@@ -1768,6 +1773,13 @@ func (x *ReleaseSummary) GetRoundingBase() int64 {
 		return x.RoundingBase
 	}
 	return 0
+}
+
+func (x *ReleaseSummary) GetPerturbationTable() string {
+	if x != nil {
+		return x.PerturbationTable
+	}
+	return ""
 }
 
 // Run is one request to answer one approved definition with one set of
@@ -2183,13 +2195,14 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\x0ftrusts_expected\x18\x06 \x01(\x05R\x0etrustsExpected\x12'\n" +
 	"\x0ftrusts_answered\x18\a \x01(\x05R\x0etrustsAnswered\x12+\n" +
 	"\x11activity_expected\x18\b \x01(\x03R\x10activityExpected\x12+\n" +
-	"\x11activity_answered\x18\t \x01(\x03R\x10activityAnswered\"\xbd\x01\n" +
+	"\x11activity_answered\x18\t \x01(\x03R\x10activityAnswered\"\xec\x01\n" +
 	"\x0eReleaseSummary\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12%\n" +
 	"\x0ecells_released\x18\x02 \x01(\x03R\rcellsReleased\x12%\n" +
 	"\x0ecells_withheld\x18\x03 \x01(\x03R\rcellsWithheld\x12$\n" +
 	"\x0emin_cell_count\x18\x04 \x01(\x03R\fminCellCount\x12#\n" +
-	"\rrounding_base\x18\x05 \x01(\x03R\froundingBase\"\xc6\a\n" +
+	"\rrounding_base\x18\x05 \x01(\x03R\froundingBase\x12-\n" +
+	"\x12perturbation_table\x18\x06 \x01(\tR\x11perturbationTable\"\xc6\a\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rdefinition_id\x18\x02 \x01(\tR\fdefinitionId\x12-\n" +
