@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/havenhealth/haven/policy/ptable"
 )
 
 // practiceTable is a realistic national table: practices × 10-year age bands
@@ -44,12 +46,16 @@ func practiceTable(practices int, scale float64) Table {
 				}
 				slices.Sort(contrib)
 				slices.Reverse(contrib)
+				// Cell keys for perturbation: uniform in [0, 256), as sums of
+				// record keys mod R are; the admitted patients' key is both
+				// the count's and the sum's n key.
+				pk, ak := rng.Uint64N(256), rng.Uint64N(256)
 				t.Cells = append(t.Cells, Cell{
 					Key: []string{fmt.Sprintf("P%05d", p), band, sex},
 					Values: []Input{
-						{Count: patients},
-						{Count: admitted},
-						{N: admitted, Sum: sum, TopContributions: contrib[:min(len(contrib), 1)]},
+						{Count: patients, Key: pk},
+						{Count: admitted, Key: ak},
+						{N: admitted, NKey: ak, Sum: sum, TopContributions: contrib[:min(len(contrib), 1)]},
 					},
 				})
 			}
@@ -84,15 +90,26 @@ func binomial(rng *rand.Rand, n int64, p float64) int64 {
 
 // BenchmarkApply runs disclosure control on a national table of 6,500
 // practices × 10 age bands × 2 sexes: a rare condition (most cells small),
-// a common one, and all registered patients (few small cells).
+// a common one, and all registered patients (few small cells); each with
+// suppression and rounding ("plain") and with the reference p-table
+// ("perturbed"), side by side, so that their ratio is perturbation's cost.
 func BenchmarkApply(b *testing.B) {
+	pt, err := ptable.Generate(ptable.Params{Threshold: 8, Base: 5, MaxPerturbation: 10, Variance: 9, KeyRange: 256})
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, bc := range []struct {
-		name  string
-		scale float64
-	}{{"rare", 1}, {"common", 4}, {"registered", 1000}} {
+		name      string
+		scale     float64
+		perturbed bool
+	}{{"rare/plain", 1, false}, {"rare/perturbed", 1, true}, {"common/plain", 4, false}, {"common/perturbed", 4, true},
+		{"registered/plain", 1000, false}, {"registered/perturbed", 1000, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			t := practiceTable(6500, bc.scale)
 			th := DefaultThresholds()
+			if bc.perturbed {
+				th.Perturbation, th.AttributeDisclosure = pt, true
+			}
 			b.ReportAllocs()
 			var r *Released
 			for b.Loop() {
