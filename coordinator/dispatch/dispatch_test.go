@@ -7,6 +7,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
 func TestConcat(t *testing.T) {
@@ -49,5 +51,42 @@ func TestRedact(t *testing.T) {
 	got := Redact(msg)
 	if strings.Contains(got, "9434765919") || !strings.Contains(got, "field sex: row 0") {
 		t.Errorf("Redact = %s", got)
+	}
+}
+
+// TestRunStateMoves pins the run lifecycle down: the moves a run makes on
+// its way to a release, a refusal, a failure, a cancellation or an
+// interruption are legal; leaving a final state, skipping LINKING on the
+// way to a release, and going back are not.
+func TestRunStateMoves(t *testing.T) {
+	const (
+		pending     = havenv1.RunState_RUN_STATE_PENDING
+		running     = havenv1.RunState_RUN_STATE_RUNNING
+		linking     = havenv1.RunState_RUN_STATE_LINKING
+		released    = havenv1.RunState_RUN_STATE_RELEASED
+		refused     = havenv1.RunState_RUN_STATE_REFUSED
+		failed      = havenv1.RunState_RUN_STATE_FAILED
+		cancelled   = havenv1.RunState_RUN_STATE_CANCELLED
+		interrupted = havenv1.RunState_RUN_STATE_INTERRUPTED
+	)
+	for _, tc := range []struct {
+		from, to havenv1.RunState
+		legal    bool
+	}{
+		{pending, running, true}, {running, linking, true}, {linking, released, true},
+		{linking, refused, true}, {linking, failed, true}, {running, cancelled, true},
+		{linking, cancelled, true}, {pending, interrupted, true}, {running, interrupted, true},
+		{running, released, false}, {pending, linking, false}, {cancelled, released, false},
+		{released, running, false}, {interrupted, linking, false}, {linking, running, false},
+		{refused, released, false}, {failed, cancelled, false},
+	} {
+		if got := canMoveRun(tc.from, tc.to); got != tc.legal {
+			t.Errorf("%s → %s: legal %v, want %v", tc.from, tc.to, got, tc.legal)
+		}
+	}
+	for s := range runMoves {
+		if FinalRun(s) {
+			t.Errorf("final state %s has moves", s)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -129,11 +130,37 @@ func (r *activeRun) updateCoverage() {
 	}
 }
 
+// runMoves lists the legal moves of a run's state. A run is stored as
+// PENDING when it is admitted (or straight away as REFUSED or FAILED, which
+// never pass through setState), RUNNING once its tasks are sent, LINKING
+// once every site has answered or the deadline has passed, and ends in one
+// of the final states; it can be cancelled or interrupted at any point
+// before that. Anything else is a bug, logged and not acted on: a
+// cancelled run, say, is never released.
+var runMoves = map[havenv1.RunState][]havenv1.RunState{
+	havenv1.RunState_RUN_STATE_PENDING: {havenv1.RunState_RUN_STATE_RUNNING, havenv1.RunState_RUN_STATE_REFUSED,
+		havenv1.RunState_RUN_STATE_FAILED, havenv1.RunState_RUN_STATE_CANCELLED, havenv1.RunState_RUN_STATE_INTERRUPTED},
+	havenv1.RunState_RUN_STATE_RUNNING: {havenv1.RunState_RUN_STATE_LINKING, havenv1.RunState_RUN_STATE_FAILED,
+		havenv1.RunState_RUN_STATE_CANCELLED, havenv1.RunState_RUN_STATE_INTERRUPTED},
+	havenv1.RunState_RUN_STATE_LINKING: {havenv1.RunState_RUN_STATE_RELEASED, havenv1.RunState_RUN_STATE_REFUSED,
+		havenv1.RunState_RUN_STATE_FAILED, havenv1.RunState_RUN_STATE_CANCELLED, havenv1.RunState_RUN_STATE_INTERRUPTED},
+}
+
+// canMoveRun says whether a run may move from one state to another.
+func canMoveRun(from, to havenv1.RunState) bool {
+	return slices.Contains(runMoves[from], to)
+}
+
 // setState moves the run to state, stores it and emits an event. r.mu is
-// held.
+// held. An illegal move (runMoves) is logged as an error and not made.
 func (d *Dispatcher) setState(ctx context.Context, r *activeRun, state havenv1.RunState, now time.Time) {
 	prev := r.run.State
 	if prev == state {
+		return
+	}
+	if !canMoveRun(prev, state) {
+		d.log.LogAttrs(ctx, slog.LevelError, "illegal run state change refused", slog.String("run", r.id),
+			slog.String("state", prev.String()), slog.String("to", state.String()))
 		return
 	}
 	r.run.State = state
