@@ -162,7 +162,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 		log.Warn("releases.signing_key is not set: released tables are unsigned and haven query verify refuses them")
 	}
 	if s.runs, err = dispatch.New(dispatch.Config{Store: s.store, Audit: s.audit, Policy: s.policy, Links: s.links,
-		Members: memberSites, LinkageKeyID: cfg.Network.LinkageKeyID, Deadline: cfg.Runs.Deadline, Logger: log, SigningKey: signingKey,
+		Members: memberSites, LinkageKeyID: cfg.Network.LinkageKeyID, Deadline: cfg.Runs.Deadline, MaxRunning: cfg.Runs.MaxRunning, Logger: log, SigningKey: signingKey,
 		Limits: &havenv1.UploadLimits{MaxRows: cfg.Uploads.MaxRows, MaxBytes: int64(cfg.Uploads.MaxBytes),
 			MaxBatchBytes: int64(cfg.Uploads.MaxBatchBytes)}}); err != nil {
 		return nil, err

@@ -513,6 +513,9 @@ func printRun(w io.Writer, run *havenv1.Run) {
 		safeText(run.GetId()), stateName(run.GetState()), safeText(run.GetDefinitionId()), run.GetDefinitionVersion(), modeName(run.GetMode()),
 		strings.Join(ps, " "), safeText(run.GetPurpose()), safeText(run.GetRequester().GetId()), safeText(run.GetRequester().GetOrg()))
 	fmt.Fprintf(w, "submitted   %s\n", run.GetSubmittedAt().AsTime().Format(time.RFC3339))
+	if p := run.GetQueuePosition(); p > 0 {
+		fmt.Fprintf(w, "queued      position %d: waiting for a slot (organisations take turns); the deadline starts when it leaves the queue\n", p)
+	}
 	if run.GetDeadline() != nil {
 		fmt.Fprintf(w, "deadline    %s\n", run.GetDeadline().AsTime().Format(time.RFC3339))
 	}

@@ -95,6 +95,10 @@ type Runs struct {
 	// HeartbeatInterval is how often nodes send Heartbeat; a link silent
 	// for three intervals is dropped.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// MaxRunning is how many runs are dispatched at once; admitted runs
+	// beyond it wait in a queue that serves organisations in turn, and
+	// their deadline starts when they leave it.
+	MaxRunning int `yaml:"max_running"`
 }
 
 // Uploads caps what one task may upload (havenv1.UploadLimits). Byte
@@ -145,6 +149,7 @@ func Default() Config {
 		Runs: Runs{
 			Deadline:          15 * time.Minute,
 			HeartbeatInterval: 15 * time.Second,
+			MaxRunning:        16,
 		},
 		Uploads: Uploads{
 			MaxRows:       20_000_000,
@@ -246,6 +251,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Runs.HeartbeatInterval < 100*time.Millisecond || c.Runs.HeartbeatInterval > 10*time.Minute {
 		bad("runs.heartbeat_interval", "%v: want from 100ms to 10m", c.Runs.HeartbeatInterval)
+	}
+	if c.Runs.MaxRunning < 1 || c.Runs.MaxRunning > 1000 {
+		bad("runs.max_running", "%d: want from 1 to 1000", c.Runs.MaxRunning)
 	}
 	if c.Uploads.MaxRows < 1 {
 		bad("uploads.max_rows", "%d: want at least 1", c.Uploads.MaxRows)

@@ -43,6 +43,8 @@ import (
 type Options struct {
 	// Deadline of runs; default 20s.
 	Deadline time.Duration
+	// MaxRunning is runs.max_running; default the coordinator's.
+	MaxRunning int
 	// Heartbeat interval of node links; default 1s.
 	Heartbeat time.Duration
 	// MaxRows, MaxBytes and MaxBatchBytes cap uploads; zero means the
@@ -172,6 +174,10 @@ func New(tb testing.TB, opts Options) *Network {
 	if uploads != "" {
 		uploads = "uploads:\n" + uploads
 	}
+	maxRunning := ""
+	if opts.MaxRunning > 0 {
+		maxRunning = fmt.Sprintf(", max_running: %d", opts.MaxRunning)
+	}
 	network := ""
 	if sites.Len() > 0 {
 		network = "network:\n  sites:\n" + sites.String()
@@ -185,9 +191,9 @@ tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt}
 governance: {bundle: bundle, public_key: board.pub.pem, reload_interval: 0s}
 releases: {signing_key: pki/release-signing.key}
 data_dir: data
-runs: {deadline: %s, heartbeat_interval: %s}
+runs: {deadline: %s, heartbeat_interval: %s%s}
 operator_roles: [operator]
-%s%s%s`, n.Addr, opts.Deadline, opts.Heartbeat, uploads, users, network)
+%s%s%s`, n.Addr, opts.Deadline, opts.Heartbeat, maxRunning, uploads, users, network)
 	n.ConfigPath = filepath.Join(dir, "coordinator.yaml")
 	if err := os.WriteFile(n.ConfigPath, []byte(yml), 0o600); err != nil {
 		tb.Fatal(err)

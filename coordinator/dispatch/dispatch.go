@@ -55,6 +55,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/linkage"
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/planner"
+	"github.com/havenhealth/haven/coordinator/queue"
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
@@ -107,9 +108,14 @@ type Config struct {
 	LinkageKeyID string
 	// Limits cap each task's upload.
 	Limits *havenv1.UploadLimits
-	// Deadline is how long sites have to answer.
+	// Deadline is how long sites have to answer, from when a run leaves
+	// the queue.
 	Deadline time.Duration
-	Logger   *slog.Logger
+	// MaxRunning is how many runs are dispatched at once; admitted runs
+	// beyond it wait, PENDING, in a fair queue (coordinator/queue). Zero
+	// means DefaultMaxRunning.
+	MaxRunning int
+	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// SigningKey, if set, signs every released table (release.Sign);
@@ -126,6 +132,9 @@ type Config struct {
 	LedgerLookback time.Duration
 }
 
+// DefaultMaxRunning is how many runs are dispatched at once by default.
+const DefaultMaxRunning = 16
+
 // DefaultLedgerLookback covers a budget or near-duplicate window of up to
 // a year (and a leap day).
 const DefaultLedgerLookback = 366 * 24 * time.Hour
@@ -136,9 +145,13 @@ type Dispatcher struct {
 	log *slog.Logger
 
 	mu     sync.Mutex
-	runs   map[string]*activeRun // runs in progress, by id
+	runs   map[string]*activeRun // runs in progress or queued, by id
 	tasks  map[string]taskRef    // their tasks, by task id
 	closed bool
+	// queue holds the ids of admitted runs waiting for one of the
+	// MaxRunning slots; running counts the runs holding one.
+	queue   *queue.Queue
+	running int
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -176,8 +189,11 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.LedgerLookback <= 0 {
 		cfg.LedgerLookback = DefaultLedgerLookback
 	}
+	if cfg.MaxRunning <= 0 {
+		cfg.MaxRunning = DefaultMaxRunning
+	}
 	return &Dispatcher{cfg: cfg, log: cfg.Logger, runs: map[string]*activeRun{}, tasks: map[string]taskRef{},
-		stop: make(chan struct{})}, nil
+		queue: queue.New(), stop: make(chan struct{})}, nil
 }
 
 // Start begins writing the snapshots of runs in progress to the store.
@@ -315,22 +331,75 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		return run, nil
 	}
 
-	assign, err := planner.Assign(plan, planner.Merge(d.cfg.Members, liveSites(d.cfg.Links.Sites())),
+	r := newActiveRun(run, def, sub.Bound, plan, nil, dec.ID)
+	r.keyRange = keyRange
+	r.org = sub.Requester.Org
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		d.interruptLocked(ctx, r, "the coordinator is shutting down")
+		return proto.Clone(r.run).(*havenv1.Run), nil
+	}
+	d.runs[run.Id] = r
+	start := d.running < d.cfg.MaxRunning && d.queue.Len() == 0
+	if start {
+		d.running++
+		r.slot = true
+	} else {
+		d.queue.Push(r.org, run.Id)
+	}
+	pos := d.queue.Position(run.Id)
+	d.mu.Unlock()
+	if !start {
+		d.audit(ctx, audit.KindRunState, run.Id, "coordinator", map[string]any{"state": "queued", "position": pos})
+		d.log.LogAttrs(ctx, slog.LevelInfo, "run queued", slog.String("run", run.Id), slog.Int("position", pos))
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		out := proto.Clone(r.run).(*havenv1.Run)
+		out.QueuePosition = uint32(pos)
+		return out, nil
+	}
+	return d.begin(ctx, r)
+}
+
+// begin plans a run that holds a slot, sends its tasks and starts its
+// deadline. It takes r.mu.
+func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	run := r.run
+	if r.ended || run.State != havenv1.RunState_RUN_STATE_PENDING {
+		// Cancelled or interrupted while it waited; forget gave the slot
+		// back.
+		return proto.Clone(run).(*havenv1.Run), nil
+	}
+	now := d.cfg.Now()
+	fail := func(msg string) (*havenv1.Run, error) {
+		run.Error = msg
+		d.audit(ctx, audit.KindRunState, run.Id, "coordinator", map[string]any{"state": "failed", "error": msg})
+		d.log.LogAttrs(ctx, slog.LevelWarn, "run failed", slog.String("run", run.Id), slog.String("error", msg))
+		d.setState(ctx, r, havenv1.RunState_RUN_STATE_FAILED, now)
+		r.end()
+		d.forget(r)
+		return proto.Clone(run).(*havenv1.Run), nil
+	}
+	assign, err := planner.Assign(r.plan, planner.Merge(d.cfg.Members, liveSites(d.cfg.Links.Sites())),
 		planner.Options{LinkageKeyID: d.cfg.LinkageKeyID})
 	if err != nil {
-		return d.failAtStart(ctx, run, fmt.Sprintf("could not plan the run: %v", err))
+		return fail(fmt.Sprintf("could not plan the run: %v", err))
 	}
-	combiner, err := d.cfg.NewCombiner(plan, def, sub.Bound, keyRange)
+	combiner, err := d.cfg.NewCombiner(r.plan, r.def, r.bound, r.keyRange)
 	if err != nil {
-		return d.failAtStart(ctx, run, fmt.Sprintf("could not prepare linkage: %v", err))
+		return fail(fmt.Sprintf("could not prepare linkage: %v", err))
 	}
+	r.combiner = combiner
 	run.Deadline = timestamppb.New(now.Add(d.cfg.Deadline))
-	r := newActiveRun(run, def, sub.Bound, plan, combiner, dec.ID)
-	r.keyRange = keyRange
 	for _, a := range assign {
 		st := &havenv1.SiteStatus{SiteOds: a.Site.ODS, Kind: nodelink.WireSiteKind(a.Site.Kind), State: a.State,
 			Error: a.Error, UpdatedAt: timestamppb.New(now)}
-		schema, _ := plan.Schema(a.Site.Kind)
+		schema, _ := r.plan.Schema(a.Site.Kind)
 		s := &siteRun{ods: a.Site.ODS, kind: a.Site.Kind, population: a.Site.Population, activity: a.Site.Activity, status: st, schema: schema,
 			taskID: NewID("task"), fields: fieldNames(a.Task)}
 		r.sites[s.ods] = s
@@ -338,20 +407,17 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 	}
 	r.updateCoverage()
 	if err := d.cfg.Store.UpdateRun(ctx, run); err != nil {
-		combiner.Close()
-		return nil, fmt.Errorf("store run %s: %w", run.Id, err)
+		d.log.LogAttrs(ctx, slog.LevelError, "store run", slog.String("run", run.Id), slog.String("error", err.Error()))
+		return fail("the run could not be stored: " + err.Error())
 	}
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		combiner.Close()
 		d.interruptLocked(ctx, r, "the coordinator is shutting down")
-		return proto.Clone(r.run).(*havenv1.Run), nil
+		d.forget(r)
+		return proto.Clone(run).(*havenv1.Run), nil
 	}
-	d.runs[run.Id] = r
 	for _, s := range r.sites {
 		d.tasks[s.taskID] = taskRef{run: r, ods: s.ods}
 	}
@@ -368,9 +434,9 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		}
 	}
 	d.setState(ctx, r, havenv1.RunState_RUN_STATE_RUNNING, now)
-	r.timer = time.AfterFunc(r.run.Deadline.AsTime().Sub(d.cfg.Now()), func() { d.deadline(r) })
+	r.timer = time.AfterFunc(run.Deadline.AsTime().Sub(d.cfg.Now()), func() { d.deadline(r) })
 	d.checkComplete(ctx, r)
-	return proto.Clone(r.run).(*havenv1.Run), nil
+	return proto.Clone(run).(*havenv1.Run), nil
 }
 
 func (d *Dispatcher) create(ctx context.Context, run *havenv1.Run) error {
@@ -383,20 +449,6 @@ func (d *Dispatcher) storeError(run *havenv1.Run, err error) error {
 		return status.Errorf(codes.AlreadyExists, "a run with client request id %q is being submitted; retry to get it", run.ClientRequestId)
 	}
 	return fmt.Errorf("store run %s: %w", run.Id, err)
-}
-
-// failAtStart records that an admitted run could not be started. Its
-// ledger entry stays, but a failed run no longer counts in the ledger.
-func (d *Dispatcher) failAtStart(ctx context.Context, run *havenv1.Run, msg string) (*havenv1.Run, error) {
-	run.State = havenv1.RunState_RUN_STATE_FAILED
-	run.Error = msg
-	run.FinishedAt = run.UpdatedAt
-	if err := d.cfg.Store.UpdateRun(ctx, run); err != nil {
-		return nil, fmt.Errorf("store run %s: %w", run.Id, err)
-	}
-	d.audit(ctx, audit.KindRunState, run.Id, "coordinator", map[string]any{"state": "failed", "error": msg})
-	d.log.LogAttrs(ctx, slog.LevelWarn, "run failed", slog.String("run", run.Id), slog.String("error", msg))
-	return run, nil
 }
 
 // sendTask sends a site its task and marks it pending. r.mu is held.
@@ -466,7 +518,9 @@ func (d *Dispatcher) lookup(id string) *activeRun {
 	return d.runs[id]
 }
 
-// forget removes a finished run from memory.
+// forget removes a finished run from memory, gives its slot (or its place
+// in the queue) back, and starts the queued runs that now have a slot, each
+// in its own goroutine: the caller may hold another run's lock.
 func (d *Dispatcher) forget(r *activeRun) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -476,6 +530,38 @@ func (d *Dispatcher) forget(r *activeRun) {
 	for _, s := range r.sites {
 		delete(d.tasks, s.taskID)
 	}
+	if r.slot {
+		r.slot = false
+		d.running--
+	} else {
+		d.queue.Remove(r.id)
+	}
+	for !d.closed && d.running < d.cfg.MaxRunning {
+		id, ok := d.queue.Pop()
+		if !ok {
+			break
+		}
+		next := d.runs[id]
+		if next == nil {
+			continue
+		}
+		next.slot = true
+		d.running++
+		d.finishes.Add(1)
+		go func() {
+			defer d.finishes.Done()
+			if _, err := d.begin(context.Background(), next); err != nil {
+				d.log.LogAttrs(context.Background(), slog.LevelError, "start a queued run", slog.String("run", next.id), slog.String("error", err.Error()))
+			}
+		}()
+	}
+}
+
+// queuePosition is run id's place in the queue, from 1, or 0.
+func (d *Dispatcher) queuePosition(id string) uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return uint32(d.queue.Position(id))
 }
 
 func (d *Dispatcher) audit(ctx context.Context, kind audit.Kind, runID, actor string, data any) {

@@ -45,7 +45,11 @@ func (d *Dispatcher) load(ctx context.Context, id string) (*havenv1.Run, error) 
 	if r := d.lookup(id); r != nil {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return proto.Clone(r.run).(*havenv1.Run), nil
+		run := proto.Clone(r.run).(*havenv1.Run)
+		if run.State == havenv1.RunState_RUN_STATE_PENDING {
+			run.QueuePosition = d.queuePosition(id)
+		}
+		return run, nil
 	}
 	run, err := d.cfg.Store.GetRun(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -265,6 +269,9 @@ func (d *Dispatcher) Watch(ctx context.Context, p authn.Principal, runID string)
 			return nil, notFound(runID)
 		}
 		wt := &Watch{First: r.snapshotEvent(now)}
+		if run := wt.First.GetRun(); run.GetState() == havenv1.RunState_RUN_STATE_PENDING {
+			run.QueuePosition = d.queuePosition(runID)
+		}
 		if !r.ended && !FinalRun(r.run.State) {
 			w := &watcher{ch: make(chan *havenv1.RunEvent, watchBuffer)}
 			r.watchers[w] = struct{}{}

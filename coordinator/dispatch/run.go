@@ -24,6 +24,10 @@ type activeRun struct {
 	plan       *catalog.Plan
 	decisionID string // of haven/submit
 	keyRange   int    // R when the plan carries record keys, else 0
+	org        string // the requester's organisation: its turn in the queue
+	// slot says the run holds one of the dispatcher's MaxRunning slots;
+	// guarded by the dispatcher's mu, not the run's.
+	slot bool
 
 	mu       sync.Mutex
 	run      *havenv1.Run // the snapshot; Coverage.Sites point at the sites' statuses

@@ -1824,8 +1824,14 @@ type Run struct {
 	ClientRequestId string `protobuf:"bytes,18,opt,name=client_request_id,json=clientRequestId,proto3" json:"client_request_id,omitempty"`
 	// Governance bundle revision it was approved under.
 	BundleRevision string `protobuf:"bytes,19,opt,name=bundle_revision,json=bundleRevision,proto3" json:"bundle_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Place in the coordinator's queue of admitted runs waiting for a slot,
+	// from 1, while the run is PENDING and waits; 0 otherwise. Slots go to
+	// organisations in turn, so one requester's many runs cannot push
+	// others past their deadlines. A run's deadline starts when it leaves
+	// the queue.
+	QueuePosition uint32 `protobuf:"varint,20,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Run) Reset() {
@@ -1989,6 +1995,13 @@ func (x *Run) GetBundleRevision() string {
 		return x.BundleRevision
 	}
 	return ""
+}
+
+func (x *Run) GetQueuePosition() uint32 {
+	if x != nil {
+		return x.QueuePosition
+	}
+	return 0
 }
 
 // RunEvent is one change to a watched run, with the run as it stands after
@@ -2202,7 +2215,7 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\x0ecells_withheld\x18\x03 \x01(\x03R\rcellsWithheld\x12$\n" +
 	"\x0emin_cell_count\x18\x04 \x01(\x03R\fminCellCount\x12#\n" +
 	"\rrounding_base\x18\x05 \x01(\x03R\froundingBase\x12-\n" +
-	"\x12perturbation_table\x18\x06 \x01(\tR\x11perturbationTable\"\xc6\a\n" +
+	"\x12perturbation_table\x18\x06 \x01(\tR\x11perturbationTable\"\xed\a\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rdefinition_id\x18\x02 \x01(\tR\fdefinitionId\x12-\n" +
@@ -2227,7 +2240,8 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\arelease\x18\x10 \x01(\v2\x18.haven.v1.ReleaseSummaryR\arelease\x12\x14\n" +
 	"\x05error\x18\x11 \x01(\tR\x05error\x12*\n" +
 	"\x11client_request_id\x18\x12 \x01(\tR\x0fclientRequestId\x12'\n" +
-	"\x0fbundle_revision\x18\x13 \x01(\tR\x0ebundleRevision\x1aW\n" +
+	"\x0fbundle_revision\x18\x13 \x01(\tR\x0ebundleRevision\x12%\n" +
+	"\x0equeue_position\x18\x14 \x01(\rR\rqueuePosition\x1aW\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.haven.v1.ParameterValueR\x05value:\x028\x01\"\xf5\x01\n" +
