@@ -35,7 +35,10 @@ import (
 // the medians. HAVEN_BENCH_SCALE (default icb) and HAVEN_BENCH_SITES_PER_NODE
 // (default 8: the node processes serve several sites each, so that 154
 // sites fit a small machine) change the network; HAVEN_BENCH_DIR keeps it,
-// with its logs, in that directory.
+// with its logs, in that directory. HAVEN_BENCH_PROTECTION=off runs the
+// baseline for issue 11's budget: the same network with cell-key
+// perturbation and the release ledger's rules switched off, so that two
+// runs give the ratio with and without them.
 func BenchmarkICBLinkage(b *testing.B) {
 	scale := synth.Scale(envOr("HAVEN_BENCH_SCALE", string(synth.ScaleICB)))
 	rounds := envInt(b, "HAVEN_BENCH_ROUNDS", 4)
@@ -60,7 +63,7 @@ func BenchmarkICBLinkage(b *testing.B) {
 		Stderr:          os.Stderr,
 		RegisterTimeout: 10 * time.Minute,
 		RunTimeout:      15 * time.Minute,
-		EditBundle:      repeatsAllowed,
+		EditBundle:      benchBundle(b),
 	})
 	if n != nil {
 		defer n.Close(b.Failed())
@@ -170,6 +173,39 @@ func envInt(tb testing.TB, name string, def int) int {
 		tb.Fatalf("%s=%q: want a whole number of 1 or more", name, v)
 	}
 	return n
+}
+
+// benchBundle is the bench's edit of the bundle: repeatsAllowed, and with
+// HAVEN_BENCH_PROTECTION=off also no perturbation and no ledger rules.
+func benchBundle(b *testing.B) func(string) error {
+	switch v := envOr("HAVEN_BENCH_PROTECTION", "on"); v {
+	case "on":
+		return repeatsAllowed
+	case "off":
+		fmt.Fprintln(os.Stderr, "bench: HAVEN_BENCH_PROTECTION=off: perturbation and the ledger's rules are switched off")
+		return func(dir string) error {
+			path := filepath.Join(dir, "data.json")
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			var data map[string]any
+			if err := json.Unmarshal(raw, &data); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			delete(data, "ledger")
+			if d, ok := data["disclosure"].(map[string]any); ok {
+				delete(d, "perturbation")
+			}
+			if raw, err = json.MarshalIndent(data, "", "  "); err != nil {
+				return err
+			}
+			return os.WriteFile(path, raw, 0o644)
+		}
+	default:
+		b.Fatalf("HAVEN_BENCH_PROTECTION=%q: want on or off", v)
+		return nil
+	}
 }
 
 // repeatsAllowed drops the near-duplicate rule from a bundle: the bench
