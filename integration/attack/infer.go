@@ -62,7 +62,10 @@ type Attack struct {
 	// identical requests repeated, and RepeatsDiffering those of them that
 	// released a different table.
 	Runs, Refused, Repeats, RepeatsDiffering int
-	threshold                                int64
+	// RefusedBy counts the refusals by reason code; a refusal with
+	// several reasons counts under each.
+	RefusedBy map[string]int
+	threshold int64
 }
 
 // New returns an attack on the model's definition.
@@ -121,6 +124,8 @@ func (a *Attack) bound(s set, known map[string]Interval) Interval {
 // Summary counts what an attack did and found.
 type Summary struct {
 	Runs, Refused, Repeats, RepeatsDiffering int
+	// RefusedBy counts the refusals by reason code.
+	RefusedBy map[string]int
 	// Cells are the count values read; Pairs the pairs of the same count
 	// at adjacent parameter values compared; Atoms and Sums the size of
 	// what was solved.
@@ -333,7 +338,7 @@ func compareParam(_ string, x, y string) int {
 // Verify checks every inference against the true atoms, and every
 // observation's and atom's interval, and returns the counts.
 func (a *Attack) Verify(infs []*Inference, pairs int, truth Truth) Summary {
-	sum := Summary{Runs: a.Runs, Refused: a.Refused, Repeats: a.Repeats, RepeatsDiffering: a.RepeatsDiffering,
+	sum := Summary{Runs: a.Runs, Refused: a.Refused, RefusedBy: maps.Clone(a.RefusedBy), Repeats: a.Repeats, RepeatsDiffering: a.RepeatsDiffering,
 		Cells: len(a.Obs), Pairs: pairs, Atoms: a.Sys.Atoms(), Sums: a.Sys.Sums(),
 		ByKind: map[Kind]int{}, VerifiedByKind: map[Kind]int{}}
 	byAtom := make([]int64, a.Sys.Atoms())
@@ -388,4 +393,11 @@ func (s Summary) Print(w io.Writer) {
 	fmt.Fprintf(tw, "%d\t%d\t%d (%d)\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", s.Runs, s.Refused, s.Repeats, s.RepeatsDiffering,
 		s.Cells, s.Pairs, s.Atoms, s.Sums, s.Inferences, s.Verified, k(KindSinglePatient), k(KindPinned), k(KindSmall), k(KindCrossing))
 	tw.Flush()
+	if len(s.RefusedBy) > 0 {
+		var by []string
+		for _, c := range slices.Sorted(maps.Keys(s.RefusedBy)) {
+			by = append(by, fmt.Sprintf("%s %d", c, s.RefusedBy[c]))
+		}
+		fmt.Fprintf(w, "refused by reason: %s\n", strings.Join(by, ", "))
+	}
 }
