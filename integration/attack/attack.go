@@ -147,12 +147,21 @@ func (r *Runner) Run(ctx context.Context, a *Attack, reqs []Request) error {
 		if err != nil {
 			return err
 		}
-		obs, err := a.Model.Observe(a.Sys, rules, req.params(), res.Table)
-		if err != nil {
+		if err := a.Read(rules, req, res.Table); err != nil {
 			return err
 		}
-		a.observe(rules, obs)
 	}
+	return nil
+}
+
+// Read reads a table released for req, under rules, into the attack: it
+// is how a table is read again with other rules.
+func (a *Attack) Read(rules Rules, req Request, tab *release.Table) error {
+	obs, err := a.Model.Observe(a.Sys, rules, req.params(), tab)
+	if err != nil {
+		return err
+	}
+	a.observe(rules, obs)
 	return nil
 }
 

@@ -24,6 +24,11 @@ import (
 // accounts would have them: see unprotectedPlan and protectedPlan.
 const sweepEnv = "HAVEN_ATTACK_SWEEP"
 
+// strictEnv set to 1 makes TestAttackProtected fail on what it finds
+// reading every published rule (the attribute rule and the prevalence
+// mean's), not only the counts: see TestAttackProtected.
+const strictEnv = "HAVEN_ATTACK_STRICT"
+
 // unprotectedPlan is the attack on a bundle without grids or ledger. The
 // default fits `make test` on a loaded 2-core machine and the bundle's
 // limit of 50 runs a day: t2dm-prevalence on 16 consecutive index dates
@@ -158,21 +163,39 @@ func editData(dir string, edit func(map[string]any)) error {
 
 // result is one attack on one network, checked against the raw data.
 type result struct {
+	// reading is what the attacker inferred reading the counts alone.
+	reading
+	// refused are the codes each refused request was refused for;
+	// perturbed counts the tables released that say they were perturbed.
+	refused   map[attack.Request][]string
+	perturbed int
+	// tables are the tables released, the first of each request; truth
+	// the true atoms of their index dates; rules the rules of the tables
+	// (rulesOf).
+	tables []released
+	truth  attack.Truth
+	rules  rules
+}
+
+// reading is what one reading of the released tables inferred, checked
+// against the raw data.
+type reading struct {
 	sum  attack.Summary
 	infs []*attack.Inference
-	// refused are the codes each refused request was refused for;
-	// perturbed and tables count the tables released and those of them
-	// that say they were perturbed.
-	refused           map[attack.Request][]string
-	perturbed, tables int
+}
+
+// released is a table released for a request.
+type released struct {
+	req attack.Request
+	tab *release.Table
 }
 
 // run starts a network of real processes with the bundle as edit leaves
-// it, attacks it with reqs, and checks every inference against the
-// central truth; every released table is first checked against the same
-// truth with releasecheck, so that a wrong truth cannot pass for a sound
-// attacker. Each table is read under the rules its metadata states
-// (rulesOf).
+// it, attacks it with reqs reading the counts under the rules each
+// table's metadata states (rulesOf), and checks every inference against
+// the central truth; every released table is first checked against the
+// same truth with releasecheck, so that a wrong truth cannot pass for a
+// sound attacker.
 func run(t *testing.T, edit func(string) error, reqs []attack.Request) result {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
@@ -195,21 +218,16 @@ func run(t *testing.T, edit func(string) error, reqs []attack.Request) result {
 	}
 	t.Logf("network up in %s", time.Since(began).Round(time.Second))
 	pt := releasecheck.MustPTable(t, n.Bundle())
-	rules, err := rulesOf(n.Bundle(), pt)
-	if err != nil {
+	res := result{refused: map[attack.Request][]string{}}
+	if res.rules, err = rulesOf(n.Bundle(), pt); err != nil {
 		t.Fatal(err)
 	}
 
 	a := attack.New(attack.NewPrevalence())
-	type released struct {
-		req attack.Request
-		tab *release.Table
-	}
-	var tables []released
-	res := result{refused: map[attack.Request][]string{}}
-	r := &attack.Runner{Sub: n, Purpose: "commissioning", Rules: rules,
+	var all []released
+	r := &attack.Runner{Sub: n, Purpose: "commissioning", Rules: res.rules.counts,
 		Log:       func(format string, args ...any) { t.Logf(format, args...) },
-		OnRelease: func(req attack.Request, tab *release.Table) { tables = append(tables, released{req, tab}) },
+		OnRelease: func(req attack.Request, tab *release.Table) { all = append(all, released{req, tab}) },
 		OnRefuse:  func(req attack.Request, codes []string) { res.refused[req] = codes }}
 	began = time.Now()
 	if err := r.Run(ctx, a, reqs); err != nil {
@@ -219,75 +237,130 @@ func run(t *testing.T, edit func(string) error, reqs []attack.Request) result {
 
 	began = time.Now()
 	c := newCentral(t, n.Result().Network, n.Bundle())
-	truth := attack.Truth{}
-	c.atoms(a.Model, a.Dates(), truth)
+	res.truth = attack.Truth{}
+	c.atoms(a.Model, a.Dates(), res.truth)
 	t.Logf("central truth in %s", time.Since(began).Round(time.Millisecond))
-	for _, rt := range tables {
+	seen := map[attack.Request]bool{}
+	for _, rt := range all {
 		what := fmt.Sprintf("index_date=%s min_age=%d", rt.req.IndexDate, rt.req.MinAge)
-		releasecheck.CheckT(t, rt.tab, table(truth, rt.req.IndexDate, rt.req.MinAge), map[string]disclosure.ValueKind{"prevalence": disclosure.ValueBinary}, pt, what)
-		res.tables++
+		releasecheck.CheckT(t, rt.tab, table(res.truth, rt.req.IndexDate, rt.req.MinAge), map[string]disclosure.ValueKind{"prevalence": disclosure.ValueBinary}, pt, what)
 		if rt.tab.Meta.Perturbed() {
 			res.perturbed++
+		}
+		if !seen[rt.req] {
+			seen[rt.req] = true
+			res.tables = append(res.tables, rt)
 		}
 	}
 	if t.Failed() {
 		t.Fatal("the central truth does not match the released tables; the attack cannot be checked against it")
 	}
-	infs, pairs, err := a.Infer(200)
-	if err != nil {
-		t.Fatalf("infer: %v", err)
-	}
-	res.sum = a.Verify(infs, pairs, truth)
-	res.infs = infs
-	t.Logf("solved and verified in %s", time.Since(began).Round(time.Millisecond))
-	var b strings.Builder
-	res.sum.Print(&b)
-	t.Logf("attack summary (verified/found by kind):\n%s", b.String())
+	res.reading = solve(t, a, res.truth, "counts")
 	return res
 }
 
-// rulesOf reads the rules a released table was made under from its own
-// metadata and the bundle: a table that says it was perturbed is read
-// through the bundle's p-table (its Preimage), one that does not with
-// rounding. A table perturbed through another table or key range than
-// the bundle's, or when the bundle perturbs nothing, is an error: read
-// with the wrong rules, the attacker's inferences would be false.
-func rulesOf(bundle string, pt *ptable.Table) (func(release.Meta) (attack.Rules, error), error) {
+// solve infers what the attack can from what it read, checks it against
+// the truth and logs the summary.
+func solve(t *testing.T, a *attack.Attack, truth attack.Truth, what string) reading {
+	t.Helper()
+	began := time.Now()
+	infs, pairs, err := a.Infer(200)
+	if err != nil {
+		t.Fatalf("infer (%s): %v", what, err)
+	}
+	sum := a.Verify(infs, pairs, truth)
+	t.Logf("solved and verified in %s", time.Since(began).Round(time.Millisecond))
+	var b strings.Builder
+	sum.Print(&b)
+	t.Logf("attack summary, reading %s (verified/found by kind):\n%s", what, b.String())
+	return reading{sum: sum, infs: infs}
+}
+
+// readAll reads the tables of res again with every rule a requester
+// knows: the counts' rules, the attribute rule where the bundle sets it
+// (attack.SmallGroups) and the prevalence mean's rule
+// (attack.BinaryMean).
+func (res result) readAll(t *testing.T) reading {
+	t.Helper()
+	a := attack.New(attack.NewPrevalenceWithMean())
+	for _, rt := range res.tables {
+		rules, err := res.rules.published(rt.tab.Meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Read(rules, rt.req, rt.tab); err != nil {
+			t.Fatalf("read %+v: %v", rt.req, err)
+		}
+	}
+	a.Refused = res.sum.Refused
+	a.RefusedBy = res.sum.RefusedBy
+	return solve(t, a, res.truth, "every published rule (attribute rule, prevalence mean)")
+}
+
+// rules are the rules a released table was made under, from its own
+// metadata and the bundle.
+type rules struct {
+	// counts are the rules of its counts: a table that says it was
+	// perturbed is read through the bundle's p-table (its Preimage), one
+	// that does not with rounding. A table perturbed through another
+	// table or key range than the bundle's, or when the bundle perturbs
+	// nothing, is an error: read with the wrong rules, the attacker's
+	// inferences would be false.
+	counts func(release.Meta) (attack.Rules, error)
+	// published adds the attribute-disclosure rule to counts where the
+	// bundle sets it (attack.SmallGroups).
+	published func(release.Meta) (attack.Rules, error)
+}
+
+// rulesOf reads a bundle's rules.
+func rulesOf(bundle string, pt *ptable.Table) (rules, error) {
 	b, err := os.ReadFile(filepath.Join(bundle, "data.json"))
 	if err != nil {
-		return nil, err
+		return rules{}, err
 	}
 	var data struct {
 		Disclosure struct {
-			Perturbation struct {
+			AttributeDisclosure bool `json:"attribute_disclosure"`
+			Perturbation        struct {
 				Table string `json:"table"`
 			} `json:"perturbation"`
 		} `json:"disclosure"`
 	}
 	if err := json.Unmarshal(b, &data); err != nil {
-		return nil, fmt.Errorf("%s/data.json: %w", bundle, err)
+		return rules{}, fmt.Errorf("%s/data.json: %w", bundle, err)
 	}
 	path := data.Disclosure.Perturbation.Table
-	return func(m release.Meta) (attack.Rules, error) {
-		if !m.Perturbed() {
-			return attack.RoundingOf(m)
+	counts := func(m release.Meta) (attack.Rules, error) { return countRules(m, pt, path) }
+	return rules{counts: counts, published: func(m release.Meta) (attack.Rules, error) {
+		r, err := counts(m)
+		if err != nil || !data.Disclosure.AttributeDisclosure {
+			return r, err
 		}
-		switch {
-		case pt == nil:
-			return nil, fmt.Errorf("table %s says it was perturbed through %s (R=%d), but the bundle perturbs nothing", m.RunID, m.PerturbationTable, m.PerturbationKeyRange)
-		case m.PerturbationTable != path || m.PerturbationKeyRange != int64(pt.KeyRange()):
-			return nil, fmt.Errorf("table %s says it was perturbed through %s (R=%d), but the bundle's p-table is %s (R=%d)",
-				m.RunID, m.PerturbationTable, m.PerturbationKeyRange, path, pt.KeyRange())
-		case m.MinCellCount < 1:
-			return nil, fmt.Errorf("table %s states min cell count %d", m.RunID, m.MinCellCount)
-		}
-		return attack.Perturbed{Table: pt, MinCount: m.MinCellCount}, nil
-	}, nil
+		return attack.SmallGroups{Rules: r}, nil
+	}}, nil
+}
+
+// countRules are the rules of a table's counts: perturbation through
+// the bundle's p-table at path, or rounding.
+func countRules(m release.Meta, pt *ptable.Table, path string) (attack.Rules, error) {
+	if !m.Perturbed() {
+		return attack.RoundingOf(m)
+	}
+	switch {
+	case pt == nil:
+		return nil, fmt.Errorf("table %s says it was perturbed through %s (R=%d), but the bundle perturbs nothing", m.RunID, m.PerturbationTable, m.PerturbationKeyRange)
+	case m.PerturbationTable != path || m.PerturbationKeyRange != int64(pt.KeyRange()):
+		return nil, fmt.Errorf("table %s says it was perturbed through %s (R=%d), but the bundle's p-table is %s (R=%d)",
+			m.RunID, m.PerturbationTable, m.PerturbationKeyRange, path, pt.KeyRange())
+	case m.MinCellCount < 1:
+		return nil, fmt.Errorf("table %s states min cell count %d", m.RunID, m.MinCellCount)
+	}
+	return attack.Perturbed{Table: pt, MinCount: m.MinCellCount}, nil
 }
 
 // report logs up to max inferences of a kind, and every false one as an
 // error: the attacker must be sound.
-func (res result) report(t *testing.T, max int) {
+func (res reading) report(t *testing.T, max int) {
 	t.Helper()
 	shown := map[attack.Kind]int{}
 	for _, inf := range res.infs {
@@ -335,7 +408,7 @@ func TestAttackUnprotected(t *testing.T) {
 		t.Errorf("%d runs read, %d pairs compared", res.sum.Runs, res.sum.Pairs)
 	}
 	if res.perturbed != 0 {
-		t.Errorf("%d of %d tables say they were perturbed with perturbation off", res.perturbed, res.tables)
+		t.Errorf("%d of %d tables say they were perturbed with perturbation off", res.perturbed, res.sum.Runs+res.sum.Repeats)
 	}
 	// The crossing the issue reports: t2dm of G80005 men 40-49, withheld
 	// on 2025-06-01 (7) and released on 2025-06-02 (8).
@@ -350,11 +423,20 @@ func TestAttackUnprotected(t *testing.T) {
 // TestAttackProtected attacks the reference bundle as shipped
 // (perturbation, month-start and fixed-age grids, the release ledger and
 // the attribute rule on) with every request an attacker with approved
-// queries would make (protectedPlan): no single-patient fact, no exact
-// small count and no proven threshold crossing may be found, nothing
-// inferred may be false, every released table must say it was perturbed
-// through the bundle's p-table, and the grids and the ledger must refuse
-// what they are for.
+// queries would make (protectedPlan). Reading the counts under the rules
+// each table states, no single-patient fact, no exact small count and no
+// proven threshold crossing may be found; nothing inferred may be false;
+// every released table must say it was perturbed through the bundle's
+// p-table; and the grids and the ledger must refuse what they are for.
+//
+// It then reads the same tables with every rule a requester knows: the
+// attribute rule (a group's values are all withheld exactly when it has
+// 1 to 7 patients) and the prevalence mean's (withheld exactly when N or
+// a non-zero Sum is below 8, otherwise the rounded Sum over the rounded
+// N). Both are deterministic, and what that reading finds is logged as a
+// finding for coordinator/disclosure, which issue 11 has not fixed; with
+// HAVEN_ATTACK_STRICT=1 it fails the test, as it must by default once
+// disclosure is fixed. That reading, too, must be sound.
 func TestAttackProtected(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole network as processes; skipped with -short")
@@ -380,8 +462,8 @@ func TestAttackProtected(t *testing.T) {
 	if res.sum.Runs == 0 || res.sum.Pairs == 0 {
 		t.Errorf("%d runs read, %d pairs compared", res.sum.Runs, res.sum.Pairs)
 	}
-	if res.perturbed != res.tables {
-		t.Errorf("%d of %d tables say they were perturbed; the reference bundle perturbs every count", res.perturbed, res.tables)
+	if res.perturbed != res.sum.Runs+res.sum.Repeats {
+		t.Errorf("%d of %d tables say they were perturbed; the reference bundle perturbs every count", res.perturbed, res.sum.Runs+res.sum.Repeats)
 	}
 	for _, req := range reqs {
 		codes, refused := res.refused[req]
@@ -394,4 +476,18 @@ func TestAttackProtected(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests, %d refused: %v", len(reqs), res.sum.Refused, res.sum.RefusedBy)
+
+	all := res.readAll(t)
+	all.report(t, 0) // soundness only; the findings are listed below
+	strict := os.Getenv(strictEnv) == "1"
+	for _, inf := range all.infs {
+		if inf.Kind == attack.KindPinned || !inf.Verified {
+			continue
+		}
+		if strict {
+			t.Errorf("reading every published rule: %s: %s (true: %s)", inf.Kind, inf.What, inf.Truth)
+		} else {
+			t.Logf("FINDING for coordinator/disclosure, reading every published rule: %s: %s (true: %s)", inf.Kind, inf.What, inf.Truth)
+		}
+	}
 }

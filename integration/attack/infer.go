@@ -126,7 +126,8 @@ type Summary struct {
 	Runs, Refused, Repeats, RepeatsDiffering int
 	// RefusedBy counts the refusals by reason code.
 	RefusedBy map[string]int
-	// Cells are the count values read; Pairs the pairs of the same count
+	// Cells are the count values read (a mean's reading of them not
+	// counted again); Pairs the pairs of the same count
 	// at adjacent parameter values compared; Atoms and Sums the size of
 	// what was solved.
 	Cells, Pairs, Atoms, Sums int
@@ -339,7 +340,7 @@ func compareParam(_ string, x, y string) int {
 // observation's and atom's interval, and returns the counts.
 func (a *Attack) Verify(infs []*Inference, pairs int, truth Truth) Summary {
 	sum := Summary{Runs: a.Runs, Refused: a.Refused, RefusedBy: maps.Clone(a.RefusedBy), Repeats: a.Repeats, RepeatsDiffering: a.RepeatsDiffering,
-		Cells: len(a.Obs), Pairs: pairs, Atoms: a.Sys.Atoms(), Sums: a.Sys.Sums(),
+		Cells: cells(a.Obs), Pairs: pairs, Atoms: a.Sys.Atoms(), Sums: a.Sys.Sums(),
 		ByKind: map[Kind]int{}, VerifiedByKind: map[Kind]int{}}
 	byAtom := make([]int64, a.Sys.Atoms())
 	for x := range byAtom {
@@ -383,6 +384,18 @@ func (a *Attack) Verify(infs []*Inference, pairs int, truth Truth) Summary {
 		}
 	}
 	return sum
+}
+
+// cells counts the released count values among the observations (not
+// what a mean said of them).
+func cells(obs []Observation) int {
+	n := 0
+	for _, o := range obs {
+		if o.Via == "" {
+			n++
+		}
+	}
+	return n
 }
 
 // Print writes the summary as a table.
