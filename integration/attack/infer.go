@@ -232,7 +232,7 @@ func (a *Attack) Infer(maxRounds int) ([]*Inference, int, error) {
 				pairs++
 				p, q := a.Obs[list[i-1]], a.Obs[list[i]]
 				bp, bq := a.bound(sets[list[i-1]], known), a.bound(sets[list[i]], known)
-				what := fmt.Sprintf("%s %s: %s=%s %v → %s=%s %v", p.Row, p.Measure, param, p.Params[param], bp, param, q.Params[param], bq)
+				what := fmt.Sprintf("%s %s: %s=%s %v → %s=%s %v (%s)", p.Row, p.Measure, param, p.Params[param], bp, param, q.Params[param], bq, others(p.Params, param))
 				switch {
 				case bp.Hi < t && bq.Lo >= t:
 					emit(&Inference{Kind: KindCrossing, What: what, Claims: []Claim{{Plus: p.Atoms, In: Interval{0, t - 1}}, {Plus: q.Atoms, In: Interval{t, Unbounded}}}})
@@ -293,6 +293,18 @@ func (a *Attack) Infer(maxRounds int) ([]*Inference, int, error) {
 		}
 	}
 	return out, pairs, nil
+}
+
+// others names the parameters other than param, for a pair's
+// description.
+func others(params map[string]string, param string) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if k != param {
+			out = append(out, k+"="+params[k])
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // rowKey names the row of a run an observation is of.
