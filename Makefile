@@ -44,9 +44,11 @@ FUZZTIME ?= 10m
 fuzz:
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZ_TARGETS)
 
-## attack: the attacker of integration/attack with its larger sweep (two months
-# of index dates, every min_age at one date, the 24-hour rate limit lifted);
-# prints what it infers and its summary table. ATTACK_FLAGS go to go test.
+## attack: the attacker of integration/attack with its larger sweeps (without
+# protection: two months of daily index dates, every min_age at one date; on
+# the reference bundle: 36 month starts, every allowed min_age at each month
+# start of 2025), the 24-hour rate limits and the ledger's budget lifted;
+# prints what it infers and its summary tables. ATTACK_FLAGS go to go test.
 attack:
 	HAVEN_ATTACK_SWEEP=full $(GO) test -count=1 -v -run 'TestAttack' -timeout 60m $(ATTACK_FLAGS) ./integration/attack/
 

@@ -44,6 +44,26 @@ func DateSweep(from time.Time, days, minAge int) []Request {
 	return out
 }
 
+// MonthSweep asks for months consecutive month starts from the month of
+// from, at one min_age: every index date a month_start grid allows.
+func MonthSweep(from time.Time, months, minAge int) []Request {
+	first := time.Date(from.Year(), from.Month(), 1, 0, 0, 0, 0, time.UTC)
+	var out []Request
+	for i := range months {
+		out = append(out, Request{IndexDate: first.AddDate(0, i, 0).Format(time.DateOnly), MinAge: minAge})
+	}
+	return out
+}
+
+// AgeSet asks for each of ages at one index date.
+func AgeSet(date string, ages ...int) []Request {
+	var out []Request
+	for _, a := range ages {
+		out = append(out, Request{IndexDate: date, MinAge: a})
+	}
+	return out
+}
+
 // AgeSweep asks for every min_age from lo to hi at one index date.
 func AgeSweep(date string, lo, hi int) []Request {
 	var out []Request
@@ -66,6 +86,10 @@ type Runner struct {
 	Log func(format string, args ...any)
 	// OnRelease, if set, is given each table released, repeats included.
 	OnRelease func(Request, *release.Table)
+	// OnRefuse, if set, is given each request refused and the codes of
+	// why: the policy's reason codes, or the gRPC code of a submission
+	// the coordinator refused outright.
+	OnRefuse func(req Request, codes []string)
 }
 
 // Run asks for every request in turn (a request seen before is a repeat:
@@ -83,7 +107,7 @@ func (r *Runner) Run(ctx context.Context, a *Attack, reqs []Request) error {
 		q := demo.Query{Definition: a.Model.Definition(), Parameters: req.params(), Purpose: r.Purpose}
 		res, err := r.Sub.Submit(ctx, q)
 		if st, ok := status.FromError(err); ok && err != nil && refusal(st.Code()) {
-			a.Refused++
+			r.refused(a, req, []string{st.Code().String()})
 			r.log("%v refused: %s", req, st.Message())
 			continue
 		}
@@ -93,11 +117,12 @@ func (r *Runner) Run(ctx context.Context, a *Attack, reqs []Request) error {
 		switch res.Run.GetState() {
 		case havenv1.RunState_RUN_STATE_RELEASED:
 		case havenv1.RunState_RUN_STATE_REFUSED:
-			a.Refused++
-			var why []string
+			var why, codes []string
 			for _, rs := range res.Run.GetPolicyReasons() {
 				why = append(why, rs.GetCode()+": "+rs.GetMessage())
+				codes = append(codes, rs.GetCode())
 			}
+			r.refused(a, req, codes)
 			r.log("%v refused: %v", req, why)
 			continue
 		default:
@@ -122,13 +147,37 @@ func (r *Runner) Run(ctx context.Context, a *Attack, reqs []Request) error {
 		if err != nil {
 			return err
 		}
-		obs, err := a.Model.Observe(a.Sys, rules, req.params(), res.Table)
-		if err != nil {
+		if err := a.Read(rules, req, res.Table); err != nil {
 			return err
 		}
-		a.observe(rules, obs)
 	}
 	return nil
+}
+
+// Read reads a table released for req, under rules, into the attack: it
+// is how a table is read again with other rules.
+func (a *Attack) Read(rules Rules, req Request, tab *release.Table) error {
+	obs, err := a.Model.Observe(a.Sys, rules, req.params(), tab)
+	if err != nil {
+		return err
+	}
+	a.observe(rules, obs)
+	return nil
+}
+
+// refused counts a refusal of req, once in all and once under each of
+// its codes.
+func (r *Runner) refused(a *Attack, req Request, codes []string) {
+	a.Refused++
+	if a.RefusedBy == nil {
+		a.RefusedBy = map[string]int{}
+	}
+	for _, c := range slices.Compact(slices.Sorted(slices.Values(codes))) {
+		a.RefusedBy[c]++
+	}
+	if r.OnRefuse != nil {
+		r.OnRefuse(req, codes)
+	}
 }
 
 func (r *Runner) log(format string, args ...any) {

@@ -1,8 +1,9 @@
 // Package attack is an attacker in the test suite (issue 11): it asks a
 // running network for approved queries over consecutive parameter values
-// (index dates a day apart, every min_age of an age band), repeats
-// identical requests, and reads the released tables with nothing but the
-// published rules, to find out what they give away about patients.
+// (index dates a day or a month apart, as the bundle's grids allow, and
+// every allowed min_age), repeats identical requests, and reads the
+// released tables with nothing but the published rules, to find out what
+// they give away about patients.
 //
 // # What it knows
 //
@@ -10,9 +11,21 @@
 // say how a count is made: t2dm-prevalence counts the patients
 // registered and alive on index_date and aged min_age or over, by
 // practice, ten-year band and sex) and the disclosure rules the bundle
-// publishes, as a Rules value: for each released value, the interval of
-// true counts that could have given it. Rounding is today's rule; a
-// perturbation table plugs in as another Rules.
+// publishes, as a Rules value read from each released table's metadata:
+// for each released value, the interval of true counts that could have
+// given it. Rounding is the rule of a table that was not perturbed;
+// Perturbed reads one released through the bundle's perturbation table
+// (every true count its Preimage allows).
+//
+// Two more rules are published and deterministic whatever the counts'
+// rules are, and a requester can read them too: the attribute rule
+// (SmallGroups: every value of a group of 1 to threshold-1 patients is
+// withheld as attribute_disclosure, so a group count withheld for it is
+// small and one released is not) and the rule of a binary mean
+// (BinaryMean: the prevalence is withheld as few_contributors exactly
+// when its N or a non-zero Sum is below the threshold).
+// NewPrevalenceWithMean and SmallGroups read them; NewPrevalence and the
+// count rules alone do not.
 //
 // # How it reasons
 //
@@ -51,6 +64,7 @@
 // attacker, and the tests allow none.
 //
 // A request the coordinator refuses (policy, an off-grid or duplicate
-// request, a rate limit, an invalid parameter) is counted and the attack
-// moves on. A repeated request whose table is identical adds nothing.
+// request, a rate limit or budget, an invalid parameter) is counted, by
+// reason code, and the attack moves on. A repeated request whose table is
+// identical adds nothing.
 package attack

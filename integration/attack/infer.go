@@ -62,7 +62,10 @@ type Attack struct {
 	// identical requests repeated, and RepeatsDiffering those of them that
 	// released a different table.
 	Runs, Refused, Repeats, RepeatsDiffering int
-	threshold                                int64
+	// RefusedBy counts the refusals by reason code; a refusal with
+	// several reasons counts under each.
+	RefusedBy map[string]int
+	threshold int64
 }
 
 // New returns an attack on the model's definition.
@@ -121,7 +124,10 @@ func (a *Attack) bound(s set, known map[string]Interval) Interval {
 // Summary counts what an attack did and found.
 type Summary struct {
 	Runs, Refused, Repeats, RepeatsDiffering int
-	// Cells are the count values read; Pairs the pairs of the same count
+	// RefusedBy counts the refusals by reason code.
+	RefusedBy map[string]int
+	// Cells are the count values read (a mean's reading of them not
+	// counted again); Pairs the pairs of the same count
 	// at adjacent parameter values compared; Atoms and Sums the size of
 	// what was solved.
 	Cells, Pairs, Atoms, Sums int
@@ -226,7 +232,7 @@ func (a *Attack) Infer(maxRounds int) ([]*Inference, int, error) {
 				pairs++
 				p, q := a.Obs[list[i-1]], a.Obs[list[i]]
 				bp, bq := a.bound(sets[list[i-1]], known), a.bound(sets[list[i]], known)
-				what := fmt.Sprintf("%s %s: %s=%s %v → %s=%s %v", p.Row, p.Measure, param, p.Params[param], bp, param, q.Params[param], bq)
+				what := fmt.Sprintf("%s %s: %s=%s %v → %s=%s %v (%s)", p.Row, p.Measure, param, p.Params[param], bp, param, q.Params[param], bq, others(p.Params, param))
 				switch {
 				case bp.Hi < t && bq.Lo >= t:
 					emit(&Inference{Kind: KindCrossing, What: what, Claims: []Claim{{Plus: p.Atoms, In: Interval{0, t - 1}}, {Plus: q.Atoms, In: Interval{t, Unbounded}}}})
@@ -289,6 +295,18 @@ func (a *Attack) Infer(maxRounds int) ([]*Inference, int, error) {
 	return out, pairs, nil
 }
 
+// others names the parameters other than param, for a pair's
+// description.
+func others(params map[string]string, param string) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if k != param {
+			out = append(out, k+"="+params[k])
+		}
+	}
+	return strings.Join(out, " ")
+}
+
 // rowKey names the row of a run an observation is of.
 func rowKey(o Observation) string { return fmt.Sprint(o.Params) + "|" + o.Row }
 
@@ -333,8 +351,8 @@ func compareParam(_ string, x, y string) int {
 // Verify checks every inference against the true atoms, and every
 // observation's and atom's interval, and returns the counts.
 func (a *Attack) Verify(infs []*Inference, pairs int, truth Truth) Summary {
-	sum := Summary{Runs: a.Runs, Refused: a.Refused, Repeats: a.Repeats, RepeatsDiffering: a.RepeatsDiffering,
-		Cells: len(a.Obs), Pairs: pairs, Atoms: a.Sys.Atoms(), Sums: a.Sys.Sums(),
+	sum := Summary{Runs: a.Runs, Refused: a.Refused, RefusedBy: maps.Clone(a.RefusedBy), Repeats: a.Repeats, RepeatsDiffering: a.RepeatsDiffering,
+		Cells: cells(a.Obs), Pairs: pairs, Atoms: a.Sys.Atoms(), Sums: a.Sys.Sums(),
 		ByKind: map[Kind]int{}, VerifiedByKind: map[Kind]int{}}
 	byAtom := make([]int64, a.Sys.Atoms())
 	for x := range byAtom {
@@ -380,6 +398,18 @@ func (a *Attack) Verify(infs []*Inference, pairs int, truth Truth) Summary {
 	return sum
 }
 
+// cells counts the released count values among the observations (not
+// what a mean said of them).
+func cells(obs []Observation) int {
+	n := 0
+	for _, o := range obs {
+		if o.Via == "" {
+			n++
+		}
+	}
+	return n
+}
+
 // Print writes the summary as a table.
 func (s Summary) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -388,4 +418,11 @@ func (s Summary) Print(w io.Writer) {
 	fmt.Fprintf(tw, "%d\t%d\t%d (%d)\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", s.Runs, s.Refused, s.Repeats, s.RepeatsDiffering,
 		s.Cells, s.Pairs, s.Atoms, s.Sums, s.Inferences, s.Verified, k(KindSinglePatient), k(KindPinned), k(KindSmall), k(KindCrossing))
 	tw.Flush()
+	if len(s.RefusedBy) > 0 {
+		var by []string
+		for _, c := range slices.Sorted(maps.Keys(s.RefusedBy)) {
+			by = append(by, fmt.Sprintf("%s %d", c, s.RefusedBy[c]))
+		}
+		fmt.Fprintf(w, "refused by reason: %s\n", strings.Join(by, ", "))
+	}
 }

@@ -2,6 +2,7 @@ package attack
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,14 +29,28 @@ type Prevalence struct {
 	// the measures that count some of them.
 	Group   string
 	Subsets []string
+	// Means names the binary means of the definition: the share of a
+	// group's patients in a subset, by the mean measure's name. A run's
+	// mean is read with BinaryMean, as what it says of the group's and the
+	// subset's counts.
+	Means map[string]string
 }
 
 // DefinitionID is the definition the model is for.
 const DefinitionID = "t2dm-prevalence"
 
-// NewPrevalence is the model of the reference t2dm-prevalence.
+// NewPrevalence is the model of the reference t2dm-prevalence's counts:
+// it reads patients and t2dm, not the prevalence mean.
 func NewPrevalence() *Prevalence {
 	return &Prevalence{Group: "patients", Subsets: []string{"t2dm"}}
+}
+
+// NewPrevalenceWithMean is NewPrevalence that also reads the prevalence
+// mean (BinaryMean), as a requester who knows its rule can.
+func NewPrevalenceWithMean() *Prevalence {
+	p := NewPrevalence()
+	p.Means = map[string]string{"prevalence": "t2dm"}
+	return p
 }
 
 // atomName names the atom of index date d, practice, sex, exact age and
@@ -77,6 +92,9 @@ type Observation struct {
 	Row     string
 	Measure string
 	Value   release.Value
+	// Via, when set, is the mean measure whose value the observation
+	// reads: what the mean's rule says of the count Measure.
+	Via string
 	// Atoms are what the count sums; Known is what the rules say of it.
 	Atoms []int
 	Known Interval
@@ -84,7 +102,11 @@ type Observation struct {
 
 // Label says which value of which run an observation is.
 func (o Observation) Label() string {
-	return fmt.Sprintf("%s %s (index_date=%s min_age=%s)", o.Row, o.Measure, o.Params["index_date"], o.Params["min_age"])
+	via := ""
+	if o.Via != "" {
+		via = " via " + o.Via
+	}
+	return fmt.Sprintf("%s %s%s (index_date=%s min_age=%s)", o.Row, o.Measure, via, o.Params["index_date"], o.Params["min_age"])
 }
 
 // Observe reads a released table of the model's definition, run with
@@ -113,6 +135,15 @@ func (p *Prevalence) Observe(s *System, rules Rules, params map[string]string, t
 			return nil, fmt.Errorf("run %s: no measure %s", tab.Meta.RunID, m)
 		}
 	}
+	for mean, sub := range p.Means {
+		if _, ok := measures[mean]; !ok {
+			return nil, fmt.Errorf("run %s: no measure %s", tab.Meta.RunID, mean)
+		}
+		if !slices.Contains(p.Subsets, sub) {
+			return nil, fmt.Errorf("mean %s is of %s, which is not a subset measure", mean, sub)
+		}
+	}
+	groupRules, _ := rules.(GroupRules)
 	// The groups of the table: every value each dimension takes.
 	var practices, bands, sexes []string
 	seen := map[string]bool{}
@@ -187,12 +218,32 @@ func (p *Prevalence) Observe(s *System, rules Rules, params map[string]string, t
 		for _, m := range counts {
 			v := row.Values[measures[m]]
 			lo, hi := rules.CountInterval(v)
+			if m == p.Group && groupRules != nil {
+				lo, hi = groupRules.GroupInterval(v)
+			}
 			if lo > hi {
 				return nil, fmt.Errorf("run %s: %s %s released as %v, which no count gives under the rules", tab.Meta.RunID, name, m, v)
 			}
 			o := Observation{Params: params, Row: name, Measure: m, Value: v, Atoms: atoms(m, match), Known: Interval{lo, hi}}
 			s.Know(o.Atoms, o.Known, o.Label())
 			obs = append(obs, o)
+		}
+		// A mean says something of its group's count and its subset's,
+		// read as further observations of the same atoms.
+		for _, mean := range slices.Sorted(maps.Keys(p.Means)) {
+			v := row.Values[measures[mean]]
+			n, sum, ok := BinaryMean(v, rules.Threshold())
+			if !ok {
+				continue
+			}
+			for _, c := range []struct {
+				measure string
+				in      Interval
+			}{{p.Group, n}, {p.Means[mean], sum}} {
+				o := Observation{Params: params, Row: name, Measure: c.measure, Value: v, Via: mean, Atoms: atoms(c.measure, match), Known: c.in}
+				s.Know(o.Atoms, o.Known, o.Label())
+				obs = append(obs, o)
+			}
 		}
 	}
 	// A group the table has no row for has no patients.

@@ -126,3 +126,63 @@ func (p Perturbed) CountInterval(v release.Value) (lo, hi int64) {
 	}
 	return pre[0], min(pre[len(pre)-1], Unbounded)
 }
+
+// GroupRules are Rules that say more of a group's own count (the measure
+// that counts every patient of a cell, margin or total) than of its other
+// counts. Model.Observe reads a group count through GroupInterval when
+// its rules have it.
+type GroupRules interface {
+	Rules
+	// GroupInterval returns the patients [lo, hi] that a group released
+	// v for its own count could hold, given that it has a row (so at
+	// least one patient).
+	GroupInterval(v release.Value) (lo, hi int64)
+}
+
+// SmallGroups adds the attribute-disclosure rule
+// (data.disclosure.attribute_disclosure) to count rules: every value of a
+// group of 1 to Threshold-1 patients is withheld as
+// attribute_disclosure, whatever the count rules would release. So a
+// group count withheld for it holds 1 to Threshold-1 patients, and one
+// released, in a row (at least one patient), holds at least Threshold:
+// the rule is deterministic, whether the counts are rounded or perturbed.
+type SmallGroups struct{ Rules }
+
+var _ GroupRules = SmallGroups{}
+
+// GroupInterval is [1, Threshold-1] for a group withheld as
+// attribute_disclosure, and the count rules' interval from Threshold up
+// for one released.
+func (g SmallGroups) GroupInterval(v release.Value) (lo, hi int64) {
+	t := g.Threshold()
+	if !v.Released {
+		if v.Reason == disclosure.CodeAttributeDisclosure {
+			return 1, t - 1
+		}
+		return g.CountInterval(v)
+	}
+	lo, hi = g.CountInterval(v)
+	return max(lo, t), hi
+}
+
+// BinaryMean is what coordinator/disclosure's rule for a mean of 0/1
+// values (such as prevalence, the share of a group's patients with a
+// diagnosis) says of its N, the group's patients, and its Sum, those of
+// them with the diagnosis, under threshold t. The rule holds whatever the
+// counts' rules are: a mean is withheld as few_contributors when N < t or
+// 0 < Sum < t, and otherwise released as the rounded Sum over the rounded
+// N. So a released mean proves N ≥ t and Sum = 0 (a mean of 0) or
+// Sum ≥ t; a mean withheld as few_contributors proves Sum ≤ t-1, since
+// Sum ≤ N. Any other value says nothing (ok false). BinaryMean does not
+// read the mean's value beyond zero and non-zero.
+func BinaryMean(v release.Value, t int64) (n, sum Interval, ok bool) {
+	switch {
+	case v.Released && v.Value == 0:
+		return Interval{t, Unbounded}, Interval{0, 0}, true
+	case v.Released && v.Value > 0:
+		return Interval{t, Unbounded}, Interval{t, Unbounded}, true
+	case !v.Released && v.Reason == disclosure.CodeFewContributors:
+		return Interval{0, Unbounded}, Interval{0, t - 1}, true
+	}
+	return Interval{}, Interval{}, false
+}
