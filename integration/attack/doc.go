@@ -17,15 +17,17 @@
 // Perturbed reads one released through the bundle's perturbation table
 // (every true count its Preimage allows).
 //
-// Two more rules are published and deterministic whatever the counts'
-// rules are, and a requester can read them too: the attribute rule
-// (SmallGroups: every value of a group of 1 to threshold-1 patients is
-// withheld as attribute_disclosure, so a group count withheld for it is
-// small and one released is not) and the rule of a binary mean
-// (BinaryMean: the prevalence is withheld as few_contributors exactly
-// when its N or a non-zero Sum is below the threshold).
-// NewPrevalenceWithMean and SmallGroups read them; NewPrevalence and the
-// count rules alone do not.
+// Two more rules are published, and a requester can read them too: the
+// attribute rule (SmallGroups: every value of a small group is withheld as
+// attribute_disclosure) and the rule of a binary mean (BinaryMean: when
+// the prevalence is withheld as few_contributors, and what a released one
+// is). Without perturbation both are deterministic on the true counts, so
+// a withheld group proves 1 to threshold-1 patients. Under perturbation
+// disclosure control reads the group total and the mean's N and Sum
+// through the p-table, and the readers read them that way: a withheld
+// group or mean then says no more than a count released below the
+// threshold would. NewPrevalenceWithMean and SmallGroups read them;
+// NewPrevalence and the count rules alone do not.
 //
 // # How it reasons
 //

@@ -232,7 +232,7 @@ func (p *Prevalence) Observe(s *System, rules Rules, params map[string]string, t
 		// read as further observations of the same atoms.
 		for _, mean := range slices.Sorted(maps.Keys(p.Means)) {
 			v := row.Values[measures[mean]]
-			n, sum, ok := BinaryMean(v, rules.Threshold())
+			n, sum, ok := BinaryMean(v, rules)
 			if !ok {
 				continue
 			}

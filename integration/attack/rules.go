@@ -140,42 +140,102 @@ type GroupRules interface {
 }
 
 // SmallGroups adds the attribute-disclosure rule
-// (data.disclosure.attribute_disclosure) to count rules: every value of a
-// group of 1 to Threshold-1 patients is withheld as
-// attribute_disclosure, whatever the count rules would release. So a
-// group count withheld for it holds 1 to Threshold-1 patients, and one
-// released, in a row (at least one patient), holds at least Threshold:
-// the rule is deterministic, whether the counts are rounded or perturbed.
+// (data.disclosure.attribute_disclosure) to count rules. Without
+// perturbation every value of a group of 1 to Threshold-1 patients is
+// withheld as attribute_disclosure, whatever the count rules would
+// release: a group count withheld for it holds 1 to Threshold-1 patients,
+// and one released, in a row (at least one patient), holds at least
+// Threshold. Under perturbation the rule reads the group's perturbed
+// total: a withheld group is one whose total some cell key releases below
+// Threshold (Perturbed.SmallMax bounds it), and a released group count
+// says what its value says, no more.
 type SmallGroups struct{ Rules }
 
 var _ GroupRules = SmallGroups{}
 
-// GroupInterval is [1, Threshold-1] for a group withheld as
-// attribute_disclosure, and the count rules' interval from Threshold up
-// for one released.
+// GroupInterval is what a group's own count, withheld as
+// attribute_disclosure or released, says of its patients.
 func (g SmallGroups) GroupInterval(v release.Value) (lo, hi int64) {
 	t := g.Threshold()
+	p, perturbed := g.Rules.(Perturbed)
 	if !v.Released {
 		if v.Reason == disclosure.CodeAttributeDisclosure {
+			if perturbed {
+				return 1, p.SmallMax()
+			}
 			return 1, t - 1
 		}
 		return g.CountInterval(v)
 	}
 	lo, hi = g.CountInterval(v)
+	if perturbed {
+		return lo, hi
+	}
 	return max(lo, t), hi
+}
+
+// SmallMax is the largest true count that some cell key releases below
+// the threshold: all a reader learns of a count the rules say was
+// released below it, or read through the p-table as below it.
+func (p Perturbed) SmallMax() int64 {
+	var m int64
+	for v := range p.MinCount {
+		if pre := p.Table.Preimage(v); len(pre) > 0 {
+			m = max(m, pre[len(pre)-1])
+		}
+	}
+	return m
+}
+
+// BigMin is the smallest true count that some cell key releases at the
+// threshold or above.
+func (p Perturbed) BigMin() int64 {
+	m := Unbounded
+	// A released value is within the table's largest perturbation of its
+	// count, which is below 100 for any table Haven accepts.
+	for v := p.MinCount; v < p.MinCount+100; v++ {
+		if pre := p.Table.Preimage(v); len(pre) > 0 {
+			m = min(m, pre[0])
+		}
+	}
+	return m
 }
 
 // BinaryMean is what coordinator/disclosure's rule for a mean of 0/1
 // values (such as prevalence, the share of a group's patients with a
 // diagnosis) says of its N, the group's patients, and its Sum, those of
-// them with the diagnosis, under threshold t. The rule holds whatever the
+// them with the diagnosis, under the rules' threshold t. The rule holds whatever the
 // counts' rules are: a mean is withheld as few_contributors when N < t or
 // 0 < Sum < t, and otherwise released as the rounded Sum over the rounded
 // N. So a released mean proves N ≥ t and Sum = 0 (a mean of 0) or
 // Sum ≥ t; a mean withheld as few_contributors proves Sum ≤ t-1, since
 // Sum ≤ N. Any other value says nothing (ok false). BinaryMean does not
 // read the mean's value beyond zero and non-zero.
-func BinaryMean(v release.Value, t int64) (n, sum Interval, ok bool) {
+//
+// Under perturbation (rules is Perturbed, or SmallGroups over it) the rule
+// reads N and Sum through the p-table with their own cell keys: a mean is
+// withheld as few_contributors when N's perturbed value is below t, and
+// otherwise released as the perturbed Sum over the perturbed N. So a
+// released mean proves only that N is at least Perturbed.BigMin, and Sum
+// at most SmallMax (a mean of 0) or at least BigMin; a withheld one that
+// N, and so Sum, are at most SmallMax.
+func BinaryMean(v release.Value, rules Rules) (n, sum Interval, ok bool) {
+	if g, isGroup := rules.(SmallGroups); isGroup {
+		rules = g.Rules
+	}
+	if p, perturbed := rules.(Perturbed); perturbed {
+		small, big := p.SmallMax(), p.BigMin()
+		switch {
+		case v.Released && v.Value == 0:
+			return Interval{big, Unbounded}, Interval{0, small}, true
+		case v.Released && v.Value > 0:
+			return Interval{big, Unbounded}, Interval{big, Unbounded}, true
+		case !v.Released && v.Reason == disclosure.CodeFewContributors:
+			return Interval{0, small}, Interval{0, small}, true
+		}
+		return Interval{}, Interval{}, false
+	}
+	t := rules.Threshold()
 	switch {
 	case v.Released && v.Value == 0:
 		return Interval{t, Unbounded}, Interval{0, 0}, true
