@@ -247,8 +247,11 @@ func Check(tab *release.Table, truth TrueTable, means map[string]disclosure.Valu
 			}
 		}
 	}
-	if last := tab.Rows[len(tab.Rows)-1]; last.Kind != release.RowTotal || !last.Values[0].Released {
-		fail("the last row is not a released grand total")
+	// The grand total is last. Its values are checked above like any
+	// other: under plain rounding it may be withheld (a total of 1-7 as
+	// low_count, or as secondary when a min_age leaves one small cell).
+	if last := tab.Rows[len(tab.Rows)-1]; last.Kind != release.RowTotal {
+		fail("the last row is not the grand total")
 	}
 	return st, problems
 }
