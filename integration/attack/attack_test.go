@@ -140,20 +140,10 @@ func unprotect(dir string) error {
 
 // editData rewrites the bundle's data.json through edit.
 func editData(dir string, edit func(map[string]any)) error {
-	path := filepath.Join(dir, "data.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var data map[string]any
-	if err := json.Unmarshal(b, &data); err != nil {
-		return err
-	}
-	edit(data)
-	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
+	return demo.EditData(func(data map[string]any) error {
+		edit(data)
+		return nil
+	})(dir)
 }
 
 // result is one attack on one network, checked against the raw data.

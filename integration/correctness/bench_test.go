@@ -2,7 +2,6 @@ package correctness
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -183,25 +182,13 @@ func benchBundle(b *testing.B) func(string) error {
 		return repeatsAllowed
 	case "off":
 		fmt.Fprintln(os.Stderr, "bench: HAVEN_BENCH_PROTECTION=off: perturbation and the ledger's rules are switched off")
-		return func(dir string) error {
-			path := filepath.Join(dir, "data.json")
-			raw, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			var data map[string]any
-			if err := json.Unmarshal(raw, &data); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
+		return demo.EditData(func(data map[string]any) error {
 			delete(data, "ledger")
 			if d, ok := data["disclosure"].(map[string]any); ok {
 				delete(d, "perturbation")
 			}
-			if raw, err = json.MarshalIndent(data, "", "  "); err != nil {
-				return err
-			}
-			return os.WriteFile(path, raw, 0o644)
-		}
+			return nil
+		})
 	default:
 		b.Fatalf("HAVEN_BENCH_PROTECTION=%q: want on or off", v)
 		return nil
@@ -212,23 +199,11 @@ func benchBundle(b *testing.B) func(string) error {
 // asks one question in every round on purpose. The ledger is still read
 // and written with every run and the query budget still decided, so their
 // cost stays in what is measured.
-func repeatsAllowed(dir string) error {
-	path := filepath.Join(dir, "data.json")
-	b, err := os.ReadFile(path)
+var repeatsAllowed = demo.EditData(func(data map[string]any) error {
+	ledger, err := demo.Object(data, "ledger")
 	if err != nil {
 		return err
 	}
-	var data map[string]any
-	if err := json.Unmarshal(b, &data); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	ledger, ok := data["ledger"].(map[string]any)
-	if !ok {
-		return fmt.Errorf("%s has no ledger object", path)
-	}
 	delete(ledger, "near_duplicate")
-	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
-}
+	return nil
+})

@@ -2,9 +2,7 @@ package correctness
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -127,19 +125,10 @@ func TestFederatedMatchesCentral(t *testing.T) {
 // disclosureOff sets a bundle's disclosure thresholds to ones that
 // withhold and round nothing: what a board would never sign, and what
 // shows the table disclosure control starts from.
-func disclosureOff(dir string) error {
-	path := filepath.Join(dir, "data.json")
-	b, err := os.ReadFile(path)
+var disclosureOff = demo.EditData(func(data map[string]any) error {
+	d, err := demo.Object(data, "disclosure")
 	if err != nil {
 		return err
-	}
-	var data map[string]any
-	if err := json.Unmarshal(b, &data); err != nil {
-		return err
-	}
-	d, ok := data["disclosure"].(map[string]any)
-	if !ok {
-		return fmt.Errorf("%s has no disclosure object", path)
 	}
 	d["min_cell_count"] = 1
 	d["rounding_base"] = 1
@@ -153,11 +142,8 @@ func disclosureOff(dir string) error {
 	// again on purpose (a site paused, then not); the ledger would refuse
 	// the repeat as a near-duplicate.
 	delete(data, "ledger")
-	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
-}
+	return nil
+})
 
 // repeatable lifts the release ledger's near-duplicate rule from the
 // reference bundle, and nothing else, so that a question can be asked
@@ -165,26 +151,14 @@ func disclosureOff(dir string) error {
 // stays in force): the second arm repeats questions to show that a
 // perturbed release repeats exactly. The rule itself is tested by
 // haven/submit's Rego tests.
-func repeatable(dir string) error {
-	path := filepath.Join(dir, "data.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var data map[string]any
-	if err := json.Unmarshal(b, &data); err != nil {
-		return err
-	}
-	l, ok := data["ledger"].(map[string]any)
-	if !ok || l["near_duplicate"] == nil {
-		return fmt.Errorf("%s has no ledger.near_duplicate to lift", path)
+var repeatable = demo.EditData(func(data map[string]any) error {
+	l, err := demo.Object(data, "ledger")
+	if err != nil || l["near_duplicate"] == nil {
+		return fmt.Errorf("no ledger.near_duplicate to lift")
 	}
 	delete(l, "near_duplicate")
-	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
-}
+	return nil
+})
 
 // repeated are the questions the perturbed arm asks a second time: one
 // aggregate definition, one linkage definition over a GP population and

@@ -2,10 +2,8 @@ package correctness
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -215,26 +213,16 @@ func coverageLine(cov *havenv1.Coverage) string {
 // setPartialFraction sets the share of the population a partial table
 // needs in a bundle's data.json.
 func setPartialFraction(dir string, f float64) error {
-	path := filepath.Join(dir, "data.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var data map[string]any
-	if err := json.Unmarshal(b, &data); err != nil {
-		return err
-	}
-	d, ok := data["disclosure"].(map[string]any)
-	if !ok {
-		return fmt.Errorf("%s has no disclosure object", path)
-	}
-	pc, ok := d["partial_coverage"].(map[string]any)
-	if !ok {
-		return fmt.Errorf("%s has no disclosure.partial_coverage object", path)
-	}
-	pc["min_population_fraction"] = f
-	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
+	return demo.EditData(func(data map[string]any) error {
+		d, err := demo.Object(data, "disclosure")
+		if err != nil {
+			return err
+		}
+		pc, err := demo.Object(d, "partial_coverage")
+		if err != nil {
+			return err
+		}
+		pc["min_population_fraction"] = f
+		return nil
+	})(dir)
 }

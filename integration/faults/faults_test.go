@@ -3,7 +3,6 @@ package faults
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -136,22 +135,10 @@ func TestFaults(t *testing.T) {
 // faults ask the same two questions again and again on purpose, which the
 // reference bundle refuses as near-duplicates (the ledger's own tests,
 // coordinator.TestLedgerRefusals and haven/submit's, cover that).
-func withoutLedgerRules(dir string) error {
-	path := filepath.Join(dir, "data.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var data map[string]any
-	if err := json.Unmarshal(b, &data); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
+var withoutLedgerRules = demo.EditData(func(data map[string]any) error {
 	delete(data, "ledger")
-	if b, err = json.MarshalIndent(data, "", "  "); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
-}
+	return nil
+})
 
 // submit runs q and fails the test if the run could not be followed.
 func (f *faultNet) submit(t *testing.T, ctx context.Context, q demo.Query) demo.RunResult {
