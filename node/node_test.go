@@ -21,6 +21,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/internal/testutil"
 	"github.com/havenhealth/haven/node/audit"
 	"github.com/havenhealth/haven/node/config"
 	"github.com/havenhealth/haven/node/connector/connectortest"
@@ -60,31 +61,14 @@ type site struct {
 	dir    string
 	config string
 	cat    *catalog.Catalog
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *testutil.SyncBuffer
 }
 
 // newSite lays out a node's files for the first site of kind and starts a
 // coordinator double for it.
 func newSite(t testing.TB, kind string) *site {
 	t.Helper()
-	s := &site{n: nodetest.Network(t), dir: t.TempDir(), logs: &syncBuffer{}}
+	s := &site{n: nodetest.Network(t), dir: t.TempDir(), logs: &testutil.SyncBuffer{}}
 	s.site = nodetest.Site(t, s.n, kind)
 	s.key = nodetest.NewKey(t)
 	s.bundle = nodetest.Bundle(t, s.key, nil)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/havenhealth/haven/internal/testutil"
 )
 
 func validSubmit() SubmitInput {
@@ -228,7 +230,7 @@ func TestFailClosed(t *testing.T) {
 		t.Run(tt.bundle, func(t *testing.T) {
 			dir := copyDir(t, filepath.Join("testdata", tt.bundle))
 			sign(t, dir, k)
-			var logs syncBuffer
+			var logs testutil.SyncBuffer
 			e := load(t, dir, k, func(c *Config) {
 				c.Timeout = tt.timeout
 				c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
@@ -302,7 +304,7 @@ func TestReloadKeepsActiveBundleOnFailure(t *testing.T) {
 func TestWatchSwapsInNewBundle(t *testing.T) {
 	k := newKey(t)
 	dir := signedReference(t, k)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	e := load(t, dir, k, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -316,14 +318,14 @@ func TestWatchSwapsInNewBundle(t *testing.T) {
 
 	// A change that is not signed is refused; the old bundle decides.
 	setRevision(t, dir, "unsigned-edit")
-	eventually(t, func() bool { return strings.Contains(logs.String(), "policy bundle refused") }, "the unsigned edit is refused")
+	testutil.Eventually(t, "the unsigned edit is refused", func() bool { return strings.Contains(logs.String(), "policy bundle refused") })
 	if d, _ := e.Submit(ctx, validSubmit()); !d.Allow || d.Revision == "unsigned-edit" {
 		t.Fatalf("after a refused change: allow=%v revision=%q", d.Allow, d.Revision)
 	}
 
 	// The board signs it: the watcher activates it.
 	sign(t, dir, k)
-	eventually(t, func() bool { return e.Revision() == "unsigned-edit" }, "the signed bundle is active")
+	testutil.Eventually(t, "the signed bundle is active", func() bool { return e.Revision() == "unsigned-edit" })
 }
 
 func setRevision(t testing.TB, dir, rev string) {
@@ -385,7 +387,7 @@ func TestSiteModulesMayOnlyNarrow(t *testing.T) {
 // never the input itself.
 func TestDecisionLogHoldsNoInput(t *testing.T) {
 	k := newKey(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	e := load(t, signedReference(t, k), k, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	in := validSubmit()
 	in.Requester.ID = "requester-zq81"

@@ -35,6 +35,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/config"
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/internal/testutil"
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
 )
@@ -398,20 +399,4 @@ func (n *Network) dial(opts ...grpc.DialOption) *grpc.ClientConn {
 }
 
 // SyncBuffer is a bytes.Buffer a logger and a test can share.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns everything written so far.
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type SyncBuffer = testutil.SyncBuffer

@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/internal/testutil"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/connector/connectortest"
 )
@@ -58,18 +59,6 @@ func (h *logRecorder) find(msg string) (slog.Record, bool) {
 		}
 	}
 	return slog.Record{}, false
-}
-
-// eventually waits up to 10s for cond, polling.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 type launchOpts struct {
@@ -396,7 +385,7 @@ func TestCancelStopsQueryInPlugin(t *testing.T) {
 	}
 	// The plugin logs when its query sees the cancellation, and its log
 	// lines arrive through the node's logger.
-	eventually(t, "the plugin to log the cancellation", func() bool {
+	testutil.Eventually(t, "the plugin to log the cancellation", func() bool {
 		_, ok := logs.find("slow query cancelled")
 		return ok
 	})
@@ -405,7 +394,7 @@ func TestCancelStopsQueryInPlugin(t *testing.T) {
 func TestPluginLogsReachLogger(t *testing.T) {
 	logs := &logRecorder{}
 	launchDouble(t, launchOpts{logs: logs})
-	eventually(t, "the plugin's start-up line", func() bool {
+	testutil.Eventually(t, "the plugin's start-up line", func() bool {
 		_, ok := logs.find("plugin-double starting")
 		return ok
 	})

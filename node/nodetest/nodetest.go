@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/internal/testutil"
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
 	"github.com/havenhealth/haven/synth"
@@ -248,15 +249,8 @@ func NewPKI(t testing.TB, ods string) *PKI {
 	return p
 }
 
-// Eventually polls cond every millisecond until it holds, failing the test
-// if it has not after 30 seconds. Tests wait with it, never with sleeps.
+// Eventually is testutil.Eventually.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, what, cond)
 }

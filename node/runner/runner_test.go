@@ -1,7 +1,6 @@
 package runner_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/internal/testutil"
 	"github.com/havenhealth/haven/node/audit"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/nodetest"
@@ -92,26 +92,9 @@ type env struct {
 	runner   *runner.Runner
 	stateDir string
 	auditDir string
-	logs     *syncBuffer
+	logs     *testutil.SyncBuffer
 	// network is the node's network type 1 list, synced empty at start.
 	network *optout.Receiver
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type envOptions struct {
@@ -130,7 +113,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.kind == "" {
 		o.kind = string(cdm.KindGP)
 	}
-	e := &env{n: nodetest.Network(t), logs: &syncBuffer{}}
+	e := &env{n: nodetest.Network(t), logs: &testutil.SyncBuffer{}}
 	e.site = nodetest.Site(t, e.n, o.kind)
 	e.src = nodetest.NewDuckSource(t, e.n, e.site)
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/havenhealth/haven/internal/testutil"
 	"github.com/havenhealth/haven/node/state"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
@@ -253,18 +254,6 @@ func start(t *testing.T, edit func(*Config)) *harness {
 	return h
 }
 
-// eventually polls cond until it holds or the test's patience runs out.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func countHeartbeats(msgs []*havenv1.NodeMessage) int {
 	n := 0
 	for _, m := range msgs {
@@ -277,12 +266,12 @@ func countHeartbeats(msgs []*havenv1.NodeMessage) int {
 
 func TestRegisterHeartbeatAndTasks(t *testing.T) {
 	h := start(t, nil)
-	eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
+	testutil.Eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
 	regs := h.coord.registered()
 	if len(regs) != 1 || regs[0].GetSiteOds() != "G80001" {
 		t.Fatalf("registers = %v", regs)
 	}
-	eventually(t, "three heartbeats", func() bool { return countHeartbeats(h.coord.received()) >= 3 })
+	testutil.Eventually(t, "three heartbeats", func() bool { return countHeartbeats(h.coord.received()) >= 3 })
 	for _, m := range h.coord.received() {
 		if hb := m.GetHeartbeat(); hb != nil && (hb.GetSentAt() == nil || hb.GetBundleRevision() != "r1") {
 			t.Errorf("heartbeat %v lacks the node's facts", hb)
@@ -290,14 +279,14 @@ func TestRegisterHeartbeatAndTasks(t *testing.T) {
 	}
 	h.coord.sendLatest(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Task{Task: &havenv1.Task{TaskId: "t1"}}})
 	h.coord.sendLatest(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_CancelTask{CancelTask: &havenv1.CancelTask{TaskId: "t1"}}})
-	eventually(t, "task and cancel handed over", func() bool {
+	testutil.Eventually(t, "task and cancel handed over", func() bool {
 		tasks, cancels := h.node.seen()
 		return slices.Equal(tasks, []string{"t1"}) && slices.Equal(cancels, []string{"t1"})
 	})
 	if err := h.sess.Send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskProgress{TaskProgress: &havenv1.TaskProgress{TaskId: "t1"}}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "progress received", func() bool {
+	testutil.Eventually(t, "progress received", func() bool {
 		return slices.ContainsFunc(h.coord.received(), func(m *havenv1.NodeMessage) bool { return m.GetTaskProgress() != nil })
 	})
 	if err := h.sess.Run(context.Background()); err == nil {
@@ -307,7 +296,7 @@ func TestRegisterHeartbeatAndTasks(t *testing.T) {
 
 func TestReconnectReportsOutcomes(t *testing.T) {
 	h := start(t, nil)
-	eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
+	testutil.Eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
 
 	// The link drops while a task runs, and the coordinator cannot be
 	// reached for a while.
@@ -316,7 +305,7 @@ func TestReconnectReportsOutcomes(t *testing.T) {
 	h.coord.set(func(c *coordinatorDouble) { c.refuse = status.Error(codes.Unavailable, "down") })
 	before := len(h.coord.registered())
 	h.coord.dropAll()
-	eventually(t, "link down", func() bool { return h.sess.State() != StateConnected })
+	testutil.Eventually(t, "link down", func() bool { return h.sess.State() != StateConnected })
 	if err := h.sess.Send(&havenv1.NodeMessage{}); !errors.Is(err, ErrNotConnected) {
 		t.Errorf("Send with no link: %v, want ErrNotConnected", err)
 	}
@@ -325,7 +314,7 @@ func TestReconnectReportsOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Several failed attempts go by; the session keeps trying.
-	eventually(t, "retries", func() bool {
+	testutil.Eventually(t, "retries", func() bool {
 		n := 0
 		for {
 			select {
@@ -343,7 +332,7 @@ func TestReconnectReportsOutcomes(t *testing.T) {
 		}
 	})
 	h.coord.set(func(c *coordinatorDouble) { c.refuse = nil })
-	eventually(t, "re-registered", func() bool { return len(h.coord.registered()) > before })
+	testutil.Eventually(t, "re-registered", func() bool { return len(h.coord.registered()) > before })
 	reg := h.coord.registered()[before]
 	if got := reg.GetRunningTaskIds(); !slices.Equal(got, []string{"t-running"}) {
 		t.Errorf("running_task_ids = %v, want [t-running]", got)
@@ -351,31 +340,31 @@ func TestReconnectReportsOutcomes(t *testing.T) {
 	if got := reg.GetUnreportedOutcomes(); len(got) != 1 || got[0].GetDone().GetTaskId() != "t-done" || got[0].GetDone().GetRows() != 9 {
 		t.Errorf("unreported_outcomes = %v", got)
 	}
-	eventually(t, "outcome confirmed by the answered register", func() bool { return len(h.journal.Unreported()) == 0 })
+	testutil.Eventually(t, "outcome confirmed by the answered register", func() bool { return len(h.journal.Unreported()) == 0 })
 }
 
 func TestLiveOutcomeConfirmedByHeartbeatAck(t *testing.T) {
 	// Patient with silence, so the link is not dropped (and the outcome
 	// confirmed by the next Register) while acks are held back.
 	h := start(t, func(c *Config) { c.MissedHeartbeats = 1 << 20 })
-	eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
+	testutil.Eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
 	h.coord.set(func(c *coordinatorDouble) { c.noAcks = true })
 	failed := &havenv1.TaskOutcome{Outcome: &havenv1.TaskOutcome_Failed{Failed: &havenv1.TaskFailed{TaskId: "t9", Code: havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR}}}
 	if err := h.sess.Report(failed); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "TaskFailed sent live", func() bool {
+	testutil.Eventually(t, "TaskFailed sent live", func() bool {
 		return slices.ContainsFunc(h.coord.received(), func(m *havenv1.NodeMessage) bool { return m.GetTaskFailed().GetTaskId() == "t9" })
 	})
 	// Without an ack the outcome is still in doubt…
 	n := countHeartbeats(h.coord.received())
-	eventually(t, "more heartbeats", func() bool { return countHeartbeats(h.coord.received()) >= n+2 })
+	testutil.Eventually(t, "more heartbeats", func() bool { return countHeartbeats(h.coord.received()) >= n+2 })
 	if len(h.journal.Unreported()) != 1 || len(h.coord.registered()) != 1 {
 		t.Fatal("an outcome was confirmed without an ack")
 	}
 	// …and the first ack of a later heartbeat confirms it.
 	h.coord.set(func(c *coordinatorDouble) { c.noAcks = false })
-	eventually(t, "confirmed", func() bool { return len(h.journal.Unreported()) == 0 })
+	testutil.Eventually(t, "confirmed", func() bool { return len(h.journal.Unreported()) == 0 })
 }
 
 func TestSilentCoordinatorIsDropped(t *testing.T) {
@@ -384,7 +373,7 @@ func TestSilentCoordinatorIsDropped(t *testing.T) {
 	// The double sees the second Register before the session counts the
 	// link as connected (it waits for the registration's answer), so wait
 	// for both.
-	eventually(t, "reconnected after silence", func() bool {
+	testutil.Eventually(t, "reconnected after silence", func() bool {
 		return len(h.coord.registered()) >= 2 && h.sess.Info().Connects >= 2
 	})
 }
@@ -398,19 +387,19 @@ func TestRejectedWaitsLong(t *testing.T) {
 		mu.Unlock()
 	}}
 	h := start(t, func(c *Config) { c.Clock = clock })
-	eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
+	testutil.Eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
 	h.coord.set(func(c *coordinatorDouble) {
 		c.reject = &havenv1.Rejected{Code: havenv1.RejectCode_REJECT_CODE_IDENTITY_MISMATCH, Message: "certificate names B82005"}
 	})
 	h.coord.dropAll()
-	eventually(t, "rejected", func() bool {
+	testutil.Eventually(t, "rejected", func() bool {
 		i := h.sess.Info()
 		return i.State == StateBackoff && i.LastError != "" && len(h.coord.registered()) >= 2
 	})
 	if got := h.sess.Info().LastError; !strings.Contains(got, "REJECT_CODE_IDENTITY_MISMATCH") {
 		t.Errorf("LastError = %q", got)
 	}
-	eventually(t, "a long wait asked for", func() bool {
+	testutil.Eventually(t, "a long wait asked for", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Contains(waits, DefaultBackoffMax)
@@ -432,7 +421,7 @@ func (c *recordingClock) After(d time.Duration) <-chan time.Time {
 
 func TestStopIsIdempotentAndEndsRun(t *testing.T) {
 	h := start(t, nil)
-	eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
+	testutil.Eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
 	h.sess.Stop()
 	h.sess.Stop()
 	select {
@@ -505,10 +494,10 @@ func TestExponentialBackoff(t *testing.T) {
 // it resynchronises.
 func TestNetworkOptOutsHandedOverAndGapReconnects(t *testing.T) {
 	h := start(t, nil)
-	eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
+	testutil.Eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
 	h.coord.sendLatest(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_NetworkOptOuts{NetworkOptOuts: &havenv1.NetworkOptOuts{
 		Version: &havenv1.NetworkOptOutVersion{Epoch: "e", Seq: 1}}}})
-	eventually(t, "update handed over", func() bool {
+	testutil.Eventually(t, "update handed over", func() bool {
 		h.node.mu.Lock()
 		defer h.node.mu.Unlock()
 		return len(h.node.lists) == 1
@@ -518,7 +507,7 @@ func TestNetworkOptOutsHandedOverAndGapReconnects(t *testing.T) {
 	}
 	h.coord.sendLatest(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_NetworkOptOuts{NetworkOptOuts: &havenv1.NetworkOptOuts{
 		Base: &havenv1.NetworkOptOutVersion{Epoch: "gap", Seq: 5}, Version: &havenv1.NetworkOptOutVersion{Epoch: "gap", Seq: 6}}}})
-	eventually(t, "registered again after a gap", func() bool { return len(h.coord.registered()) >= 2 })
+	testutil.Eventually(t, "registered again after a gap", func() bool { return len(h.coord.registered()) >= 2 })
 	if err := h.sess.Info().LastError; err != "" && !strings.Contains(err, "network opt-out list") {
 		t.Errorf("last error %q", err)
 	}
