@@ -447,7 +447,7 @@ func (d *demoRun) printRun(rr RunResult) {
 			for _, rs := range s.GetReasons() {
 				detail = strings.TrimSpace(detail + " " + rs.GetCode() + ": " + rs.GetMessage())
 			}
-			fmt.Fprintf(w, "  site %s %s %s\n", s.GetSiteOds(), strings.TrimPrefix(s.GetState().String(), "SITE_STATE_"), detail)
+			fmt.Fprintf(w, "  site %s %s %s\n", s.GetSiteOds(), strings.ToUpper(wire.SiteStateName(s.GetState())), detail)
 		}
 	}
 	for _, rs := range r.GetPolicyReasons() {
