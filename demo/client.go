@@ -9,19 +9,14 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/apache/arrow/go/v17/arrow/flight"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
 	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator/audit"
-	"github.com/havenhealth/haven/coordinator/release"
-	"github.com/havenhealth/haven/internal/pki"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // pollInterval is how often the demo looks at what it waits for.
@@ -167,153 +162,88 @@ func (d *demoRun) waitRegistered(ctx context.Context, sites []string, from uint6
 
 // dialCommissioner connects to the coordinator as the demo commissioner,
 // with the user certificate the demo issued.
-func dialCommissioner(addr string, p *pkiFiles) (*grpc.ClientConn, error) {
-	tc, err := pki.ClientTLS(p.userCert, p.userKey, p.ca, "")
-	if err != nil {
-		return nil, err
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		return nil, fmt.Errorf("coordinator %s: %w", addr, err)
-	}
-	return conn, nil
+func dialCommissioner(addr string, p *pkiFiles) (*client.Client, error) {
+	return client.Dial(client.Config{Addr: addr, CAFile: p.ca, CertFile: p.userCert, KeyFile: p.userKey, Program: "the demo"})
 }
 
-// parameters turns a query's name=value strings into typed values, using
-// the parameter types the definition declares.
-func parameters(def *havenv1.DefinitionSummary, raw map[string]string) (map[string]*havenv1.ParameterValue, error) {
-	types := map[string]havenv1.ParameterType{}
-	for _, p := range def.GetParameters() {
-		types[p.GetName()] = p.GetType()
+// paramList is a query's parameters as the name=value strings the client
+// parses, in name order.
+func paramList(raw map[string]string) []string {
+	out := make([]string, 0, len(raw))
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
+		out = append(out, name+"="+raw[name])
 	}
-	out := map[string]*havenv1.ParameterValue{}
-	for name, v := range raw {
-		switch types[name] {
-		case havenv1.ParameterType_PARAMETER_TYPE_INT:
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("%s: parameter %s: %q is not a whole number", def.GetId(), name, v)
-			}
-			out[name] = &havenv1.ParameterValue{Value: &havenv1.ParameterValue_IntValue{IntValue: n}}
-		case havenv1.ParameterType_PARAMETER_TYPE_DATE:
-			out[name] = &havenv1.ParameterValue{Value: &havenv1.ParameterValue_DateValue{DateValue: v}}
-		case havenv1.ParameterType_PARAMETER_TYPE_ENUM:
-			out[name] = &havenv1.ParameterValue{Value: &havenv1.ParameterValue_EnumValue{EnumValue: v}}
-		case havenv1.ParameterType_PARAMETER_TYPE_CODELIST:
-			out[name] = &havenv1.ParameterValue{Value: &havenv1.ParameterValue_CodelistName{CodelistName: v}}
-		default:
-			return nil, fmt.Errorf("%s has no parameter %s", def.GetId(), name)
-		}
-	}
-	return out, nil
+	return out
+}
+
+// submission is a query as the client submits it.
+func submission(q Query) client.Submission {
+	return client.Submission{Definition: q.Definition, Params: paramList(q.Parameters), Purpose: q.Purpose}
 }
 
 // submit runs one query as the commissioner: it submits the run, follows
 // it to its end and, if a table was released, fetches it.
-func (d *demoRun) submit(ctx context.Context, conn *grpc.ClientConn, q Query, timeout time.Duration) (RunResult, error) {
+func (d *demoRun) submit(ctx context.Context, c *client.Client, q Query, timeout time.Duration) (RunResult, error) {
 	res := RunResult{Query: q}
-	c := havenv1.NewCoordinatorClient(conn)
-	def, err := c.GetDefinition(ctx, &havenv1.GetDefinitionRequest{Id: q.Definition})
+	def, err := c.Definition(ctx, q.Definition)
 	if err != nil {
 		return res, fmt.Errorf("definition %s: %w", q.Definition, err)
 	}
 	res.Definition = def.GetDefinition()
-	params, err := parameters(def.GetDefinition(), q.Parameters)
-	if err != nil {
-		return res, err
-	}
 	began := time.Now()
-	resp, err := c.SubmitRun(ctx, &havenv1.SubmitRunRequest{DefinitionId: q.Definition, Parameters: params, Purpose: q.Purpose})
+	run, err := c.SubmitTo(ctx, def.GetDefinition(), submission(q))
 	if err != nil {
 		return res, fmt.Errorf("submit %s: %w", q.Definition, err)
 	}
-	run := resp.GetRun()
-	if !final(run.GetState()) {
-		if run, err = d.follow(ctx, c, run.GetId(), timeout); err != nil {
-			return res, fmt.Errorf("run %s of %s: %w", resp.GetRun().GetId(), q.Definition, err)
+	if !wire.FinalRun(run.GetState()) {
+		id := run.GetId()
+		if run, err = d.follow(ctx, c, id, timeout); err != nil {
+			return res, fmt.Errorf("run %s of %s: %w", id, q.Definition, err)
 		}
 	}
 	res.Run, res.Elapsed = run, time.Since(began)
 	if run.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
 		return res, nil
 	}
-	if res.Table, err = fetch(ctx, conn, run.GetId()); err != nil {
+	if res.Table, err = c.Fetch(ctx, run.GetId()); err != nil {
 		return res, fmt.Errorf("fetch the table of run %s: %w", run.GetId(), err)
 	}
 	return res, nil
 }
 
-// follow watches a run until it reaches a final state.
-func (d *demoRun) follow(ctx context.Context, c havenv1.CoordinatorClient, runID string, timeout time.Duration) (*havenv1.Run, error) {
+// follow watches a run until it reaches a final state, showing its
+// progress on the status line. A watch that ends early (the link dropped)
+// is started again, unless a child process has exited.
+func (d *demoRun) follow(ctx context.Context, c *client.Client, runID string, timeout time.Duration) (*havenv1.Run, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	defer d.progressDone()
 	var last string
+	progress := func(r *havenv1.Run) {
+		cov := r.GetCoverage()
+		line := fmt.Sprintf("  %s %s: %d/%d sites answered", runID, client.StateLabel(r.GetState()), cov.GetSitesAnswered(), cov.GetSitesExpected())
+		if line != last {
+			d.status("%s", line)
+			last = line
+		}
+	}
 	for {
-		stream, err := c.WatchRun(ctx, &havenv1.WatchRunRequest{RunId: runID})
-		if err != nil {
-			return nil, err
+		run, err := c.Follow(ctx, runID, progress)
+		if err == nil {
+			return run, nil
 		}
-		for {
-			ev, err := stream.Recv()
-			if err != nil {
-				if ctx.Err() == context.DeadlineExceeded {
-					return nil, fmt.Errorf("not finished after %v; see the coordinator's log %s", timeout, d.l.log(coordinatorName))
-				}
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				if p := d.procs.firstExited(); p != nil {
-					return nil, p.exitError()
-				}
-				// The watch ended early (it fell behind, or the link
-				// dropped): watch again from a fresh snapshot.
-				select {
-				case <-ctx.Done():
-				case <-time.After(pollInterval):
-				}
-				break
-			}
-			r := ev.GetRun()
-			cov := r.GetCoverage()
-			line := fmt.Sprintf("  %s %s: %d/%d sites answered", runID, stateName(r.GetState()), cov.GetSitesAnswered(), cov.GetSitesExpected())
-			if line != last {
-				d.status("%s", line)
-				last = line
-			}
-			if final(r.GetState()) {
-				return r, nil
-			}
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, fmt.Errorf("not finished after %v; see the coordinator's log %s", timeout, d.l.log(coordinatorName))
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if p := d.procs.firstExited(); p != nil {
+			return nil, p.exitError()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(pollInterval):
 		}
 	}
 }
-
-// fetch reads a run's released table with Flight DoGet.
-func fetch(ctx context.Context, conn *grpc.ClientConn, runID string) (*release.Table, error) {
-	tkt, err := havenv1.NewTableTicket(runID)
-	if err != nil {
-		return nil, err
-	}
-	stream, err := flight.NewFlightServiceClient(conn).DoGet(ctx, tkt)
-	if err != nil {
-		return nil, err
-	}
-	rdr, err := flight.NewRecordReader(stream)
-	if err != nil {
-		return nil, err
-	}
-	defer rdr.Release()
-	return release.Read(rdr)
-}
-
-func final(s havenv1.RunState) bool {
-	switch s {
-	case havenv1.RunState_RUN_STATE_RELEASED, havenv1.RunState_RUN_STATE_REFUSED, havenv1.RunState_RUN_STATE_FAILED,
-		havenv1.RunState_RUN_STATE_CANCELLED, havenv1.RunState_RUN_STATE_INTERRUPTED:
-		return true
-	}
-	return false
-}
-
-func stateName(s havenv1.RunState) string { return strings.TrimPrefix(s.String(), "RUN_STATE_") }

@@ -15,10 +15,12 @@ import (
 	"golang.org/x/term"
 
 	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pgtest"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 	"github.com/havenhealth/haven/synth"
+	"github.com/havenhealth/haven/wire"
 )
 
 // Seed is the seed of the demo's synthetic network: every demo sees the
@@ -263,7 +265,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	var failed []string
 	for _, rr := range res.Runs {
 		if rr.Run.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
-			failed = append(failed, fmt.Sprintf("%s (run %s %s)", rr.Query.Definition, rr.Run.GetId(), stateName(rr.Run.GetState())))
+			failed = append(failed, fmt.Sprintf("%s (run %s %s)", rr.Query.Definition, rr.Run.GetId(), client.StateLabel(rr.Run.GetState())))
 		}
 	}
 	if err := n.Close(len(failed) > 0); err != nil {
@@ -431,9 +433,8 @@ func (d *demoRun) printRun(rr RunResult) {
 	w := d.opts.Stdout
 	r := rr.Run
 	cov := r.GetCoverage()
-	mode := strings.ToLower(strings.TrimPrefix(rr.Definition.GetMode().String(), "PLAN_MODE_"))
-	fmt.Fprintf(w, "\n== %s: %s (%s mode) ==\n", rr.Query.Definition, rr.Definition.GetTitle(), mode)
-	fmt.Fprintf(w, "run %s %s in %s\n", r.GetId(), stateName(r.GetState()), rr.Elapsed.Round(10*time.Millisecond))
+	fmt.Fprintf(w, "\n== %s: %s (%s mode) ==\n", rr.Query.Definition, rr.Definition.GetTitle(), wire.ModeName(rr.Definition.GetMode()))
+	fmt.Fprintf(w, "run %s %s in %s\n", r.GetId(), client.StateLabel(r.GetState()), rr.Elapsed.Round(10*time.Millisecond))
 	fmt.Fprintf(w, "coverage: %d of %d sites answered, population %d of %d\n",
 		cov.GetSitesAnswered(), cov.GetSitesExpected(), cov.GetPopulationAnswered(), cov.GetPopulationExpected())
 	if cov.GetTrustsExpected() > 0 {
@@ -446,7 +447,7 @@ func (d *demoRun) printRun(rr RunResult) {
 			for _, rs := range s.GetReasons() {
 				detail = strings.TrimSpace(detail + " " + rs.GetCode() + ": " + rs.GetMessage())
 			}
-			fmt.Fprintf(w, "  site %s %s %s\n", s.GetSiteOds(), strings.TrimPrefix(s.GetState().String(), "SITE_STATE_"), detail)
+			fmt.Fprintf(w, "  site %s %s %s\n", s.GetSiteOds(), strings.ToUpper(wire.SiteStateName(s.GetState())), detail)
 		}
 	}
 	for _, rs := range r.GetPolicyReasons() {

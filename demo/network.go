@@ -16,8 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-
+	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
@@ -33,8 +32,8 @@ type Network struct {
 	s   *setup
 	res *Result
 
-	conn  *grpc.ClientConn
-	coord *proc
+	client *client.Client
+	coord  *proc
 	// coordFrom is the last coordinator audit entry before the running
 	// coordinator started; registrations are counted after it.
 	coordFrom uint64
@@ -99,7 +98,7 @@ func (n *Network) bringUp(ctx context.Context) error {
 	if err := n.startNodes(ctx); err != nil {
 		return err
 	}
-	n.conn, err = dialCommissioner(n.s.addr, n.s.pki)
+	n.client, err = dialCommissioner(n.s.addr, n.s.pki)
 	return err
 }
 
@@ -172,44 +171,31 @@ func (n *Network) Sites() []string {
 // and fetches its table if one was released. A run that ended without a
 // release is not an error; its state says why.
 func (n *Network) Submit(ctx context.Context, q Query) (RunResult, error) {
-	return n.d.submit(ctx, n.conn, q, n.d.opts.RunTimeout)
+	return n.d.submit(ctx, n.client, q, n.d.opts.RunTimeout)
 }
 
 // SubmitNoWait submits a query and returns the run's id at once.
 func (n *Network) SubmitNoWait(ctx context.Context, q Query) (string, error) {
-	c := havenv1.NewCoordinatorClient(n.conn)
-	def, err := c.GetDefinition(ctx, &havenv1.GetDefinitionRequest{Id: q.Definition})
-	if err != nil {
-		return "", fmt.Errorf("definition %s: %w", q.Definition, err)
-	}
-	params, err := parameters(def.GetDefinition(), q.Parameters)
-	if err != nil {
-		return "", err
-	}
-	resp, err := c.SubmitRun(ctx, &havenv1.SubmitRunRequest{DefinitionId: q.Definition, Parameters: params, Purpose: q.Purpose})
+	run, err := n.client.Submit(ctx, submission(q))
 	if err != nil {
 		return "", fmt.Errorf("submit %s: %w", q.Definition, err)
 	}
-	return resp.GetRun().GetId(), nil
+	return run.GetId(), nil
 }
 
 // Wait waits for a run to end and returns it as it ended.
 func (n *Network) Wait(ctx context.Context, runID string) (*havenv1.Run, error) {
-	return n.d.follow(ctx, havenv1.NewCoordinatorClient(n.conn), runID, n.d.opts.RunTimeout)
+	return n.d.follow(ctx, n.client, runID, n.d.opts.RunTimeout)
 }
 
 // GetRun returns a run as the coordinator holds it now.
 func (n *Network) GetRun(ctx context.Context, runID string) (*havenv1.Run, error) {
-	r, err := havenv1.NewCoordinatorClient(n.conn).GetRun(ctx, &havenv1.GetRunRequest{RunId: runID})
-	if err != nil {
-		return nil, err
-	}
-	return r.GetRun(), nil
+	return n.client.Run(ctx, runID)
 }
 
 // Table fetches a run's released table.
 func (n *Network) Table(ctx context.Context, runID string) (*release.Table, error) {
-	return fetch(ctx, n.conn, runID)
+	return n.client.Fetch(ctx, runID)
 }
 
 // node returns the process serving a site.
@@ -526,8 +512,8 @@ func (n *Network) Close(failed bool) error {
 	n.closed = true
 	d := n.d
 	var errs []error
-	if n.conn != nil {
-		n.conn.Close()
+	if n.client != nil {
+		n.client.Close()
 	}
 	// A frozen plugin ignores SIGTERM until thawed; the group kill after
 	// the grace period deals with it, so nothing more is needed here.

@@ -45,6 +45,7 @@ import (
 	"github.com/havenhealth/haven/node/state"
 	"github.com/havenhealth/haven/policy"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // Options are what the daemon takes besides its configuration; the zero
@@ -534,7 +535,7 @@ func (h *handler) Registration(ctx context.Context) (*havenv1.Register, error) {
 	n := h.node()
 	reg := &havenv1.Register{
 		SiteOds:        n.cfg.Site.ODS,
-		SiteKind:       wireKind(n.cfg.Site.Kind),
+		SiteKind:       wire.SiteKind(n.cfg.Site.Kind),
 		NodeVersion:    buildinfo.Read().Version,
 		CdmVersion:     cdm.Version,
 		BundleRevision: n.engine.Revision(),
@@ -612,14 +613,4 @@ func (h *handler) NetworkOptOuts(m *havenv1.NetworkOptOuts) error {
 		n.writeStatus()
 	}
 	return nil
-}
-
-func wireKind(k cdm.SiteKind) havenv1.SiteKind {
-	switch k {
-	case cdm.KindGP:
-		return havenv1.SiteKind_SITE_KIND_GP
-	case cdm.KindTrust:
-		return havenv1.SiteKind_SITE_KIND_TRUST
-	}
-	return havenv1.SiteKind_SITE_KIND_UNSPECIFIED
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/demo"
 )
 
@@ -42,7 +43,7 @@ it needs PostgreSQL's server binaries (scripts/setup-postgres.sh).`,
 			}
 			opts.Haven = exe
 			opts.Stdout, opts.Stderr = a.stdout, a.stderr
-			opts.PrintTable = writeTable
+			opts.PrintTable = client.WriteTable
 			_, err = demo.Run(cmd.Context(), opts)
 			return err
 		},

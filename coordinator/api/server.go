@@ -39,6 +39,7 @@ import (
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // Governance is the active governance bundle (policy.Engine).
@@ -335,12 +336,11 @@ func rawParameters(d *catalog.Definition, in map[string]*havenv1.ParameterValue)
 	for _, name := range slices.Sorted(maps.Keys(in)) {
 		v := in[name]
 		p, declared := d.Parameter(name)
-		s, typ, ok := v.Text()
+		s, kind, ok := wire.ValueText(v)
 		if !ok {
 			bad.addf("parameters.%s: no value given", name)
 			continue
 		}
-		kind := catalog.ParamType(typ)
 		if declared && p.Type != kind {
 			bad.addf("parameters.%s: parameter %s is a %s, not a %s", name, name, p.Type, kind)
 			continue
@@ -544,23 +544,23 @@ func summary(d *catalog.Definition, approvals map[string]approval) *havenv1.Defi
 		Title:       d.Title,
 		Description: strings.TrimSpace(d.Description),
 		Sha256:      d.Hash(),
-		Mode:        dispatch.WireMode(plan.Mode),
+		Mode:        wire.Mode(plan.Mode),
 		GroupBy:     slices.Clone(d.GroupBy),
 	}
 	for _, m := range d.Measures {
 		out.Measures = append(out.Measures, m.Name)
 	}
 	for _, p := range d.Parameters {
-		spec := &havenv1.ParameterSpec{Name: p.Name, Type: paramType(p.Type), Description: p.Description,
+		spec := &havenv1.ParameterSpec{Name: p.Name, Type: wire.ParamType(p.Type), Description: p.Description,
 			AllowedValues: slices.Clone(p.Values)}
 		if p.Min != nil {
-			spec.Min = dispatch.WireValue(*p.Min)
+			spec.Min = wire.Value(*p.Min)
 		}
 		if p.Max != nil {
-			spec.Max = dispatch.WireValue(*p.Max)
+			spec.Max = wire.Value(*p.Max)
 		}
 		if p.Default != nil {
-			spec.DefaultValue = dispatch.WireValue(*p.Default)
+			spec.DefaultValue = wire.Value(*p.Default)
 		}
 		out.Parameters = append(out.Parameters, spec)
 	}
@@ -580,18 +580,4 @@ func summary(d *catalog.Definition, approvals map[string]approval) *havenv1.Defi
 		out.Approval = ap
 	}
 	return out
-}
-
-func paramType(t catalog.ParamType) havenv1.ParameterType {
-	switch t {
-	case catalog.ParamInt:
-		return havenv1.ParameterType_PARAMETER_TYPE_INT
-	case catalog.ParamDate:
-		return havenv1.ParameterType_PARAMETER_TYPE_DATE
-	case catalog.ParamEnum:
-		return havenv1.ParameterType_PARAMETER_TYPE_ENUM
-	case catalog.ParamCodelist:
-		return havenv1.ParameterType_PARAMETER_TYPE_CODELIST
-	}
-	return havenv1.ParameterType_PARAMETER_TYPE_UNSPECIFIED
 }

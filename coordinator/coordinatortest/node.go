@@ -17,9 +17,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/havenhealth/haven/cdm"
-	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // NodeDouble is a test double of a node, not a node: it registers over
@@ -121,7 +121,7 @@ func (nd *NodeDouble) Connect(ctx context.Context) error {
 	if nd.RegisterAs != "" {
 		site = nd.RegisterAs
 	}
-	reg := &havenv1.Register{SiteOds: site, SiteKind: nodelink.WireSiteKind(nd.Kind), NodeVersion: "test-double",
+	reg := &havenv1.Register{SiteOds: site, SiteKind: wire.SiteKind(nd.Kind), NodeVersion: "test-double",
 		CdmVersion: cdm.Version, BundleRevision: "test", RegisteredPopulation: nd.Population,
 		ActivityRecords: nd.Activity,
 		LinkageKeyId:    nd.LinkageKeyID, Pause: &havenv1.PauseState{Paused: nd.Paused},

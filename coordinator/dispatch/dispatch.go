@@ -39,7 +39,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +59,7 @@ import (
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // Links is the registry of node links (nodelink.Server).
@@ -262,10 +262,10 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		DefinitionId:      def.ID,
 		DefinitionVersion: uint32(def.Version),
 		DefinitionHash:    def.Hash(),
-		Parameters:        WireParameters(sub.Bound),
+		Parameters:        wire.Parameters(sub.Bound),
 		Purpose:           sub.Purpose,
 		Requester:         &havenv1.Requester{Id: sub.Requester.ID, Org: sub.Requester.Org},
-		Mode:              WireMode(plan.Mode),
+		Mode:              wire.Mode(plan.Mode),
 		State:             havenv1.RunState_RUN_STATE_PENDING,
 		SubmittedAt:       timestamppb.New(now),
 		UpdatedAt:         timestamppb.New(now),
@@ -397,7 +397,7 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 	r.combiner = combiner
 	run.Deadline = timestamppb.New(now.Add(d.cfg.Deadline))
 	for _, a := range assign {
-		st := &havenv1.SiteStatus{SiteOds: a.Site.ODS, Kind: nodelink.WireSiteKind(a.Site.Kind), State: a.State,
+		st := &havenv1.SiteStatus{SiteOds: a.Site.ODS, Kind: wire.SiteKind(a.Site.Kind), State: a.State,
 			Error: a.Error, UpdatedAt: timestamppb.New(now)}
 		schema, _ := r.plan.Schema(a.Site.Kind)
 		s := &siteRun{ods: a.Site.ODS, kind: a.Site.Kind, population: a.Site.Population, activity: a.Site.Activity, status: st, schema: schema,
@@ -430,7 +430,7 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 			d.sendTask(ctx, r, s, now)
 		default:
 			d.audit(ctx, audit.KindDispatch, run.Id, "coordinator", map[string]any{"site": s.ods, "kind": s.kind,
-				"sent": false, "state": stateName(s.status.State), "error": s.status.Error})
+				"sent": false, "state": wire.SiteStateName(s.status.State), "error": s.status.Error})
 		}
 	}
 	d.setState(ctx, r, havenv1.RunState_RUN_STATE_RUNNING, now)
@@ -483,7 +483,7 @@ func (d *Dispatcher) task(r *activeRun, s *siteRun, now time.Time) *havenv1.Task
 		Purpose:           run.Purpose,
 		RequesterOrg:      run.Requester.GetOrg(),
 		Mode:              run.Mode,
-		SiteKind:          nodelink.WireSiteKind(s.kind),
+		SiteKind:          wire.SiteKind(s.kind),
 		OutputFields:      s.fields,
 		RecordKeyRange:    uint32(r.keyRange),
 		Limits:            proto.Clone(d.cfg.Limits).(*havenv1.UploadLimits),
@@ -590,73 +590,6 @@ func wireReasons(rs []policy.Reason) []*havenv1.PolicyReason {
 		out[i] = &havenv1.PolicyReason{Code: r.Code, Message: r.Message}
 	}
 	return out
-}
-
-// WireMode converts a plan mode.
-func WireMode(m catalog.Mode) havenv1.PlanMode {
-	switch m {
-	case catalog.ModeAggregate:
-		return havenv1.PlanMode_PLAN_MODE_AGGREGATE
-	case catalog.ModeLinkage:
-		return havenv1.PlanMode_PLAN_MODE_LINKAGE
-	}
-	return havenv1.PlanMode_PLAN_MODE_UNSPECIFIED
-}
-
-// WireParameters returns a bound definition's parameters, defaults filled
-// in, in wire form.
-func WireParameters(b *catalog.Bound) map[string]*havenv1.ParameterValue {
-	out := map[string]*havenv1.ParameterValue{}
-	for _, p := range b.Definition().Parameters {
-		v, ok := b.Value(p.Name)
-		if !ok {
-			continue
-		}
-		out[p.Name] = WireValue(v)
-	}
-	return out
-}
-
-// WireValue converts one parameter value.
-func WireValue(v catalog.Value) *havenv1.ParameterValue {
-	switch v.Type {
-	case catalog.ParamDate:
-		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_DateValue{DateValue: v.Date.String()}}
-	case catalog.ParamInt:
-		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_IntValue{IntValue: v.Int}}
-	case catalog.ParamEnum:
-		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_EnumValue{EnumValue: v.Str}}
-	case catalog.ParamCodelist:
-		return &havenv1.ParameterValue{Value: &havenv1.ParameterValue_CodelistName{CodelistName: v.Str}}
-	}
-	return &havenv1.ParameterValue{}
-}
-
-// runStateName is a run state in words, for messages people read.
-func runStateName(s havenv1.RunState) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "RUN_STATE_"))
-}
-
-func stateName(s havenv1.SiteState) string {
-	switch s {
-	case havenv1.SiteState_SITE_STATE_PENDING:
-		return "pending"
-	case havenv1.SiteState_SITE_STATE_ACCEPTED:
-		return "accepted"
-	case havenv1.SiteState_SITE_STATE_REFUSED:
-		return "refused"
-	case havenv1.SiteState_SITE_STATE_DONE:
-		return "done"
-	case havenv1.SiteState_SITE_STATE_FAILED:
-		return "failed"
-	case havenv1.SiteState_SITE_STATE_TIMED_OUT:
-		return "timed_out"
-	case havenv1.SiteState_SITE_STATE_PAUSED:
-		return "paused"
-	case havenv1.SiteState_SITE_STATE_DISCONNECTED:
-		return "disconnected"
-	}
-	return s.String()
 }
 
 // linkageSite names a site to the linkage.

@@ -18,6 +18,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/policy"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // link moves the run to LINKING and finishes it in the background, so
@@ -217,7 +218,7 @@ func missingTrusts(r *activeRun, cov *havenv1.Coverage) []policy.MissingSite {
 		if s := r.sites[st.GetSiteOds()]; s != nil {
 			activity = s.activity
 		}
-		out = append(out, policy.MissingSite{ODS: st.GetSiteOds(), State: stateName(st.GetState()), Activity: activity})
+		out = append(out, policy.MissingSite{ODS: st.GetSiteOds(), State: wire.SiteStateName(st.GetState()), Activity: activity})
 	}
 	return out
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/authn"
 	"github.com/havenhealth/haven/coordinator/store"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // isRequester reports whether p is the principal that submitted run. A
@@ -126,7 +127,7 @@ func (d *Dispatcher) Release(ctx context.Context, p authn.Principal, runID strin
 		return nil, status.Errorf(codes.PermissionDenied, "only the requester of run %s or an operator may fetch its table", runID)
 	}
 	if run.State != havenv1.RunState_RUN_STATE_RELEASED {
-		msg := fmt.Sprintf("run %s is %s; there is no released table", runID, runStateName(run.State))
+		msg := fmt.Sprintf("run %s is %s; there is no released table", runID, wire.RunStateName(run.State))
 		if run.Error != "" {
 			msg += ": " + run.Error
 		}

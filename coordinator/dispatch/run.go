@@ -14,6 +14,7 @@ import (
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // activeRun is a run in progress. Everything in it is guarded by mu.
@@ -91,14 +92,7 @@ func finalSite(s havenv1.SiteState) bool {
 }
 
 // FinalRun reports whether a run state is final.
-func FinalRun(s havenv1.RunState) bool {
-	switch s {
-	case havenv1.RunState_RUN_STATE_RELEASED, havenv1.RunState_RUN_STATE_REFUSED, havenv1.RunState_RUN_STATE_FAILED,
-		havenv1.RunState_RUN_STATE_CANCELLED, havenv1.RunState_RUN_STATE_INTERRUPTED:
-		return true
-	}
-	return false
-}
+func FinalRun(s havenv1.RunState) bool { return wire.FinalRun(s) }
 
 // updateCoverage recomputes the run's coverage from its sites. Population
 // is counted only at the sites where the plan evaluates the population:

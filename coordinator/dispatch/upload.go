@@ -14,6 +14,7 @@ import (
 
 	"github.com/havenhealth/haven/coordinator/audit"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // Upload is one Flight upload of a task's partial result, opened by
@@ -58,9 +59,9 @@ func (d *Dispatcher) OpenUpload(ctx context.Context, site, taskID string) (*Uplo
 	s := r.sites[site]
 	switch {
 	case r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING:
-		return nil, status.Errorf(codes.FailedPrecondition, "run %s is %s and takes no more uploads", r.id, runStateName(r.run.State))
+		return nil, status.Errorf(codes.FailedPrecondition, "run %s is %s and takes no more uploads", r.id, wire.RunStateName(r.run.State))
 	case finalSite(s.status.State):
-		return nil, status.Errorf(codes.FailedPrecondition, "task %q is already %s", taskID, stateName(s.status.State))
+		return nil, status.Errorf(codes.FailedPrecondition, "task %q is already %s", taskID, wire.SiteStateName(s.status.State))
 	case s.uploading:
 		return nil, status.Errorf(codes.AlreadyExists, "an upload for task %q is already under way", taskID)
 	case s.staged != nil:
@@ -85,7 +86,7 @@ func (u *Upload) Commit(ctx context.Context, recs []arrow.Record, rc *havenv1.Up
 	s.uploading = false
 	if err == nil && (r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING || finalSite(s.status.State)) {
 		err = status.Errorf(codes.FailedPrecondition, "run %s no longer takes this upload (run %s, site %s)", r.id,
-			r.run.State, stateName(s.status.State))
+			r.run.State, wire.SiteStateName(s.status.State))
 	}
 	if err != nil {
 		if rec != nil {

@@ -36,6 +36,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/authn"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // SiteInfo is what the coordinator knows of a site from its node: what the
@@ -290,8 +291,8 @@ func (s *Server) checkRegister(certODS string, reg *havenv1.Register) (havenv1.R
 		return havenv1.RejectCode_REJECT_CODE_UNSUPPORTED_VERSION,
 			fmt.Sprintf("the node reads CDM version %d; this coordinator plans for version %d", reg.GetCdmVersion(), cdm.Version)
 	}
-	kind := SiteKindOf(reg.GetSiteKind())
-	if kind == "" {
+	kind, err := wire.ParseSiteKind(reg.GetSiteKind())
+	if err != nil {
 		return havenv1.RejectCode_REJECT_CODE_INVALID_REGISTER, fmt.Sprintf("unknown site_kind %v", reg.GetSiteKind())
 	}
 	if s.cfg.Members != nil {
@@ -305,28 +306,6 @@ func (s *Server) checkRegister(certODS string, reg *havenv1.Register) (havenv1.R
 		}
 	}
 	return havenv1.RejectCode_REJECT_CODE_UNSPECIFIED, ""
-}
-
-// SiteKindOf converts a wire site kind; "" for an unknown one.
-func SiteKindOf(k havenv1.SiteKind) cdm.SiteKind {
-	switch k {
-	case havenv1.SiteKind_SITE_KIND_GP:
-		return cdm.KindGP
-	case havenv1.SiteKind_SITE_KIND_TRUST:
-		return cdm.KindTrust
-	}
-	return ""
-}
-
-// WireSiteKind converts a site kind to its wire form.
-func WireSiteKind(k cdm.SiteKind) havenv1.SiteKind {
-	switch k {
-	case cdm.KindGP:
-		return havenv1.SiteKind_SITE_KIND_GP
-	case cdm.KindTrust:
-		return havenv1.SiteKind_SITE_KIND_TRUST
-	}
-	return havenv1.SiteKind_SITE_KIND_UNSPECIFIED
 }
 
 func (s *Server) reject(ctx context.Context, stream havenv1.NodeLink_ConnectServer, certODS string, code havenv1.RejectCode, msg string) error {
@@ -352,9 +331,10 @@ func (s *Server) serve(ctx context.Context, stream havenv1.NodeLink_ConnectServe
 	now := s.cfg.Now()
 	ods := reg.GetSiteOds()
 	ss := newSession(ods, s.cfg.QueueLength)
+	kind, _ := wire.ParseSiteKind(reg.GetSiteKind()) // checkRegister refused any other
 	info := SiteInfo{
 		ODS:            ods,
-		Kind:           SiteKindOf(reg.GetSiteKind()),
+		Kind:           kind,
 		Population:     reg.GetRegisteredPopulation(),
 		Activity:       reg.GetActivityRecords(),
 		NodeVersion:    reg.GetNodeVersion(),

@@ -27,6 +27,10 @@ func TestCheck(t *testing.T) {
 		{"product imports integration", map[string][]string{m("cmd/haven"): {m("integration/releasecheck")}}, []string{"cmd/haven -> integration/releasecheck"}},
 		{"policy imports node", map[string][]string{m("policy/catalog"): {m("node/sqlgen")}}, []string{"policy/catalog -> node/sqlgen"}},
 		{"prefix is not a parent", map[string][]string{m("coordinatorx"): {m("node")}, m("nodes/x"): {m("coordinator")}}, nil},
+		{"client reads the release format", map[string][]string{m("client"): {m("coordinator/release"), m("coordinator/disclosure"), m("wire")}}, nil},
+		{"client imports the coordinator", map[string][]string{m("client"): {m("coordinator/dispatch"), m("coordinator/releasex")}},
+			[]string{"client -> coordinator/dispatch", "client -> coordinator/releasex"}},
+		{"wire imports node", map[string][]string{m("wire"): {m("node/runner")}}, []string{"wire -> node/runner"}},
 		{"outside the module", map[string][]string{"example.com/coordinator": {m("node")}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

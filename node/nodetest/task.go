@@ -9,6 +9,7 @@ import (
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // Task builds the task a coordinator would send a site of the given ODS
@@ -30,19 +31,11 @@ func Task(t testing.TB, cat *catalog.Catalog, id, runID, ods string, kind cdm.Si
 	for _, f := range st.Fields {
 		fields = append(fields, f.Name)
 	}
-	mode := havenv1.PlanMode_PLAN_MODE_AGGREGATE
-	if plan.Mode == catalog.ModeLinkage {
-		mode = havenv1.PlanMode_PLAN_MODE_LINKAGE
-	}
-	siteKind := havenv1.SiteKind_SITE_KIND_GP
-	if kind == cdm.KindTrust {
-		siteKind = havenv1.SiteKind_SITE_KIND_TRUST
-	}
 	return &havenv1.Task{
 		TaskId: runID + "-" + ods, RunId: runID,
 		DefinitionId: id, DefinitionVersion: uint32(def.Version), DefinitionHash: def.Hash(),
 		Parameters: params, Purpose: "commissioning", RequesterOrg: "QHM",
-		Mode: mode, SiteKind: siteKind, OutputFields: fields,
+		Mode: wire.Mode(plan.Mode), SiteKind: wire.SiteKind(kind), OutputFields: fields,
 		Limits:   &havenv1.UploadLimits{MaxRows: 1_000_000, MaxBytes: 64 << 20, MaxBatchBytes: 1 << 20},
 		Deadline: timestamppb.New(time.Now().Add(time.Minute)), IssuedAt: timestamppb.Now(),
 	}

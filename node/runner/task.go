@@ -11,7 +11,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/audit"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/optout"
@@ -20,6 +19,7 @@ import (
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // Reason codes the node gives itself, beside those policy gives.
@@ -92,7 +92,7 @@ func (r *Runner) Execute(ctx context.Context, t *havenv1.Task) *havenv1.TaskOutc
 	j.rec = audit.Record{
 		TaskID: t.GetTaskId(), RunID: t.GetRunId(),
 		DefinitionID: t.GetDefinitionId(), DefinitionVersion: t.GetDefinitionVersion(), DefinitionHash: t.GetDefinitionHash(),
-		Purpose: t.GetPurpose(), RequesterOrg: t.GetRequesterOrg(), Mode: modeName(t.GetMode()),
+		Purpose: t.GetPurpose(), RequesterOrg: t.GetRequesterOrg(), Mode: wire.ModeName(t.GetMode()),
 		Parameters: havenv1.ParameterTexts(t.GetParameters()),
 	}
 	r.audit(j, audit.Record{Event: audit.EventReceived})
@@ -154,8 +154,8 @@ func (r *Runner) decide(ctx context.Context, j *job) *refusal {
 	if pause.Paused {
 		return refuse(CodeSitePaused, "this site is paused by its provider")
 	}
-	if want := wireKind(r.cfg.Kind); t.GetSiteKind() != want {
-		return refuse(CodeSiteKindMismatch, "the task is for %s sites and this is a %s site", kindName(t.GetSiteKind()), r.cfg.Kind)
+	if want := wire.SiteKind(r.cfg.Kind); t.GetSiteKind() != want {
+		return refuse(CodeSiteKindMismatch, "the task is for %s sites and this is a %s site", wire.SiteKindName(t.GetSiteKind()), r.cfg.Kind)
 	}
 
 	// The catalogue and the policy must come from the same bundle, so the
@@ -187,7 +187,7 @@ func (r *Runner) decide(ctx context.Context, j *job) *refusal {
 		j.keyRange = int(kr)
 	}
 	j.plan = def.PlanWith(catalog.PlanOptions{RecordKeys: j.keyRange > 0})
-	if got, want := modeName(t.GetMode()), string(j.plan.Mode); got != want {
+	if got, want := wire.ModeName(t.GetMode()), string(j.plan.Mode); got != want {
 		return refuse(CodeInvalidTask, "the task asks for %s mode; definition %s is answered in %s mode", got, def.ID, want)
 	}
 	st, ok := j.plan.Task(r.cfg.Kind)
@@ -466,11 +466,10 @@ func wireParams(def *catalog.Definition, in map[string]*havenv1.ParameterValue) 
 		if !ok {
 			return nil, fmt.Errorf("unknown parameter %q", name)
 		}
-		s, typ, ok := v.Text()
+		s, kind, ok := wire.ValueText(v)
 		if !ok {
 			return nil, fmt.Errorf("parameter %s has no value", name)
 		}
-		kind := catalog.ParamType(typ)
 		if kind != p.Type {
 			return nil, fmt.Errorf("parameter %s is a %s, the task gives a %s", name, p.Type, kind)
 		}
@@ -485,36 +484,6 @@ func fieldNames(fs []catalog.Field) []string {
 		out[i] = f.Name
 	}
 	return out
-}
-
-func wireKind(k cdm.SiteKind) havenv1.SiteKind {
-	switch k {
-	case cdm.KindGP:
-		return havenv1.SiteKind_SITE_KIND_GP
-	case cdm.KindTrust:
-		return havenv1.SiteKind_SITE_KIND_TRUST
-	}
-	return havenv1.SiteKind_SITE_KIND_UNSPECIFIED
-}
-
-func kindName(k havenv1.SiteKind) string {
-	switch k {
-	case havenv1.SiteKind_SITE_KIND_GP:
-		return string(cdm.KindGP)
-	case havenv1.SiteKind_SITE_KIND_TRUST:
-		return string(cdm.KindTrust)
-	}
-	return "unspecified"
-}
-
-func modeName(m havenv1.PlanMode) string {
-	switch m {
-	case havenv1.PlanMode_PLAN_MODE_AGGREGATE:
-		return string(catalog.ModeAggregate)
-	case havenv1.PlanMode_PLAN_MODE_LINKAGE:
-		return string(catalog.ModeLinkage)
-	}
-	return "unspecified"
 }
 
 // queryLimits is the node's limits for local queries that never leave the
