@@ -192,7 +192,7 @@ the public key to everyone who checks tables with haven query verify.`,
 			if err := os.WriteFile(pubPath, pub, 0o644); err != nil {
 				return fmt.Errorf("pki signing-key: %w", err)
 			}
-			fmt.Fprintf(a.stdout, "created release signing key %s\n  private key %s (releases.signing_key in the coordinator's configuration)\n  public key  %s (for haven query verify --key)\n",
+			fmt.Fprintf(a.stdout, "created release signing key %s\n  private key %s (releases.signing_key in the coordinator's configuration)\n  public key  %s (for haven query verify --public-key)\n",
 				release.KeyID(key.Public().(ed25519.PublicKey)), keyPath, pubPath)
 			return nil
 		},

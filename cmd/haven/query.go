@@ -366,19 +366,22 @@ in a sidecar file <out>.provenance.json.`,
 func newQueryVerifyCmd(a *app) *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "verify --key COORDINATOR.pub FILE",
+		Use:   "verify --public-key COORDINATOR.pub FILE",
 		Short: "Check a fetched Arrow table's signature and provenance",
 		Long: `Check that FILE, a table written by haven query fetch --format arrow, is
 exactly what the coordinator released: the coordinator's ed25519 signature
 covers every value of every row and the provenance in the schema metadata (run,
 definition id, version and hash, parameters, purpose, bundle revision,
 disclosure rules, coverage, columns). A table that is unsigned, signed by
-another key, or altered is refused, naming what failed. Needs no connection.`,
-		Example: "  haven query fetch run-ABC123 --format arrow --out table.arrow\n  haven query verify --key release-signing.pub table.arrow",
+another key, or altered is refused, naming what failed. Needs no connection.
+
+The key is --public-key, not --key: --key is every haven query command's
+private key for TLS, and reusing the name hid it.`,
+		Example: "  haven query fetch run-ABC123 --format arrow --out table.arrow\n  haven query verify --public-key release-signing.pub table.arrow",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyFile == "" {
-				return errors.New("--key: required: the coordinator's release public key (PEM)")
+				return errors.New("--public-key: required: the coordinator's release public key (PEM), from haven pki signing-key")
 			}
 			pub, err := release.LoadPublicKey(keyFile)
 			if err != nil {
@@ -392,6 +395,6 @@ another key, or altered is refused, naming what failed. Needs no connection.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "the coordinator's release public key (PEM), from haven pki signing-key")
+	cmd.Flags().StringVar(&keyFile, "public-key", "", "the coordinator's release public key (PEM), from haven pki signing-key")
 	return cmd
 }

@@ -291,10 +291,15 @@ func TestCoordinatorCommands(t *testing.T) {
 // flipped, or against another key.
 func verifyFetched(t *testing.T, n *coordinatortest.Network, file, runID string) {
 	t.Helper()
-	out, errOut, code := runHaven(t, "query", "verify", "--key", n.ReleasePublicKey, file)
+	out, errOut, code := runHaven(t, "query", "verify", "--public-key", n.ReleasePublicKey, file)
 	if code != 0 || !strings.Contains(out, "signature good") || !strings.Contains(out, "run "+runID+": statins-chd") ||
 		!strings.Contains(out, "purpose service_evaluation") {
 		t.Fatalf("verify of the fetched table: exit %d\n%s%s", code, out, errOut)
+	}
+	// --key is the TLS private key of every query command, not the
+	// release key: given alone, verify asks for --public-key.
+	if _, errOut, code := runHaven(t, "query", "verify", "--key", n.ReleasePublicKey, file); code == 0 || !strings.Contains(errOut, "--public-key: required") {
+		t.Errorf("verify with --key only: exit %d, %s", code, errOut)
 	}
 	good, err := os.ReadFile(file)
 	if err != nil {
@@ -343,7 +348,7 @@ func verifyFetched(t *testing.T, n *coordinatortest.Network, file, runID string)
 			if err := os.WriteFile(path, tc.b, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			out, errOut, code := runHaven(t, "query", "verify", "--key", tc.key, path)
+			out, errOut, code := runHaven(t, "query", "verify", "--public-key", tc.key, path)
 			if code == 0 || !strings.Contains(errOut, "REFUSED") || !strings.Contains(errOut, tc.want) || strings.Contains(out, "signature good") {
 				t.Errorf("exit %d, want a refusal naming %q\n%s%s", code, tc.want, out, errOut)
 			}
