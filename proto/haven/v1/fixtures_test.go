@@ -206,7 +206,11 @@ func run() *Run {
 			ActivityAnswered:   138_935,
 			Sites:              []*SiteStatus{siteStatus()},
 		},
-		Release:         &ReleaseSummary{Rows: 16, CellsReleased: 44, CellsWithheld: 4, MinCellCount: 8, RoundingBase: 5},
+		Release: &ReleaseSummary{
+			Rows: 16, CellsReleased: 44, CellsWithheld: 4, MinCellCount: 8, RoundingBase: 5,
+			PerturbationTable: "haven-ptable-v1",
+		},
+		QueuePosition:   3,
 		Error:           "one site failed",
 		ClientRequestId: "req-77",
 		BundleRevision:  "rev-7",
