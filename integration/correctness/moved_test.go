@@ -123,6 +123,8 @@ func (c *central) countedDays(m mover) []string {
 // Then a patient who moved and had not objected objects at her new
 // practice while the network runs: the time until her former practice's
 // node holds the objection is measured, and she is left out there too.
+// Last, a patient transferred on an index date is counted once, at her new
+// practice (a registration that ends on the index date is over).
 func TestMovedAndObjected(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole network as processes; skipped with -short")
@@ -233,6 +235,75 @@ func TestMovedAndObjected(t *testing.T) {
 	t.Logf("propagation: an objection recorded at %s reached the node of %s in %s", m.new, m.old, propagation.Round(time.Millisecond))
 	d := m.dates[len(m.dates)-1]
 	check(m, d, fmt.Sprintf("moved %s→%s, objected while running, index date %s", m.old, m.new, d))
+
+	// 3. A transfer on the index date: a mover's old registration is made
+	// to end, and her new one to start, on an approved index date. She is
+	// registered at the new practice that day and no longer at the old one,
+	// so she is counted once; the rule registration-ends-on-the-day-counts
+	// would count her at both.
+	var tm mover
+	for _, cand := range c.findMovers(false) {
+		if cand.nhs != m.nhs && len(cand.dates) > 0 {
+			tm = cand
+			break
+		}
+	}
+	if tm.nhs == "" {
+		t.Fatal("seed 1 has no second patient who moved and has not objected")
+	}
+	td := tm.dates[0]
+	setTransfer(t, c.db, c.sitesDir, tm, td)
+	if got := c.registeredAt(tm.nhs, td); len(got) != 1 || got[0] != tm.new {
+		t.Fatalf("after the transfer on %s the central answer counts the patient at %v, want [%s] only", td, got, tm.new)
+	}
+	check(tm, td, fmt.Sprintf("transferred %s→%s on the index date %s", tm.old, tm.new, td))
+	t.Logf("a patient transferred %s→%s on the index date %s: counted at %s only", tm.old, tm.new, td, tm.new)
+}
+
+// setTransfer rewrites the registrations of m so that the one at her old
+// practice covering d ends on d and her first one at the new practice from
+// d on starts on d: a transfer on d, as a site's next extract would show it.
+func setTransfer(t *testing.T, db *sql.DB, sitesDir string, m mover, d string) {
+	t.Helper()
+	day := "DATE " + quote(d)
+	rewrite := func(site, col, cond string) {
+		path := filepath.Join(sitesDir, site, cdm.TableRegistration+".parquet")
+		tmp := path + ".new"
+		q := fmt.Sprintf(`COPY (SELECT * REPLACE (CASE WHEN %s = %s AND %s THEN %s ELSE %s END AS %s)
+			FROM read_parquet(%s)) TO %s (FORMAT parquet)`,
+			cdm.ColNHSNumber, quote(m.nhs), cond, day, col, col, quote(path), quote(tmp))
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("rewrite %s's registrations: %v", site, err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rewrite(m.old, cdm.ColEndDate, fmt.Sprintf("%s <= %s AND (%s IS NULL OR %s >= %s)",
+		cdm.ColStartDate, day, cdm.ColEndDate, cdm.ColEndDate, day))
+	first := fmt.Sprintf(`(SELECT min(%s) FROM read_parquet(%s) WHERE %s = %s AND %s >= %s)`,
+		cdm.ColStartDate, quote(filepath.Join(sitesDir, m.new, cdm.TableRegistration+".parquet")),
+		cdm.ColNHSNumber, quote(m.nhs), cdm.ColStartDate, day)
+	rewrite(m.new, cdm.ColStartDate, cdm.ColStartDate+" = "+first)
+}
+
+// registeredAt lists the practices at which the central answer counts
+// patient nhs as registered (and otherwise in the population) on d.
+func (c *central) registeredAt(nhs, d string) []string {
+	rows, err := c.db.Query(fmt.Sprintf(`SELECT site FROM (%s) WHERE nhs = %s ORDER BY site`, gpPopulation(d, 0), quote(nhs)))
+	if err != nil {
+		c.t.Fatalf("central: %v", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			c.t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // addType1 records a type 1 objection for nhs in a practice's opt_out
