@@ -64,34 +64,15 @@ type SubmitInput struct {
 	Purpose    string         `json:"purpose"`
 	// Counts is required while the bundle sets a rate limit.
 	Counts *SubmitCounts `json:"counts,omitempty"`
-	// Ledger is required while the bundle sets release-ledger rules
-	// (data.ledger: near-duplicates, query budgets).
+	// History is the release ledger's record of the definition, required
+	// while the bundle sets release-ledger rules (data.ledger:
+	// near-duplicates, query budgets). Submit reduces it to Ledger with
+	// the active bundle's rules; it is not itself policy input.
+	History *LedgerHistory `json:"-"`
+	// Ledger is what policy sees of the ledger. Submit sets it from
+	// History; a caller sets it only to give a summary it made itself
+	// (tests of the Rego).
 	Ledger *SubmitLedger `json:"ledger,omitempty"`
-}
-
-// SubmitLedger is what the release ledger holds on the definition of a
-// submission: every run of it, by any requester, submitted at or after
-// Since, that released a table or is still running. The coordinator reads
-// it in the store transaction that records the new run.
-type SubmitLedger struct {
-	Since   time.Time     `json:"since"`
-	Entries []LedgerEntry `json:"entries"`
-}
-
-// LedgerEntry is one earlier run in the release ledger.
-type LedgerEntry struct {
-	RunID       string          `json:"run_id"`
-	Requester   LedgerRequester `json:"requester"`
-	Parameters  map[string]any  `json:"parameters"`
-	SubmittedAt time.Time       `json:"submitted_at"`
-	// Released is false for a run still in progress.
-	Released bool `json:"released"`
-}
-
-// LedgerRequester is who asked an earlier run: identity is (org, user).
-type LedgerRequester struct {
-	ID  string `json:"id"`
-	Org string `json:"org"`
 }
 
 // Task is a task as a node received it.
@@ -253,6 +234,15 @@ func (e *Engine) Submit(ctx context.Context, in SubmitInput) (Decision, error) {
 	return e.evaluate(ctx, submitDecision, in, requireNow(in.Now), nil)
 }
 
+// withLedger is in with its ledger history reduced by s's rules, so that
+// the summary and the decision read the same bundle.
+func (in SubmitInput) withLedger(s *state) SubmitInput {
+	if in.History != nil {
+		in.Ledger = s.ledger.summarise(in.Now, in.Requester, in.Parameters, in.History)
+	}
+	return in
+}
+
 // Participate evaluates haven/participate, with the site's own narrowing.
 // On any failure it denies, as Submit does.
 func (e *Engine) Participate(ctx context.Context, in ParticipateInput) (Decision, error) {
@@ -332,6 +322,9 @@ func parseDecisionName(name string) (decisionKind, error) {
 func (e *Engine) evaluate(ctx context.Context, k decisionKind, input any, check error, extra func(*state, map[string]any) error) (Decision, error) {
 	s := e.active.Load()
 	d := Decision{ID: rand.Text(), Revision: s.revision}
+	if in, ok := input.(SubmitInput); ok {
+		input = in.withLedger(s)
+	}
 	body, err := json.Marshal(input)
 	sum := sha256.Sum256(body)
 	if err != nil {

@@ -89,6 +89,7 @@ type state struct {
 	catalog     *catalog.Catalog
 	problems    catalog.ErrorList        // approvals that do not match the catalogue
 	ptables     map[string]*ptable.Table // perturbation tables by bundle path, validated
+	ledger      ledgerRules              // data.ledger's numbers, for SubmitInput.History
 	queries     [numDecisions]rego.PreparedEvalQuery
 }
 
@@ -253,6 +254,7 @@ func (e *Engine) build(ctx context.Context, p string, f files) (*state, error) {
 	if s.ptables, err = loadPTables(b.Data, f); err != nil {
 		return nil, fmt.Errorf("load bundle %s: %w", p, err)
 	}
+	s.ledger = readLedgerRules(b.Data)
 	if err := s.prepare(ctx, modules, b.Data); err != nil {
 		return nil, fmt.Errorf("load bundle %s: %w", p, err)
 	}

@@ -29,7 +29,7 @@ func validSubmit() SubmitInput {
 		Parameters: map[string]any{"index_date": "2024-04-01", "followup_days": 365},
 		Purpose:    "commissioning",
 		Counts:     &SubmitCounts{RunsLast24h: 2},
-		Ledger:     &SubmitLedger{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
+		History:    &LedgerHistory{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
 	}
 }
 
@@ -182,7 +182,9 @@ func TestDecisions(t *testing.T) {
 	})
 
 	t.Run("eval by name", func(t *testing.T) {
-		body, _ := json.Marshal(validSubmit())
+		in := validSubmit()
+		in.Ledger, in.History = &SubmitLedger{Since: in.History.Since, Near: []LedgerEntry{}}, nil
+		body, _ := json.Marshal(in)
 		d, raw, err := e.Eval(ctx, "submit", body)
 		if err != nil || !d.Allow || raw["allow"] != true {
 			t.Errorf("Eval submit: allow=%v raw=%v err=%v", d.Allow, raw, err)
@@ -397,6 +399,8 @@ func TestDecisionLogHoldsNoInput(t *testing.T) {
 	if err != nil || d.Allow {
 		t.Fatalf("allow=%v err=%v, want a denial", d.Allow, err)
 	}
+	// The digest is of what policy saw: the ledger as the engine read it.
+	in.Ledger, in.History = &SubmitLedger{Since: in.History.Since, Near: []LedgerEntry{}}, nil
 	body, _ := json.Marshal(in)
 	sum := sha256.Sum256(body)
 
@@ -482,10 +486,11 @@ func TestInputValueMatchesJSON(t *testing.T) {
 	missing.Coverage.Trusts.Answered = 1
 	missing.Coverage.MissingTrusts = []MissingSite{{ODS: "RA1", State: "paused", Activity: 15000}}
 	ledger := validSubmit()
-	ledger.Ledger.Entries = append(ledger.Ledger.Entries, LedgerEntry{RunID: "run-1", Requester: LedgerRequester{ID: "a", Org: "QWE"},
-		Parameters: map[string]any{"index_date": "2024-04-01", "followup_days": int64(365)}, SubmittedAt: testNow.Add(-time.Hour), Released: true})
+	ledger.Ledger = &SubmitLedger{Since: testNow.AddDate(-1, 0, 0), Runs: LedgerRuns{Requester: 1, Organisation: 2},
+		Near: []LedgerEntry{{RunID: "run-1", Requester: LedgerRequester{ID: "a", Org: "QWE"},
+			Parameters: map[string]any{"index_date": "2024-04-01", "followup_days": int64(365)}, SubmittedAt: testNow.Add(-time.Hour), Released: true}}}
 	nilLedger := validSubmit()
-	nilLedger.Ledger.Entries = nil
+	nilLedger.Ledger = &SubmitLedger{Since: testNow.AddDate(-1, 0, 0)}
 	for i, in := range []interface{ astValue() (ast.Value, error) }{submit, bare, floats, participate, zeroParticipate, disclose, zeroDisclose, ledger, nilLedger, missing} {
 		got, err := in.astValue()
 		if err != nil {

@@ -46,10 +46,10 @@ func (in SubmitInput) astValue() (ast.Value, error) {
 }
 
 func (l *SubmitLedger) term() (*ast.Term, error) {
-	entries := ast.NullTerm()
-	if l.Entries != nil {
-		ts := make([]*ast.Term, len(l.Entries))
-		for i, e := range l.Entries {
+	near := ast.NullTerm()
+	if l.Near != nil {
+		ts := make([]*ast.Term, len(l.Near))
+		for i, e := range l.Near {
 			params, err := anyTerm(e.Parameters)
 			if err != nil {
 				return nil, err
@@ -62,9 +62,15 @@ func (l *SubmitLedger) term() (*ast.Term, error) {
 				item("released", ast.BooleanTerm(e.Released)),
 			)
 		}
-		entries = ast.ArrayTerm(ts...)
+		near = ast.ArrayTerm(ts...)
 	}
-	return ast.ObjectTerm(item("since", timeTerm(l.Since)), item("entries", entries)), nil
+	return ast.ObjectTerm(
+		item("since", timeTerm(l.Since)),
+		item("near", near),
+		item("runs", ast.ObjectTerm(
+			item("requester", ast.IntNumberTerm(l.Runs.Requester)),
+			item("organisation", ast.IntNumberTerm(l.Runs.Organisation)))),
+	), nil
 }
 
 func (in ParticipateInput) astValue() (ast.Value, error) {

@@ -78,7 +78,7 @@ func TestSubmitWithBoundDefinition(t *testing.T) {
 		Parameters: params,
 		Purpose:    "commissioning",
 		Counts:     &SubmitCounts{},
-		Ledger:     &SubmitLedger{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
+		History:    &LedgerHistory{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
 	}
 	dec, err := e.Submit(context.Background(), in)
 	if err != nil || !dec.Allow {
@@ -113,18 +113,18 @@ func TestSubmitWithBoundDefinition(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		params  map[string]any
-		ledger  *SubmitLedger
+		ledger  *LedgerHistory
 		code    string
 		message string
 	}{
-		{"off grid", offGrid, in.Ledger, "parameter_off_grid", "index_date 2023-04-02 is not a month start; nearest allowed: 2023-04-01, 2023-05-01"},
-		{"near duplicate", params, &SubmitLedger{Since: in.Ledger.Since, Entries: []LedgerEntry{earlier("run-FIRST", "b2", "XYZ", params, 24*time.Hour)}},
+		{"off grid", offGrid, in.History, "parameter_off_grid", "index_date 2023-04-02 is not a month start; nearest allowed: 2023-04-01, 2023-05-01"},
+		{"near duplicate", params, &LedgerHistory{Since: in.History.Since, Entries: []LedgerEntry{earlier("run-FIRST", "b2", "XYZ", params, 24*time.Hour)}},
 			"near_duplicate", "run run-FIRST (released, submitted 2026-02-28)"},
-		{"budget", params, &SubmitLedger{Since: in.Ledger.Since, Entries: budget}, "budget_exceeded", "the requester has had 20 runs"},
+		{"budget", params, &LedgerHistory{Since: in.History.Since, Entries: budget}, "budget_exceeded", "the requester has had 20 runs"},
 		{"no ledger", params, nil, "ledger_unknown", "release ledger"},
 	} {
 		in := in
-		in.Parameters, in.Ledger = tc.params, tc.ledger
+		in.Parameters, in.History = tc.params, tc.ledger
 		dec, err := e.Submit(context.Background(), in)
 		if err != nil || dec.Allow || len(dec.Reasons) != 1 || dec.Reasons[0].Code != tc.code || !strings.Contains(dec.Reasons[0].Message, tc.message) {
 			t.Errorf("%s: allow=%v reasons=%v err=%v, want only %s naming %q", tc.name, dec.Allow, dec.Reasons, err, tc.code, tc.message)
@@ -158,7 +158,7 @@ func TestEditedDefinitionLosesItsApproval(t *testing.T) {
 		Parameters: ParametersOf(b),
 		Purpose:    "commissioning",
 		Counts:     &SubmitCounts{},
-		Ledger:     &SubmitLedger{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
+		History:    &LedgerHistory{Since: testNow.AddDate(-1, 0, 0), Entries: []LedgerEntry{}},
 	})
 	if err != nil || dec.Allow || codes(dec)[0] != "definition_hash_mismatch" {
 		t.Errorf("edited definition: allow=%v reasons=%v err=%v", dec.Allow, codes(dec), err)

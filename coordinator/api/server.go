@@ -243,8 +243,8 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 		Counts: &policy.SubmitCounts{RunsLast24h: counts.Started, RefusedLast24h: counts.Refused,
 			ActiveRuns: counts.Active, OrgActiveRuns: counts.OrgActive},
 	}
-	decide := func(ctx context.Context, ledger *policy.SubmitLedger) policy.Decision {
-		in.Ledger = ledger
+	decide := func(ctx context.Context, ledger *policy.LedgerHistory) policy.Decision {
+		in.History = ledger
 		dec, err := s.gov.Submit(ctx, in)
 		if err != nil {
 			// The decision denies with a policy_error reason; the run records it.

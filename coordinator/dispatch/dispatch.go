@@ -215,7 +215,7 @@ type Submission struct {
 	// records the run, so that the ledger cannot change between the
 	// decision and the record; it must not use the store. It always
 	// returns a usable decision (policy.Engine.Submit denies on failure).
-	Decide func(ctx context.Context, ledger *policy.SubmitLedger) policy.Decision
+	Decide func(ctx context.Context, ledger *policy.LedgerHistory) policy.Decision
 	// TurnAway, if set, sees the decision before anything is stored; an
 	// error from it is returned by Submit as it is, and nothing is stored
 	// (admission's cap on refused submissions).
@@ -230,9 +230,9 @@ type Submission struct {
 // release ledger cannot be read: policy that cannot see it cannot decide.
 const CodeLedgerUnavailable = "ledger_unavailable"
 
-// submitLedger is the policy input of a ledger view.
-func submitLedger(v store.LedgerView) *policy.SubmitLedger {
-	out := &policy.SubmitLedger{Since: v.Since, Entries: make([]policy.LedgerEntry, len(v.Entries))}
+// ledgerHistory is the policy input of a ledger view.
+func ledgerHistory(v store.LedgerView) *policy.LedgerHistory {
+	out := &policy.LedgerHistory{Since: v.Since, Entries: make([]policy.LedgerEntry, len(v.Entries))}
 	for i, e := range v.Entries {
 		out.Entries[i] = policy.LedgerEntry{RunID: e.RunID, Requester: policy.LedgerRequester{ID: e.RequesterID, Org: e.RequesterOrg},
 			Parameters: e.Parameters, SubmittedAt: e.SubmittedAt, Released: e.Released()}
@@ -289,7 +289,7 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 	var turnedAway error
 	_, err := d.cfg.Store.AdmitRun(ctx, store.LedgerQuery{DefinitionID: def.ID, Since: now.Add(-lookback)},
 		func(v store.LedgerView) (*havenv1.Run, error) {
-			dec = sub.Decide(ctx, submitLedger(v))
+			dec = sub.Decide(ctx, ledgerHistory(v))
 			if sub.TurnAway != nil {
 				if err := sub.TurnAway(dec); err != nil {
 					turnedAway = err

@@ -16,11 +16,17 @@
 #                  were; the requester's runs in progress, and their
 #                  organisation's. Each is required while data.rate_limits
 #                  sets its limit. A requester is (org, id).
-#     ledger       {since, entries}: the release ledger's runs of this
+#     ledger       {since, near, runs}: the release ledger's runs of this
 #                  definition (any requester) submitted at or after since
-#                  that released a table or are still running, each
-#                  {run_id, requester {id, org}, parameters, submitted_at,
-#                  released}; required while data.ledger sets rules
+#                  that released a table or are still running, as the
+#                  engine reads them with data.ledger's numbers: near, the
+#                  runs inside near_duplicate.window_days whose parameters
+#                  all lie within its distance of these (each {run_id,
+#                  requester {id, org}, parameters, submitted_at,
+#                  released}); runs {requester, organisation}, how many
+#                  inside budget.period_days were the requester's and
+#                  their organisation's. Required while data.ledger sets
+#                  rules
 #
 #   decision is {allow, reasons}; allow holds exactly when reasons is empty.
 package haven.submit
@@ -246,17 +252,19 @@ ledger_reasons contains lib.reason("ledger_rules_invalid", "data.ledger.budget n
 	not budget_rule
 }
 
-ledger_reasons contains lib.reason("ledger_unknown", "the release ledger (ledger.since and well-formed ledger.entries) is required while the bundle sets near-duplicate or budget rules") if {
+ledger_reasons contains lib.reason("ledger_unknown", "the release ledger (ledger.since, well-formed ledger.near and ledger.runs counts) is required while the bundle sets near-duplicate or budget rules") if {
 	ledger_ruled
 	not ledger_given
 }
 
 ledger_given if {
 	lib.valid_time(input.ledger.since)
-	is_array(input.ledger.entries)
-	every e in input.ledger.entries {
+	is_array(input.ledger.near)
+	every e in input.ledger.near {
 		entry_valid(e)
 	}
+	is_number(input.ledger.runs.requester)
+	is_number(input.ledger.runs.organisation)
 }
 
 entry_valid(e) if {
@@ -281,12 +289,15 @@ ledger_reasons contains lib.reason("ledger_incomplete", sprintf("the release led
 	time.parse_rfc3339_ns(input.ledger.since) > now_ns - (lookback_days * day_ns)
 }
 
+# The engine has already chosen the near runs with the rule's numbers
+# (window_days, date_days, number_distance): two parameter sets are near
+# when they name the same parameters and each pair of values is equal, or
+# dates within date_days days, or numbers within number_distance.
 ledger_reasons contains lib.reason("near_duplicate", msg) if {
 	ledger_given
 	now_valid
-	some e in input.ledger.entries
-	time.parse_rfc3339_ns(e.submitted_at) >= now_ns - (near_rule.window_days * day_ns)
-	near_params(e.parameters, object.get(input, "parameters", {}))
+	near_rule
+	some e in input.ledger.near
 	msg := sprintf("run %s (%s, submitted %s) asked definition %q with parameters within the near-duplicate distance of these (dates within %v days, numbers within %v); the board refuses a near-duplicate for %v days after it", [
 		e.run_id, released_word(e), substring(e.submitted_at, 0, 10), definition_id,
 		near_rule.date_days, object.get(near_rule, "number_distance", 0), near_rule.window_days,
@@ -297,44 +308,15 @@ released_word(e) := "released" if e.released
 
 else := "still running"
 
-near_params(a, b) if {
-	is_object(b)
-	object.keys(a) == object.keys(b)
-	every k, v in a {
-		near_value(v, b[k])
-	}
-}
-
-near_value(x, x)
-
-near_value(x, y) if {
-	lib.is_date(x)
-	lib.is_date(y)
-	abs(lib.day_ns(x) - lib.day_ns(y)) <= near_rule.date_days * day_ns
-}
-
-near_value(x, y) if {
-	is_number(x)
-	is_number(y)
-	abs(x - y) <= object.get(near_rule, "number_distance", 0)
-}
-
-# in_period are the ledger's runs inside the budget period.
-in_period := [e |
-	now_valid
-	some e in input.ledger.entries
-	time.parse_rfc3339_ns(e.submitted_at) >= now_ns - (budget_rule.period_days * day_ns)
-]
-
 ledger_reasons contains lib.reason("budget_exceeded", sprintf("the requester has had %d runs of definition %q in the last %v days, its budget per requester (%v)", [n, definition_id, budget_rule.period_days, budget_rule.per_requester])) if {
 	ledger_given
-	n := count([e | some e in in_period; e.requester.id == input.requester.id; e.requester.org == input.requester.org])
+	n := input.ledger.runs.requester
 	n >= budget_rule.per_requester
 }
 
 ledger_reasons contains lib.reason("budget_exceeded", sprintf("the requester's organisation has had %d runs of definition %q in the last %v days, its budget per organisation (%v)", [n, definition_id, budget_rule.period_days, budget_rule.per_organisation])) if {
 	ledger_given
-	n := count([e | some e in in_period; e.requester.org == input.requester.org])
+	n := input.ledger.runs.organisation
 	n >= budget_rule.per_organisation
 }
 
