@@ -225,27 +225,8 @@ func makePKI(dir string, sites []synth.Site, now time.Time) (*pkiFiles, error) {
 // signBundle copies the reference governance bundle to dst, as the board
 // publishes it, makes a board key pair and signs the copy with it.
 func signBundle(src, dst, privPath, pubPath string, edit func(dir string) error) error {
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		if d.Name() == ".signatures.json" || !d.Type().IsRegular() {
-			return nil // the demo board signs its own copy
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-	})
-	if err != nil {
+	// The demo board signs its own copy.
+	if err := policy.CopyUnsigned(src, dst); err != nil {
 		return fmt.Errorf("copy the governance bundle: %w", err)
 	}
 	if edit != nil {

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -54,25 +55,11 @@ func newKey(t testing.TB) keyPair {
 func copyDir(t testing.TB, src string) string {
 	t.Helper()
 	dst := t.TempDir()
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		if d.Name() == signaturesFile {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-	})
-	if err != nil {
+	if err := CopyUnsigned(src, dst); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, signaturesFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("CopyUnsigned copied the signatures: %v", err)
 	}
 	return dst
 }

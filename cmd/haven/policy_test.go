@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,24 +27,7 @@ func havenCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 func copyBundle(t *testing.T) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "bundle")
-	err := filepath.WalkDir(referenceBundle, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(referenceBundle, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		if d.Name() == ".signatures.json" {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-	})
-	if err != nil {
+	if err := policy.CopyUnsigned(referenceBundle, dst); err != nil {
 		t.Fatal(err)
 	}
 	return dst
@@ -187,7 +169,7 @@ func TestPolicyEval(t *testing.T) {
 			"parameters": map[string]any{"index_date": "2023-04-01", "followup_days": 365},
 			"purpose":    purpose,
 			"counts":     map[string]any{"runs_last_24h": 0, "refused_last_24h": 0, "active_runs": 0, "org_active_runs": 0},
-			"ledger":     map[string]any{"since": "2025-06-01T00:00:00Z", "entries": []any{}},
+			"ledger":     map[string]any{"since": "2025-06-01T00:00:00Z", "near": []any{}, "runs": map[string]any{"requester": 0, "organisation": 0}},
 		})
 		name := filepath.Join(t.TempDir(), "input.json")
 		if err := os.WriteFile(name, b, 0o644); err != nil {

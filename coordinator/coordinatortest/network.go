@@ -17,7 +17,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -223,25 +222,7 @@ func repoRoot() string {
 // half goes to pubPath.
 func signedBundle(tb testing.TB, dst, pubPath string, edit func(map[string]any)) (string, *catalog.Catalog) {
 	tb.Helper()
-	src := filepath.Join(repoRoot(), "policy", "bundle")
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		if d.Name() == ".signatures.json" {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-	})
-	if err != nil {
+	if err := policy.CopyUnsigned(filepath.Join(repoRoot(), "policy", "bundle"), dst); err != nil {
 		tb.Fatal(err)
 	}
 	cat, err := catalog.Load(os.DirFS(dst))

@@ -713,7 +713,9 @@ func (f *faultNet) tamperedBundle(t *testing.T, ctx context.Context) {
 	tampered := filepath.Join(f.Dir(), "bundle-tampered")
 	unsigned := filepath.Join(f.Dir(), "bundle-unsigned")
 	nodetest.CopyDir(t, f.Bundle(), tampered)
-	nodetest.CopyDir(t, f.Bundle(), unsigned)
+	if err := policy.CopyUnsigned(f.Bundle(), unsigned); err != nil {
+		t.Fatal(err)
+	}
 	rego := filepath.Join(tampered, "haven", "disclose", "disclose.rego")
 	b, err := os.ReadFile(rego)
 	if err != nil {
@@ -723,9 +725,6 @@ func (f *faultNet) tamperedBundle(t *testing.T, ctx context.Context) {
 	// would want.
 	b = bytes.Replace(b, []byte("settings.min_cell_count >= 1"), []byte("settings.min_cell_count >= 0"), 1)
 	if err := os.WriteFile(rego, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(unsigned, ".signatures.json")); err != nil {
 		t.Fatal(err)
 	}
 	site := f.gps[3]

@@ -136,8 +136,9 @@ func NewKey(t testing.TB) Key {
 func Bundle(t testing.TB, k Key, edit func(data map[string]any)) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "bundle")
-	CopyDir(t, ReferenceBundle(), dir)
-	os.Remove(filepath.Join(dir, ".signatures.json"))
+	if err := policy.CopyUnsigned(ReferenceBundle(), dir); err != nil {
+		t.Fatal(err)
+	}
 	cat, err := catalog.Load(os.DirFS(dir))
 	if err != nil {
 		t.Fatalf("reference catalogue: %v", err)
