@@ -11,6 +11,7 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -24,7 +25,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/havenhealth/haven/coordinator/authn"
 	"github.com/havenhealth/haven/internal/pki"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
@@ -107,7 +107,7 @@ func Dial(cfg Config) (*Client, error) {
 		}
 		opts = append(opts,
 			grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: cfg.ServerName, MinVersion: tls.VersionTLS13})),
-			grpc.WithPerRPCCredentials(authn.BearerToken(token)))
+			grpc.WithPerRPCCredentials(BearerToken(token)))
 	default:
 		return nil, errors.New("no credentials: a user certificate and key, or a bearer token file")
 	}
@@ -176,3 +176,19 @@ func Explain(err error) error {
 	}
 	return &rpcError{msg: fmt.Sprintf("%s: %s", label, st.Message()), err: err}
 }
+
+// BearerToken is per-RPC credentials that send a bearer token, for a
+// commissioner without a certificate (a portal session, a notebook). It
+// insists on a secure transport, so a token never crosses the network in
+// clear.
+type BearerToken string
+
+// GetRequestMetadata implements credentials.PerRPCCredentials.
+func (t BearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials.
+func (BearerToken) RequireTransportSecurity() bool { return true }
+
+var _ credentials.PerRPCCredentials = BearerToken("")

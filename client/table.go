@@ -15,7 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/havenhealth/haven/coordinator/release"
+	"github.com/havenhealth/haven/release"
 )
 
 func formatValue(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }

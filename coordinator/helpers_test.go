@@ -18,9 +18,9 @@ import (
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
 	"github.com/havenhealth/haven/coordinator/disclosure"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/policy/ptable"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // testContext bounds a test so that a broken coordinator fails it instead

@@ -5,9 +5,9 @@ import (
 	"testing"
 
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/policy/ptable"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // TestPerturbedAggregateRelease runs statins-chd on a network whose bundle

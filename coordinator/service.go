@@ -40,12 +40,12 @@ import (
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/optoutrelay"
 	"github.com/havenhealth/haven/coordinator/planner"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/internal/dirlock"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/policy"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // ShutdownTimeout bounds how long Serve waits for RPCs to drain.

@@ -16,9 +16,9 @@ import (
 
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/client"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pgtest"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 	"github.com/havenhealth/haven/synth"
 	"github.com/havenhealth/haven/wire"
 )

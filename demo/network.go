@@ -18,9 +18,9 @@ import (
 
 	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator/audit"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // Network is a demo network that is running: a coordinator and the nodes,

@@ -21,10 +21,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/havenhealth/haven/cdm"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/policy"
+	"github.com/havenhealth/haven/release"
 	"github.com/havenhealth/haven/synth"
 )
 

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/release"
 	"github.com/spf13/cobra"
 )
 

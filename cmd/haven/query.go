@@ -9,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/havenhealth/haven/client"
-	"github.com/havenhealth/haven/coordinator/release"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // queryFlags say how to reach the coordinator and who is asking.

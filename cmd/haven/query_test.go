@@ -18,8 +18,8 @@ import (
 
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
-	"github.com/havenhealth/haven/coordinator/release"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // queryNetwork runs a test coordinator with three practices that answer

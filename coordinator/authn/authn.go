@@ -234,17 +234,3 @@ type stream struct {
 
 func (s *stream) Context() context.Context { return s.ctx }
 
-// BearerToken is client-side per-RPC credentials that send a bearer token.
-// It insists on a secure transport, so a token never crosses the network in
-// clear.
-type BearerToken string
-
-// GetRequestMetadata implements credentials.PerRPCCredentials.
-func (t BearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(t)}, nil
-}
-
-// RequireTransportSecurity implements credentials.PerRPCCredentials.
-func (BearerToken) RequireTransportSecurity() bool { return true }
-
-var _ credentials.PerRPCCredentials = BearerToken("")

@@ -27,8 +27,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/havenhealth/haven/cdm"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/release"
 )
 
 // Config is the coordinator's configuration.

@@ -29,14 +29,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator"
-	"github.com/havenhealth/haven/coordinator/authn"
 	"github.com/havenhealth/haven/coordinator/config"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/internal/testutil"
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
+	"github.com/havenhealth/haven/release"
 )
 
 // Options shape a test network.
@@ -367,7 +367,7 @@ func (n *Network) DialToken(token string) *grpc.ClientConn {
 		n.tb.Fatal(err)
 	}
 	return n.dial(grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13})),
-		grpc.WithPerRPCCredentials(authn.BearerToken(token)))
+		grpc.WithPerRPCCredentials(client.BearerToken(token)))
 }
 
 func (n *Network) dial(opts ...grpc.DialOption) *grpc.ClientConn {

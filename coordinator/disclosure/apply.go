@@ -52,7 +52,7 @@ func Apply(ctx context.Context, t Table, th Thresholds) (*Released, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if m.Kind.additive() {
+		if additive(m.Kind) {
 			aggs, err := g.aggregates(j, th)
 			if err != nil {
 				return nil, fmt.Errorf("%w: measure %q: %v", ErrTable, m.Name, err)

@@ -356,7 +356,7 @@ func TestPropertyRelease(t *testing.T) {
 			rt.Fatal(err)
 		}
 		for j, m := range r.Measures {
-			if !m.Kind.additive() {
+			if !additive(m.Kind) {
 				continue
 			}
 			if det := derivable(r, j); len(det) > 0 {

@@ -1,5 +1,12 @@
 package disclosure
 
+import (
+	"errors"
+	"slices"
+
+	"github.com/havenhealth/haven/release"
+)
+
 // Released is a table after disclosure control: the only form in which a
 // table may leave the coordinator.
 type Released struct {
@@ -57,8 +64,9 @@ type Reason struct {
 	Message string `json:"message"`
 }
 
-// Code is a stable, machine-readable reason.
-type Code string
+// Code is a stable, machine-readable reason. It is the release format's
+// code: a released table carries it beside each missing value.
+type Code = release.Code
 
 // Reasons for withholding a value (StatusWithheld).
 const (
@@ -85,11 +93,54 @@ const (
 // Reasons for a value that does not exist (StatusNotApplicable).
 const (
 	// CodeNoPatients: a mean, min or max over no patients.
-	CodeNoPatients Code = "no_patients"
+	CodeNoPatients = release.CodeNoPatients
 	// CodeNotAdditive: margins and totals are given only for count and
 	// sum measures.
-	CodeNotAdditive Code = "not_additive"
+	CodeNotAdditive = release.CodeNotAdditive
 )
+
+// Encode writes r in the format of a released table (release.Encode),
+// with its provenance meta: what the coordinator signs, stores and serves.
+func (r *Released) Encode(meta release.Meta) ([]byte, error) {
+	if r == nil {
+		return nil, errors.New("release: no table")
+	}
+	return release.Encode(r.releaseTable(meta))
+}
+
+// releaseTable is r as the release format's table.
+func (r *Released) releaseTable(meta release.Meta) *release.Table {
+	t := &release.Table{Meta: meta, Dims: r.Dims, Measures: make([]release.Measure, len(r.Measures))}
+	for i, m := range r.Measures {
+		t.Measures[i] = release.Measure{Name: m.Name, Kind: m.Kind}
+	}
+	values := func(vs []Value) []release.Value {
+		out := make([]release.Value, len(vs))
+		for i, v := range vs {
+			if v.Status == StatusReleased {
+				out[i] = release.Value{Released: true, Value: v.Value}
+			} else {
+				out[i] = release.Value{Reason: v.Reason.Code}
+			}
+		}
+		return out
+	}
+	for _, c := range r.Cells {
+		t.Rows = append(t.Rows, release.Row{Kind: release.RowCell, Key: c.Key, MarginDim: -1, Values: values(c.Values)})
+	}
+	for _, m := range r.Margins {
+		d := slices.Index(r.Dims, m.Dim)
+		key := make([]string, len(r.Dims))
+		if d >= 0 {
+			key[d] = m.Category
+		}
+		t.Rows = append(t.Rows, release.Row{Kind: release.RowMargin, Key: key, MarginDim: d, Values: values(m.Values)})
+	}
+	if r.Total != nil {
+		t.Rows = append(t.Rows, release.Row{Kind: release.RowTotal, Key: make([]string, len(r.Dims)), MarginDim: -1, Values: values(r.Total)})
+	}
+	return t
+}
 
 // WithheldCounts returns how many values of r (cells, margins and the total)
 // were withheld, by reason. It is meant for the audit log.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/havenhealth/haven/release"
 )
 
 // ErrTable is wrapped by every error about a malformed input table.
@@ -15,19 +17,21 @@ var ErrTable = errors.New("invalid table")
 const maxExactCount = 1 << 53
 
 // Kind is what a measure computes over the patients in a cell.
-type Kind string
+//
+// It is the release format's kind: a released table names each measure's.
+type Kind = release.Kind
 
 // Measure kinds. Count and Sum are additive: their margins are the sums of
 // their cells, so they get margins and secondary suppression.
 const (
-	KindCount Kind = "count" // number of patients
-	KindSum   Kind = "sum"   // sum of a per-patient value
-	KindMean  Kind = "mean"  // mean of a per-patient value
-	KindMin   Kind = "min"   // smallest per-patient value
-	KindMax   Kind = "max"   // largest per-patient value
+	KindCount      = Kind(release.KindCount) // number of patients
+	KindSum   Kind = "sum"                   // sum of a per-patient value
+	KindMean  Kind = "mean"                  // mean of a per-patient value
+	KindMin   Kind = "min"                   // smallest per-patient value
+	KindMax   Kind = "max"                   // largest per-patient value
 )
 
-func (k Kind) valid() bool {
+func validKind(k Kind) bool {
 	switch k {
 	case KindCount, KindSum, KindMean, KindMin, KindMax:
 		return true
@@ -37,7 +41,7 @@ func (k Kind) valid() bool {
 
 // additive reports whether a cell's value is the sum of its patients'
 // values, so that margins are sums of cells.
-func (k Kind) additive() bool { return k == KindCount || k == KindSum }
+func additive(k Kind) bool { return k == KindCount || k == KindSum }
 
 // ValueKind is what values the per-patient variable of a sum, mean, min or
 // max measure takes. It decides how a mean is controlled: see the package
@@ -147,7 +151,7 @@ func (t *Table) checkShape() error {
 			return fmt.Errorf("%w: measure %d has no name", ErrTable, i)
 		case seen[m.Name]:
 			return fmt.Errorf("%w: measure %q appears twice", ErrTable, m.Name)
-		case !m.Kind.valid():
+		case !validKind(m.Kind):
 			return fmt.Errorf("%w: measure %q: unknown kind %q", ErrTable, m.Name, m.Kind)
 		case !m.Values.valid():
 			return fmt.Errorf("%w: measure %q: unknown value kind %q", ErrTable, m.Name, m.Values)

@@ -14,10 +14,10 @@ import (
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/linkage"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/policy"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 	"github.com/havenhealth/haven/wire"
 )
 
@@ -137,7 +137,7 @@ func (d *Dispatcher) compute(ctx context.Context, r *activeRun, cov *havenv1.Cov
 	if err != nil {
 		return failed("disclosure control: %v", err)
 	}
-	b, err := release.Encode(rel, release.Meta{
+	b, err := rel.Encode(release.Meta{
 		RunID: r.id, DefinitionID: r.run.DefinitionId, DefinitionVersion: r.run.DefinitionVersion,
 		DefinitionHash: r.run.DefinitionHash, Purpose: r.run.Purpose, BundleRevision: r.run.BundleRevision,
 		ReleasedAt: d.cfg.Now(), MinCellCount: int64(th.MinCount), RoundingBase: int64(th.RoundingBase),

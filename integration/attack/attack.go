@@ -11,9 +11,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/demo"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // Submitter runs approved queries as one requester; demo.Network does,

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/attack"
 	"github.com/havenhealth/haven/integration/releasecheck"
 	"github.com/havenhealth/haven/policy/ptable"
+	"github.com/havenhealth/haven/release"
 )
 
 // sweepEnv set to "full" runs the larger sweeps (make attack), with the

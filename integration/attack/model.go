@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/havenhealth/haven/coordinator/release"
+	"github.com/havenhealth/haven/release"
 )
 
 // MaxAge is the oldest age the attacker tells apart: every age from

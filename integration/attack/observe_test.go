@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/policy/ptable"
+	"github.com/havenhealth/haven/release"
 )
 
 // patient is one synthetic patient on the one index date of these tests.
@@ -108,7 +108,7 @@ func releaseWith(t *testing.T, pop []patient, minAge int, th disclosure.Threshol
 	if th.Perturbation != nil {
 		meta.PerturbationTable, meta.PerturbationKeyRange = ptable, int64(keyRange)
 	}
-	b, err := release.Encode(rel, meta)
+	b, err := rel.Encode(meta)
 	if err != nil {
 		t.Fatal(err)
 	}

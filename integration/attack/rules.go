@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
-	"github.com/havenhealth/haven/coordinator/release"
+	"github.com/havenhealth/haven/release"
 )
 
 // Rules is what the attacker knows of disclosure control: the published

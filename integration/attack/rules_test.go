@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/integration/releasecheck"
+	"github.com/havenhealth/haven/release"
 )
 
 // TestRoundingInvertsTheRule checks CountInterval against the forward

@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/leakcheck"
 	"github.com/havenhealth/haven/integration/releasecheck"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // question is one definition with one parameter set, and its central

@@ -26,7 +26,6 @@ import (
 
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/leakcheck"
 	"github.com/havenhealth/haven/node/audit"
@@ -34,6 +33,7 @@ import (
 	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // Timing of the fault network. The deadline is short so that the slow

@@ -34,8 +34,8 @@ import (
 	"testing"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/policy/ptable"
+	"github.com/havenhealth/haven/release"
 	"github.com/havenhealth/haven/synth"
 )
 

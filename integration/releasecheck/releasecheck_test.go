@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/havenhealth/haven/coordinator/disclosure"
-	"github.com/havenhealth/haven/coordinator/release"
 	"github.com/havenhealth/haven/policy/ptable"
+	"github.com/havenhealth/haven/release"
 )
 
 // perturbedTable is a released one-dimension table of one count, cells

@@ -18,12 +18,11 @@ const Module = "github.com/havenhealth/haven"
 
 // Rule forbids packages under From (a path relative to the module, a
 // package and everything under it) from depending, directly or not, on
-// packages under any of Not, save those under one of Except.
+// packages under any of Not.
 type Rule struct {
-	From   string
-	Not    []string
-	Except []string
-	Why    string
+	From string
+	Not  []string
+	Why  string
 }
 
 // Rules are Haven's import rules.
@@ -45,10 +44,9 @@ var Rules = []Rule{
 	{From: "cmd", Not: []string{"integration"},
 		Why: "no product code imports the whole-system tests"},
 	{From: "client", Not: []string{"coordinator", "node", "integration", "demo", "synth", "cmd"},
-		// The released-table format and the bearer-token credential still
-		// live in the coordinator's tree; the client reads and sends them.
-		Except: []string{"coordinator/release", "coordinator/disclosure", "coordinator/authn"},
-		Why:    "the commissioner client talks to the coordinator only over the network"},
+		Why: "the commissioner client talks to the coordinator only over the network"},
+	{From: "release", Not: []string{"coordinator", "node", "policy", "integration", "demo", "synth", "cmd", "wire", "client"},
+		Why: "the released-table format is read by every client without the coordinator's code"},
 	{From: "wire", Not: []string{"coordinator", "node", "integration", "demo", "synth", "cmd", "client"},
 		Why: "wire conversions sit beside proto and serve both sides and every client"},
 	{From: "internal", Not: []string{"coordinator", "node", "policy", "integration", "demo", "synth", "cmd", "wire", "client"},
@@ -62,12 +60,8 @@ type Violation struct {
 }
 
 func (v Violation) String() string {
-	var except string
-	if len(v.Rule.Except) > 0 {
-		except = " save " + strings.Join(v.Rule.Except, ", ")
-	}
-	return fmt.Sprintf("%s depends on %s: %s may not depend on %s%s (%s)",
-		v.Package, v.Dep, v.Rule.From, strings.Join(v.Rule.Not, ", "), except, v.Rule.Why)
+	return fmt.Sprintf("%s depends on %s: %s may not depend on %s (%s)",
+		v.Package, v.Dep, v.Rule.From, strings.Join(v.Rule.Not, ", "), v.Rule.Why)
 }
 
 // under says whether package path p (relative to the module) is dir or
@@ -93,8 +87,7 @@ func Check(deps map[string][]string, rules []Rule) []Violation {
 				if !ok {
 					continue
 				}
-				if slices.ContainsFunc(r.Not, func(n string) bool { return under(d, n) }) &&
-					!slices.ContainsFunc(r.Except, func(n string) bool { return under(d, n) }) {
+				if slices.ContainsFunc(r.Not, func(n string) bool { return under(d, n) }) {
 					out = append(out, Violation{Package: pkg, Dep: dep, Rule: r})
 				}
 			}

@@ -27,9 +27,10 @@ func TestCheck(t *testing.T) {
 		{"product imports integration", map[string][]string{m("cmd/haven"): {m("integration/releasecheck")}}, []string{"cmd/haven -> integration/releasecheck"}},
 		{"policy imports node", map[string][]string{m("policy/catalog"): {m("node/sqlgen")}}, []string{"policy/catalog -> node/sqlgen"}},
 		{"prefix is not a parent", map[string][]string{m("coordinatorx"): {m("node")}, m("nodes/x"): {m("coordinator")}}, nil},
-		{"client reads the release format", map[string][]string{m("client"): {m("coordinator/release"), m("coordinator/disclosure"), m("wire")}}, nil},
-		{"client imports the coordinator", map[string][]string{m("client"): {m("coordinator/dispatch"), m("coordinator/releasex")}},
-			[]string{"client -> coordinator/dispatch", "client -> coordinator/releasex"}},
+		{"client reads the release format", map[string][]string{m("client"): {m("release"), m("wire"), m("proto/haven/v1")}}, nil},
+		{"client imports the coordinator", map[string][]string{m("client"): {m("coordinator/dispatch"), m("coordinator/disclosure")}},
+			[]string{"client -> coordinator/dispatch", "client -> coordinator/disclosure"}},
+		{"release imports the coordinator", map[string][]string{m("release"): {m("coordinator/disclosure")}}, []string{"release -> coordinator/disclosure"}},
 		{"wire imports node", map[string][]string{m("wire"): {m("node/runner")}}, []string{"wire -> node/runner"}},
 		{"outside the module", map[string][]string{"example.com/coordinator": {m("node")}}, nil},
 	} {

@@ -22,10 +22,12 @@ func signedTable(t *testing.T) ([]byte, ed25519.PrivateKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Encode(released(t), Meta{RunID: "run-1", DefinitionID: "bp", DefinitionVersion: 2,
+	tab := fixture()
+	tab.Meta = Meta{RunID: "run-1", DefinitionID: "bp", DefinitionVersion: 2,
 		DefinitionHash: strings.Repeat("a", 64), Purpose: "commissioning", ReleasedAt: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC),
 		MinCellCount: 8, RoundingBase: 5, SitesExpected: 4, SitesAnswered: 4, PopulationExpected: 1000, PopulationAnswered: 1000,
-		Parameters: map[string]string{"index_date": "2024-04-01"}})
+		Parameters: map[string]string{"index_date": "2024-04-01"}}
+	b, err := Encode(tab)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +114,9 @@ func TestSignVerify(t *testing.T) {
 	signed, key := signedTable(t)
 	pub := key.Public().(ed25519.PublicKey)
 	_, other, _ := ed25519.GenerateKey(nil)
-	unsigned, err := Encode(released(t), Meta{RunID: "run-1"})
+	plain := fixture()
+	plain.Meta = Meta{RunID: "run-1"}
+	unsigned, err := Encode(plain)
 	if err != nil {
 		t.Fatal(err)
 	}

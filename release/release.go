@@ -1,6 +1,8 @@
-// Package release encodes a disclosure-controlled table as the Arrow IPC
-// stream the coordinator stores and serves with Flight DoGet, and reads it
-// back for the commissioner's CLI.
+// Package release is the format of a released table: the Arrow IPC stream
+// the coordinator writes (Encode), signs (Sign), stores and serves with
+// Flight DoGet, and every client reads (Read) and checks (Verify). It holds
+// the format alone, so that a client needs nothing of the coordinator's
+// code to read or verify a table.
 //
 // A released table is one record batch with these columns, in order:
 //
@@ -32,7 +34,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strconv"
 	"time"
 
@@ -40,8 +41,6 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
 	"github.com/apache/arrow/go/v17/arrow/memory"
-
-	"github.com/havenhealth/haven/coordinator/disclosure"
 )
 
 // RowKindField is the name of the column that says what a row is.
@@ -88,8 +87,8 @@ type Meta struct {
 	// finished); written when set.
 	SubmittedAt time.Time
 	// DominanceN and DominanceK are the dominance rule applied to the
-	// measures policy named for it (disclosure.Dominance); written when
-	// N > 0.
+	// measures policy named for it (N patients holding more than K of a
+	// sum); written when N > 0.
 	DominanceN int64
 	DominanceK float64
 	// NodeVersions are the node software versions of the sites that
@@ -142,9 +141,28 @@ const (
 
 // Measure is one measure column of a table.
 type Measure struct {
-	Name string          `json:"name"`
-	Kind disclosure.Kind `json:"kind"`
+	Name string `json:"name"`
+	Kind Kind   `json:"kind"`
 }
+
+// Kind is what a measure holds: "count", "sum", "mean", "min" or "max", as
+// the definition names it. Counts are whole numbers (int64); the others
+// are float64.
+type Kind string
+
+// KindCount is the kind of a number of patients.
+const KindCount Kind = "count"
+
+// Code is the reason a value is missing, e.g. "low_count" or "secondary"
+// (disclosure control's codes), or one of the two below, which say that
+// no such value exists.
+type Code string
+
+// Codes of values that do not exist, as opposed to values withheld.
+const (
+	CodeNoPatients  Code = "no_patients"  // a mean or extreme over no patients
+	CodeNotAdditive Code = "not_additive" // a margin or total of a mean, min or max
+)
 
 // Schema is the Arrow schema of a released table with dimensions dims and
 // measures ms. It fails if a name is used twice or clashes with the
@@ -225,95 +243,30 @@ func Schema(dims []string, ms []Measure, meta Meta) (*arrow.Schema, error) {
 // valueType is the Arrow type of a measure's values: counts are whole
 // numbers of patients, so int64; sums, means, minima and maxima may have
 // fractions.
-func valueType(k disclosure.Kind) arrow.DataType {
-	if k == disclosure.KindCount {
+func valueType(k Kind) arrow.DataType {
+	if k == KindCount {
 		return arrow.PrimitiveTypes.Int64
 	}
 	return arrow.PrimitiveTypes.Float64
 }
 
-// Encode writes rel as an Arrow IPC stream of one record batch.
-func Encode(rel *disclosure.Released, meta Meta) ([]byte, error) {
-	if rel == nil {
+// Encode writes t as an Arrow IPC stream of one record batch, its Meta in
+// the schema's metadata. A released value of a count must be whole, and
+// a value that was not released must have its reason.
+func Encode(t *Table) ([]byte, error) {
+	if t == nil {
 		return nil, errors.New("release: no table")
 	}
-	ms := make([]Measure, len(rel.Measures))
-	for i, m := range rel.Measures {
-		ms[i] = Measure{Name: m.Name, Kind: m.Kind}
-	}
-	schema, err := Schema(rel.Dims, ms, meta)
+	schema, err := Schema(t.Dims, t.Measures, t.Meta)
 	if err != nil {
 		return nil, err
 	}
 	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
 	defer b.Release()
-	nd := len(rel.Dims)
-	appendValues := func(vs []disclosure.Value) error {
-		if len(vs) != len(ms) {
-			return fmt.Errorf("release: a row has %d values for %d measures", len(vs), len(ms))
-		}
-		for j, v := range vs {
-			vb := b.Field(1 + nd + 2*j)
-			rb := b.Field(2 + nd + 2*j).(*array.StringBuilder)
-			if v.Status == disclosure.StatusReleased {
-				switch vb := vb.(type) {
-				case *array.Int64Builder:
-					if v.Value != math.Trunc(v.Value) || math.Abs(v.Value) > 1<<53 {
-						return fmt.Errorf("release: measure %s: count %v is not a whole number", ms[j].Name, v.Value)
-					}
-					vb.Append(int64(v.Value))
-				case *array.Float64Builder:
-					vb.Append(v.Value)
-				}
-				rb.AppendNull()
-				continue
-			}
-			if v.Reason.Code == "" {
-				return fmt.Errorf("release: measure %s: a %s value has no reason", ms[j].Name, v.Status)
-			}
-			vb.AppendNull()
-			rb.Append(string(v.Reason.Code))
-		}
-		return nil
-	}
 	kinds := b.Field(0).(*array.StringBuilder)
-	for _, c := range rel.Cells {
-		if len(c.Key) != nd {
-			return nil, fmt.Errorf("release: a cell has %d key values for %d dimensions", len(c.Key), nd)
-		}
-		kinds.Append(string(RowCell))
-		for d, k := range c.Key {
-			b.Field(1 + d).(*array.StringBuilder).Append(k)
-		}
-		if err := appendValues(c.Values); err != nil {
-			return nil, err
-		}
-	}
-	for _, m := range rel.Margins {
-		dim := slices.Index(rel.Dims, m.Dim)
-		if dim < 0 {
-			return nil, fmt.Errorf("release: margin over unknown dimension %q", m.Dim)
-		}
-		kinds.Append(string(RowMargin))
-		for d := range nd {
-			sb := b.Field(1 + d).(*array.StringBuilder)
-			if d == dim {
-				sb.Append(m.Category)
-			} else {
-				sb.AppendNull()
-			}
-		}
-		if err := appendValues(m.Values); err != nil {
-			return nil, err
-		}
-	}
-	if rel.Total != nil {
-		kinds.Append(string(RowTotal))
-		for d := range nd {
-			b.Field(1 + d).(*array.StringBuilder).AppendNull()
-		}
-		if err := appendValues(rel.Total); err != nil {
-			return nil, err
+	for i, r := range t.Rows {
+		if err := encodeRow(b, kinds, t, r); err != nil {
+			return nil, fmt.Errorf("release: row %d: %w", i, err)
 		}
 	}
 	rec := b.NewRecord()
@@ -327,6 +280,59 @@ func Encode(rel *disclosure.Released, meta Meta) ([]byte, error) {
 		return nil, fmt.Errorf("release: encode: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// encodeRow appends one row of t to b.
+func encodeRow(b *array.RecordBuilder, kinds *array.StringBuilder, t *Table, r Row) error {
+	nd, ms := len(t.Dims), t.Measures
+	if len(r.Key) != nd {
+		return fmt.Errorf("%d key values for %d dimensions", len(r.Key), nd)
+	}
+	if len(r.Values) != len(ms) {
+		return fmt.Errorf("%d values for %d measures", len(r.Values), len(ms))
+	}
+	switch r.Kind {
+	case RowCell:
+	case RowMargin:
+		if r.MarginDim < 0 || r.MarginDim >= nd {
+			return fmt.Errorf("a margin over dimension %d of %d", r.MarginDim, nd)
+		}
+	case RowTotal:
+	default:
+		return fmt.Errorf("row kind %q", r.Kind)
+	}
+	kinds.Append(string(r.Kind))
+	for d, k := range r.Key {
+		sb := b.Field(1 + d).(*array.StringBuilder)
+		if r.Kind == RowCell || (r.Kind == RowMargin && d == r.MarginDim) {
+			sb.Append(k)
+		} else {
+			sb.AppendNull()
+		}
+	}
+	for j, v := range r.Values {
+		vb := b.Field(1 + nd + 2*j)
+		rb := b.Field(2 + nd + 2*j).(*array.StringBuilder)
+		if v.Released {
+			switch vb := vb.(type) {
+			case *array.Int64Builder:
+				if v.Value != math.Trunc(v.Value) || math.Abs(v.Value) > 1<<53 {
+					return fmt.Errorf("measure %s: count %v is not a whole number", ms[j].Name, v.Value)
+				}
+				vb.Append(int64(v.Value))
+			case *array.Float64Builder:
+				vb.Append(v.Value)
+			}
+			rb.AppendNull()
+			continue
+		}
+		if v.Reason == "" {
+			return fmt.Errorf("measure %s: a value that was not released has no reason", ms[j].Name)
+		}
+		vb.AppendNull()
+		rb.Append(string(v.Reason))
+	}
+	return nil
 }
 
 // Table is a released table as read back.
@@ -354,14 +360,14 @@ type Value struct {
 	Released bool
 	Value    float64
 	// Reason is the reason code when the value is missing.
-	Reason disclosure.Code
+	Reason Code
 }
 
 // Withheld reports whether disclosure control withheld the value, as
 // opposed to the value not existing (a mean over no patients, a margin of
 // a mean).
 func (v Value) Withheld() bool {
-	return !v.Released && v.Reason != disclosure.CodeNoPatients && v.Reason != disclosure.CodeNotAdditive
+	return !v.Released && v.Reason != CodeNoPatients && v.Reason != CodeNotAdditive
 }
 
 // ReadIPC reads a table from an Arrow IPC stream.
@@ -491,7 +497,7 @@ func (t *Table) appendRecord(rec arrow.Record) error {
 				}
 				row.Values[j] = v
 			} else if rs.IsValid(i) {
-				row.Values[j] = Value{Reason: disclosure.Code(rs.Value(i))}
+				row.Values[j] = Value{Reason: Code(rs.Value(i))}
 			} else {
 				return fmt.Errorf("read released table: row %d, measure %s: neither a value nor a reason", i, t.Measures[j].Name)
 			}
