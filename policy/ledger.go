@@ -81,6 +81,29 @@ type budgetRule struct {
 	periodDays float64
 }
 
+// lookback is how far back the rules look, and a day more for clock
+// steps; zero without rules.
+func (r ledgerRules) lookback() time.Duration {
+	var days float64
+	if r.near != nil {
+		days = r.near.windowDays
+	}
+	if r.budget != nil {
+		days = max(days, r.budget.periodDays)
+	}
+	if days <= 0 {
+		return 0
+	}
+	return time.Duration((days + 1) * float64(24*time.Hour))
+}
+
+// LedgerLookback is how far back the active bundle's release-ledger rules
+// look (data.ledger), and a day more for clock steps: how much of the
+// ledger SubmitInput.History must hold. Zero when the bundle sets no
+// well-formed rule: policy then needs no ledger, or refuses the malformed
+// rule whatever the ledger holds.
+func (e *Engine) LedgerLookback() time.Duration { return e.active.Load().ledger.lookback() }
+
 // readLedgerRules reads data.ledger of a bundle's data.
 func readLedgerRules(data map[string]any) ledgerRules {
 	var r ledgerRules

@@ -94,3 +94,29 @@ func withDistance(d int) map[string]any {
 		"budget":         referenceLedger["budget"],
 	}
 }
+
+// The ledger is read as far back as the bundle's rules look, a day more;
+// not at all without rules.
+func TestLedgerLookback(t *testing.T) {
+	day := 24 * time.Hour
+	for _, tc := range []struct {
+		ledger any
+		want   time.Duration
+	}{
+		{map[string]any{"near_duplicate": map[string]any{"window_days": json.Number("30"), "date_days": json.Number("27")},
+			"budget": map[string]any{"period_days": json.Number("90")}}, 91 * day},
+		{map[string]any{"near_duplicate": map[string]any{"window_days": json.Number("7"), "date_days": json.Number("1")}}, 8 * day},
+		{referenceLedger, 31 * day},
+		{map[string]any{}, 0},
+		{nil, 0},
+		{map[string]any{"near_duplicate": map[string]any{"window_days": "30"}}, 0}, // malformed: policy refuses it
+	} {
+		if got := readLedgerRules(map[string]any{"ledger": tc.ledger}).lookback(); got != tc.want {
+			t.Errorf("%v: lookback %s, want %s", tc.ledger, got, tc.want)
+		}
+	}
+	k := newKey(t)
+	if got := load(t, signedReference(t, k), k).LedgerLookback(); got != 31*day {
+		t.Errorf("the reference bundle's lookback is %s, want 31 days", got)
+	}
+}

@@ -48,6 +48,9 @@ type Governance interface {
 	Files() fs.FS
 	Revision() string
 	Submit(ctx context.Context, in policy.SubmitInput) (policy.Decision, error)
+	// LedgerLookback is how much of the release ledger haven/submit
+	// needs to see (policy.Engine.LedgerLookback).
+	LedgerLookback() time.Duration
 }
 
 // Runs is the dispatcher.
@@ -72,7 +75,6 @@ type Server struct {
 	mu        sync.Mutex
 	approvals map[string]approval // of revision approvRev
 	purposes  []string            // data.purposes of revision approvRev, sorted
-	lookback  time.Duration       // how far back the ledger rules of approvRev look
 	approvRev string
 }
 
@@ -266,7 +268,7 @@ func (s *Server) SubmitRun(ctx context.Context, req *havenv1.SubmitRunRequest) (
 	}
 	run, err := s.runs.Submit(ctx, dispatch.Submission{Definition: d, Bound: bound, Purpose: req.GetPurpose(),
 		Requester: p, ClientRequestID: req.GetClientRequestId(), Decide: decide, TurnAway: turnAway,
-		LedgerLookback: s.ledgerLookback()})
+		LedgerLookback: s.gov.LedgerLookback()})
 	if err != nil {
 		return nil, s.internal(ctx, "submit run", err)
 	}
@@ -492,14 +494,6 @@ func (s *Server) bundleData() (map[string]approval, []string) {
 	var data struct {
 		Approvals map[string]approval `json:"approvals"`
 		Purposes  map[string]any      `json:"purposes"`
-		Ledger    struct {
-			NearDuplicate struct {
-				WindowDays float64 `json:"window_days"`
-			} `json:"near_duplicate"`
-			Budget struct {
-				PeriodDays float64 `json:"period_days"`
-			} `json:"budget"`
-		} `json:"ledger"`
 	}
 	b, err := fs.ReadFile(s.gov.Files(), "data.json")
 	if err == nil {
@@ -512,25 +506,8 @@ func (s *Server) bundleData() (map[string]approval, []string) {
 		data.Approvals = map[string]approval{}
 	}
 	s.approvals, s.approvRev = data.Approvals, rev
-	// The ledger is read only as far back as the bundle's rules look (and
-	// a day more, for clock steps), so that a submission's decision sees
-	// the runs that matter and no more. Unreadable rules leave it to the
-	// dispatcher's default; policy refuses if that is too short.
-	s.lookback = 0
-	if days := max(data.Ledger.NearDuplicate.WindowDays, data.Ledger.Budget.PeriodDays); err == nil && days > 0 {
-		s.lookback = time.Duration((days+1)*24) * time.Hour
-	}
 	s.purposes = slices.Sorted(maps.Keys(data.Purposes))
 	return s.approvals, s.purposes
-}
-
-// ledgerLookback is how far back the active bundle's ledger rules look,
-// or zero for the dispatcher's default.
-func (s *Server) ledgerLookback() time.Duration {
-	s.approvalsNow()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lookback
 }
 
 // summary describes a definition for the catalogue. The approval is

@@ -1,17 +1,11 @@
 package api
 
 import (
-	"context"
-	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/fstest"
-	"time"
 
-	"github.com/havenhealth/haven/policy"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
@@ -69,34 +63,5 @@ func TestSummary(t *testing.T) {
 	}
 	if grids["index_date"] != "month starts" || grids["followup_days"] != "one of 30, 365" {
 		t.Errorf("approved grids %v", grids)
-	}
-}
-
-// govFiles is the part of a governance bundle the catalogue reads: its
-// files, at one revision.
-type govFiles struct{ fsys fs.FS }
-
-func (g govFiles) Catalog() *catalog.Catalog { return nil }
-func (g govFiles) Files() fs.FS              { return g.fsys }
-func (g govFiles) Revision() string          { return "r1" }
-func (g govFiles) Submit(context.Context, policy.SubmitInput) (policy.Decision, error) {
-	return policy.Decision{}, nil
-}
-
-// The ledger is read as far back as the bundle's rules look, a day more.
-func TestLedgerLookback(t *testing.T) {
-	for _, tc := range []struct {
-		data string
-		want time.Duration
-	}{
-		{`{"ledger": {"near_duplicate": {"window_days": 30}, "budget": {"period_days": 90}}}`, 91 * 24 * time.Hour},
-		{`{"ledger": {"near_duplicate": {"window_days": 7}}}`, 8 * 24 * time.Hour},
-		{`{"approvals": {}}`, 0},
-		{`not json`, 0},
-	} {
-		s := New(govFiles{fstest.MapFS{"data.json": {Data: []byte(tc.data)}}}, nil, nil, slog.New(slog.DiscardHandler))
-		if got := s.ledgerLookback(); got != tc.want {
-			t.Errorf("%s: lookback %s, want %s", tc.data, got, tc.want)
-		}
 	}
 }

@@ -126,18 +126,10 @@ type Config struct {
 	// PersistInterval bounds how stale the stored snapshot of a run in
 	// progress may be; zero means 250ms.
 	PersistInterval time.Duration
-	// LedgerLookback is how far back haven/submit is shown the release
-	// ledger; zero means DefaultLedgerLookback. A bundle whose ledger
-	// rules look further back refuses every submission (ledger_incomplete).
-	LedgerLookback time.Duration
 }
 
 // DefaultMaxRunning is how many runs are dispatched at once by default.
 const DefaultMaxRunning = 16
-
-// DefaultLedgerLookback covers a budget or near-duplicate window of up to
-// a year (and a leap day).
-const DefaultLedgerLookback = 366 * 24 * time.Hour
 
 // Dispatcher runs runs. It is safe for concurrent use.
 type Dispatcher struct {
@@ -186,9 +178,6 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.PersistInterval <= 0 {
 		cfg.PersistInterval = 250 * time.Millisecond
 	}
-	if cfg.LedgerLookback <= 0 {
-		cfg.LedgerLookback = DefaultLedgerLookback
-	}
 	if cfg.MaxRunning <= 0 {
 		cfg.MaxRunning = DefaultMaxRunning
 	}
@@ -220,9 +209,11 @@ type Submission struct {
 	// error from it is returned by Submit as it is, and nothing is stored
 	// (admission's cap on refused submissions).
 	TurnAway func(policy.Decision) error
-	// LedgerLookback, if set, is how far back the bundle's ledger rules
-	// look; the decision is shown the ledger that far back instead of
-	// Config.LedgerLookback.
+	// LedgerLookback is how far back the bundle's ledger rules look
+	// (policy.Engine.LedgerLookback); the decision is shown the ledger
+	// that far back. Zero reads none: a bundle without ledger rules needs
+	// none, and reading every run of a definition on every submission
+	// would cost more than the rest of admission.
 	LedgerLookback time.Duration
 }
 
@@ -282,12 +273,9 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		run.FinishedAt = run.UpdatedAt
 	}
 	var dec policy.Decision
-	lookback := d.cfg.LedgerLookback
-	if sub.LedgerLookback > 0 {
-		lookback = sub.LedgerLookback
-	}
+	lookback := max(sub.LedgerLookback, 0)
 	var turnedAway error
-	_, err := d.cfg.Store.AdmitRun(ctx, store.LedgerQuery{DefinitionID: def.ID, Since: now.Add(-lookback)},
+	_, err := d.cfg.Store.AdmitRun(ctx, store.LedgerQuery{DefinitionID: def.ID, Since: now.Add(-lookback), Skip: lookback == 0},
 		func(v store.LedgerView) (*havenv1.Run, error) {
 			dec = sub.Decide(ctx, ledgerHistory(v))
 			if sub.TurnAway != nil {

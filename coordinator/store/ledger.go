@@ -31,6 +31,9 @@ type LedgerQuery struct {
 	DefinitionID string
 	// Since is how far back to read.
 	Since time.Time
+	// Skip reads nothing: the bundle sets no ledger rules, and preparing
+	// the query alone would cost a third of a millisecond a submission.
+	Skip bool
 	// Limit caps the entries read; 0 means 10000. When more are in the
 	// window, LedgerView.Since moves forward so that the view still holds
 	// every entry at or after it, and policy sees that it is short.
@@ -127,15 +130,18 @@ func (s *SQLite) AdmitRun(ctx context.Context, q LedgerQuery, decide func(Ledger
 		return nil, fmt.Errorf("admit run: %w: %w", ErrLedger, err)
 	}
 	defer tx.Rollback()
-	entries, err := ledgerRows(ctx, tx, `SELECT l.run_id, l.definition_hash, l.parameters, l.requester_id, l.requester_org, l.purpose,
+	var entries []LedgerEntry
+	if !q.Skip {
+		entries, err = ledgerRows(ctx, tx, `SELECT l.run_id, l.definition_hash, l.parameters, l.requester_id, l.requester_org, l.purpose,
 			l.submitted_at, l.released_at, l.release_sha256
 		FROM ledger l JOIN runs r ON r.id = l.run_id
 		WHERE l.definition_id = ? AND l.submitted_at >= ?
 			AND (l.released_at IS NOT NULL OR r.state IN (?, ?, ?))
 		ORDER BY l.submitted_at DESC, l.run_id DESC LIMIT ?`,
-		q.DefinitionID, q.Since.UnixNano(),
-		int32(havenv1.RunState_RUN_STATE_PENDING), int32(havenv1.RunState_RUN_STATE_RUNNING), int32(havenv1.RunState_RUN_STATE_LINKING),
-		limit+1)
+			q.DefinitionID, q.Since.UnixNano(),
+			int32(havenv1.RunState_RUN_STATE_PENDING), int32(havenv1.RunState_RUN_STATE_RUNNING), int32(havenv1.RunState_RUN_STATE_LINKING),
+			limit+1)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("admit run: read %w: %w", ErrLedger, err)
 	}

@@ -114,6 +114,28 @@ func TestLedgerViewMovesSinceWhenCut(t *testing.T) {
 	}
 }
 
+// Skip reads nothing and still records the run in the ledger, for the
+// next submission whose bundle has rules.
+func TestLedgerSkip(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "haven.db"))
+	defer s.Close()
+	admit(t, s, ledgerRun(0, "QHM", havenv1.RunState_RUN_STATE_PENDING), t0.Add(-time.Hour))
+	var v LedgerView
+	if _, err := s.AdmitRun(context.Background(), LedgerQuery{DefinitionID: "t2dm-prevalence", Since: t0.Add(-time.Hour), Skip: true},
+		func(got LedgerView) (*havenv1.Run, error) {
+			v = got
+			return ledgerRun(1, "QHM", havenv1.RunState_RUN_STATE_PENDING), nil
+		}); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Entries) != 0 {
+		t.Errorf("Skip read %d entries", len(v.Entries))
+	}
+	if got := admit(t, s, ledgerRun(2, "QHM", havenv1.RunState_RUN_STATE_PENDING), t0.Add(-time.Hour)); len(got.Entries) != 2 {
+		t.Errorf("the next submission sees %d entries, want the 2 admitted before it", len(got.Entries))
+	}
+}
+
 func TestAdmitRunStoresNothingWhenDecideFails(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, filepath.Join(t.TempDir(), "haven.db"))
