@@ -11,31 +11,13 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/havenhealth/haven/coordinator/access"
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/authn"
 	"github.com/havenhealth/haven/coordinator/store"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 	"github.com/havenhealth/haven/wire"
 )
-
-// isRequester reports whether p is the principal that submitted run. A
-// principal is an (organisation, user) pair: the same user id in another
-// organisation is another person.
-func isRequester(p authn.Principal, run *havenv1.Run) bool {
-	return p.Org != "" && run.GetRequester().GetId() == p.ID && run.GetRequester().GetOrg() == p.Org
-}
-
-// mayRead reports whether p may see run: anyone in the requester's
-// organisation (the requester included), or an operator.
-func mayRead(p authn.Principal, run *havenv1.Run) bool {
-	return p.Kind == authn.KindUser && (p.Operator || (p.Org != "" && run.GetRequester().GetOrg() == p.Org))
-}
-
-// mayAct reports whether p may cancel run or fetch its table: its
-// requester or an operator.
-func mayAct(p authn.Principal, run *havenv1.Run) bool {
-	return p.Kind == authn.KindUser && (p.Operator || isRequester(p, run))
-}
 
 // notFound is what a caller who may not see a run is told, so that run ids
 // of other organisations cannot be probed.
@@ -68,7 +50,7 @@ func (d *Dispatcher) GetRun(ctx context.Context, p authn.Principal, id string) (
 	if err != nil {
 		return nil, err
 	}
-	if !mayRead(p, run) {
+	if !access.MayRead(p, run) {
 		return nil, notFound(id)
 	}
 	return run, nil
@@ -120,10 +102,10 @@ func (d *Dispatcher) Release(ctx context.Context, p authn.Principal, runID strin
 	if err != nil {
 		return nil, err
 	}
-	if !mayRead(p, run) {
+	if !access.MayRead(p, run) {
 		return nil, notFound(runID)
 	}
-	if !mayAct(p, run) {
+	if !access.MayAct(p, run) {
 		return nil, status.Errorf(codes.PermissionDenied, "only the requester of run %s or an operator may fetch its table", runID)
 	}
 	if run.State != havenv1.RunState_RUN_STATE_RELEASED {
@@ -150,20 +132,20 @@ func (d *Dispatcher) CancelRun(ctx context.Context, p authn.Principal, runID, re
 		if err != nil {
 			return nil, err
 		}
-		if !mayRead(p, run) {
+		if !access.MayRead(p, run) {
 			return nil, notFound(runID)
 		}
-		if !mayAct(p, run) {
+		if !access.MayAct(p, run) {
 			return nil, status.Errorf(codes.PermissionDenied, "only the requester of run %s or an operator may cancel it", runID)
 		}
 		return run, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !mayRead(p, r.run) {
+	if !access.MayRead(p, r.run) {
 		return nil, notFound(runID)
 	}
-	if !mayAct(p, r.run) {
+	if !access.MayAct(p, r.run) {
 		return nil, status.Errorf(codes.PermissionDenied, "only the requester of run %s or an operator may cancel it", runID)
 	}
 	if FinalRun(r.run.State) {
@@ -266,7 +248,7 @@ func (d *Dispatcher) Watch(ctx context.Context, p authn.Principal, runID string)
 	if r := d.lookup(runID); r != nil {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if !mayRead(p, r.run) {
+		if !access.MayRead(p, r.run) {
 			return nil, notFound(runID)
 		}
 		wt := &Watch{First: r.snapshotEvent(now)}
