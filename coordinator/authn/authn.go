@@ -233,4 +233,3 @@ type stream struct {
 }
 
 func (s *stream) Context() context.Context { return s.ctx }
-

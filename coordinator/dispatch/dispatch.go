@@ -51,6 +51,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/authn"
 	"github.com/havenhealth/haven/coordinator/disclosure"
+	"github.com/havenhealth/haven/coordinator/finish"
 	"github.com/havenhealth/haven/coordinator/linkage"
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/planner"
@@ -66,11 +67,6 @@ import (
 type Links interface {
 	Sites() []nodelink.SiteInfo
 	Send(ods string, m *havenv1.CoordinatorMessage) error
-}
-
-// Discloser evaluates haven/disclose (policy.Engine).
-type Discloser interface {
-	Disclose(ctx context.Context, in policy.DiscloseInput) (policy.DisclosureDecision, error)
 }
 
 // Auditor appends to the audit log (audit.Log).
@@ -99,7 +95,7 @@ func NewLinkage(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, k
 type Config struct {
 	Store  store.Store
 	Audit  Auditor
-	Policy Discloser
+	Policy finish.Discloser
 	Links  Links
 	// Members are the configured member sites; with none, a run asks the
 	// sites that have connected since start-up.
@@ -133,8 +129,9 @@ const DefaultMaxRunning = 16
 
 // Dispatcher runs runs. It is safe for concurrent use.
 type Dispatcher struct {
-	cfg Config
-	log *slog.Logger
+	cfg      Config
+	log      *slog.Logger
+	finisher *finish.Step
 
 	mu     sync.Mutex
 	runs   map[string]*activeRun // runs in progress or queued, by id
@@ -182,7 +179,8 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg.MaxRunning = DefaultMaxRunning
 	}
 	return &Dispatcher{cfg: cfg, log: cfg.Logger, runs: map[string]*activeRun{}, tasks: map[string]taskRef{},
-		queue: queue.New(), stop: make(chan struct{})}, nil
+		finisher: &finish.Step{Policy: cfg.Policy, SigningKey: cfg.SigningKey, Now: cfg.Now, Log: cfg.Logger},
+		queue:    queue.New(), stop: make(chan struct{})}, nil
 }
 
 // Start begins writing the snapshots of runs in progress to the store.
