@@ -366,6 +366,33 @@ func TestLimits(t *testing.T) {
 	}
 }
 
+// TestArguments passes one value of every argument type to each plugin
+// and reads it back: text with a quote, a 64-bit integer, a float, a
+// boolean, a date (the day before a leap day), a list of text, and null.
+// The SQL differs only in each dialect's names for types and list length.
+func TestArguments(t *testing.T) {
+	ps, _ := pluginsFor(t, cdm.KindGP)
+	sql := map[string]string{
+		"duckdb": `SELECT $1::VARCHAR AS s, $2::BIGINT + 1 AS i, $3::DOUBLE * 2 AS f, NOT $4::BOOLEAN AS b,
+			CAST($5 AS DATE) + 1 AS d, len(CAST($6 AS VARCHAR[])) AS n, $7::VARCHAR IS NULL AS isnull`,
+		"postgres": `SELECT $1::text AS s, $2::bigint + 1 AS i, $3::float8 * 2 AS f, NOT $4::boolean AS b,
+			CAST($5 AS date) + 1 AS d, cardinality(CAST($6 AS text[])) AS n, $7::text IS NULL AS isnull`,
+	}
+	day := time.Date(2024, 2, 28, 0, 0, 0, 0, time.UTC)
+	args := []connector.Value{connector.String("a'b"), connector.Int64(41), connector.Float64(1.25),
+		connector.Bool(false), connector.Date(day), connector.StringList([]string{"x", "y", "z"}), connector.Null()}
+	for _, p := range ps {
+		tb, err := readTable(t.Context(), p.host, connector.Query{SQL: sql[p.name], Args: args})
+		if err != nil {
+			t.Errorf("%s: %v", p.name, err)
+			continue
+		}
+		if want := "[[a'b 42 2.5 true 2024-02-29 3 true]]"; fmt.Sprint(tb.rows) != want {
+			t.Errorf("%s: got %v, want %s", p.name, tb.rows, want)
+		}
+	}
+}
+
 // TestCancelStopsQueryInPlugin cancels a long query and waits for the
 // plugin to log that its query stopped, which it does only once the
 // database has let go of it.

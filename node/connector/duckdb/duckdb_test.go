@@ -5,13 +5,11 @@ package duckdb
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	arrow17 "github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
@@ -139,59 +137,6 @@ func TestUnsupportedTypeNamed(t *testing.T) {
 	_, _, err := run(t, open(t, Config{Dir: dir}), connector.Query{SQL: "SELECT 1 AS n, now() AS stamped"})
 	if err == nil || !strings.Contains(err.Error(), `column 2 "stamped" has Arrow type timestamp`) {
 		t.Fatalf("err = %v, want it to name the column and its type", err)
-	}
-}
-
-func TestArguments(t *testing.T) {
-	dir, _ := siteDir(t, network(t, synth.ScaleSmall, 1), cdm.KindGP)
-	day := time.Date(2024, 2, 28, 0, 0, 0, 0, time.UTC)
-	schema, recs, err := run(t, open(t, Config{Dir: dir}), connector.Query{
-		SQL: `SELECT $1::VARCHAR AS s, $2::BIGINT + 1 AS i, $3::DOUBLE * 2 AS f, NOT $4::BOOLEAN AS b,
-			CAST($5 AS DATE) + 1 AS d, len(CAST($6 AS VARCHAR[])) AS n, $7::VARCHAR IS NULL AS isnull`,
-		Args: []connector.Value{connector.String("a'b"), connector.Int64(41), connector.Float64(1.25),
-			connector.Bool(false), connector.Date(day), connector.StringList([]string{"x", "y", "z"}), connector.Null()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for i := range schema.NumFields() {
-		got = append(got, recs[0].Column(i).ValueStr(0))
-	}
-	if want := "[a'b 42 2.5 true 2024-02-29 3 true]"; fmt.Sprint(got) != want {
-		t.Errorf("got %v, want %s", got, want)
-	}
-}
-
-func TestRowLimit(t *testing.T) {
-	dir, _ := siteDir(t, network(t, synth.ScaleSmall, 1), cdm.KindGP)
-	var buf bytes.Buffer
-	err := open(t, Config{Dir: dir}).Query(t.Context(),
-		connector.Query{SQL: "SELECT * FROM medication", MaxRows: 5000, MaxBytes: 1 << 30}, &buf)
-	le, ok := errors.AsType[*connector.LimitError](err)
-	if !ok || le.Limit != connector.LimitRows || le.Max != 5000 {
-		t.Fatalf("err = %v, want the row limit", err)
-	}
-}
-
-func TestCancelStopsQuery(t *testing.T) {
-	dir, _ := siteDir(t, network(t, synth.ScaleSmall, 1), cdm.KindGP)
-	b := open(t, Config{Dir: dir, Threads: 1})
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	defer cancel()
-	began := time.Now()
-	var buf bytes.Buffer
-	// Minutes of work if nothing stops it.
-	err := b.Query(ctx, connector.Query{SQL: "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE a.range + b.range = -1",
-		MaxRows: 10, MaxBytes: 1 << 20}, &buf)
-	if err == nil {
-		t.Fatal("no error")
-	}
-	if elapsed := time.Since(began); elapsed > 30*time.Second {
-		t.Errorf("query ran %v after its context ended", elapsed)
-	}
-	if _, _, err := run(t, b, connector.Query{SQL: "SELECT count(*) AS n FROM patient"}); err != nil {
-		t.Errorf("query after the cancelled one: %v", err)
 	}
 }
 

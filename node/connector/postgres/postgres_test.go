@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -213,27 +212,6 @@ func TestUnsupportedTypeNamed(t *testing.T) {
 	}
 }
 
-func TestArguments(t *testing.T) {
-	b := open(t, pg.DSN(t), Config{Schema: "public"})
-	day := time.Date(2024, 2, 28, 0, 0, 0, 0, time.UTC)
-	schema, recs, err := run(t, b, connector.Query{
-		SQL: `SELECT $1::text AS s, $2::bigint + 1 AS i, $3::float8 * 2 AS f, NOT $4::boolean AS b,
-			CAST($5 AS date) + 1 AS d, cardinality(CAST($6 AS text[])) AS n, $7::text IS NULL AS isnull`,
-		Args: []connector.Value{connector.String("a'b"), connector.Int64(41), connector.Float64(1.25),
-			connector.Bool(false), connector.Date(day), connector.StringList([]string{"x", "y", "z"}), connector.Null()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for i := range schema.NumFields() {
-		got = append(got, recs[0].Column(i).ValueStr(0))
-	}
-	if want := "[a'b 42 2.5 true 2024-02-29 3 true]"; fmt.Sprint(got) != want {
-		t.Errorf("got %v, want %s", got, want)
-	}
-}
-
 func TestBatchesAreBounded(t *testing.T) {
 	b := open(t, pg.DSN(t), Config{Schema: "public", BatchRows: 1000})
 	_, recs, err := run(t, b, connector.Query{SQL: "SELECT g AS n FROM generate_series(1, 20500) g"})
@@ -286,25 +264,6 @@ func TestReadOnly(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err = %v, want %q", sql, err, want)
 		}
-	}
-}
-
-func TestCancelStopsQuery(t *testing.T) {
-	b := open(t, pg.DSN(t), Config{Schema: "public"})
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	defer cancel()
-	began := time.Now()
-	var buf bytes.Buffer
-	err := b.Query(ctx, connector.Query{SQL: "SELECT pg_sleep(60)::text AS s", MaxRows: 1, MaxBytes: 1 << 20}, &buf)
-	if err == nil {
-		t.Fatal("no error")
-	}
-	if elapsed := time.Since(began); elapsed > 30*time.Second {
-		t.Errorf("query ran %v after its context ended", elapsed)
-	}
-	// The server-side query is gone: a new one gets a connection and runs.
-	if _, _, err := run(t, b, connector.Query{SQL: "SELECT 1 AS n"}); err != nil {
-		t.Errorf("query after the cancelled one: %v", err)
 	}
 }
 
