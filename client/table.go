@@ -116,28 +116,11 @@ func WriteTable(w io.Writer, tab *release.Table) {
 	if len(reasons) > 0 {
 		fmt.Fprintln(w)
 		for _, code := range slices.Sorted(maps.Keys(reasons)) {
-			fmt.Fprintf(w, "withheld (%s): %s\n", code, reasonText(code))
+			fmt.Fprintf(w, "withheld (%s): %s\n", code, release.Code(code).Text())
 		}
 	}
 }
 
-func reasonText(code string) string {
-	switch code {
-	case "low_count":
-		return "the count is under the threshold"
-	case "few_contributors":
-		return "too few patients contribute to the value"
-	case "dominance":
-		return "one patient's value makes up most of it"
-	case "secondary":
-		return "withheld so that another withheld value cannot be worked out from the totals"
-	case "min_max_disclosive":
-		return "a minimum or maximum is one patient's own value"
-	case "attribute_disclosure":
-		return "the group has too few patients: its values would say something about each of them"
-	}
-	return "withheld by disclosure control"
-}
 
 // WriteSidecar writes a CSV table's provenance beside it, to path: CSV has
 // no place for it that every reader skips.

@@ -158,6 +158,29 @@ const KindCount Kind = "count"
 // no such value exists.
 type Code string
 
+// Text says in words what the code means, for a reader of the table.
+func (c Code) Text() string {
+	switch c {
+	case "low_count":
+		return "the count is under the threshold"
+	case "few_contributors":
+		return "too few patients contribute to the value"
+	case "dominance":
+		return "one patient's value makes up most of it"
+	case "secondary":
+		return "withheld so that another withheld value cannot be worked out from the totals"
+	case "min_max_disclosive":
+		return "a minimum or maximum is one patient's own value"
+	case "attribute_disclosure":
+		return "the group has too few patients: its values would say something about each of them"
+	case CodeNoPatients:
+		return "there are no patients to take it over"
+	case CodeNotAdditive:
+		return "a total of a mean, minimum or maximum is not the sum of its cells"
+	}
+	return "withheld by disclosure control"
+}
+
 // Codes of values that do not exist, as opposed to values withheld.
 const (
 	CodeNoPatients  Code = "no_patients"  // a mean or extreme over no patients

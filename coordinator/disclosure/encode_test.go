@@ -63,3 +63,15 @@ func TestEncodeReadBack(t *testing.T) {
 		t.Error("a nil table encoded")
 	}
 }
+
+// Every code disclosure control gives has words of its own for readers of
+// the table (release.Code.Text).
+func TestEveryCodeHasText(t *testing.T) {
+	fallback := release.Code("unknown").Text()
+	for _, c := range []Code{CodeLowCount, CodeFewContributors, CodeDominance, CodeSecondary, CodeMinMaxDisclosive,
+		CodeAttributeDisclosure, CodeNoPatients, CodeNotAdditive} {
+		if c.Text() == fallback {
+			t.Errorf("code %s has no text of its own", c)
+		}
+	}
+}
