@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -40,6 +41,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/optoutrelay"
 	"github.com/havenhealth/haven/coordinator/planner"
+	"github.com/havenhealth/haven/coordinator/register"
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/internal/dirlock"
 	"github.com/havenhealth/haven/internal/pki"
@@ -62,6 +64,10 @@ type Service struct {
 	runs   *dispatch.Dispatcher
 	grpc   *grpc.Server
 	lock   *dirlock.Lock // the data directory, held until Close
+	// register is the public transparency register's server and its
+	// listener, bound by New; nil when the config serves none.
+	register    *http.Server
+	registerLis net.Listener
 }
 
 // New opens the store, the audit log and the governance bundle named by
@@ -182,7 +188,44 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	havenv1.RegisterNodeLinkServer(s.grpc, s.links)
 	havenv1.RegisterCoordinatorServer(s.grpc, api.New(s.policy, s.runs, admission.New(s.store), log))
 	flight.RegisterFlightServiceServer(s.grpc, flightsvc.New(uploads{s.runs}, s.runs, log))
+	if cfg.Register.Listen != "" {
+		if err := s.openRegister(tlsCfg); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// openRegister binds the transparency register's port, so that a port in
+// use stops the coordinator at start rather than later. It is HTTPS with
+// the coordinator's own certificate, and asks for no client certificate:
+// the register is for anyone.
+func (s *Service) openRegister(tlsCfg *tls.Config) error {
+	reg, err := register.New(register.Config{Store: s.store, Head: s.audit.Head, Log: s.log})
+	if err != nil {
+		return err
+	}
+	pub := tlsCfg.Clone()
+	pub.ClientAuth, pub.ClientCAs, pub.VerifyPeerCertificate = tls.NoClientCert, nil, nil
+	pub.NextProtos = []string{"h2", "http/1.1"}
+	lis, err := net.Listen("tcp", s.cfg.Register.Listen)
+	if err != nil {
+		return fmt.Errorf("register.listen: %w", err)
+	}
+	s.registerLis = tls.NewListener(lis, pub)
+	s.register = &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	return nil
+}
+
+// RegisterAddr is the address the transparency register listens on, or
+// nil when it serves none.
+func (s *Service) RegisterAddr() net.Addr {
+	if s.registerLis == nil {
+		return nil
+	}
+	return s.registerLis.Addr()
 }
 
 // interruptLeftovers marks runs an earlier process left in progress as
@@ -239,10 +282,18 @@ func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	if iv := s.cfg.Governance.ReloadInterval; iv > 0 {
 		go s.policy.Watch(watchCtx, iv)
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- s.grpc.Serve(lis) }()
 	s.log.LogAttrs(ctx, slog.LevelInfo, "coordinator serving", slog.String("addr", lis.Addr().String()),
 		slog.String("bundle_revision", s.policy.Revision()))
+	if s.register != nil {
+		go func() {
+			if err := s.register.Serve(s.registerLis); !errors.Is(err, http.ErrServerClosed) {
+				served <- fmt.Errorf("transparency register: %w", err)
+			}
+		}()
+		s.log.LogAttrs(ctx, slog.LevelInfo, "transparency register serving", slog.String("url", "https://"+s.registerLis.Addr().String()+"/register/"))
+	}
 
 	var serveErr error
 	select {
@@ -267,6 +318,11 @@ func (s *Service) shutdown() error {
 	if err := s.links.Close(ctx, reason); err != nil {
 		errs = append(errs, err)
 	}
+	if s.register != nil {
+		if err := s.register.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("transparency register: %w", err))
+		}
+	}
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {
@@ -284,6 +340,9 @@ func (s *Service) shutdown() error {
 // running after the process is gone.
 func (s *Service) Close() error {
 	var errs []error
+	if s.registerLis != nil {
+		s.registerLis.Close() // a register that never served; Shutdown closed a served one
+	}
 	if s.store != nil {
 		if _, err := s.store.InterruptActive(context.Background(), "the coordinator shut down while the run was in progress", time.Now()); err != nil {
 			errs = append(errs, err)

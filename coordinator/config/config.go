@@ -38,6 +38,8 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// TLS is the coordinator's certificate and the network CA.
 	TLS TLS `yaml:"tls"`
+	// Register is the public transparency register (HTTPS, no login).
+	Register Register `yaml:"register"`
 	// Governance is the signed governance bundle.
 	Governance Governance `yaml:"governance"`
 	// Releases says how released tables are signed.
@@ -214,6 +216,14 @@ var (
 	tokenish  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$`)
 )
 
+// Register is the public transparency register: every run and what it
+// released, and the audit log's head, served over HTTPS with the
+// coordinator's certificate to anyone, without a client certificate.
+type Register struct {
+	// Listen is its address, host:port; empty serves no register.
+	Listen string `yaml:"listen"`
+}
+
 // Validate reports every problem with c, each naming its field, or nil.
 func (c *Config) Validate() error {
 	var errs []error
@@ -222,6 +232,13 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%q is not host:port", c.Listen)
+	}
+	if c.Register.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Register.Listen); err != nil {
+			bad("register.listen", "%q is not host:port", c.Register.Listen)
+		} else if c.Register.Listen == c.Listen {
+			bad("register.listen", "%q is also listen, the gRPC port", c.Register.Listen)
+		}
 	}
 	required := func(field, v string) {
 		if v == "" {

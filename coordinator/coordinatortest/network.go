@@ -65,6 +65,9 @@ type Options struct {
 	// doubles answer with exact tables computed here, and a test that
 	// wants perturbed releases says so by switching it back on.
 	EditData func(data map[string]any)
+	// Register serves the transparency register on a free loopback port
+	// (RegisterURL).
+	Register bool
 }
 
 // Network is a running test coordinator and the files it runs from.
@@ -86,10 +89,11 @@ type Network struct {
 	// Logs holds everything the coordinator logged.
 	Logs *SyncBuffer
 
-	mu     sync.Mutex
-	certs  map[string][2]string
-	cancel context.CancelFunc
-	done   chan error
+	mu          sync.Mutex
+	certs       map[string][2]string
+	cancel      context.CancelFunc
+	done        chan error
+	registerURL string
 }
 
 // New builds a network under a temporary directory and starts its
@@ -184,6 +188,9 @@ func New(tb testing.TB, opts Options) *Network {
 	}
 	if users != "" {
 		users = "users:\n" + users
+	}
+	if opts.Register {
+		network += "register: {listen: \"127.0.0.1:0\"}\n"
 	}
 	// Relative paths, resolved against the file, as an operator writes them.
 	yml := fmt.Sprintf(`listen: %s
@@ -294,7 +301,18 @@ func (n *Network) Start() {
 	go func() { done <- svc.Serve(ctx, lis) }()
 	n.mu.Lock()
 	n.cancel, n.done = cancel, done
+	if a := svc.RegisterAddr(); a != nil {
+		n.registerURL = "https://" + a.String() + "/register/"
+	}
 	n.mu.Unlock()
+}
+
+// RegisterURL is the transparency register's address (Options.Register),
+// as the coordinator last started serves it.
+func (n *Network) RegisterURL() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.registerURL
 }
 
 // Stop shuts the coordinator down as SIGTERM does and waits for it.

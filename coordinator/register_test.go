@@ -1,0 +1,109 @@
+package coordinator_test
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/havenhealth/haven/coordinator/audit"
+	"github.com/havenhealth/haven/coordinator/coordinatortest"
+	"github.com/havenhealth/haven/internal/pki"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// TestTransparencyRegister runs a real coordinator with its register on,
+// releases a run, and reads the register as a member of the public would:
+// over HTTPS with no client certificate. The run is listed with its
+// organisation and purpose but not the analyst's user id, its page shows
+// the released table, and the audit head on the page is an entry of the
+// coordinator's audit log with that hash.
+func TestTransparencyRegister(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	n := coordinatortest.New(t, coordinatortest.Options{Register: true})
+	odsCodes := practices(2)
+	ps := coordinatortest.Patients(5, odsCodes, 150, nil)
+	nodes := gpNodes(n, ps, odsCodes...)
+	for _, nd := range nodes {
+		statinsAnswer(n, ps, nd)
+	}
+	connect(t, ctx, nodes...)
+	conn := analyst(n, "analyst-zq81")
+	run := submit(t, ctx, conn, "statins-chd", purpose, nil)
+	evs := watch(t, ctx, conn, run.GetId())
+	if done := evs[len(evs)-1].GetRun(); done.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
+		t.Fatalf("run ended %s: %v %s", done.GetState(), done.GetPolicyReasons(), done.GetError())
+	}
+
+	pool, err := pki.CertPool(n.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A browser's TLS: the network CA trusted, no client certificate.
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}}}
+	get := func(url string) string {
+		t.Helper()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s\n%s", url, resp.Status, b)
+		}
+		if resp.Header.Get("Strict-Transport-Security") == "" {
+			t.Errorf("GET %s: no Strict-Transport-Security over HTTPS", url)
+		}
+		return string(b)
+	}
+	base := n.RegisterURL()
+	if base == "" {
+		t.Fatal("the coordinator serves no register")
+	}
+	list := get(base)
+	if !strings.Contains(list, run.GetId()) || !strings.Contains(list, "QHM") || !strings.Contains(list, purpose) {
+		t.Errorf("the register's list lacks the run, its organisation or purpose:\n%s", list)
+	}
+	page := get(base + "runs/" + run.GetId())
+	if !strings.Contains(page, "The released table") || !strings.Contains(page, "statins-chd") {
+		t.Errorf("the run's page shows no released table:\n%s", page)
+	}
+	for _, p := range []string{list, page} {
+		if strings.Contains(p, "analyst-zq81") {
+			t.Error("the register shows the analyst's user id")
+		}
+	}
+
+	// The head on the page is in the log, with that hash.
+	m := regexp.MustCompile(`id="audit-seq">(\d+)<.*?id="audit-hash">([0-9a-f]{64})<`).FindStringSubmatch(strings.ReplaceAll(page, "\n", " "))
+	if m == nil {
+		t.Fatalf("no audit head on the page:\n%s", page)
+	}
+	seq, _ := strconv.Atoi(m[1])
+	f, err := os.Open(n.Config.AuditPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var hashes []string
+	if _, err := audit.Scan(f, func(e audit.Entry) { hashes = append(hashes, e.Hash) }); err != nil {
+		t.Fatal(err)
+	}
+	if seq < 1 || seq > len(hashes) || hashes[seq-1] != m[2] {
+		t.Errorf("the page's audit head %d:%s is not entry %d of the log (%d entries)", seq, m[2], seq, len(hashes))
+	}
+	var head struct {
+		Seq  int    `json:"seq"`
+		Hash string `json:"hash"`
+	}
+	if err := json.Unmarshal([]byte(get(base+"head.json")), &head); err != nil || head.Seq < seq || head.Seq > len(hashes)+1 {
+		t.Errorf("head.json %+v (page %d, log %d entries): %v", head, seq, len(hashes), err)
+	}
+}
