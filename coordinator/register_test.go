@@ -2,7 +2,9 @@ package coordinator_test
 
 import (
 	"crypto/tls"
+
 	"encoding/json"
+	"github.com/chromedp/chromedp"
 	"io"
 	"net/http"
 	"os"
@@ -13,18 +15,15 @@ import (
 
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
+	"github.com/havenhealth/haven/internal/browsertest"
 	"github.com/havenhealth/haven/internal/pki"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
-// TestTransparencyRegister runs a real coordinator with its register on,
-// releases a run, and reads the register as a member of the public would:
-// over HTTPS with no client certificate. The run is listed with its
-// organisation and purpose but not the analyst's user id, its page shows
-// the released table, and the audit head on the page is an entry of the
-// coordinator's audit log with that hash.
-func TestTransparencyRegister(t *testing.T) {
-	t.Parallel()
+// releasedWithRegister starts a coordinator with its register on, and
+// releases one run of statins-chd asked by analyst-zq81 of QHM.
+func releasedWithRegister(t *testing.T) (*coordinatortest.Network, *havenv1.Run) {
+	t.Helper()
 	ctx := testContext(t)
 	n := coordinatortest.New(t, coordinatortest.Options{Register: true})
 	odsCodes := practices(2)
@@ -40,6 +39,48 @@ func TestTransparencyRegister(t *testing.T) {
 	if done := evs[len(evs)-1].GetRun(); done.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
 		t.Fatalf("run ended %s: %v %s", done.GetState(), done.GetPolicyReasons(), done.GetError())
 	}
+	return n, run
+}
+
+// TestTransparencyRegisterInABrowser reads the register in Chromium: the
+// list, a click through to the run, its released table with the withheld
+// values marked and the legend, styled by the register's own stylesheet,
+// with nothing logged (a CSP violation or a resource that would not load
+// would be). It saves a screenshot of each page.
+func TestTransparencyRegisterInABrowser(t *testing.T) {
+	t.Parallel()
+	n, run := releasedWithRegister(t)
+	b := browsertest.New(t)
+	b.Do("open the register", chromedp.Navigate(n.RegisterURL()), chromedp.WaitVisible(chromedp.CSS("table.runs")))
+	if h := browsertest.Run(b, "read the heading", chromedp.Text(chromedp.CSS("h1"))); h != "Runs" {
+		t.Errorf("the register's heading is %q", h)
+	}
+	b.Screenshot("register-runs")
+	b.Do("open the run", chromedp.Click(chromedp.CSS(`a[href="/register/runs/`+run.GetId()+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS("table.released")))
+	if h := browsertest.Run(b, "read the heading", chromedp.Text(chromedp.CSS("h1"))); h != "Run "+run.GetId() {
+		t.Errorf("the run page's heading is %q", h)
+	}
+	rows := browsertest.Run(b, "count the table's rows", chromedp.Evaluate[int](`document.querySelectorAll("table.released tbody tr").length`))
+	if rows < 2 {
+		t.Errorf("the released table has %d rows", rows)
+	}
+	bg := browsertest.Run(b, "read the banner's colour", chromedp.Evaluate[string](`getComputedStyle(document.querySelector(".banner")).backgroundColor`))
+	if bg != "rgb(0, 94, 184)" {
+		t.Errorf("the banner's background is %q: the stylesheet did not apply", bg)
+	}
+	b.Screenshot("register-run")
+}
+
+// TestTransparencyRegister runs a real coordinator with its register on,
+// releases a run, and reads the register as a member of the public would:
+// over HTTPS with no client certificate. The run is listed with its
+// organisation and purpose but not the analyst's user id, its page shows
+// the released table, and the audit head on the page is an entry of the
+// coordinator's audit log with that hash.
+func TestTransparencyRegister(t *testing.T) {
+	t.Parallel()
+	n, run := releasedWithRegister(t)
 
 	pool, err := pki.CertPool(n.CAFile)
 	if err != nil {

@@ -21,3 +21,8 @@ echo "setup: go $have_go, modules present"
 # PostgreSQL server binaries for the tests that start a throwaway cluster
 # (internal/pgtest); installs Debian's postgresql when missing.
 ./scripts/setup-postgres.sh
+
+# Chromium for the tests that drive web pages in a real browser; installs
+# Debian's chromium when missing. make test sets HAVEN_REQUIRE_BROWSER, so
+# those tests fail rather than skip if it is absent.
+./scripts/setup-chromium.sh

@@ -52,7 +52,7 @@ type Config struct {
 // PageSize is how many runs a page of the register lists.
 const PageSize = 50
 
-//go:embed templates/*.html static/register.css
+//go:embed templates/*.html static/register.css static/favicon.svg
 var files embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
@@ -84,11 +84,16 @@ func New(cfg Config) (*Register, error) {
 	r.mux.HandleFunc("GET /register/runs.json", r.jsonFeed)
 	r.mux.HandleFunc("GET /register/runs.atom", r.atomFeed)
 	r.mux.HandleFunc("GET /register/head.json", r.head)
-	r.mux.HandleFunc("GET /register/register.css", func(w http.ResponseWriter, req *http.Request) {
-		w.Header().Set("Content-Type", "text/css; charset=utf-8")
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		http.ServeFileFS(w, req, files, "static/register.css")
-	})
+	static := func(name, contentType string) http.HandlerFunc {
+		return func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Content-Type", contentType)
+			w.Header().Set("Cache-Control", "public, max-age=3600")
+			http.ServeFileFS(w, req, files, "static/"+name)
+		}
+	}
+	r.mux.HandleFunc("GET /register/register.css", static("register.css", "text/css; charset=utf-8"))
+	r.mux.HandleFunc("GET /register/favicon.svg", static("favicon.svg", "image/svg+xml"))
+	r.mux.HandleFunc("GET /favicon.ico", static("favicon.svg", "image/svg+xml"))
 	return r, nil
 }
 
@@ -262,10 +267,12 @@ func percent(a, b int64) string {
 
 // tableView is a released table as the run page shows it.
 type tableView struct {
-	Dims     []string
-	Measures []string
-	Rows     []rowView
-	Reasons  []reason // the legend: each reason a value of this table is missing
+	// Perturbed says the counts went through cell-key perturbation.
+	Perturbed bool
+	Dims      []string
+	Measures  []string
+	Rows      []rowView
+	Reasons   []reason // the legend: each reason a value of this table is missing
 }
 
 type rowView struct {
@@ -281,7 +288,7 @@ type cellView struct {
 }
 
 func tableOf(t *release.Table) tableView {
-	v := tableView{Dims: t.Dims}
+	v := tableView{Dims: t.Dims, Perturbed: t.Meta.Perturbed()}
 	for _, m := range t.Measures {
 		v.Measures = append(v.Measures, m.Name)
 	}
