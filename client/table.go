@@ -121,7 +121,6 @@ func WriteTable(w io.Writer, tab *release.Table) {
 	}
 }
 
-
 // WriteSidecar writes a CSV table's provenance beside it, to path: CSV has
 // no place for it that every reader skips.
 func WriteSidecar(path string, tab *release.Table) error {
