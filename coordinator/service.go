@@ -28,7 +28,10 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/admission"
@@ -64,6 +67,7 @@ type Service struct {
 	runs   *dispatch.Dispatcher
 	grpc   *grpc.Server
 	lock   *dirlock.Lock // the data directory, held until Close
+	health *health.Server
 	// register is the public transparency register's server and its
 	// listener, bound by New; nil when the config serves none.
 	register    *http.Server
@@ -188,6 +192,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	havenv1.RegisterNodeLinkServer(s.grpc, s.links)
 	havenv1.RegisterCoordinatorServer(s.grpc, api.New(s.policy, s.runs, admission.New(s.store), log))
 	flight.RegisterFlightServiceServer(s.grpc, flightsvc.New(uploads{s.runs}, s.runs, log))
+	// The standard health service (no identity needed: authn.Public) and
+	// server reflection (for any authenticated caller), so that probes and
+	// grpcurl need no .proto files.
+	s.health = health.NewServer()
+	for _, name := range []string{"", havenv1.Coordinator_ServiceDesc.ServiceName, havenv1.NodeLink_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
 	if cfg.Register.Listen != "" {
 		if err := s.openRegister(tlsCfg); err != nil {
 			return nil, err
@@ -284,6 +297,7 @@ func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	served := make(chan error, 2)
 	go func() { served <- s.grpc.Serve(lis) }()
+	s.health.Resume() // every service SERVING
 	s.log.LogAttrs(ctx, slog.LevelInfo, "coordinator serving", slog.String("addr", lis.Addr().String()),
 		slog.String("bundle_revision", s.policy.Revision()))
 	if s.register != nil {
@@ -313,6 +327,7 @@ func (s *Service) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	s.log.LogAttrs(ctx, slog.LevelInfo, "coordinator shutting down")
+	s.health.Shutdown() // every service NOT_SERVING, so probes stop sending work
 	s.runs.Shutdown(ctx, reason)
 	var errs []error
 	if err := s.links.Close(ctx, reason); err != nil {

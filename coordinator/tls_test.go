@@ -2,11 +2,15 @@ package coordinator_test
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
@@ -79,5 +83,59 @@ func TestTLSRefusalsNameTheCause(t *testing.T) {
 	_, err = havenv1.NewCoordinatorClient(n.Dial(nodeCert, nodeKey)).ListRuns(ctx, &havenv1.ListRunsRequest{})
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "node certificate (site A81001)") {
 		t.Errorf("a node certificate on the commissioner API: %v", err)
+	}
+}
+
+// The standard health service answers anyone (a Kubernetes probe holds no
+// network certificate), and says nothing but whether the coordinator
+// serves; server reflection lists the services to an authenticated caller
+// only, and every other method still wants an identity.
+func TestHealthAndReflection(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	n := coordinatortest.New(t, coordinatortest.Options{})
+	anon := n.DialAnonymous()
+	for _, svc := range []string{"", "haven.v1.Coordinator", "haven.v1.NodeLink"} {
+		resp, err := healthpb.NewHealthClient(anon).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health of %q: %v %v", svc, resp.GetStatus(), err)
+		}
+	}
+	if _, err := healthpb.NewHealthClient(anon).Check(ctx, &healthpb.HealthCheckRequest{Service: "haven.v1.Nothing"}); status.Code(err) != codes.NotFound {
+		t.Errorf("health of an unknown service: %v, want NotFound", err)
+	}
+	if _, err := havenv1.NewCoordinatorClient(anon).ListRuns(ctx, &havenv1.ListRunsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("ListRuns without identity: %v, want Unauthenticated", err)
+	}
+
+	list := func(conn *grpc.ClientConn) ([]string, error) {
+		stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+			return nil, err
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, s := range resp.GetListServicesResponse().GetService() {
+			names = append(names, s.GetName())
+		}
+		return names, stream.CloseSend()
+	}
+	if _, err := list(anon); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("reflection without identity: %v, want Unauthenticated", err)
+	}
+	names, err := list(analyst(n, "ana"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"haven.v1.Coordinator", "haven.v1.NodeLink", "arrow.flight.protocol.FlightService", "grpc.health.v1.Health"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("reflection lists %v, without %s", names, want)
+		}
 	}
 }

@@ -65,3 +65,21 @@ func TestRequiredKind(t *testing.T) {
 		}
 	}
 }
+
+// Only the health service is public; reflection and every Haven method
+// want an identity.
+func TestPublic(t *testing.T) {
+	for method, want := range map[string]bool{
+		"/grpc.health.v1.Health/Check":                              true,
+		"/grpc.health.v1.Health/Watch":                              true,
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": false,
+		"/haven.v1.Coordinator/ListRuns":                            false,
+		"/arrow.flight.protocol.FlightService/DoGet":                false,
+		"/grpc.health.v1.HealthX/Check":                             false,
+		"/evil/grpc.health.v1.Health/Check":                         false,
+	} {
+		if got := Public(method); got != want {
+			t.Errorf("Public(%q) = %v, want %v", method, got, want)
+		}
+	}
+}

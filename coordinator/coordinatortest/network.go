@@ -380,12 +380,24 @@ func (n *Network) Dial(certFile, keyFile string) *grpc.ClientConn {
 // DialToken connects with a bearer token and no client certificate.
 func (n *Network) DialToken(token string) *grpc.ClientConn {
 	n.tb.Helper()
+	return n.dial(n.serverOnlyTLS(), grpc.WithPerRPCCredentials(client.BearerToken(token)))
+}
+
+// DialAnonymous connects with no client certificate and no token, as a
+// load balancer's health probe does.
+func (n *Network) DialAnonymous() *grpc.ClientConn {
+	n.tb.Helper()
+	return n.dial(n.serverOnlyTLS())
+}
+
+// serverOnlyTLS checks the coordinator's certificate and presents none.
+func (n *Network) serverOnlyTLS() grpc.DialOption {
+	n.tb.Helper()
 	pool, err := pki.CertPool(n.CAFile)
 	if err != nil {
 		n.tb.Fatal(err)
 	}
-	return n.dial(grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13})),
-		grpc.WithPerRPCCredentials(client.BearerToken(token)))
+	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}))
 }
 
 func (n *Network) dial(opts ...grpc.DialOption) *grpc.ClientConn {
