@@ -77,8 +77,12 @@ func decode(site *siteState, ks *kindSpec, rec arrow.Record) (b *batch, err erro
 			b, err = nil, &BatchError{Site: site.site, Row: -1, Msg: fmt.Sprintf("malformed record: %v", p)}
 		}
 	}()
-	if err := checkSchema(site.site, ks, rec.Schema()); err != nil {
-		return nil, err
+	if err := catalog.CheckSchema(rec.Schema(), ks.schema); err != nil {
+		var field string
+		if se, ok := errors.AsType[*catalog.SchemaError](err); ok {
+			field = se.Field
+		}
+		return nil, &BatchError{Site: site.site, Field: field, Row: -1, Msg: err.Error()}
 	}
 	if rec.NumCols() != int64(len(ks.cols)) {
 		return nil, &BatchError{Site: site.site, Row: -1, Msg: fmt.Sprintf("record has %d columns for %d fields", rec.NumCols(), len(ks.cols))}
@@ -93,41 +97,6 @@ func decode(site *siteState, ks *kindSpec, rec arrow.Record) (b *batch, err erro
 		}
 	}
 	return b, nil
-}
-
-// checkSchema compares a record's schema with the plan's, field by field.
-func checkSchema(site Site, ks *kindSpec, got *arrow.Schema) error {
-	want := ks.schema
-	bad := func(field, format string, args ...any) error {
-		return &BatchError{Site: site, Field: field, Row: -1, Msg: fmt.Sprintf(format, args...)}
-	}
-	for i, wf := range want.Fields() {
-		if i >= got.NumFields() {
-			return bad(wf.Name, "missing: the schema has %d fields, the plan %d", got.NumFields(), want.NumFields())
-		}
-		gf := got.Field(i)
-		switch {
-		case gf.Name != wf.Name:
-			return bad(wf.Name, "field %d is %q; want %q", i, gf.Name, wf.Name)
-		case !arrow.TypeEqual(gf.Type, wf.Type):
-			return bad(wf.Name, "type %s; want %s", gf.Type, wf.Type)
-		case gf.Nullable != wf.Nullable:
-			return bad(wf.Name, "nullable is %v; want %v", gf.Nullable, wf.Nullable)
-		}
-	}
-	if got.NumFields() > want.NumFields() {
-		return bad(got.Field(want.NumFields()).Name, "unexpected: the plan has %d fields", want.NumFields())
-	}
-	// Metadata is optional, but when a site names the definition, mode or
-	// kind it must name this run's.
-	md := got.Metadata()
-	wmd := want.Metadata()
-	for i, k := range wmd.Keys() {
-		if j := md.FindKey(k); j >= 0 && md.Values()[j] != wmd.Values()[i] {
-			return bad("", "schema metadata %s is %q; this run expects %q", k, md.Values()[j], wmd.Values()[i])
-		}
-	}
-	return nil
 }
 
 func (b *batch) decodeColumn(i int, arr arrow.Array) error {
