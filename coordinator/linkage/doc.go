@@ -82,8 +82,8 @@
 // garbage collector has no pointers to chase. Probes are issued a group
 // at a time so that their cache misses overlap.
 //
-// Add decodes and validates a batch without locks, so uploads from several
-// sites proceed at once, then checks and applies each partition's rows,
+// Decode decodes and validates a batch without locks, so uploads from several
+// sites proceed at once; Apply checks and applies each partition's rows,
 // one goroutine per partition for large batches. Batches from one site are
 // applied one at a time, which makes the duplicate check exact; a site's
 // first batch needs no check. Table evaluates the partitions in parallel

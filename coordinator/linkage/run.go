@@ -111,7 +111,7 @@ type Run struct {
 	parts   []*partition
 	seed    [2]uint64
 	scratch sync.Pool // *scratch
-	// parallelRows is the batch size from which Add applies partitions
+	// parallelRows is the batch size from which Apply applies partitions
 	// from several goroutines; below it the fan-out costs more than it
 	// saves.
 	parallelRows int
@@ -119,7 +119,7 @@ type Run struct {
 	// Aggregate mode.
 	cells *cellStore
 
-	// state is held for reading by Add and for writing by Table and Close,
+	// state is held for reading by Apply and for writing by Table and Close,
 	// so that Table sees no half-applied batch.
 	state  sync.RWMutex
 	closed bool
@@ -373,7 +373,7 @@ func (r *Run) siteByID(id int32) *siteState {
 }
 
 // Table computes the run's aggregate table from every batch accepted so
-// far, with its statistics. It may be called more than once; Adds wait
+// far, with its statistics. It may be called more than once; Applies wait
 // while it runs.
 func (r *Run) Table(ctx context.Context) (disclosure.Table, Stats, error) {
 	r.state.Lock()
@@ -409,8 +409,9 @@ func (r *Run) Table(ctx context.Context) (disclosure.Table, Stats, error) {
 	return t, st, nil
 }
 
-// Close drops everything the run holds. It waits for Adds and Table in
-// progress; afterwards they return ErrClosed. Close is idempotent.
+// Close drops everything the run holds. It waits for Applies and Table in
+// progress; afterwards they and Decode return ErrClosed. Close is
+// idempotent.
 func (r *Run) Close() {
 	r.state.Lock()
 	defer r.state.Unlock()
