@@ -74,9 +74,12 @@ type Auditor interface {
 	Append(ctx context.Context, r audit.Record) (audit.Entry, error)
 }
 
-// Combiner links and aggregates one run's uploads (linkage.Run).
+// Combiner links and aggregates one run's uploads (linkage.Run). An
+// upload is decoded and checked once, by Decode when it is received, and
+// the staged result applied when the node reports its task done.
 type Combiner interface {
-	Add(ctx context.Context, site linkage.Site, rec arrow.Record) error
+	Decode(ctx context.Context, site linkage.Site, rec arrow.Record) (*linkage.Staged, error)
+	Apply(ctx context.Context, st *linkage.Staged) error
 	Table(ctx context.Context) (disclosure.Table, linkage.Stats, error)
 	Close()
 }

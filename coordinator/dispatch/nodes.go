@@ -156,8 +156,8 @@ func (d *Dispatcher) taskDone(ctx context.Context, r *activeRun, s *siteRun, don
 		fail(fmt.Sprintf("the node reports fields %v; the task asked for %v", done.GetFields(), s.fields))
 		return
 	}
-	if up != nil && up.rec != nil {
-		if err := r.combiner.Add(ctx, linkageSite(s), up.rec); err != nil {
+	if up != nil && up.batch != nil {
+		if err := r.combiner.Apply(ctx, up.batch); err != nil {
 			fail("the upload could not be linked: " + Redact(err.Error()))
 			return
 		}

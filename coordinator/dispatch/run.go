@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/coordinator/linkage"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 	"github.com/havenhealth/haven/wire"
@@ -61,16 +62,16 @@ type siteRun struct {
 
 // staged is a checked upload, held until the node's TaskDone.
 type staged struct {
-	rec     arrow.Record // nil for an upload of no rows
+	batch   *linkage.Staged // decoded and checked; nil for an upload of no rows
 	rows    int64
 	bytes   int64
 	batches int64
 }
 
 func (s *staged) release() {
-	if s != nil && s.rec != nil {
-		s.rec.Release()
-		s.rec = nil
+	if s != nil {
+		s.batch.Release()
+		s.batch = nil
 	}
 }
 

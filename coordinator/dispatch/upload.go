@@ -2,7 +2,7 @@ package dispatch
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"regexp"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/havenhealth/haven/coordinator/audit"
+	"github.com/havenhealth/haven/coordinator/linkage"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 	"github.com/havenhealth/haven/wire"
 )
@@ -20,11 +21,12 @@ import (
 // Upload is one Flight upload of a task's partial result, opened by
 // OpenUpload and ended by exactly one of Commit and Abort.
 type Upload struct {
-	d      *Dispatcher
-	r      *activeRun
-	s      *siteRun
-	schema *arrow.Schema
-	limits *havenv1.UploadLimits
+	d        *Dispatcher
+	r        *activeRun
+	s        *siteRun
+	combiner Combiner // the run's, which decodes the upload
+	schema   *arrow.Schema
+	limits   *havenv1.UploadLimits
 }
 
 // Schema is the schema the upload must have: the plan's for the site's
@@ -68,35 +70,39 @@ func (d *Dispatcher) OpenUpload(ctx context.Context, site, taskID string) (*Uplo
 		return nil, status.Errorf(codes.AlreadyExists, "the upload for task %q was already received", taskID)
 	}
 	s.uploading = true
-	return &Upload{d: d, r: r, s: s, schema: s.schema, limits: proto.Clone(d.cfg.Limits).(*havenv1.UploadLimits)}, nil
+	return &Upload{d: d, r: r, s: s, combiner: r.combiner, schema: s.schema, limits: proto.Clone(d.cfg.Limits).(*havenv1.UploadLimits)}, nil
 }
 
-// Commit checks every row of the upload and, if all is well, stages it
-// for the node's TaskDone; the run itself is not touched until then. It
+// Commit decodes and checks every row of the upload and, if all is well,
+// stages the decoded upload for the node's TaskDone, which applies it
+// without decoding it again; the run itself is not touched until then. It
 // does not retain recs. A rejected upload leaves nothing behind, and the
 // error (InvalidArgument) says what was wrong.
 func (u *Upload) Commit(ctx context.Context, recs []arrow.Record, rc *havenv1.UploadReceipt) error {
 	rec, err := concat(u.schema, recs)
+	var batch *linkage.Staged
 	if err == nil && rec != nil {
-		err = u.check(ctx, rec)
+		batch, err = u.decode(ctx, rec)
+	}
+	if rec != nil {
+		rec.Release() // the staged batch holds what it needs of it
 	}
 	r, s := u.r, u.s
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s.uploading = false
-	if err == nil && (r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING || finalSite(s.status.State)) {
+	// The combiner is closed (ErrClosed) only when the run ends.
+	if errors.Is(err, linkage.ErrClosed) || (err == nil && (r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING || finalSite(s.status.State))) {
 		err = status.Errorf(codes.FailedPrecondition, "run %s no longer takes this upload (run %s, site %s)", r.id,
 			r.run.State, wire.SiteStateName(s.status.State))
 	}
 	if err != nil {
-		if rec != nil {
-			rec.Release()
-		}
+		batch.Release()
 		u.d.audit(ctx, audit.KindNodeResponse, r.id, s.ods, map[string]any{"task_id": s.taskID, "response": "upload_rejected",
 			"rows": rc.GetRows(), "bytes": rc.GetBytes(), "batches": rc.GetBatches(), "error": Redact(status.Convert(err).Message())})
 		return err
 	}
-	s.staged = &staged{rec: rec, rows: rc.GetRows(), bytes: rc.GetBytes(), batches: rc.GetBatches()}
+	s.staged = &staged{batch: batch, rows: rc.GetRows(), bytes: rc.GetBytes(), batches: rc.GetBatches()}
 	u.d.audit(ctx, audit.KindNodeResponse, r.id, s.ods, map[string]any{"task_id": s.taskID, "response": "upload_received",
 		"rows": rc.GetRows(), "bytes": rc.GetBytes(), "batches": rc.GetBatches()})
 	return nil
@@ -112,18 +118,18 @@ func (u *Upload) Abort(ctx context.Context, rc *havenv1.UploadReceipt, cause err
 		"rows": rc.GetRows(), "bytes": rc.GetBytes(), "batches": rc.GetBatches(), "error": Redact(status.Convert(cause).Message())})
 }
 
-// check adds the upload to a scratch linkage of the run, which validates
-// every row exactly as the real one will, without touching the run.
-func (u *Upload) check(ctx context.Context, rec arrow.Record) error {
-	scratch, err := u.d.cfg.NewCombiner(u.r.plan, u.r.def, u.r.bound, u.r.keyRange)
-	if err != nil {
-		return fmt.Errorf("prepare the upload check: %w", err)
+// decode decodes and checks every row of the upload with the run's
+// combiner, which leaves the run untouched until the result is applied.
+// linkage.ErrClosed is returned as it is, for Commit to report.
+func (u *Upload) decode(ctx context.Context, rec arrow.Record) (*linkage.Staged, error) {
+	batch, err := u.combiner.Decode(ctx, linkageSite(u.s), rec)
+	switch {
+	case errors.Is(err, linkage.ErrClosed):
+		return nil, err
+	case err != nil:
+		return nil, status.Errorf(codes.InvalidArgument, "upload for task %q rejected: %v", u.s.taskID, err)
 	}
-	defer scratch.Close()
-	if err := scratch.Add(ctx, linkageSite(u.s), rec); err != nil {
-		return status.Errorf(codes.InvalidArgument, "upload for task %q rejected: %v", u.s.taskID, err)
-	}
-	return nil
+	return batch, nil
 }
 
 // concat joins an upload's batches into one record, so that it is added

@@ -5,23 +5,23 @@
 //
 // DoPut is decoded and checked here, before anything reaches the run: the
 // descriptor must name a task (havenv1.ParseTaskDescriptor) of the calling
-// node's own site, the schema must be the plan's, and the task's row and
-// byte limits are enforced message by message while the stream is read, so
-// an oversized upload is stopped at the limit rather than read whole. A
-// node is not trusted with the coordinator's memory either: each message's
-// Arrow metadata and body are verified before the Arrow reader sees them,
-// the reader's allocations are capped and its panics recovered, and each
-// record is validated (internal/arrowsafe), so a crafted upload is refused
-// with InvalidArgument instead of crashing the process. The batches are
-// then handed to the run, which checks every row and stages them; the
-// reply's app_metadata is a havenv1.UploadReceipt.
+// node's own site, the schema must be the plan's (catalog.CheckSchema, the
+// checker the run applies too), and the task's row and byte limits are
+// enforced message by message while the stream is read, so an oversized
+// upload is stopped at the limit rather than read whole. A node is not
+// trusted with the coordinator's memory either: each message's Arrow
+// metadata and body are verified before the Arrow reader sees them, the
+// reader's allocations are capped and its panics recovered, and each record
+// is validated (internal/arrowsafe), so a crafted upload is refused with
+// InvalidArgument instead of crashing the process. The batches are then
+// handed to the run, which decodes and checks every row once and stages the
+// result; the reply's app_metadata is a havenv1.UploadReceipt.
 package flightsvc
 
 import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"regexp"
@@ -35,6 +35,7 @@ import (
 
 	"github.com/havenhealth/haven/coordinator/authn"
 	"github.com/havenhealth/haven/internal/arrowsafe"
+	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -176,7 +177,7 @@ func (m *meter) readAll(schema *arrow.Schema, recs *[]arrow.Record) error {
 		return err
 	}
 	defer rdr.Release()
-	if err := CheckSchema(rdr.Schema(), schema); err != nil {
+	if err := catalog.CheckSchema(rdr.Schema(), schema); err != nil {
 		return status.Errorf(codes.InvalidArgument, "upload for task %s: %v", m.rc.TaskId, err)
 	}
 	maxRows := m.limits.GetMaxRows()
@@ -290,40 +291,6 @@ func (m *meter) check(fd *flight.FlightData) error {
 	}
 	if err := h.CheckBody(int64(len(fd.DataBody))); err != nil {
 		return status.Errorf(codes.InvalidArgument, "malformed IPC message %d (%s): %v", m.n, h.Type, err)
-	}
-	return nil
-}
-
-// CheckSchema compares an upload's schema with the plan's: the same fields,
-// in order, with the same types and nullability. Schema metadata is
-// optional, but a haven.* key that is present must agree with the plan's.
-func CheckSchema(got, want *arrow.Schema) error {
-	for i, wf := range want.Fields() {
-		if i >= got.NumFields() {
-			return fmt.Errorf("schema has %d fields, the plan %d: %q is missing", got.NumFields(), want.NumFields(), wf.Name)
-		}
-		gf := got.Field(i)
-		switch {
-		case gf.Name != wf.Name:
-			return fmt.Errorf("field %d is %q; the plan has %q", i, gf.Name, wf.Name)
-		case !arrow.TypeEqual(gf.Type, wf.Type):
-			return fmt.Errorf("field %q is %s; the plan has %s", wf.Name, gf.Type, wf.Type)
-		case gf.Nullable != wf.Nullable:
-			return fmt.Errorf("field %q has nullable=%v; the plan has %v", wf.Name, gf.Nullable, wf.Nullable)
-		}
-	}
-	if got.NumFields() > want.NumFields() {
-		return fmt.Errorf("field %q is not in the plan, which has %d fields", got.Field(want.NumFields()).Name, want.NumFields())
-	}
-	gm, wm := got.Metadata(), want.Metadata()
-	for i, k := range gm.Keys() {
-		j := wm.FindKey(k)
-		if j < 0 {
-			continue
-		}
-		if gm.Values()[i] != wm.Values()[j] {
-			return fmt.Errorf("schema metadata %s is %q; this run's is %q", k, gm.Values()[i], wm.Values()[j])
-		}
 	}
 	return nil
 }

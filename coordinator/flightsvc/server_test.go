@@ -26,31 +26,6 @@ func planSchema() *arrow.Schema {
 	}, &md)
 }
 
-func TestCheckSchema(t *testing.T) {
-	want := planSchema()
-	f := want.Fields()
-	other := arrow.NewMetadata([]string{"haven.definition.id"}, []string{"t2dm-prevalence"})
-	for _, tc := range []struct {
-		name string
-		got  *arrow.Schema
-		err  string
-	}{
-		{"same", want, ""},
-		{"no metadata", arrow.NewSchema(f, nil), ""},
-		{"missing field", arrow.NewSchema(f[:2], nil), `"top" is missing`},
-		{"extra field", arrow.NewSchema(append(f, arrow.Field{Name: "nhs_number", Type: arrow.BinaryTypes.String}), nil), `"nhs_number" is not in the plan`},
-		{"renamed", arrow.NewSchema([]arrow.Field{f[1], f[0], f[2]}, nil), `field 0 is "patients"; the plan has "sex"`},
-		{"retyped", arrow.NewSchema([]arrow.Field{f[0], {Name: "patients", Type: arrow.PrimitiveTypes.Float64}, f[2]}, nil), "is float64; the plan has int64"},
-		{"nullability", arrow.NewSchema([]arrow.Field{f[0], {Name: "patients", Type: arrow.PrimitiveTypes.Int64, Nullable: true}, f[2]}, nil), "nullable=true"},
-		{"another definition", arrow.NewSchema(f, &other), "haven.definition.id"},
-	} {
-		err := CheckSchema(tc.got, want)
-		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
-			t.Errorf("%s: %v, want %q", tc.name, err, tc.err)
-		}
-	}
-}
-
 // messages encodes records as the FlightData of an upload.
 func messages(t testing.TB, schema *arrow.Schema, rows ...int) []*flight.FlightData {
 	t.Helper()

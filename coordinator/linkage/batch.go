@@ -39,14 +39,22 @@ func (e *BatchError) Error() string {
 func (e *BatchError) Unwrap() error { return ErrBadBatch }
 
 // batch is a record that passed validation, decoded into plain slices. The
-// numeric slices alias the record's buffers, so a batch lives only within
-// Add; whatever the run keeps is copied out of it.
+// numeric slices alias the record's buffers, so a batch lives only as long
+// as its Staged holds the record; whatever the run keeps is copied out of
+// it.
 type batch struct {
-	site *siteState
-	ks   *kindSpec
-	n    int
-	keys []byte // pseudonyms, 16 bytes each (linkage)
-	cols []bcol // parallel to ks.cols
+	site Site
+	// state is the site's state in the run, set by Apply.
+	state *siteState
+	ks    *kindSpec
+	n     int
+	keys  []byte   // pseudonyms, 16 bytes each (linkage)
+	hash  []uint64 // the pseudonyms' hashes (linkage)
+	cols  []bcol   // parallel to ks.cols
+	// groups are the cells' packed group values (aggregate), values their
+	// group values as strings, Missing for null.
+	groups []string
+	values [][]string
 }
 
 // bcol is one decoded column. Only the slice for the field's type is set.
@@ -71,20 +79,24 @@ func (c *bcol) validAt(i int32) bool { return c.valid == nil || c.valid[i] }
 // decode checks rec against the schema and the field rules of the site's
 // kind and decodes it. Malformed arrays can make Arrow's accessors panic;
 // decode turns that into an error, and nothing has been applied yet.
-func decode(site *siteState, ks *kindSpec, rec arrow.Record) (b *batch, err error) {
+func decode(site Site, ks *kindSpec, rec arrow.Record) (b *batch, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			b, err = nil, &BatchError{Site: site.site, Row: -1, Msg: fmt.Sprintf("malformed record: %v", p)}
+			b, err = nil, &BatchError{Site: site, Row: -1, Msg: fmt.Sprintf("malformed record: %v", p)}
 		}
 	}()
-	if err := checkSchema(site.site, ks, rec.Schema()); err != nil {
-		return nil, err
+	if err := catalog.CheckSchema(rec.Schema(), ks.schema); err != nil {
+		var field string
+		if se, ok := errors.AsType[*catalog.SchemaError](err); ok {
+			field = se.Field
+		}
+		return nil, &BatchError{Site: site, Field: field, Row: -1, Msg: err.Error()}
 	}
 	if rec.NumCols() != int64(len(ks.cols)) {
-		return nil, &BatchError{Site: site.site, Row: -1, Msg: fmt.Sprintf("record has %d columns for %d fields", rec.NumCols(), len(ks.cols))}
+		return nil, &BatchError{Site: site, Row: -1, Msg: fmt.Sprintf("record has %d columns for %d fields", rec.NumCols(), len(ks.cols))}
 	}
 	if rec.NumRows() > math.MaxInt32 {
-		return nil, &BatchError{Site: site.site, Row: -1, Msg: fmt.Sprintf("%d rows is too many for one batch", rec.NumRows())}
+		return nil, &BatchError{Site: site, Row: -1, Msg: fmt.Sprintf("%d rows is too many for one batch", rec.NumRows())}
 	}
 	b = &batch{site: site, ks: ks, n: int(rec.NumRows()), cols: make([]bcol, len(ks.cols))}
 	for i := range ks.cols {
@@ -95,46 +107,11 @@ func decode(site *siteState, ks *kindSpec, rec arrow.Record) (b *batch, err erro
 	return b, nil
 }
 
-// checkSchema compares a record's schema with the plan's, field by field.
-func checkSchema(site Site, ks *kindSpec, got *arrow.Schema) error {
-	want := ks.schema
-	bad := func(field, format string, args ...any) error {
-		return &BatchError{Site: site, Field: field, Row: -1, Msg: fmt.Sprintf(format, args...)}
-	}
-	for i, wf := range want.Fields() {
-		if i >= got.NumFields() {
-			return bad(wf.Name, "missing: the schema has %d fields, the plan %d", got.NumFields(), want.NumFields())
-		}
-		gf := got.Field(i)
-		switch {
-		case gf.Name != wf.Name:
-			return bad(wf.Name, "field %d is %q; want %q", i, gf.Name, wf.Name)
-		case !arrow.TypeEqual(gf.Type, wf.Type):
-			return bad(wf.Name, "type %s; want %s", gf.Type, wf.Type)
-		case gf.Nullable != wf.Nullable:
-			return bad(wf.Name, "nullable is %v; want %v", gf.Nullable, wf.Nullable)
-		}
-	}
-	if got.NumFields() > want.NumFields() {
-		return bad(got.Field(want.NumFields()).Name, "unexpected: the plan has %d fields", want.NumFields())
-	}
-	// Metadata is optional, but when a site names the definition, mode or
-	// kind it must name this run's.
-	md := got.Metadata()
-	wmd := want.Metadata()
-	for i, k := range wmd.Keys() {
-		if j := md.FindKey(k); j >= 0 && md.Values()[j] != wmd.Values()[i] {
-			return bad("", "schema metadata %s is %q; this run expects %q", k, md.Values()[j], wmd.Values()[i])
-		}
-	}
-	return nil
-}
-
 func (b *batch) decodeColumn(i int, arr arrow.Array) error {
 	f := b.ks.cols[i].field
 	c := &b.cols[i]
 	bad := func(row int, format string, args ...any) error {
-		return &BatchError{Site: b.site.site, Field: f.Name, Row: row, Msg: fmt.Sprintf(format, args...)}
+		return &BatchError{Site: b.site, Field: f.Name, Row: row, Msg: fmt.Sprintf(format, args...)}
 	}
 	if arr.Len() != b.n {
 		return bad(-1, "column has %d rows; the record has %d", arr.Len(), b.n)

@@ -35,16 +35,17 @@ const (
 	keyNull = "\x00"
 )
 
-// add validates a batch of cells and adds it. Either every cell is added
-// or none.
-func (s *cellStore) add(r *Run, b *batch) error {
+// checkCells checks a decoded batch of cells on its own: no group twice,
+// and partials that agree with each other. It packs each row's group
+// values into b.groups and b.values for add.
+func (r *Run) checkCells(b *batch) error {
 	bad := func(field string, row int, format string, args ...any) error {
-		return &BatchError{Site: b.site.site, Field: field, Row: row, Msg: fmt.Sprintf(format, args...)}
+		return &BatchError{Site: b.site, Field: field, Row: row, Msg: fmt.Sprintf(format, args...)}
 	}
 	// Group values as strings: the batch's codes are local until accepted,
 	// and cells are few.
-	keys := make([]string, b.n)
-	vals := make([][]string, b.n)
+	b.groups = make([]string, b.n)
+	b.values = make([][]string, b.n)
 	seen := make(map[string]int, b.n)
 	for row := range b.n {
 		parts := make([]string, len(r.dims))
@@ -65,35 +66,42 @@ func (s *cellStore) add(r *Run, b *batch) error {
 				packed[d] = parts[d]
 			}
 		}
-		keys[row], vals[row] = strings.Join(packed, keySep), parts
-		if first, dup := seen[keys[row]]; dup {
+		b.groups[row], b.values[row] = strings.Join(packed, keySep), parts
+		if first, dup := seen[b.groups[row]]; dup {
 			return bad("", row, "repeats the group of row %d", first)
 		}
-		seen[keys[row]] = row
+		seen[b.groups[row]] = row
 		if err := r.checkPartials(b, row, bad); err != nil {
 			return err
 		}
 	}
+	return nil
+}
 
-	b.site.mu.Lock()
-	defer b.site.mu.Unlock()
+// add adds a batch of cells that checkCells passed, unless the site sent
+// one of its groups in an earlier batch: that is known only now. Either
+// every cell is added or none.
+func (s *cellStore) add(r *Run, b *batch) error {
+	keys, site := b.groups, b.state
+	site.mu.Lock()
+	defer site.mu.Unlock()
 	for row, k := range keys {
-		if _, dup := b.site.cellKeys[k]; dup {
-			return bad("", row, "the site sent this group in an earlier batch")
+		if _, dup := site.cellKeys[k]; dup {
+			return &BatchError{Site: b.site, Row: row, Msg: "the site sent this group in an earlier batch"}
 		}
 	}
-	if b.site.cellKeys == nil {
-		b.site.cellKeys = map[string]struct{}{}
+	if site.cellKeys == nil {
+		site.cellKeys = map[string]struct{}{}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for row, k := range keys {
-		b.site.cellKeys[k] = struct{}{}
+		site.cellKeys[k] = struct{}{}
 		ci, ok := s.index[k]
 		if !ok {
 			ci = len(s.cells)
 			s.index[k] = ci
-			c := aggCell{key: vals[row], null: make([]bool, len(r.dims)), accs: make([]acc, len(r.measures))}
+			c := aggCell{key: b.values[row], null: make([]bool, len(r.dims)), accs: make([]acc, len(r.measures))}
 			for d, dim := range r.dims {
 				c.null[d] = !b.cols[dim.v].isValid(row)
 			}

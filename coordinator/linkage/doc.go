@@ -5,9 +5,14 @@
 //
 // A Run is built from the run's plan (catalog.Plan), its definition and
 // bound parameters. Each upload is an Arrow record batch whose schema must
-// be exactly plan.Schema(kind) for the sending site's kind; Add checks it,
-// validates every row and only then applies it, so a rejected batch leaves
-// the run as it was. Table computes the disclosure.Table.
+// be exactly plan.Schema(kind) for the sending site's kind
+// (catalog.CheckSchema); Add checks it, validates every row and only then
+// applies it, so a rejected batch leaves the run as it was. Add is Decode,
+// which checks and decodes the batch without touching the run, then Apply,
+// which checks it against what the site sent before and adds it: a caller
+// that receives a batch well before it may count (the coordinator stages
+// an upload until the node reports the task done) decodes it once, on
+// receipt. Table computes the disclosure.Table.
 //
 // # Aggregate mode
 //
@@ -77,8 +82,8 @@
 // garbage collector has no pointers to chase. Probes are issued a group
 // at a time so that their cache misses overlap.
 //
-// Add decodes and validates a batch without locks, so uploads from several
-// sites proceed at once, then checks and applies each partition's rows,
+// Decode decodes and validates a batch without locks, so uploads from several
+// sites proceed at once; Apply checks and applies each partition's rows,
 // one goroutine per partition for large batches. Batches from one site are
 // applied one at a time, which makes the duplicate check exact; a site's
 // first batch needs no check. Table evaluates the partitions in parallel
@@ -86,7 +91,8 @@
 // so the table need not grow while batches arrive.
 //
 // Add never retains the record: values are copied out, and the caller
-// releases the record when Add returns.
+// releases the record when Add returns. A Staged from Decode holds the
+// record until it is released.
 //
 // # Bad input
 //
@@ -97,7 +103,8 @@
 // exact); a number that is not finite; a group or category value outside
 // the variable's vocabulary; a day outside the field's window or a day
 // list out of order; a pseudonym sent twice by one site; a group sent
-// twice by one practice. Such errors are *BatchError values, wrapping
+// twice by one practice. Decode finds all of these but the last two across
+// batches, which Apply finds. Such errors are *BatchError values, wrapping
 // ErrBadBatch; their row numbers count from 0 within the batch, and they
 // never quote a pseudonym.
 package linkage

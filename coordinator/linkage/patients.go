@@ -254,9 +254,9 @@ func (p *partition) hasSite(idx, site int32) bool {
 	return false
 }
 
-// scratch is the per-batch working memory of addPatients.
+// scratch is the per-batch working memory of checkPatients and
+// addPatients.
 type scratch struct {
-	hash  []uint64
 	found []int32 // patient index in its partition, or -1
 	order []int32 // rows grouped by partition
 	start []int32 // partition i's rows are order[start[i]:start[i+1]]
@@ -264,32 +264,49 @@ type scratch struct {
 	dedup []int32
 }
 
-// addPatients checks a decoded batch of patient rows against the run and
-// applies it. Either every row is applied or none.
-func (r *Run) addPatients(ctx context.Context, b *batch) error {
-	sc, _ := r.scratch.Get().(*scratch)
-	if sc == nil {
-		sc = &scratch{}
+// getScratch takes working memory from the run's pool; putScratch
+// returns it.
+func (r *Run) getScratch() *scratch {
+	if sc, ok := r.scratch.Get().(*scratch); ok {
+		return sc
 	}
-	defer r.scratch.Put(sc)
+	return &scratch{}
+}
+
+func (r *Run) putScratch(sc *scratch) { r.scratch.Put(sc) }
+
+// checkPatients checks a decoded batch of patient rows on its own: no
+// pseudonym twice. It hashes the pseudonyms into b.hash for addPatients.
+func (r *Run) checkPatients(b *batch) error {
+	b.hash = make([]uint64, b.n)
+	for i := range b.n {
+		b.hash[i] = hash(r.seed, b.keys[16*i:16*i+16])
+	}
+	sc := r.getScratch()
+	defer r.putScratch(sc)
+	if row, first := sc.duplicate(b); row >= 0 {
+		return &BatchError{Site: b.site, Field: catalog.FieldNamePseudonym, Row: row,
+			Msg: fmt.Sprintf("repeats the pseudonym of row %d", first)}
+	}
+	return nil
+}
+
+// addPatients applies a batch of patient rows that checkPatients passed,
+// unless the site sent one of its pseudonyms in an earlier batch: that is
+// known only now. Either every row is applied or none.
+func (r *Run) addPatients(ctx context.Context, b *batch) error {
+	sc := r.getScratch()
+	defer r.putScratch(sc)
 	n, np := b.n, len(r.parts)
-	sc.hash = grow(sc.hash[:0], n)
 	sc.found = grow(sc.found[:0], n)
 	sc.order = grow(sc.order[:0], n)
 	sc.take = grow(sc.take[:0], n)
 	sc.start = grow(sc.start[:0], np+1)
 
-	for i := range n {
-		sc.hash[i] = hash(r.seed, b.keys[16*i:16*i+16])
-	}
-	if row, first := sc.duplicate(b); row >= 0 {
-		return &BatchError{Site: b.site.site, Field: catalog.FieldNamePseudonym, Row: row,
-			Msg: fmt.Sprintf("repeats the pseudonym of row %d", first)}
-	}
 	// Group rows by partition (a counting sort): the high bits of the hash
 	// pick the partition, the low bits the slot within it.
 	part := func(h uint64) int { return int((h >> 32) * uint64(np) >> 32) }
-	for _, h := range sc.hash[:n] {
+	for _, h := range b.hash {
 		sc.start[part(h)+1]++
 	}
 	for i := range np {
@@ -297,7 +314,7 @@ func (r *Run) addPatients(ctx context.Context, b *batch) error {
 	}
 	fill := make([]int32, np)
 	copy(fill, sc.start[:np])
-	for i, h := range sc.hash[:n] {
+	for i, h := range b.hash {
 		p := part(h)
 		sc.order[fill[p]] = int32(i)
 		fill[p]++
@@ -309,8 +326,8 @@ func (r *Run) addPatients(ctx context.Context, b *batch) error {
 	}
 	rows := func(p int) []int32 { return sc.order[sc.start[p]:sc.start[p+1]] }
 
-	b.site.mu.Lock()
-	defer b.site.mu.Unlock()
+	b.state.mu.Lock()
+	defer b.state.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -319,9 +336,9 @@ func (r *Run) addPatients(ctx context.Context, b *batch) error {
 	for i := range n {
 		sc.found[i] = -1
 	}
-	if b.site.applied > 0 {
+	if b.state.applied > 0 {
 		bad := make([]int32, np)
-		forEach(np, workers, int(b.site.id), func(p int) { bad[p] = r.parts[p].check(b, rows(p), sc) })
+		forEach(np, workers, int(b.state.id), func(p int) { bad[p] = r.parts[p].check(b, rows(p), sc) })
 		badRow := int32(-1)
 		for _, row := range bad {
 			if row >= 0 && (badRow < 0 || row < badRow) {
@@ -329,11 +346,11 @@ func (r *Run) addPatients(ctx context.Context, b *batch) error {
 			}
 		}
 		if badRow >= 0 {
-			return &BatchError{Site: b.site.site, Field: catalog.FieldNamePseudonym, Row: int(badRow),
+			return &BatchError{Site: b.site, Field: catalog.FieldNamePseudonym, Row: int(badRow),
 				Msg: "the site sent this pseudonym in an earlier batch"}
 		}
 	}
-	b.site.applied++
+	b.state.applied++
 	// The batch is accepted: give its new codes their run-wide codes, then
 	// apply each partition's rows.
 	for i := range b.cols {
@@ -349,7 +366,7 @@ func (r *Run) addPatients(ctx context.Context, b *batch) error {
 		}
 	}
 	dups := make([]int64, np)
-	forEach(np, workers, int(b.site.id), func(p int) { dups[p] = r.parts[p].apply(r, b, rows(p), sc) })
+	forEach(np, workers, int(b.state.id), func(p int) { dups[p] = r.parts[p].apply(r, b, rows(p), sc) })
 	for _, d := range dups {
 		r.duplicates.Add(d)
 	}
@@ -367,10 +384,10 @@ func (sc *scratch) duplicate(b *batch) (row, first int) {
 	mask := uint64(size - 1)
 	for i := range b.n {
 		k := b.keys[16*i : 16*i+16]
-		j := sc.hash[i] & mask
+		j := b.hash[i] & mask
 		for ; sc.dedup[j] != 0; j = (j + 1) & mask {
 			o := int(sc.dedup[j] - 1)
-			if sc.hash[o] == sc.hash[i] && string(b.keys[16*o:16*o+16]) == string(k) {
+			if b.hash[o] == b.hash[i] && string(b.keys[16*o:16*o+16]) == string(k) {
 				return i, o
 			}
 		}
@@ -385,13 +402,13 @@ func (sc *scratch) duplicate(b *batch) (row, first int) {
 func (p *partition) check(b *batch, rows []int32, sc *scratch) int32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	site := b.site.id
+	site := b.state.id
 	for g := 0; g < len(rows); g += warmGroup {
 		group := rows[g:min(g+warmGroup, len(rows))]
-		p.warm(group, sc.hash)
+		p.warm(group, b.hash)
 		for _, row := range group {
 			k := (*pseudonym)(b.keys[16*row : 16*row+16])
-			idx := p.find(k, sc.hash[row])
+			idx := p.find(k, b.hash[row])
 			sc.found[row] = idx
 			if idx >= 0 && p.hasSite(idx, site) {
 				return row
@@ -434,15 +451,15 @@ func (p *partition) apply(r *Run, b *batch, rows []int32, sc *scratch) (dups int
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	site := b.site.id
+	site := b.state.id
 	for g := 0; g < len(rows); g += warmGroup {
 		group := rows[g:min(g+warmGroup, len(rows))]
-		p.warm(group, sc.hash)
+		p.warm(group, b.hash)
 		for _, row := range group {
 			// A row that check did not find (or that was not checked) may
 			// have been inserted since by another site's batch.
 			if sc.found[row] < 0 {
-				sc.found[row] = p.findOrInsert((*pseudonym)(b.keys[16*row:16*row+16]), sc.hash[row])
+				sc.found[row] = p.findOrInsert((*pseudonym)(b.keys[16*row:16*row+16]), b.hash[row])
 			}
 		}
 	}
@@ -462,7 +479,7 @@ func (p *partition) apply(r *Run, b *batch, rows []int32, sc *scratch) (dups int
 		switch o := p.owner[idx]; {
 		case o == 0:
 			sc.take[row] = true
-		case b.site.site.ODS < r.siteByID(o-1).site.ODS:
+		case b.site.ODS < r.siteByID(o-1).site.ODS:
 			sc.take[row] = true
 			dups++
 		default:
@@ -475,7 +492,7 @@ func (p *partition) apply(r *Run, b *batch, rows []int32, sc *scratch) (dups int
 	}
 	for i := 1; i < len(b.ks.cols); i++ {
 		spec := &b.ks.cols[i]
-		p.applyColumn(r, &r.layout[spec.store], &p.cols[spec.store], &b.cols[i], rows, sc, b.site)
+		p.applyColumn(r, &r.layout[spec.store], &p.cols[spec.store], &b.cols[i], rows, sc, b.state)
 	}
 	return dups
 }

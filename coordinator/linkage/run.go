@@ -111,7 +111,7 @@ type Run struct {
 	parts   []*partition
 	seed    [2]uint64
 	scratch sync.Pool // *scratch
-	// parallelRows is the batch size from which Add applies partitions
+	// parallelRows is the batch size from which Apply applies partitions
 	// from several goroutines; below it the fan-out costs more than it
 	// saves.
 	parallelRows int
@@ -119,7 +119,7 @@ type Run struct {
 	// Aggregate mode.
 	cells *cellStore
 
-	// state is held for reading by Add and for writing by Table and Close,
+	// state is held for reading by Apply and for writing by Table and Close,
 	// so that Table sees no half-applied batch.
 	state  sync.RWMutex
 	closed bool
@@ -185,16 +185,114 @@ func New(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, opts Opt
 	return r, nil
 }
 
-// Add checks one record batch from site and adds it to the run. The
-// record's schema must be the plan's schema for the site's kind, and every
-// row must pass the checks the package doc lists; otherwise Add returns a
-// *BatchError (wrapping ErrBadBatch) and the run is unchanged. Add does not
-// retain rec.
+// Add checks one record batch from site and adds it to the run: Decode,
+// then Apply. The record's schema must be the plan's schema for the site's
+// kind, and every row must pass the checks the package doc lists;
+// otherwise Add returns a *BatchError (wrapping ErrBadBatch) and the run is
+// unchanged. Add does not retain rec.
 //
 // Add may be called from several goroutines at once; batches from
 // different sites are applied concurrently, those of one site one at a
 // time.
 func (r *Run) Add(ctx context.Context, site Site, rec arrow.Record) error {
+	st, err := r.Decode(ctx, site, rec)
+	if err != nil {
+		return err
+	}
+	defer st.Release()
+	return r.Apply(ctx, st)
+}
+
+// Staged is a record batch that Decode checked and decoded, waiting for
+// Apply. It holds the record (its decoded form reads the record's buffers)
+// until Release. A Staged belongs to one goroutine at a time.
+type Staged struct {
+	run     *Run
+	rec     arrow.Record // nil once released
+	b       *batch
+	applied bool
+}
+
+// Release drops the record and the decoded batch. A Staged released
+// without Apply leaves the run as it was. Release is idempotent, and a
+// nil Staged may be released.
+func (s *Staged) Release() {
+	if s == nil || s.rec == nil {
+		return
+	}
+	s.rec.Release()
+	s.rec, s.b = nil, nil
+}
+
+// Decode checks one record batch from site against everything it alone
+// can be checked for (everything Add checks but what Apply lists) and
+// decodes it, without changing the run: the record's schema must be the
+// plan's schema for the site's kind, and every row must pass the checks
+// the package doc lists; otherwise Decode returns a *BatchError (wrapping
+// ErrBadBatch). The Staged retains rec until it is released; the caller
+// keeps its own reference and releases it as usual.
+//
+// Decode may be called from several goroutines at once, and does not wait
+// for Table.
+func (r *Run) Decode(ctx context.Context, site Site, rec arrow.Record) (*Staged, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r.state.RLock()
+	closed := r.closed
+	r.state.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if rec == nil {
+		return nil, &BatchError{Site: site, Row: -1, Msg: "no record"}
+	}
+	// The plan's specs are fixed by New, so the record is decoded without
+	// the run's lock: a long decode does not hold up Table.
+	ks := r.kinds[site.Kind]
+	if ks == nil {
+		return nil, &BatchError{Site: site, Row: -1, Msg: fmt.Sprintf("%s sites take no part in a run of %s", site.Kind, r.plan.Definition)}
+	}
+	if err := r.checkSite(site); err != nil {
+		return nil, err
+	}
+	b, err := decode(site, ks, rec)
+	if err != nil {
+		return nil, err
+	}
+	if r.mode == catalog.ModeAggregate {
+		err = r.checkCells(b)
+	} else {
+		err = r.checkPatients(b)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec.Retain()
+	return &Staged{run: r, rec: rec, b: b}, nil
+}
+
+// Apply adds a batch that Decode passed to the run. What a batch is
+// checked for against what the run received before is checked here, as
+// only here is it known: that the site has not sent batches as a site of
+// another kind, and has not sent one of the batch's pseudonyms (linkage
+// mode) or groups (aggregate mode) in an earlier batch. If one fails,
+// Apply returns a *BatchError and the run is unchanged. Apply also fails,
+// changing nothing, on a cancelled ctx, a closed run (ErrClosed), and a
+// Staged that is released, already applied or another run's.
+//
+// Apply may be called from several goroutines at once, for different
+// Stageds; batches from different sites are applied concurrently, those
+// of one site one at a time. The caller still releases st.
+func (r *Run) Apply(ctx context.Context, st *Staged) error {
+	switch {
+	case st == nil || st.b == nil:
+		return errors.New("linkage: apply of a released batch")
+	case st.run != r:
+		return errors.New("linkage: apply of another run's batch")
+	case st.applied:
+		return errors.New("linkage: batch already applied")
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -203,21 +301,12 @@ func (r *Run) Add(ctx context.Context, site Site, rec arrow.Record) error {
 	if r.closed {
 		return ErrClosed
 	}
-	if rec == nil {
-		return &BatchError{Site: site, Row: -1, Msg: "no record"}
-	}
-	ks := r.kinds[site.Kind]
-	if ks == nil {
-		return &BatchError{Site: site, Row: -1, Msg: fmt.Sprintf("%s sites take no part in a run of %s", site.Kind, r.plan.Definition)}
-	}
-	s, err := r.site(site)
+	b := st.b
+	s, err := r.site(b.site)
 	if err != nil {
 		return err
 	}
-	b, err := decode(s, ks, rec)
-	if err != nil {
-		return err
-	}
+	b.state = s
 	if r.mode == catalog.ModeAggregate {
 		err = r.cells.add(r, b)
 	} else {
@@ -226,17 +315,38 @@ func (r *Run) Add(ctx context.Context, site Site, rec arrow.Record) error {
 	if err != nil {
 		return err
 	}
+	st.applied = true
 	s.accepted.Store(true)
 	r.batches.Add(1)
-	r.rows[site.Kind].Add(int64(b.n))
+	r.rows[b.site.Kind].Add(int64(b.n))
 	return nil
 }
 
-// site returns the state of a site, registering it the first time.
-func (r *Run) site(site Site) (*siteState, error) {
+// checkSite checks, without registering it, that site may send a batch:
+// its ODS code is a code, and it has not sent batches as a site of
+// another kind (which site checks again when the batch is applied).
+func (r *Run) checkSite(site Site) error {
 	if !validTokenString(site.ODS) {
-		return nil, &BatchError{Site: site, Row: -1, Msg: fmt.Sprintf("site ODS code %q is not a code", site.ODS)}
+		return &BatchError{Site: site, Row: -1, Msg: fmt.Sprintf("site ODS code %q is not a code", site.ODS)}
 	}
+	r.sitesMu.RLock()
+	s := r.sites[site.ODS]
+	r.sitesMu.RUnlock()
+	return s.sameKind(site)
+}
+
+// sameKind checks that site is of the kind the site first sent batches
+// as; a nil s has sent none.
+func (s *siteState) sameKind(site Site) error {
+	if s != nil && s.site.Kind != site.Kind {
+		return &BatchError{Site: site, Row: -1, Msg: fmt.Sprintf("site %s already sent batches as a %s site", site.ODS, s.site.Kind)}
+	}
+	return nil
+}
+
+// site returns the state of a site, registering it the first time. Decode
+// has checked its code.
+func (r *Run) site(site Site) (*siteState, error) {
 	r.sitesMu.RLock()
 	s := r.sites[site.ODS]
 	r.sitesMu.RUnlock()
@@ -249,8 +359,8 @@ func (r *Run) site(site Site) (*siteState, error) {
 		}
 		r.sitesMu.Unlock()
 	}
-	if s.site.Kind != site.Kind {
-		return nil, &BatchError{Site: site, Row: -1, Msg: fmt.Sprintf("site %s already sent batches as a %s site", site.ODS, s.site.Kind)}
+	if err := s.sameKind(site); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -263,7 +373,7 @@ func (r *Run) siteByID(id int32) *siteState {
 }
 
 // Table computes the run's aggregate table from every batch accepted so
-// far, with its statistics. It may be called more than once; Adds wait
+// far, with its statistics. It may be called more than once; Applies wait
 // while it runs.
 func (r *Run) Table(ctx context.Context) (disclosure.Table, Stats, error) {
 	r.state.Lock()
@@ -299,8 +409,9 @@ func (r *Run) Table(ctx context.Context) (disclosure.Table, Stats, error) {
 	return t, st, nil
 }
 
-// Close drops everything the run holds. It waits for Adds and Table in
-// progress; afterwards they return ErrClosed. Close is idempotent.
+// Close drops everything the run holds. It waits for Applies and Table in
+// progress; afterwards they and Decode return ErrClosed. Close is
+// idempotent.
 func (r *Run) Close() {
 	r.state.Lock()
 	defer r.state.Unlock()
