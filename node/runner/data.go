@@ -23,36 +23,6 @@ import (
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
-// The node's own statements. They read only CDM identifiers and bind every
-// value, so they run unchanged on every dialect.
-var (
-	// Type 1 opt-outs recorded at the site.
-	sqlSiteOptOuts = "SELECT " + cdm.ColNHSNumber + " FROM " + cdm.TableOptOut + " WHERE " + cdm.ColKind + " = $1"
-)
-
-// colPatientRows is the second column of sqlSiteNumbers.
-const colPatientRows = "patient_rows"
-
-// sqlSiteNumbers lists every NHS number in the patient table and in the
-// other given tables, once each, with the number of patient rows that
-// carry it. It skips names that are not CDM tables with an nhs_number
-// column, and the opt_out table, whose numbers are objections rather than
-// anyone's data.
-func sqlSiteNumbers(tables []string) string {
-	var b strings.Builder
-	b.WriteString("SELECT " + cdm.ColNHSNumber + ", CAST(sum(" + colPatientRows + ") AS BIGINT) AS " + colPatientRows +
-		"\nFROM (SELECT " + cdm.ColNHSNumber + ", 1 AS " + colPatientRows + " FROM " + cdm.TablePatient)
-	for _, name := range tables {
-		t, ok := cdm.Lookup(name)
-		if _, has := t.Column(cdm.ColNHSNumber); !ok || !has || name == cdm.TablePatient || name == cdm.TableOptOut {
-			continue
-		}
-		b.WriteString("\n      UNION ALL SELECT " + cdm.ColNHSNumber + ", 0 FROM " + t.Name)
-	}
-	b.WriteString(") AS site\nGROUP BY " + cdm.ColNHSNumber)
-	return b.String()
-}
-
 func connectorErr(what string, err error) error {
 	code := havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR
 	if errors.Is(err, connector.ErrLimitExceeded) {
@@ -121,8 +91,16 @@ func (r *Runner) siteOptOuts(ctx context.Context) (*optout.Set, error) {
 		}
 		return &optout.Set{}, nil
 	}
+	d, err := r.cfg.Source.Dialect(ctx)
+	if err != nil {
+		return nil, connectorErr("connector", err)
+	}
+	st, err := sqlgen.SiteOptOuts(d)
+	if err != nil {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "read type 1 opt-outs: %v", err)
+	}
 	var b optout.Builder
-	err = r.scanStrings(ctx, "read type 1 opt-outs", r.localQuery(sqlSiteOptOuts, connector.String(cdm.OptOutType1)), func(s string, null bool) error {
+	err = r.scanStrings(ctx, "read type 1 opt-outs", r.statementQuery(st), func(s string, null bool) error {
 		if !null {
 			b.Add(s)
 		}
@@ -227,7 +205,7 @@ func (r *Runner) countInvalid(ctx context.Context, d sqlgen.Dialect, tables []st
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%s: %v", what, err)
 	}
 	counts := map[string]int64{}
-	err = r.query(ctx, what, r.localQuery(st.SQL, args(st.Args)...), func(rec arrow.Record) error {
+	err = r.query(ctx, what, r.statementQuery(st), func(rec arrow.Record) error {
 		if int(rec.NumCols()) != len(st.Columns) {
 			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want %d", what, rec.NumCols(), len(st.Columns))
 		}
@@ -259,13 +237,17 @@ func (r *Runner) countInvalid(ctx context.Context, d sqlgen.Dialect, tables []st
 // patient rows carry a number optedOut says yes to: the patients every
 // statement leaves out as objectors. optedOut is asked once about every
 // valid number.
-func (r *Runner) siteNumbers(ctx context.Context, tables []string, optedOut func(string) bool) (*optout.Set, int64, error) {
+func (r *Runner) siteNumbers(ctx context.Context, d sqlgen.Dialect, tables []string, optedOut func(string) bool) (*optout.Set, int64, error) {
 	const what = "read the site's NHS numbers"
+	st, err := sqlgen.SiteNumbers(r.cfg.Kind, d, tables)
+	if err != nil {
+		return nil, 0, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%s: %v", what, err)
+	}
 	var b optout.Builder
 	var excluded int64
-	err := r.query(ctx, what, r.localQuery(sqlSiteNumbers(tables)), func(rec arrow.Record) error {
-		if rec.NumCols() != 2 {
-			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want 2", what, rec.NumCols())
+	err = r.query(ctx, what, r.statementQuery(st), func(rec arrow.Record) error {
+		if int(rec.NumCols()) != len(st.Columns) {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want %d", what, rec.NumCols(), len(st.Columns))
 		}
 		nums, ok := rec.Column(0).(*array.String)
 		if !ok {
@@ -539,7 +521,7 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 		}
 	} else if j.prog.Members != nil {
 		m := j.prog.Members
-		err := r.scanStrings(ctx, "read the counted patients", r.localQuery(m.SQL, args(m.Args)...), func(s string, null bool) error {
+		err := r.scanStrings(ctx, "read the counted patients", r.statementQuery(*m), func(s string, null bool) error {
 			verify(s, null)
 			return nil
 		})

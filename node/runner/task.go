@@ -359,7 +359,7 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	// the result against the whole national list and hashes every number
 	// it rests on again.
 	var onNetwork optout.Builder
-	numbers, excludedOptOut, err := r.siteNumbers(ctx, j.prog.Tables, func(n string) bool {
+	numbers, excludedOptOut, err := r.siteNumbers(ctx, dialect, j.prog.Tables, func(n string) bool {
 		if network.ContainsNumber(hasher, n) {
 			onNetwork.Add(n)
 			return true
@@ -486,8 +486,9 @@ func fieldNames(fs []catalog.Field) []string {
 	return out
 }
 
-// queryLimits is the node's limits for local queries that never leave the
-// site (opt-outs, members, counts).
-func (r *Runner) localQuery(sql string, args ...connector.Value) connector.Query {
-	return connector.Query{SQL: sql, Args: args, MaxRows: r.cfg.Limits.MaxRows, MaxBytes: r.cfg.Limits.MaxBytes}
+// statementQuery is a sqlgen statement the node runs for itself, whose
+// rows never leave the site (opt-outs, site numbers, members, keys,
+// counts), under the node's own row and byte limits.
+func (r *Runner) statementQuery(st sqlgen.Statement) connector.Query {
+	return connector.Query{SQL: st.SQL, Args: args(st.Args), MaxRows: r.cfg.Limits.MaxRows, MaxBytes: r.cfg.Limits.MaxBytes}
 }
