@@ -17,7 +17,6 @@ import (
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/optout"
-	"github.com/havenhealth/haven/node/pseudonym"
 	"github.com/havenhealth/haven/node/sqlgen"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
@@ -305,14 +304,17 @@ func args(in []any) []connector.Value {
 type output struct {
 	schema  *arrow.Schema  // the plan's schema: what is uploaded
 	records []arrow.Record // ready to send, in schema
-	// pending holds linkage batches until check has verified their NHS
-	// numbers and replaced them by pseudonyms.
+	// pending holds linkage batches until pseudonymise replaces their NHS
+	// numbers, and aggregate batches until cellKeys adds their keys.
 	pending []pendingBatch
 	rows    int64
+	// checked is set by check once every NHS number the result rests on
+	// has passed it; pseudonymise refuses an output without it.
+	checked bool
 }
 
-// pendingBatch is a linkage batch before check, or an aggregate batch
-// before cellKeys adds its cell keys.
+// pendingBatch is a linkage batch before pseudonymise, or an aggregate
+// batch before cellKeys adds its cell keys.
 type pendingBatch struct {
 	nhs  *array.String // nil for cells
 	cols []arrow.Array // linkage: the fields after the pseudonym, less record_key; cells: the fields less the cell keys
@@ -356,7 +358,8 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "no schema for %s sites", r.cfg.Kind)
 	}
 	// Record keys and cell keys are not the SQL's: the node adds them in
-	// Go (cellKeys, check), because they need the perturbation secret.
+	// Go (cellKeys, pseudonymise), because they need the perturbation
+	// secret.
 	fields := slices.DeleteFunc(slices.Clone(j.siteTask.Fields), goFilled)
 	linkage := j.siteTask.Rows == catalog.RowsPatients
 	cols := j.prog.Result.Columns
@@ -500,8 +503,9 @@ func narrowDayLists(src *array.List, vals *array.Int64) (arrow.Array, error) {
 
 // check is the last look before anything leaves the site. Every NHS
 // number the result rests on must be valid and on no opt-out list
-// (optedOut says no); any that is not aborts the task. In linkage mode the
-// numbers are then replaced by the run pseudonym.
+// (optedOut says no); any that is not aborts the task. It reads the
+// numbers and changes nothing: pseudonymise, which replaces them, runs
+// after it and only on a checked output.
 func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(string) bool) error {
 	var invalid, refused int64
 	verify := func(s string, null bool) {
@@ -512,8 +516,7 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 			refused++
 		}
 	}
-	linkage := j.siteTask.Rows == catalog.RowsPatients
-	if linkage {
+	if j.siteTask.Rows == catalog.RowsPatients {
 		for _, p := range out.pending {
 			for i := range p.nhs.Len() {
 				verify(p.nhs.Value(i), p.nhs.IsNull(i))
@@ -537,45 +540,6 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL,
 			"check before upload failed: the result rests on %d opted-out patients and %d invalid NHS numbers; nothing was sent", refused, invalid)
 	}
-	if !linkage {
-		return nil
-	}
-	d, err := pseudonym.NewDeriver(r.cfg.Secret, j.t.GetRunId())
-	if err != nil {
-		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "derive run key: %v", err)
-	}
-	// A population task of a keyed plan sends each patient's record key
-	// right after the pseudonym (catalog.Definition.PlanWith).
-	var rk *pseudonym.RecordKeyer
-	if f, ok := j.siteTask.Field(catalog.FieldNameRecordKey); ok && f.Role == catalog.RoleRecordKey {
-		if rk, err = r.recordKeyer(j); err != nil {
-			return err
-		}
-	}
-	for _, p := range out.pending {
-		b := array.NewFixedSizeBinaryBuilder(memory.DefaultAllocator, &arrow.FixedSizeBinaryType{ByteWidth: pseudonym.Size})
-		b.Reserve(p.nhs.Len())
-		for k := range p.nhs.Len() {
-			ps := d.Of(p.nhs.Value(k))
-			b.Append(ps[:])
-		}
-		lead := []arrow.Array{b.NewArray()}
-		b.Release()
-		if rk != nil {
-			kb := array.NewInt64Builder(memory.DefaultAllocator)
-			kb.Reserve(p.nhs.Len())
-			for k := range p.nhs.Len() {
-				kb.Append(int64(rk.Of(p.nhs.Value(k))))
-			}
-			lead = append(lead, kb.NewArray())
-			kb.Release()
-		}
-		out.records = append(out.records, array.NewRecord(out.schema, append(lead, p.cols...), p.rows))
-		for _, a := range lead {
-			a.Release()
-		}
-		p.release()
-	}
-	out.pending = nil
+	out.checked = true
 	return nil
 }

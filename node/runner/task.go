@@ -291,7 +291,8 @@ func (r *Runner) progress(j *job, stage havenv1.TaskStage, rows, bytes int64) {
 	}}})
 }
 
-// run compiles, queries, checks and uploads an accepted task.
+// run compiles, queries, checks, pseudonymises and uploads an accepted
+// task.
 func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) {
 	dialect, err := r.cfg.Source.Dialect(ctx)
 	if err != nil {
@@ -388,6 +389,11 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	defer out.release()
 	r.progress(j, havenv1.TaskStage_TASK_STAGE_CHECKING, out.rows, 0)
 	if err := r.check(ctx, j, out, func(n string) bool { return optOuts.Contains(n) || network.ContainsNumber(hasher, n) }); err != nil {
+		return nil, err
+	}
+	// Only once checked do the numbers give way to pseudonyms: the check
+	// needs the numbers themselves.
+	if err := r.pseudonymise(j, out); err != nil {
 		return nil, err
 	}
 	if err := r.cellKeys(ctx, j, out); err != nil {
