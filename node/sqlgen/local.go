@@ -15,8 +15,10 @@ import (
 
 // Names of the local statements.
 const (
-	StatementSiteOptOuts = "site_opt_outs"
-	StatementSiteNumbers = "site_numbers"
+	StatementSiteOptOuts     = "site_opt_outs"
+	StatementSiteNumbers     = "site_numbers"
+	StatementTableNHSNumbers = "table_nhs_numbers"
+	StatementNumericValues   = "numeric_values"
 )
 
 // ColPatientRows is the second column of the SiteNumbers statement: how
@@ -47,10 +49,20 @@ func SiteOptOuts(d Dialect) (Statement, error) {
 	return c.statement(StatementSiteOptOuts, c.siteOptOuts)
 }
 
-// siteOptOuts is the SiteOptOuts statement. It names the table from the
-// CDM directly, not through table, which would refuse it at a trust.
+// anyTable is table for statements that do not depend on the site kind:
+// it returns the CDM's own spelling of the name, whoever holds the table.
+func (c *compiler) anyTable(name string) string {
+	t, ok := c.schema[name]
+	if !ok {
+		c.fail("unknown CDM table %q", name)
+		return "invalid"
+	}
+	return t.Name
+}
+
+// siteOptOuts is the SiteOptOuts statement.
 func (c *compiler) siteOptOuts() (string, []Column) {
-	t := cdm.TableOptOut
+	t := c.anyTable(cdm.TableOptOut)
 	nhs := c.col(t, cdm.ColNHSNumber)
 	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s = %s", nhs, t, c.col(t, cdm.ColKind), c.text(cdm.OptOutType1))
 	return q, []Column{{Name: nhs, Type: catalog.FieldString}}
@@ -94,4 +106,50 @@ func (c *compiler) siteNumbers() (string, []Column) {
 	}
 	b.WriteString(") AS site\nGROUP BY " + nhs)
 	return b.String(), []Column{{Name: nhs, Type: catalog.FieldString}, {Name: ColPatientRows, Type: catalog.FieldInt64}}
+}
+
+// TableNHSNumbers returns the statement that reads the NHS number of
+// every row of a CDM table, as the table holds it (unchecked, NULL
+// included): one string column, nhs_number. The node's configuration
+// check counts the invalid ones in Go, apart from the SQL's own test
+// (InvalidCounts), so that the two can be held against each other.
+func TableNHSNumbers(d Dialect, table string) (Statement, error) {
+	if d == nil {
+		return Statement{}, errors.New("table NHS numbers: no SQL dialect")
+	}
+	c := bareCompiler("", d)
+	return c.statement(StatementTableNHSNumbers, func() (string, []Column) {
+		t := c.anyTable(table)
+		nhs := c.col(t, cdm.ColNHSNumber)
+		return "SELECT " + nhs + " FROM " + t, []Column{{Name: nhs, Type: catalog.FieldString}}
+	})
+}
+
+// NumericValues returns the statement that reads the non-NULL values of
+// a numeric column of a CDM table (cdm.NumericColumns): a float64 column
+// named after it, then, where the CDM gives the value a range by the
+// row's code (cdm.CodeColumn), that code as a string column named after
+// its column. The node's configuration check tests each value with
+// cdm.ValidValue in Go.
+func NumericValues(d Dialect, table, column string) (Statement, error) {
+	if d == nil {
+		return Statement{}, errors.New("numeric values: no SQL dialect")
+	}
+	codeCol, _, ok := cdm.CodeColumn(table, column)
+	if !ok {
+		return Statement{}, fmt.Errorf("numeric values: %s.%s is not a numeric CDM column", table, column)
+	}
+	c := bareCompiler("", d)
+	return c.statement(StatementNumericValues, func() (string, []Column) {
+		t := c.anyTable(table)
+		val := c.col(t, column)
+		sel := val
+		cols := []Column{{Name: val, Type: catalog.FieldFloat64}}
+		if codeCol != "" {
+			code := c.col(t, codeCol)
+			sel += ", " + code
+			cols = append(cols, Column{Name: code, Type: catalog.FieldString})
+		}
+		return "SELECT " + sel + " FROM " + t + " WHERE " + val + " IS NOT NULL", cols
+	})
 }

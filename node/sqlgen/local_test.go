@@ -177,3 +177,109 @@ func TestLocalStatementsRun(t *testing.T) {
 		}
 	})
 }
+
+func TestTableStatements(t *testing.T) {
+	tests := []struct {
+		name   string
+		build  func(d Dialect) (Statement, error)
+		stName string
+		sql    string
+		cols   []Column
+		err    string
+	}{
+		{name: "numbers of a table", build: func(d Dialect) (Statement, error) { return TableNHSNumbers(d, cdm.TableAPCEpisode) },
+			stName: StatementTableNHSNumbers, sql: "SELECT nhs_number FROM apc_episode",
+			cols: []Column{{Name: cdm.ColNHSNumber, Type: catalog.FieldString}}},
+		{name: "numbers of opt_out", build: func(d Dialect) (Statement, error) { return TableNHSNumbers(d, cdm.TableOptOut) },
+			stName: StatementTableNHSNumbers, sql: "SELECT nhs_number FROM opt_out",
+			cols: []Column{{Name: cdm.ColNHSNumber, Type: catalog.FieldString}}},
+		{name: "numbers of no table", build: func(d Dialect) (Statement, error) { return TableNHSNumbers(d, "patient; DROP TABLE x") },
+			err: "unknown CDM table"},
+		{name: "values with their codes", build: func(d Dialect) (Statement, error) {
+			return NumericValues(d, cdm.TableClinicalEvent, cdm.ColNumericValue)
+		},
+			stName: StatementNumericValues, sql: "SELECT numeric_value, snomed_code FROM clinical_event WHERE numeric_value IS NOT NULL",
+			cols: []Column{{Name: cdm.ColNumericValue, Type: catalog.FieldFloat64}, {Name: cdm.ColSNOMEDCode, Type: catalog.FieldString}}},
+		{name: "not a numeric column", build: func(d Dialect) (Statement, error) {
+			return NumericValues(d, cdm.TableClinicalEvent, cdm.ColSNOMEDCode)
+		}, err: "not a numeric CDM column"},
+		{name: "no such column", build: func(d Dialect) (Statement, error) {
+			return NumericValues(d, cdm.TableClinicalEvent, "numeric_value; DROP TABLE x")
+		}, err: "not a numeric CDM column"},
+	}
+	for _, tt := range tests {
+		for _, d := range Dialects() {
+			st, err := tt.build(d)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Errorf("%s %s: err = %v, want %q", tt.name, d.Name(), err, tt.err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s %s: %v", tt.name, d.Name(), err)
+			}
+			if st.Name != tt.stName || st.SQL != tt.sql || len(st.Args) != 0 || !reflect.DeepEqual(st.Columns, tt.cols) {
+				t.Errorf("%s %s: statement %s %q args %v columns %v;\nwant %s %q, no args, columns %v",
+					tt.name, d.Name(), st.Name, st.SQL, st.Args, st.Columns, tt.stName, tt.sql, tt.cols)
+			}
+		}
+		if _, err := tt.build(nil); err == nil {
+			t.Errorf("%s: no dialect, no error", tt.name)
+		}
+	}
+}
+
+// TestTableStatementsRun runs TableNHSNumbers on every table of the
+// hand-made practice, and NumericValues on its readings, in each dialect.
+func TestTableStatementsRun(t *testing.T) {
+	eachDialect(t, func(t *testing.T, tdb testDB) {
+		g := newGPCase(t)
+		db := openHandmade(t, tdb, g.sd)
+		for _, tbl := range cdm.TablesFor(cdm.KindGP) {
+			st, err := TableNHSNumbers(tdb.d, tbl.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := query(t.Context(), db, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got, want []string
+			for _, r := range rows {
+				got = append(got, r[0].(string))
+			}
+			for _, r := range tableRows(g.sd, tbl.Name) {
+				want = append(want, r[0].(string))
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("%s: numbers %v, want %v", tbl.Name, got, want)
+			}
+		}
+
+		st, err := NumericValues(tdb.d, cdm.TableClinicalEvent, cdm.ColNumericValue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := query(t.Context(), db, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want [][]any
+		for _, e := range g.sd.events[cdm.TableClinicalEvent] {
+			if e.value != nil {
+				want = append(want, []any{*e.value, *e.code})
+			}
+		}
+		sortRows(got)
+		sortRows(want)
+		if len(want) == 0 {
+			t.Fatal("the hand-made practice has no readings")
+		}
+		if diff := diffRows(got, want); diff != "" {
+			t.Errorf("numeric values:\n%s", diff)
+		}
+	})
+}
