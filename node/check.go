@@ -17,6 +17,7 @@ import (
 	"github.com/havenhealth/haven/node/config"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/optout"
+	"github.com/havenhealth/haven/node/sqlgen"
 	"github.com/havenhealth/haven/policy"
 )
 
@@ -177,6 +178,11 @@ func checkConnector(ctx context.Context, cfg *config.Config, logger *slog.Logger
 	if err != nil {
 		return append(out, Finding{Check: "connector plugin", Detail: err.Error()})
 	}
+	// The connector has validated the dialect, so sqlgen knows it.
+	dialect, err := sqlgen.ParseDialect(string(d.Dialect))
+	if err != nil {
+		return append(out, Finding{Check: "connector plugin", Detail: err.Error()})
+	}
 	out = append(out, Finding{Check: "connector plugin", OK: true,
 		Detail: fmt.Sprintf("%s: checksum matches, started; dialect %s, version %s", filepath.Base(cfg.Connector.Path), d.Dialect, d.PluginVersion)})
 	for _, t := range cdm.TablesFor(cfg.Site.Kind) {
@@ -186,7 +192,7 @@ func checkConnector(ctx context.Context, cfg *config.Config, logger *slog.Logger
 			out = append(out, Finding{Check: name, Detail: fmt.Sprintf("missing: a %s site must expose it", cfg.Site.Kind)})
 			continue
 		}
-		invalid, err := countInvalid(ctx, h, t.Name, cfg.Limits.MaxRows)
+		invalid, err := countInvalid(ctx, h, dialect, t.Name, cfg.Limits.MaxRows)
 		if err != nil {
 			out = append(out, Finding{Check: name, Detail: fmt.Sprintf("%d rows; reading its NHS numbers failed: %v", ti.Rows, err)})
 			continue
@@ -196,7 +202,7 @@ func checkConnector(ctx context.Context, cfg *config.Config, logger *slog.Logger
 			f.Warn = true
 			f.Detail += fmt.Sprintf("; %d with an invalid NHS number, which every query leaves out", invalid)
 		}
-		bad, err := countBadValues(ctx, h, t, cfg.Limits.MaxRows)
+		bad, err := countBadValues(ctx, h, dialect, t, cfg.Limits.MaxRows)
 		if err != nil {
 			f = Finding{Check: name, Detail: fmt.Sprintf("%d rows; reading its numeric values failed: %v", ti.Rows, err)}
 		} else if bad > 0 {
@@ -208,14 +214,23 @@ func checkConnector(ctx context.Context, cfg *config.Config, logger *slog.Logger
 	return out
 }
 
-// countInvalid counts the rows of a CDM table whose NHS number fails the
-// modulus-11 check.
-func countInvalid(ctx context.Context, h *connector.Host, table string, maxRows int64) (int64, error) {
-	t, ok := cdm.Lookup(table)
-	if !ok {
-		return 0, fmt.Errorf("no CDM table %s", table)
+// runStatement runs a sqlgen statement in the connector.
+func runStatement(ctx context.Context, h *connector.Host, st sqlgen.Statement, maxRows int64) (*connector.Result, error) {
+	args, err := connector.ValuesOf(st.Args)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", st.Name, err)
 	}
-	res, err := h.Query(ctx, connector.Query{SQL: "SELECT " + cdm.ColNHSNumber + " FROM " + t.Name, MaxRows: maxRows})
+	return h.Query(ctx, connector.Query{SQL: st.SQL, Args: args, MaxRows: maxRows})
+}
+
+// countInvalid counts the rows of a CDM table whose NHS number fails the
+// modulus-11 check, testing each in Go.
+func countInvalid(ctx context.Context, h *connector.Host, d sqlgen.Dialect, table string, maxRows int64) (int64, error) {
+	st, err := sqlgen.TableNHSNumbers(d, table)
+	if err != nil {
+		return 0, err
+	}
+	res, err := runStatement(ctx, h, st, maxRows)
 	if err != nil {
 		return 0, err
 	}
@@ -224,7 +239,7 @@ func countInvalid(ctx context.Context, h *connector.Host, table string, maxRows 
 	for res.Next() {
 		col, ok := res.Record().Column(0).(*array.String)
 		if !ok {
-			return 0, fmt.Errorf("%s.%s is %s, want utf8", t.Name, cdm.ColNHSNumber, res.Record().Column(0).DataType())
+			return 0, fmt.Errorf("%s.%s is %s, want utf8", table, cdm.ColNHSNumber, res.Record().Column(0).DataType())
 		}
 		for i := range col.Len() {
 			if col.IsNull(i) || !cdm.ValidNHSNumber(col.Value(i)) {
@@ -237,16 +252,16 @@ func countInvalid(ctx context.Context, h *connector.Host, table string, maxRows 
 
 // countBadValues counts the rows of a CDM table holding a numeric value
 // cdm.ValidValue rejects: NaN, ±Inf, or outside its code's range. NULL is
-// no reading. The identifiers come from cdm.
-func countBadValues(ctx context.Context, h *connector.Host, t cdm.Table, maxRows int64) (int64, error) {
+// no reading.
+func countBadValues(ctx context.Context, h *connector.Host, d sqlgen.Dialect, t cdm.Table, maxRows int64) (int64, error) {
 	var n int64
 	for _, col := range cdm.NumericColumns(t.Name) {
 		codeCol, _, _ := cdm.CodeColumn(t.Name, col)
-		sel := col
-		if codeCol != "" {
-			sel += ", " + codeCol
+		st, err := sqlgen.NumericValues(d, t.Name, col)
+		if err != nil {
+			return 0, err
 		}
-		res, err := h.Query(ctx, connector.Query{SQL: "SELECT " + sel + " FROM " + t.Name + " WHERE " + col + " IS NOT NULL", MaxRows: maxRows})
+		res, err := runStatement(ctx, h, st, maxRows)
 		if err != nil {
 			return 0, err
 		}

@@ -36,6 +36,11 @@ func bodySize(schema *arrow.Schema, rec arrow.Record) (int64, error) {
 // and the node's. It returns the batches (the caller releases them) and
 // their total size.
 func (r *Runner) batch(j *job, out *output) ([]arrow.Record, int64, error) {
+	// Pending rows have not been through pseudonymise or cellKeys; they
+	// must not be dropped from the upload without a word.
+	if len(out.pending) > 0 {
+		return nil, 0, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%d result batches were never made ready to send; nothing was sent", len(out.pending))
+	}
 	lim := j.t.GetLimits()
 	maxBatch := lim.GetMaxBatchBytes()
 	if maxBatch <= 0 {

@@ -17,41 +17,10 @@ import (
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/node/optout"
-	"github.com/havenhealth/haven/node/pseudonym"
 	"github.com/havenhealth/haven/node/sqlgen"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
-
-// The node's own statements. They read only CDM identifiers and bind every
-// value, so they run unchanged on every dialect.
-var (
-	// Type 1 opt-outs recorded at the site.
-	sqlSiteOptOuts = "SELECT " + cdm.ColNHSNumber + " FROM " + cdm.TableOptOut + " WHERE " + cdm.ColKind + " = $1"
-)
-
-// colPatientRows is the second column of sqlSiteNumbers.
-const colPatientRows = "patient_rows"
-
-// sqlSiteNumbers lists every NHS number in the patient table and in the
-// other given tables, once each, with the number of patient rows that
-// carry it. It skips names that are not CDM tables with an nhs_number
-// column, and the opt_out table, whose numbers are objections rather than
-// anyone's data.
-func sqlSiteNumbers(tables []string) string {
-	var b strings.Builder
-	b.WriteString("SELECT " + cdm.ColNHSNumber + ", CAST(sum(" + colPatientRows + ") AS BIGINT) AS " + colPatientRows +
-		"\nFROM (SELECT " + cdm.ColNHSNumber + ", 1 AS " + colPatientRows + " FROM " + cdm.TablePatient)
-	for _, name := range tables {
-		t, ok := cdm.Lookup(name)
-		if _, has := t.Column(cdm.ColNHSNumber); !ok || !has || name == cdm.TablePatient || name == cdm.TableOptOut {
-			continue
-		}
-		b.WriteString("\n      UNION ALL SELECT " + cdm.ColNHSNumber + ", 0 FROM " + t.Name)
-	}
-	b.WriteString(") AS site\nGROUP BY " + cdm.ColNHSNumber)
-	return b.String()
-}
 
 func connectorErr(what string, err error) error {
 	code := havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR
@@ -121,8 +90,16 @@ func (r *Runner) siteOptOuts(ctx context.Context) (*optout.Set, error) {
 		}
 		return &optout.Set{}, nil
 	}
+	d, err := r.cfg.Source.Dialect(ctx)
+	if err != nil {
+		return nil, connectorErr("connector", err)
+	}
+	st, err := sqlgen.SiteOptOuts(d)
+	if err != nil {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "read type 1 opt-outs: %v", err)
+	}
 	var b optout.Builder
-	err = r.scanStrings(ctx, "read type 1 opt-outs", r.localQuery(sqlSiteOptOuts, connector.String(cdm.OptOutType1)), func(s string, null bool) error {
+	err = r.scanStrings(ctx, "read type 1 opt-outs", r.statementQuery(st), func(s string, null bool) error {
 		if !null {
 			b.Add(s)
 		}
@@ -227,7 +204,7 @@ func (r *Runner) countInvalid(ctx context.Context, d sqlgen.Dialect, tables []st
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%s: %v", what, err)
 	}
 	counts := map[string]int64{}
-	err = r.query(ctx, what, r.localQuery(st.SQL, args(st.Args)...), func(rec arrow.Record) error {
+	err = r.query(ctx, what, r.statementQuery(st), func(rec arrow.Record) error {
 		if int(rec.NumCols()) != len(st.Columns) {
 			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want %d", what, rec.NumCols(), len(st.Columns))
 		}
@@ -259,13 +236,17 @@ func (r *Runner) countInvalid(ctx context.Context, d sqlgen.Dialect, tables []st
 // patient rows carry a number optedOut says yes to: the patients every
 // statement leaves out as objectors. optedOut is asked once about every
 // valid number.
-func (r *Runner) siteNumbers(ctx context.Context, tables []string, optedOut func(string) bool) (*optout.Set, int64, error) {
+func (r *Runner) siteNumbers(ctx context.Context, d sqlgen.Dialect, tables []string, optedOut func(string) bool) (*optout.Set, int64, error) {
 	const what = "read the site's NHS numbers"
+	st, err := sqlgen.SiteNumbers(r.cfg.Kind, d, tables)
+	if err != nil {
+		return nil, 0, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%s: %v", what, err)
+	}
 	var b optout.Builder
 	var excluded int64
-	err := r.query(ctx, what, r.localQuery(sqlSiteNumbers(tables)), func(rec arrow.Record) error {
-		if rec.NumCols() != 2 {
-			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want 2", what, rec.NumCols())
+	err = r.query(ctx, what, r.statementQuery(st), func(rec arrow.Record) error {
+		if int(rec.NumCols()) != len(st.Columns) {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want %d", what, rec.NumCols(), len(st.Columns))
 		}
 		nums, ok := rec.Column(0).(*array.String)
 		if !ok {
@@ -323,14 +304,17 @@ func args(in []any) []connector.Value {
 type output struct {
 	schema  *arrow.Schema  // the plan's schema: what is uploaded
 	records []arrow.Record // ready to send, in schema
-	// pending holds linkage batches until check has verified their NHS
-	// numbers and replaced them by pseudonyms.
+	// pending holds linkage batches until pseudonymise replaces their NHS
+	// numbers, and aggregate batches until cellKeys adds their keys.
 	pending []pendingBatch
 	rows    int64
+	// checked is set by check once every NHS number the result rests on
+	// has passed it; pseudonymise refuses an output without it.
+	checked bool
 }
 
-// pendingBatch is a linkage batch before check, or an aggregate batch
-// before cellKeys adds its cell keys.
+// pendingBatch is a linkage batch before pseudonymise, or an aggregate
+// batch before cellKeys adds its cell keys.
 type pendingBatch struct {
 	nhs  *array.String // nil for cells
 	cols []arrow.Array // linkage: the fields after the pseudonym, less record_key; cells: the fields less the cell keys
@@ -374,7 +358,8 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "no schema for %s sites", r.cfg.Kind)
 	}
 	// Record keys and cell keys are not the SQL's: the node adds them in
-	// Go (cellKeys, check), because they need the perturbation secret.
+	// Go (cellKeys, pseudonymise), because they need the perturbation
+	// secret.
 	fields := slices.DeleteFunc(slices.Clone(j.siteTask.Fields), goFilled)
 	linkage := j.siteTask.Rows == catalog.RowsPatients
 	cols := j.prog.Result.Columns
@@ -518,8 +503,9 @@ func narrowDayLists(src *array.List, vals *array.Int64) (arrow.Array, error) {
 
 // check is the last look before anything leaves the site. Every NHS
 // number the result rests on must be valid and on no opt-out list
-// (optedOut says no); any that is not aborts the task. In linkage mode the
-// numbers are then replaced by the run pseudonym.
+// (optedOut says no); any that is not aborts the task. It reads the
+// numbers and changes nothing: pseudonymise, which replaces them, runs
+// after it and only on a checked output.
 func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(string) bool) error {
 	var invalid, refused int64
 	verify := func(s string, null bool) {
@@ -530,8 +516,7 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 			refused++
 		}
 	}
-	linkage := j.siteTask.Rows == catalog.RowsPatients
-	if linkage {
+	if j.siteTask.Rows == catalog.RowsPatients {
 		for _, p := range out.pending {
 			for i := range p.nhs.Len() {
 				verify(p.nhs.Value(i), p.nhs.IsNull(i))
@@ -539,7 +524,7 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 		}
 	} else if j.prog.Members != nil {
 		m := j.prog.Members
-		err := r.scanStrings(ctx, "read the counted patients", r.localQuery(m.SQL, args(m.Args)...), func(s string, null bool) error {
+		err := r.scanStrings(ctx, "read the counted patients", r.statementQuery(*m), func(s string, null bool) error {
 			verify(s, null)
 			return nil
 		})
@@ -555,45 +540,6 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL,
 			"check before upload failed: the result rests on %d opted-out patients and %d invalid NHS numbers; nothing was sent", refused, invalid)
 	}
-	if !linkage {
-		return nil
-	}
-	d, err := pseudonym.NewDeriver(r.cfg.Secret, j.t.GetRunId())
-	if err != nil {
-		return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "derive run key: %v", err)
-	}
-	// A population task of a keyed plan sends each patient's record key
-	// right after the pseudonym (catalog.Definition.PlanWith).
-	var rk *pseudonym.RecordKeyer
-	if f, ok := j.siteTask.Field(catalog.FieldNameRecordKey); ok && f.Role == catalog.RoleRecordKey {
-		if rk, err = r.recordKeyer(j); err != nil {
-			return err
-		}
-	}
-	for _, p := range out.pending {
-		b := array.NewFixedSizeBinaryBuilder(memory.DefaultAllocator, &arrow.FixedSizeBinaryType{ByteWidth: pseudonym.Size})
-		b.Reserve(p.nhs.Len())
-		for k := range p.nhs.Len() {
-			ps := d.Of(p.nhs.Value(k))
-			b.Append(ps[:])
-		}
-		lead := []arrow.Array{b.NewArray()}
-		b.Release()
-		if rk != nil {
-			kb := array.NewInt64Builder(memory.DefaultAllocator)
-			kb.Reserve(p.nhs.Len())
-			for k := range p.nhs.Len() {
-				kb.Append(int64(rk.Of(p.nhs.Value(k))))
-			}
-			lead = append(lead, kb.NewArray())
-			kb.Release()
-		}
-		out.records = append(out.records, array.NewRecord(out.schema, append(lead, p.cols...), p.rows))
-		for _, a := range lead {
-			a.Release()
-		}
-		p.release()
-	}
-	out.pending = nil
+	out.checked = true
 	return nil
 }

@@ -59,7 +59,7 @@ func (r *Runner) cellKeys(ctx context.Context, j *job, out *output) error {
 	R := uint64(j.keyRange)
 	nCols := 1 + len(groups) + len(keyAt)
 	st := j.prog.Keys
-	q := r.localQuery(st.SQL, args(st.Args)...)
+	q := r.statementQuery(*st)
 	err = r.query(ctx, "read the counted patients' groups", q, func(rec arrow.Record) error {
 		if int(rec.NumCols()) != nCols {
 			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "the keys statement returned %d columns, want %d", rec.NumCols(), nCols)

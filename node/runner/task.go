@@ -291,7 +291,8 @@ func (r *Runner) progress(j *job, stage havenv1.TaskStage, rows, bytes int64) {
 	}}})
 }
 
-// run compiles, queries, checks and uploads an accepted task.
+// run compiles, queries, checks, pseudonymises and uploads an accepted
+// task.
 func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) {
 	dialect, err := r.cfg.Source.Dialect(ctx)
 	if err != nil {
@@ -359,7 +360,7 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	// the result against the whole national list and hashes every number
 	// it rests on again.
 	var onNetwork optout.Builder
-	numbers, excludedOptOut, err := r.siteNumbers(ctx, j.prog.Tables, func(n string) bool {
+	numbers, excludedOptOut, err := r.siteNumbers(ctx, dialect, j.prog.Tables, func(n string) bool {
 		if network.ContainsNumber(hasher, n) {
 			onNetwork.Add(n)
 			return true
@@ -388,6 +389,11 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	defer out.release()
 	r.progress(j, havenv1.TaskStage_TASK_STAGE_CHECKING, out.rows, 0)
 	if err := r.check(ctx, j, out, func(n string) bool { return optOuts.Contains(n) || network.ContainsNumber(hasher, n) }); err != nil {
+		return nil, err
+	}
+	// Only once checked do the numbers give way to pseudonyms: the check
+	// needs the numbers themselves.
+	if err := r.pseudonymise(j, out); err != nil {
 		return nil, err
 	}
 	if err := r.cellKeys(ctx, j, out); err != nil {
@@ -486,8 +492,9 @@ func fieldNames(fs []catalog.Field) []string {
 	return out
 }
 
-// queryLimits is the node's limits for local queries that never leave the
-// site (opt-outs, members, counts).
-func (r *Runner) localQuery(sql string, args ...connector.Value) connector.Query {
-	return connector.Query{SQL: sql, Args: args, MaxRows: r.cfg.Limits.MaxRows, MaxBytes: r.cfg.Limits.MaxBytes}
+// statementQuery is a sqlgen statement the node runs for itself, whose
+// rows never leave the site (opt-outs, site numbers, members, keys,
+// counts), under the node's own row and byte limits.
+func (r *Runner) statementQuery(st sqlgen.Statement) connector.Query {
+	return connector.Query{SQL: st.SQL, Args: args(st.Args), MaxRows: r.cfg.Limits.MaxRows, MaxBytes: r.cfg.Limits.MaxBytes}
 }

@@ -44,6 +44,12 @@
 // after their anchor and day lists as BIGINT lists; the node narrows them
 // to the plan's int32.
 //
+// The node's own statements about the site, which belong to no program,
+// come from here too, under the same rules: SiteOptOuts (the type 1
+// objections in opt_out), SiteNumbers (every NHS number the site holds,
+// to cut the opt-out lists to it), and, for the configuration check,
+// TableNHSNumbers and NumericValues.
+//
 // # Semantics
 //
 // Where the catalogue's documentation leaves a choice, this package makes

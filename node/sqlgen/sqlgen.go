@@ -222,10 +222,7 @@ func InvalidCounts(k cdm.SiteKind, d Dialect, tables []string) (Statement, error
 	if len(tables) == 0 {
 		return Statement{}, errors.New("invalid NHS number counts: no tables")
 	}
-	c := &compiler{kind: k, d: d, schema: map[string]cdm.Table{}, tables: map[string]bool{}}
-	for _, t := range cdm.Tables() {
-		c.schema[t.Name] = t
-	}
+	c := bareCompiler(k, d)
 	for _, t := range tables {
 		if _, ok := c.schema[t]; !ok {
 			return Statement{}, fmt.Errorf("invalid NHS number counts: unknown CDM table %q", t)
@@ -243,10 +240,7 @@ func InvalidCounts(k cdm.SiteKind, d Dialect, tables []string) (Statement, error
 // with an invalid NHS number; tables without numeric columns get no
 // column, and when none of the tables has one the error says so.
 func BadValueCounts(k cdm.SiteKind, d Dialect, tables []string) (Statement, error) {
-	c := &compiler{kind: k, d: d, schema: map[string]cdm.Table{}, tables: map[string]bool{}}
-	for _, t := range cdm.Tables() {
-		c.schema[t.Name] = t
-	}
+	c := bareCompiler(k, d)
 	numeric := false
 	for _, t := range tables {
 		if _, ok := c.schema[t]; !ok {
