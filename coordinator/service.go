@@ -41,6 +41,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/config"
 	"github.com/havenhealth/haven/coordinator/dispatch"
 	"github.com/havenhealth/haven/coordinator/flightsvc"
+	"github.com/havenhealth/haven/coordinator/metrics"
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/optoutrelay"
 	"github.com/havenhealth/haven/coordinator/planner"
@@ -58,20 +59,49 @@ const ShutdownTimeout = 10 * time.Second
 
 // Service is a configured coordinator.
 type Service struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	store  *store.SQLite
-	audit  *audit.Log
-	policy *policy.Engine
-	links  *nodelink.Server
-	runs   *dispatch.Dispatcher
-	grpc   *grpc.Server
-	lock   *dirlock.Lock // the data directory, held until Close
-	health *health.Server
-	// register is the public transparency register's server and its
-	// listener, bound by New; nil when the config serves none.
-	register    *http.Server
-	registerLis net.Listener
+	cfg     *config.Config
+	log     *slog.Logger
+	store   *store.SQLite
+	audit   *audit.Log
+	policy  *policy.Engine
+	links   *nodelink.Server
+	runs    *dispatch.Dispatcher
+	grpc    *grpc.Server
+	lock    *dirlock.Lock // the data directory, held until Close
+	health  *health.Server
+	metrics *metrics.Metrics
+	// register is the public transparency register and metrics the
+	// Prometheus endpoint, each bound by New; nil when the config serves
+	// none.
+	register, metricsHTTP *httpService
+}
+
+// httpService is an HTTP server on its own port beside the gRPC one.
+type httpService struct {
+	name string
+	srv  *http.Server
+	lis  net.Listener
+}
+
+func newHTTPService(name, addr string, h http.Handler, tlsCfg *tls.Config, log *slog.Logger) (*httpService, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if tlsCfg != nil {
+		lis = tls.NewListener(lis, tlsCfg)
+	}
+	return &httpService{name: name, lis: lis, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}, nil
+}
+
+// addr is where h listens; nil for none.
+func (h *httpService) addr() net.Addr {
+	if h == nil {
+		return nil
+	}
+	return h.lis.Addr()
 }
 
 // New opens the store, the audit log and the governance bundle named by
@@ -98,7 +128,31 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	if err != nil {
 		return nil, fmt.Errorf("read the board's public key: %w", err)
 	}
-	if s.policy, err = policy.Load(ctx, policy.Config{BundlePath: cfg.Governance.Bundle, PublicKeyPEM: key, Logger: log}); err != nil {
+	// The gauges read the parts below at each scrape, once they exist.
+	s.metrics = metrics.New(metrics.Sources{
+		ActiveRuns: func() map[string]int {
+			if s.runs == nil {
+				return nil
+			}
+			return s.runs.ActiveRuns()
+		},
+		Links: func() map[string]int {
+			if s.links == nil {
+				return nil
+			}
+			return s.connectedLinks()
+		},
+		AuditHead: func() uint64 {
+			if s.audit == nil {
+				return 0
+			}
+			seq, _ := s.audit.Head()
+			return seq
+		},
+		StoreBytes: s.storeBytes,
+	})
+	if s.policy, err = policy.Load(ctx, policy.Config{BundlePath: cfg.Governance.Bundle, PublicKeyPEM: key, Logger: log,
+		Observe: s.metrics.Decision}); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -174,7 +228,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 	if s.runs, err = dispatch.New(dispatch.Config{Store: s.store, Audit: s.audit, Policy: s.policy, Links: s.links,
 		Members: memberSites, LinkageKeyID: cfg.Network.LinkageKeyID, Deadline: cfg.Runs.Deadline, MaxRunning: cfg.Runs.MaxRunning, Logger: log, SigningKey: signingKey,
 		Limits: &havenv1.UploadLimits{MaxRows: cfg.Uploads.MaxRows, MaxBytes: int64(cfg.Uploads.MaxBytes),
-			MaxBatchBytes: int64(cfg.Uploads.MaxBatchBytes)}}); err != nil {
+			MaxBatchBytes: int64(cfg.Uploads.MaxBatchBytes)}, Metrics: s.metrics}); err != nil {
 		return nil, err
 	}
 	handler.d = s.runs
@@ -206,6 +260,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 			return nil, err
 		}
 	}
+	if cfg.Metrics.Listen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.metrics.Handler())
+		if s.metricsHTTP, err = newHTTPService("metrics.listen", cfg.Metrics.Listen, mux, nil, log); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -213,32 +274,46 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 // use stops the coordinator at start rather than later. It is HTTPS with
 // the coordinator's own certificate, and asks for no client certificate:
 // the register is for anyone.
-func (s *Service) openRegister(tlsCfg *tls.Config) error {
+func (s *Service) openRegister(tlsCfg *tls.Config) (err error) {
 	reg, err := register.New(register.Config{Store: s.store, Head: s.audit.Head, Log: s.log})
 	if err != nil {
 		return err
 	}
 	pub := tlsCfg.Clone()
-	pub.ClientAuth, pub.ClientCAs, pub.VerifyPeerCertificate = tls.NoClientCert, nil, nil
+	pub.ClientAuth, pub.ClientCAs = tls.NoClientCert, nil
 	pub.NextProtos = []string{"h2", "http/1.1"}
-	lis, err := net.Listen("tcp", s.cfg.Register.Listen)
-	if err != nil {
-		return fmt.Errorf("register.listen: %w", err)
-	}
-	s.registerLis = tls.NewListener(lis, pub)
-	s.register = &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	return nil
+	s.register, err = newHTTPService("register.listen", s.cfg.Register.Listen, reg, pub, s.log)
+	return err
 }
 
 // RegisterAddr is the address the transparency register listens on, or
 // nil when it serves none.
-func (s *Service) RegisterAddr() net.Addr {
-	if s.registerLis == nil {
-		return nil
+func (s *Service) RegisterAddr() net.Addr { return s.register.addr() }
+
+// MetricsAddr is the address the Prometheus endpoint listens on, or nil
+// when it serves none.
+func (s *Service) MetricsAddr() net.Addr { return s.metricsHTTP.addr() }
+
+// storeBytes is the job store's size with its write-ahead log.
+func (s *Service) storeBytes() int64 {
+	var n int64
+	for _, p := range []string{s.cfg.StorePath(), s.cfg.StorePath() + "-wal"} {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
 	}
-	return s.registerLis.Addr()
+	return n
+}
+
+// connectedLinks counts the connected node links by site kind.
+func (s *Service) connectedLinks() map[string]int {
+	out := map[string]int{}
+	for _, si := range s.links.Sites() {
+		if si.Connected {
+			out[string(si.Kind)]++
+		}
+	}
+	return out
 }
 
 // interruptLeftovers marks runs an earlier process left in progress as
@@ -295,18 +370,26 @@ func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	if iv := s.cfg.Governance.ReloadInterval; iv > 0 {
 		go s.policy.Watch(watchCtx, iv)
 	}
-	served := make(chan error, 2)
+	served := make(chan error, 3)
 	go func() { served <- s.grpc.Serve(lis) }()
 	s.health.Resume() // every service SERVING
 	s.log.LogAttrs(ctx, slog.LevelInfo, "coordinator serving", slog.String("addr", lis.Addr().String()),
 		slog.String("bundle_revision", s.policy.Revision()))
-	if s.register != nil {
+	for _, h := range []*httpService{s.register, s.metricsHTTP} {
+		if h == nil {
+			continue
+		}
 		go func() {
-			if err := s.register.Serve(s.registerLis); !errors.Is(err, http.ErrServerClosed) {
-				served <- fmt.Errorf("transparency register: %w", err)
+			if err := h.srv.Serve(h.lis); !errors.Is(err, http.ErrServerClosed) {
+				served <- fmt.Errorf("%s: %w", h.name, err)
 			}
 		}()
-		s.log.LogAttrs(ctx, slog.LevelInfo, "transparency register serving", slog.String("url", "https://"+s.registerLis.Addr().String()+"/register/"))
+	}
+	if s.register != nil {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "transparency register serving", slog.String("url", "https://"+s.register.addr().String()+"/register/"))
+	}
+	if s.metricsHTTP != nil {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "metrics serving", slog.String("url", "http://"+s.metricsHTTP.addr().String()+"/metrics"))
 	}
 
 	var serveErr error
@@ -333,9 +416,11 @@ func (s *Service) shutdown() error {
 	if err := s.links.Close(ctx, reason); err != nil {
 		errs = append(errs, err)
 	}
-	if s.register != nil {
-		if err := s.register.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("transparency register: %w", err))
+	for _, h := range []*httpService{s.register, s.metricsHTTP} {
+		if h != nil {
+			if err := h.srv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", h.name, err))
+			}
 		}
 	}
 	stopped := make(chan struct{})
@@ -355,8 +440,10 @@ func (s *Service) shutdown() error {
 // running after the process is gone.
 func (s *Service) Close() error {
 	var errs []error
-	if s.registerLis != nil {
-		s.registerLis.Close() // a register that never served; Shutdown closed a served one
+	for _, h := range []*httpService{s.register, s.metricsHTTP} {
+		if h != nil {
+			h.lis.Close() // one that never served; Shutdown closed a served one
+		}
 	}
 	if s.store != nil {
 		if _, err := s.store.InterruptActive(context.Background(), "the coordinator shut down while the run was in progress", time.Now()); err != nil {

@@ -320,8 +320,12 @@ func parseDecisionName(name string) (decisionKind, error) {
 // error already found in the input; extra decodes what a decision returns
 // beyond allow and reasons.
 func (e *Engine) evaluate(ctx context.Context, k decisionKind, input any, check error, extra func(*state, map[string]any) error) (Decision, error) {
+	began := time.Now()
 	s := e.active.Load()
 	d := Decision{ID: rand.Text(), Revision: s.revision}
+	if e.cfg.Observe != nil {
+		defer func() { e.cfg.Observe(k.String(), time.Since(began)) }()
+	}
 	if in, ok := input.(SubmitInput); ok {
 		input = in.withLedger(s)
 	}

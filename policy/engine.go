@@ -68,6 +68,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Timeout bounds each decision; zero means DefaultTimeout.
 	Timeout time.Duration
+	// Observe, if set, is told how long each decision took, by its name
+	// ("haven/submit", …): for the coordinator's metrics.
+	Observe func(decision string, took time.Duration)
 }
 
 // Engine evaluates decisions against the active bundle. It is safe for

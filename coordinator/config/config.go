@@ -40,6 +40,8 @@ type Config struct {
 	TLS TLS `yaml:"tls"`
 	// Register is the public transparency register (HTTPS, no login).
 	Register Register `yaml:"register"`
+	// Metrics is the Prometheus endpoint.
+	Metrics Metrics `yaml:"metrics"`
 	// Governance is the signed governance bundle.
 	Governance Governance `yaml:"governance"`
 	// Releases says how released tables are signed.
@@ -224,6 +226,15 @@ type Register struct {
 	Listen string `yaml:"listen"`
 }
 
+// Metrics is the Prometheus endpoint, /metrics over plain HTTP as
+// Prometheus scrapes by default. It shows no patient data and no
+// identities, but it is for the operator: bind it to loopback or an
+// operations network, not to the internet.
+type Metrics struct {
+	// Listen is its address, host:port; empty serves no metrics.
+	Listen string `yaml:"listen"`
+}
+
 // Validate reports every problem with c, each naming its field, or nil.
 func (c *Config) Validate() error {
 	var errs []error
@@ -233,11 +244,19 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%q is not host:port", c.Listen)
 	}
-	if c.Register.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Register.Listen); err != nil {
-			bad("register.listen", "%q is not host:port", c.Register.Listen)
-		} else if c.Register.Listen == c.Listen {
-			bad("register.listen", "%q is also listen, the gRPC port", c.Register.Listen)
+	ports := map[string]string{c.Listen: "listen"}
+	for _, p := range []struct{ field, addr string }{{"register.listen", c.Register.Listen}, {"metrics.listen", c.Metrics.Listen}} {
+		if p.addr == "" {
+			continue
+		}
+		_, port, err := net.SplitHostPort(p.addr)
+		switch {
+		case err != nil:
+			bad(p.field, "%q is not host:port", p.addr)
+		case port != "0" && ports[p.addr] != "":
+			bad(p.field, "%q is also %s", p.addr, ports[p.addr])
+		default:
+			ports[p.addr] = p.field
 		}
 	}
 	required := func(field, v string) {

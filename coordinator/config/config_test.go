@@ -18,7 +18,7 @@ func TestLoad(t *testing.T) {
 		{file: "minimal.good.yaml"},
 		{file: "signing_key.good.yaml"},
 		{file: "register.good.yaml"},
-		{file: "register_listen.bad.yaml", want: []string{`register.listen: ":7443" is also listen, the gRPC port`}},
+		{file: "register_listen.bad.yaml", want: []string{`register.listen: ":7443" is also listen`, `metrics.listen: ":7443" is also listen`}},
 		{file: "register_address.bad.yaml", want: []string{`register.listen: "8443" is not host:port`}},
 		{file: "signing_key_missing.bad.yaml", want: []string{"releases.signing_key: release signing key: open", "no-such-release.key"}},
 		{file: "signing_key_public.bad.yaml", want: []string{`releases.signing_key: release signing key`, `no PEM "PRIVATE KEY" block`}},

@@ -68,6 +68,9 @@ type Options struct {
 	// Register serves the transparency register on a free loopback port
 	// (RegisterURL).
 	Register bool
+	// Metrics serves the Prometheus endpoint on a free loopback port
+	// (MetricsURL).
+	Metrics bool
 }
 
 // Network is a running test coordinator and the files it runs from.
@@ -94,6 +97,7 @@ type Network struct {
 	cancel      context.CancelFunc
 	done        chan error
 	registerURL string
+	metricsURL  string
 }
 
 // New builds a network under a temporary directory and starts its
@@ -191,6 +195,9 @@ func New(tb testing.TB, opts Options) *Network {
 	}
 	if opts.Register {
 		network += "register: {listen: \"127.0.0.1:0\"}\n"
+	}
+	if opts.Metrics {
+		network += "metrics: {listen: \"127.0.0.1:0\"}\n"
 	}
 	// Relative paths, resolved against the file, as an operator writes them.
 	yml := fmt.Sprintf(`listen: %s
@@ -304,7 +311,18 @@ func (n *Network) Start() {
 	if a := svc.RegisterAddr(); a != nil {
 		n.registerURL = "https://" + a.String() + "/register/"
 	}
+	if a := svc.MetricsAddr(); a != nil {
+		n.metricsURL = "http://" + a.String() + "/metrics"
+	}
 	n.mu.Unlock()
+}
+
+// MetricsURL is the Prometheus endpoint's address (Options.Metrics), as
+// the coordinator last started serves it.
+func (n *Network) MetricsURL() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.metricsURL
 }
 
 // RegisterURL is the transparency register's address (Options.Register),

@@ -53,6 +53,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/disclosure"
 	"github.com/havenhealth/haven/coordinator/finish"
 	"github.com/havenhealth/haven/coordinator/linkage"
+	"github.com/havenhealth/haven/coordinator/metrics"
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/planner"
 	"github.com/havenhealth/haven/coordinator/queue"
@@ -120,6 +121,8 @@ type Config struct {
 	// SigningKey, if set, signs every released table (release.Sign);
 	// without one, tables are released unsigned.
 	SigningKey ed25519.PrivateKey
+	// Metrics, if set, is told of finished runs and uploads.
+	Metrics *metrics.Metrics
 	// NewCombiner makes each run's combiner; nil means NewLinkage.
 	NewCombiner CombinerFactory
 	// PersistInterval bounds how stale the stored snapshot of a run in
@@ -577,6 +580,26 @@ func wireReasons(rs []policy.Reason) []*havenv1.PolicyReason {
 	out := make([]*havenv1.PolicyReason, len(rs))
 	for i, r := range rs {
 		out[i] = &havenv1.PolicyReason{Code: r.Code, Message: r.Message}
+	}
+	return out
+}
+
+// ActiveRuns counts the runs in progress by state ("pending", "running",
+// "linking"), for the metrics.
+func (d *Dispatcher) ActiveRuns() map[string]int {
+	d.mu.Lock()
+	runs := make([]*activeRun, 0, len(d.runs))
+	for _, r := range d.runs {
+		runs = append(runs, r)
+	}
+	d.mu.Unlock()
+	out := map[string]int{}
+	for _, r := range runs {
+		r.mu.Lock()
+		if !r.ended {
+			out[wire.RunStateName(r.run.State)]++
+		}
+		r.mu.Unlock()
 	}
 	return out
 }

@@ -166,6 +166,7 @@ func (d *Dispatcher) setState(ctx context.Context, r *activeRun, state havenv1.R
 	r.run.UpdatedAt = timestamppb.New(now)
 	if FinalRun(state) {
 		r.run.FinishedAt = r.run.UpdatedAt
+		d.cfg.Metrics.RunFinished(wire.RunStateName(state), now.Sub(r.run.GetSubmittedAt().AsTime()))
 	}
 	d.persistLocked(ctx, r)
 	d.log.LogAttrs(ctx, slog.LevelInfo, "run state", slog.String("run", r.id), slog.String("state", state.String()),

@@ -98,11 +98,13 @@ func (u *Upload) Commit(ctx context.Context, recs []arrow.Record, rc *havenv1.Up
 	}
 	if err != nil {
 		batch.Release()
+		u.d.cfg.Metrics.Upload(false, 0, 0)
 		u.d.audit(ctx, audit.KindNodeResponse, r.id, s.ods, map[string]any{"task_id": s.taskID, "response": "upload_rejected",
 			"rows": rc.GetRows(), "bytes": rc.GetBytes(), "batches": rc.GetBatches(), "error": Redact(status.Convert(err).Message())})
 		return err
 	}
 	s.staged = &staged{batch: batch, rows: rc.GetRows(), bytes: rc.GetBytes(), batches: rc.GetBatches()}
+	u.d.cfg.Metrics.Upload(true, rc.GetRows(), rc.GetBytes())
 	u.d.audit(ctx, audit.KindNodeResponse, r.id, s.ods, map[string]any{"task_id": s.taskID, "response": "upload_received",
 		"rows": rc.GetRows(), "bytes": rc.GetBytes(), "batches": rc.GetBatches()})
 	return nil
@@ -114,6 +116,7 @@ func (u *Upload) Abort(ctx context.Context, rc *havenv1.UploadReceipt, cause err
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s.uploading = false
+	u.d.cfg.Metrics.Upload(false, 0, 0)
 	u.d.audit(ctx, audit.KindNodeResponse, r.id, s.ods, map[string]any{"task_id": s.taskID, "response": "upload_rejected",
 		"rows": rc.GetRows(), "bytes": rc.GetBytes(), "batches": rc.GetBatches(), "error": Redact(status.Convert(cause).Message())})
 }
