@@ -2,7 +2,9 @@ package deploy
 
 import (
 	"bufio"
+	"encoding/json"
 	"maps"
+	"net/http/httptest"
 	"os"
 	"path"
 	"path/filepath"
@@ -10,8 +12,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/havenhealth/haven/coordinator/metrics"
 )
 
 // roles maps each long-running haven command a deployment may start to the
@@ -468,5 +473,55 @@ func TestContainerfile(t *testing.T) {
 	dir := path.Dir(lookup(loadExample(t, "examples/node.yaml"), "connector.path"))
 	if !slices.ContainsFunc(copied, func(dst string) bool { return path.Clean(dst) == dir }) {
 		t.Errorf("final stage copies to %q, none of them %s (connector.path in deploy/examples/node.yaml)", copied, dir)
+	}
+}
+
+// The Grafana dashboard is valid JSON and charts only metrics the
+// coordinator exposes: a renamed metric fails here, not on a screen.
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("grafana/haven-coordinator.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	m := metrics.New(metrics.Sources{
+		ActiveRuns: func() map[string]int { return nil }, Links: func() map[string]int { return nil },
+		AuditHead: func() uint64 { return 0 }, StoreBytes: func() int64 { return 0 },
+	})
+	// Labelled series appear once observed.
+	m.RunFinished("released", time.Second)
+	m.Upload(true, 1, 1)
+	m.Decision("haven/submit", time.Millisecond)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	exposed := rec.Body.String()
+	name := regexp.MustCompile(`haven_[a-z_]+`)
+	charted := 0
+	for _, p := range d.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			for _, m := range name.FindAllString(tg.Expr, -1) {
+				m = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_count"), "_sum")
+				if !strings.Contains(exposed, "# TYPE "+m+" ") {
+					t.Errorf("panel %q charts %s, which the coordinator does not expose", p.Title, m)
+				}
+				charted++
+			}
+		}
+	}
+	if charted < 8 {
+		t.Errorf("the dashboard charts %d metrics", charted)
 	}
 }
