@@ -408,3 +408,31 @@ func mod(k uint64, th disclosure.Thresholds) uint64 {
 	}
 	return k % uint64(th.Perturbation.KeyRange())
 }
+
+// statinsSites connects count practices to n, each answering statins-chd
+// from its share of the patients seed makes (perPractice each).
+func statinsSites(t *testing.T, ctx context.Context, n *coordinatortest.Network, seed uint64, count, perPractice int) ([]*coordinatortest.NodeDouble, []coordinatortest.Patient) {
+	t.Helper()
+	odsCodes := practices(count)
+	ps := coordinatortest.Patients(seed, odsCodes, perPractice, nil)
+	nodes := gpNodes(n, ps, odsCodes...)
+	for _, nd := range nodes {
+		statinsAnswer(n, ps, nd)
+	}
+	connect(t, ctx, nodes...)
+	return nodes, ps
+}
+
+// releaseStatins submits statins-chd with its default parameters as user
+// of QHM and waits for it to be released; it returns the final run.
+func releaseStatins(t *testing.T, ctx context.Context, n *coordinatortest.Network, user string) *havenv1.Run {
+	t.Helper()
+	conn := analyst(n, user)
+	run := submit(t, ctx, conn, "statins-chd", purpose, nil)
+	evs := watch(t, ctx, conn, run.GetId())
+	done := evs[len(evs)-1].GetRun()
+	if done.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
+		t.Fatalf("run ended %s: %v %s; sites %v", done.GetState(), done.GetPolicyReasons(), done.GetError(), done.GetCoverage().GetSites())
+	}
+	return done
+}

@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
-	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
 // TestMetrics scrapes a real coordinator's /metrics after a released run
@@ -21,19 +20,8 @@ func TestMetrics(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	n := coordinatortest.New(t, coordinatortest.Options{Metrics: true})
-	odsCodes := practices(2)
-	ps := coordinatortest.Patients(6, odsCodes, 120, nil)
-	nodes := gpNodes(n, ps, odsCodes...)
-	for _, nd := range nodes {
-		statinsAnswer(n, ps, nd)
-	}
-	connect(t, ctx, nodes...)
-	conn := analyst(n, "ana")
-	run := submit(t, ctx, conn, "statins-chd", purpose, nil)
-	evs := watch(t, ctx, conn, run.GetId())
-	if done := evs[len(evs)-1].GetRun(); done.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
-		t.Fatalf("run ended %s", done.GetState())
-	}
+	statinsSites(t, ctx, n, 6, 2, 120)
+	releaseStatins(t, ctx, n, "ana")
 
 	resp, err := http.Get(n.MetricsURL())
 	if err != nil {

@@ -26,20 +26,8 @@ func releasedWithRegister(t *testing.T) (*coordinatortest.Network, *havenv1.Run)
 	t.Helper()
 	ctx := testContext(t)
 	n := coordinatortest.New(t, coordinatortest.Options{Register: true})
-	odsCodes := practices(2)
-	ps := coordinatortest.Patients(5, odsCodes, 150, nil)
-	nodes := gpNodes(n, ps, odsCodes...)
-	for _, nd := range nodes {
-		statinsAnswer(n, ps, nd)
-	}
-	connect(t, ctx, nodes...)
-	conn := analyst(n, "analyst-zq81")
-	run := submit(t, ctx, conn, "statins-chd", purpose, nil)
-	evs := watch(t, ctx, conn, run.GetId())
-	if done := evs[len(evs)-1].GetRun(); done.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
-		t.Fatalf("run ended %s: %v %s", done.GetState(), done.GetPolicyReasons(), done.GetError())
-	}
-	return n, run
+	statinsSites(t, ctx, n, 5, 2, 150)
+	return n, releaseStatins(t, ctx, n, "analyst-zq81")
 }
 
 // TestTransparencyRegisterInABrowser reads the register in Chromium: the
