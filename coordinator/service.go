@@ -213,7 +213,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 		log.Info("network type 1 opt-out list loaded", "version", optOuts.Version().String(), "practices", pubs, "hashes", hashes)
 	}
 	if s.links, err = nodelink.New(nodelink.Config{Handler: handler, Audit: s.audit, Logger: log,
-		HeartbeatInterval: cfg.Runs.HeartbeatInterval, Revision: s.policy.Revision, Members: members, OptOuts: optOuts}); err != nil {
+		HeartbeatInterval: cfg.Runs.HeartbeatInterval, OptOutInterval: cfg.Runs.OptOutInterval, Revision: s.policy.Revision, Members: members, OptOuts: optOuts}); err != nil {
 		return nil, err
 	}
 	var signingKey ed25519.PrivateKey

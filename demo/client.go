@@ -50,9 +50,10 @@ func waitListening(ctx context.Context, addr string, p *proc, timeout time.Durat
 
 // linkEvent is the data of a coordinator audit entry of kind node.
 type linkEvent struct {
-	Event  string `json:"event"`
-	Reason string `json:"reason"`
-	Kind   string `json:"kind"`
+	Event   string `json:"event"`
+	Reason  string `json:"reason"`
+	Kind    string `json:"kind"`
+	Session string `json:"session"`
 }
 
 // siteLinks reads the coordinator's audit log after entry from and
@@ -61,7 +62,10 @@ type linkEvent struct {
 // after the link is in the registry that runs are planned from. A GP
 // practice counts as up once the coordinator has also received its type 1
 // opt-out list on that link: the list has then been relayed to every node
-// ahead of any task (so a run submitted after sees every objection).
+// ahead of any task (so a run submitted after sees every objection). A
+// link's end counts only if it is the site's latest link: a node that
+// reconnects has its new link accepted before the old one is logged as
+// ended ("replaced by a newer link from the same site").
 func siteLinks(auditLog string, from uint64) (up map[string]bool, rejected map[string]string, err error) {
 	f, err := os.Open(auditLog)
 	if err != nil {
@@ -70,6 +74,7 @@ func siteLinks(auditLog string, from uint64) (up map[string]bool, rejected map[s
 	defer f.Close()
 	up, rejected = map[string]bool{}, map[string]string{}
 	unpublished := map[string]bool{}
+	session := map[string]string{} // each site's latest link
 	_, err = audit.Scan(f, func(e audit.Entry) {
 		if e.Seq <= from || e.Kind != audit.KindNode {
 			return
@@ -80,6 +85,7 @@ func siteLinks(auditLog string, from uint64) (up map[string]bool, rejected map[s
 		}
 		switch ev.Event {
 		case "connected":
+			session[e.Actor] = ev.Session
 			if ev.Kind == string(cdm.KindGP) {
 				unpublished[e.Actor] = true
 				delete(up, e.Actor)
@@ -93,6 +99,9 @@ func siteLinks(auditLog string, from uint64) (up map[string]bool, rejected map[s
 				up[e.Actor] = true
 			}
 		case "disconnected":
+			if ev.Session != session[e.Actor] {
+				return // an older link, replaced
+			}
 			delete(up, e.Actor)
 			delete(unpublished, e.Actor)
 		case "rejected":

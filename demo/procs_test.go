@@ -108,6 +108,15 @@ func TestSiteLinks(t *testing.T) {
 		{Kind: audit.KindSubmission, Actor: "someone", Data: map[string]any{"event": "connected"}},
 		{Kind: audit.KindNode, Actor: "G80002", Data: map[string]any{"event": "disconnected"}},
 		{Kind: audit.KindNode, Actor: "RA0", Data: map[string]any{"event": "rejected", "reason": "site RA0 is not a member"}},
+		// A node that reconnects: its old link is logged as ended after
+		// the new one is accepted, and the site stays up.
+		{Kind: audit.KindNode, Actor: "RB1", Data: map[string]any{"event": "connected", "kind": "trust", "session": "link-1"}},
+		{Kind: audit.KindNode, Actor: "RB1", Data: map[string]any{"event": "connected", "kind": "trust", "session": "link-2"}},
+		{Kind: audit.KindNode, Actor: "RB1", Data: map[string]any{"event": "disconnected", "session": "link-1",
+			"reason": "replaced by a newer link from the same site"}},
+		// Its latest link ending takes it down.
+		{Kind: audit.KindNode, Actor: "RC2", Data: map[string]any{"event": "connected", "kind": "trust", "session": "link-3"}},
+		{Kind: audit.KindNode, Actor: "RC2", Data: map[string]any{"event": "disconnected", "session": "link-3"}},
 	} {
 		if _, err := l.Append(ctx, r); err != nil {
 			t.Fatal(err)
@@ -119,15 +128,15 @@ func TestSiteLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString(`{"seq":6,"kind":"node"`)
+	f.WriteString(`{"seq":11,"kind":"node"`)
 	f.Close()
 
 	up, rejected, err := siteLinks(path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(up) != 1 || !up["G80001"] {
-		t.Errorf("up = %v, want only G80001", up)
+	if len(up) != 2 || !up["G80001"] || !up["RB1"] {
+		t.Errorf("up = %v, want G80001 and RB1", up)
 	}
 	if len(rejected) != 1 || rejected["RA0"] != "site RA0 is not a member" {
 		t.Errorf("rejected = %v", rejected)

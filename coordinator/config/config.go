@@ -99,6 +99,12 @@ type Runs struct {
 	// HeartbeatInterval is how often nodes send Heartbeat; a link silent
 	// for three intervals is dropped.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// OptOutInterval is how often, at most, a node link is sent the
+	// network type 1 opt-out list's changes; changes accepted meanwhile
+	// go together, and a task always goes after every change accepted
+	// before it. Longer spares a starting network (every practice
+	// publishes) from relaying each change to every node.
+	OptOutInterval time.Duration `yaml:"opt_out_interval"`
 	// MaxRunning is how many runs are dispatched at once; admitted runs
 	// beyond it wait in a queue that serves organisations in turn, and
 	// their deadline starts when they leave it.
@@ -153,6 +159,7 @@ func Default() Config {
 		Runs: Runs{
 			Deadline:          15 * time.Minute,
 			HeartbeatInterval: 15 * time.Second,
+			OptOutInterval:    2 * time.Second,
 			MaxRunning:        16,
 		},
 		Uploads: Uploads{
@@ -287,6 +294,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Runs.HeartbeatInterval < 100*time.Millisecond || c.Runs.HeartbeatInterval > 10*time.Minute {
 		bad("runs.heartbeat_interval", "%v: want from 100ms to 10m", c.Runs.HeartbeatInterval)
+	}
+	if c.Runs.OptOutInterval < 10*time.Millisecond || c.Runs.OptOutInterval > 24*time.Hour {
+		bad("runs.opt_out_interval", "%v: want from 10ms to 24h", c.Runs.OptOutInterval)
 	}
 	if c.Runs.MaxRunning < 1 || c.Runs.MaxRunning > 1000 {
 		bad("runs.max_running", "%d: want from 1 to 1000", c.Runs.MaxRunning)

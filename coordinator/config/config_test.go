@@ -30,6 +30,7 @@ func TestLoad(t *testing.T) {
 			"governance.reload_interval: 10ms is under a second",
 			"runs.deadline: 0s",
 			"runs.heartbeat_interval: 1h0m0s",
+			"runs.opt_out_interval: 1ms: want from 10ms to 24h",
 			"uploads.max_rows: 0",
 			"uploads.max_batch_bytes: 2MiB is more than uploads.max_bytes 1MiB",
 			"users[0].token_sha256: want 64 lower-case hex digits",

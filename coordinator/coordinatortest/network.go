@@ -65,6 +65,8 @@ type Options struct {
 	// doubles answer with exact tables computed here, and a test that
 	// wants perturbed releases says so by switching it back on.
 	EditData func(data map[string]any)
+	// OptOutInterval is runs.opt_out_interval; default the coordinator's.
+	OptOutInterval time.Duration
 	// Register serves the transparency register on a free loopback port
 	// (RegisterURL).
 	Register bool
@@ -185,6 +187,9 @@ func New(tb testing.TB, opts Options) *Network {
 	maxRunning := ""
 	if opts.MaxRunning > 0 {
 		maxRunning = fmt.Sprintf(", max_running: %d", opts.MaxRunning)
+	}
+	if opts.OptOutInterval > 0 {
+		maxRunning += fmt.Sprintf(", opt_out_interval: %s", opts.OptOutInterval)
 	}
 	network := ""
 	if sites.Len() > 0 {

@@ -2,6 +2,8 @@ package coordinatortest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -71,6 +73,7 @@ type NodeDouble struct {
 	registered *havenv1.Registered
 	tasks      []*havenv1.Task
 	cancels    []*havenv1.CancelTask
+	sequence   []*havenv1.CoordinatorMessage // tasks and opt-out lists, in order
 	goodbye    *havenv1.Goodbye
 	receipts   []*havenv1.UploadReceipt
 	withheld   []*havenv1.TaskDone
@@ -200,7 +203,7 @@ func (nd *NodeDouble) serve(ctx context.Context) {
 		}
 		switch b := m.GetBody().(type) {
 		case *havenv1.CoordinatorMessage_Task:
-			nd.record(func() { nd.tasks = append(nd.tasks, b.Task) })
+			nd.record(func() { nd.tasks, nd.sequence = append(nd.tasks, b.Task), append(nd.sequence, m) })
 			nd.wg.Add(1)
 			go func() {
 				defer nd.wg.Done()
@@ -210,6 +213,8 @@ func (nd *NodeDouble) serve(ctx context.Context) {
 			nd.record(func() { nd.cancels = append(nd.cancels, b.CancelTask) })
 		case *havenv1.CoordinatorMessage_Goodbye:
 			nd.record(func() { nd.goodbye = b.Goodbye })
+		case *havenv1.CoordinatorMessage_NetworkOptOuts:
+			nd.record(func() { nd.sequence = append(nd.sequence, m) })
 		}
 	}
 }
@@ -290,6 +295,23 @@ func (nd *NodeDouble) run(ctx context.Context, task *havenv1.Task) {
 	if !nd.WithholdDone {
 		_ = nd.send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskDone{TaskDone: done}})
 	}
+}
+
+// Sequence returns the Task and NetworkOptOuts messages the double was
+// sent, in the order they came, from the opt-out list sent at
+// registration on.
+func (nd *NodeDouble) Sequence() []*havenv1.CoordinatorMessage {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return append([]*havenv1.CoordinatorMessage(nil), nd.sequence...)
+}
+
+// Publish sends a type 1 opt-out list, as a practice's node does: hashes
+// are sorted, distinct 16-byte values.
+func (nd *NodeDouble) Publish(hashes []byte) error {
+	d := sha256.Sum256(hashes)
+	return nd.send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_OptOutPublish{OptOutPublish: &havenv1.OptOutPublish{
+		Hashes: hashes, Digest: hex.EncodeToString(d[:])}}})
 }
 
 // Withheld returns the TaskDone messages the double kept back.

@@ -77,11 +77,13 @@ type Handler interface {
 
 // OptOutRelay relays the network type 1 opt-out list (*optoutrelay.Relay).
 type OptOutRelay interface {
-	// Publish replaces a practice's list; it calls broadcast with the
-	// change, if there is one, before any later change.
-	Publish(ctx context.Context, ods string, p *havenv1.OptOutPublish, broadcast func(*havenv1.CoordinatorMessage)) (bool, error)
-	// Sync returns what a node holding version known must be sent.
+	// Publish replaces a practice's list and says whether it changed.
+	Publish(ctx context.Context, ods string, p *havenv1.OptOutPublish) (bool, error)
+	// Sync returns what a node holding version known must be sent; the
+	// last message's version is the list's version now.
 	Sync(known *havenv1.NetworkOptOutVersion) []*havenv1.CoordinatorMessage
+	// Version is the list's version now.
+	Version() *havenv1.NetworkOptOutVersion
 }
 
 // Auditor appends to the audit log.
@@ -110,6 +112,11 @@ type Config struct {
 	// OptOuts relays the network type 1 opt-out list; nil relays none,
 	// and nodes, which run no task without it, stay idle.
 	OptOuts OptOutRelay
+	// OptOutInterval is how long a link waits, after sending the list's
+	// changes, before it sends the next ones (changes accepted meanwhile
+	// go together; a task always goes after every change accepted before
+	// it); zero means 2s.
+	OptOutInterval time.Duration
 }
 
 // Server serves NodeLink and holds the registry of sites.
@@ -145,6 +152,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.QueueLength <= 0 {
 		cfg.QueueLength = 1024
+	}
+	if cfg.OptOutInterval <= 0 {
+		cfg.OptOutInterval = 2 * time.Second
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, sites: map[string]*SiteInfo{}}, nil
 }
@@ -366,6 +376,16 @@ func (s *Server) serve(ctx context.Context, stream havenv1.NodeLink_ConnectServe
 	s.mu.Unlock()
 
 	defer s.disconnected(ctx, ss)
+	// The outcomes the Register carries are handled before Registered goes
+	// out: a node forgets them once it reads Registered, so one handled
+	// after could be lost with a link that ends in between (while the
+	// opt-out list is sent, say). Handling is idempotent by task id.
+	hctx := context.WithoutCancel(ctx)
+	for _, o := range reg.GetUnreportedOutcomes() {
+		if m := outcomeMessage(o); m != nil {
+			s.cfg.Handler.TaskMessage(hctx, ods, m)
+		}
+	}
 	err := stream.Send(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Registered{Registered: &havenv1.Registered{
 		SessionId:              ss.id,
 		ServerTime:             timestamppb.New(now),
@@ -378,23 +398,17 @@ func (s *Server) serve(ctx context.Context, stream havenv1.NodeLink_ConnectServe
 	}
 	// The network opt-out list goes before any task: the writer, which
 	// sends what the dispatcher and later list changes queue, starts after.
-	if s.cfg.OptOuts != nil {
-		for _, m := range s.cfg.OptOuts.Sync(reg.GetNetworkOptOutVersion()) {
-			if err := stream.Send(m); err != nil {
-				ss.end("send the network opt-out list: "+err.Error(), false)
-				return err
-			}
-		}
+	lists := &listSender{relay: s.cfg.OptOuts, known: reg.GetNetworkOptOutVersion()}
+	if err := lists.sync(stream); err != nil {
+		ss.end("send the network opt-out list: "+err.Error(), false)
+		return err
 	}
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		for m := range ss.out {
-			if err := stream.Send(m); err != nil {
-				ss.end("send: "+err.Error(), false)
-				for range ss.out { // drop the rest; the link is gone
-				}
-				return
+		if err := s.write(stream, ss, lists); err != nil {
+			ss.end("send: "+err.Error(), false)
+			for range ss.out { // drop the rest; the link is gone
 			}
 		}
 	}()
@@ -414,12 +428,6 @@ func (s *Server) serve(ctx context.Context, stream havenv1.NodeLink_ConnectServe
 		"population": info.Population, "node_version": info.NodeVersion, "bundle_revision": info.BundleRevision,
 		"paused": info.Paused, "running_tasks": len(reg.GetRunningTaskIds()), "unreported_outcomes": len(reg.GetUnreportedOutcomes())})
 
-	hctx := context.WithoutCancel(ctx)
-	for _, o := range reg.GetUnreportedOutcomes() {
-		if m := outcomeMessage(o); m != nil {
-			s.cfg.Handler.TaskMessage(hctx, ods, m)
-		}
-	}
 	s.cfg.Handler.NodeConnected(hctx, info, reg.GetRunningTaskIds())
 
 	silence := 3 * s.cfg.HeartbeatInterval
@@ -522,7 +530,7 @@ func (s *Server) publish(ctx context.Context, ss *session, si *SiteInfo, p *have
 	case si == nil || si.Kind != cdm.KindGP:
 		err = fmt.Errorf("site %s is not a GP practice; only practices publish type 1 opt-outs", ss.ods)
 	default:
-		changed, err = s.cfg.OptOuts.Publish(ctx, ss.ods, p, s.broadcast)
+		changed, err = s.cfg.OptOuts.Publish(ctx, ss.ods, p)
 	}
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "type 1 opt-out list refused", slog.String("site", ss.ods), slog.String("error", err.Error()))
@@ -533,21 +541,93 @@ func (s *Server) publish(ctx context.Context, ss *session, si *SiteInfo, p *have
 	// practice's objections were last known to hold across the network.
 	n := len(p.GetHashes()) / 16
 	if changed {
-		s.log.LogAttrs(ctx, slog.LevelInfo, "type 1 opt-out list accepted and relayed", slog.String("site", ss.ods), slog.Int("hashes", n))
+		s.log.LogAttrs(ctx, slog.LevelInfo, "type 1 opt-out list accepted", slog.String("site", ss.ods), slog.Int("hashes", n))
+		s.listChanged()
 	}
 	s.audit(ctx, ss.ods, map[string]any{"event": "opt_out_list_received", "changed": changed, "hashes": n, "digest": p.GetDigest()})
 }
 
-// broadcast queues m on every live link. A link whose queue is full is
-// ended: its node registers again and is sent the list afresh.
-func (s *Server) broadcast(m *havenv1.CoordinatorMessage) {
+// listChanged tells every live link that the network list has changed.
+func (s *Server) listChanged() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ss := range s.sessions {
-		if err := ss.send(m); err != nil {
-			ss.end("the network opt-out list change could not be queued: "+err.Error(), false)
+		select {
+		case ss.lists <- struct{}{}:
+		default: // already told
 		}
 	}
+}
+
+// write sends what is queued on a link, and the network list's changes:
+// at most once per OptOutInterval, and before any task, so that a task
+// never reaches a node ahead of an objection the coordinator had accepted
+// when it was queued. It returns when the queue closes or a send fails.
+func (s *Server) write(stream havenv1.NodeLink_ConnectServer, ss *session, lists *listSender) error {
+	var due <-chan time.Time // set while changes wait for the interval
+	last := time.Now()
+	for {
+		select {
+		case m, ok := <-ss.out:
+			if !ok {
+				return nil
+			}
+			if m.GetTask() != nil && lists.behind() {
+				if err := lists.sync(stream); err != nil {
+					return err
+				}
+				last = time.Now()
+			}
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case <-ss.lists:
+			if due == nil {
+				due = time.After(s.cfg.OptOutInterval - time.Since(last))
+			}
+		case <-due:
+			due = nil
+			if err := lists.sync(stream); err != nil {
+				return err
+			}
+			last = time.Now()
+		}
+	}
+}
+
+// listSender sends one link the network list's changes since the version
+// it last sent.
+type listSender struct {
+	relay OptOutRelay
+	known *havenv1.NetworkOptOutVersion
+	sent  bool // a node learns its list is current from the first sync
+}
+
+// behind reports whether the list has changed since it was last sent.
+func (l *listSender) behind() bool {
+	if l.relay == nil {
+		return false
+	}
+	v := l.relay.Version()
+	return v.GetEpoch() != l.known.GetEpoch() || v.GetSeq() != l.known.GetSeq()
+}
+
+// sync sends what changed since the version last sent, if anything did.
+// The first sync of a link always sends: a node runs no task until it
+// has heard the list's version.
+func (l *listSender) sync(stream havenv1.NodeLink_ConnectServer) error {
+	if l.relay == nil || (l.sent && !l.behind()) {
+		return nil
+	}
+	l.sent = true
+	msgs := l.relay.Sync(l.known)
+	for _, m := range msgs {
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+	l.known = msgs[len(msgs)-1].GetNetworkOptOuts().GetVersion()
+	return nil
 }
 
 // outcomeMessage turns an outcome reported in Register into the message
@@ -571,7 +651,8 @@ type session struct {
 
 	mu     sync.Mutex
 	out    chan *havenv1.CoordinatorMessage
-	queued bool // out is still open
+	lists  chan struct{} // the network list changed since the link was told
+	queued bool          // out is still open
 	why    string
 	ended  bool
 	done   chan struct{}
@@ -579,6 +660,7 @@ type session struct {
 
 func newSession(ods string, queue int) *session {
 	return &session{id: "link-" + rand.Text(), ods: ods, out: make(chan *havenv1.CoordinatorMessage, queue),
+		lists:  make(chan struct{}, 1),
 		queued: true, done: make(chan struct{})}
 }
 

@@ -10,7 +10,7 @@
 // counts accepted changes, epoch names the job store. A node registers
 // with the version it holds and is sent what changed since (the whole list
 // if it holds none, or another epoch's); each later change goes to every
-// connected node as it is accepted.
+// connected node soon after it is accepted.
 //
 // Why whole lists per practice and incremental versions: a practice's
 // list is small (a few hundred objectors, a few KiB), so republishing it
@@ -18,6 +18,14 @@
 // national scale (6,500 practices, a few hundred thousand objectors) is
 // about 5 MiB of hashes: too much to send every node on every change, but
 // fine once on a node's first connection and in chunks of about 1 MiB.
+//
+// Changes reach connected nodes through Sync too, never one message per
+// change: when a network starts, every practice publishes within minutes,
+// and relaying each change to each node as it came (practices × nodes
+// messages) filled the links' queues and kept nodes applying the list
+// hundreds of times. The link server instead asks Sync for what changed
+// since the version a link was last sent, at most once per interval and
+// always before a task (see coordinator/nodelink).
 package optoutrelay
 
 import (
@@ -137,10 +145,9 @@ func check(p *havenv1.OptOutPublish) error {
 
 // Publish replaces ods's list with p. A list equal to the one held changes
 // nothing and returns false. A changed list is stored, under the next seq,
-// before it counts, and broadcast is called with the change while no other
-// change can overtake it (broadcast must not block). A malformed list is
+// before it counts; nodes learn of it through Sync. A malformed list is
 // refused with an error naming what is wrong, and changes nothing.
-func (r *Relay) Publish(ctx context.Context, ods string, p *havenv1.OptOutPublish, broadcast func(*havenv1.CoordinatorMessage)) (bool, error) {
+func (r *Relay) Publish(ctx context.Context, ods string, p *havenv1.OptOutPublish) (bool, error) {
 	if ods == "" {
 		return false, errors.New("opt-out list from no practice")
 	}
@@ -158,10 +165,7 @@ func (r *Relay) Publish(ctx context.Context, ods string, p *havenv1.OptOutPublis
 	if err := r.st.PutOptOutSet(ctx, r.epoch, set); err != nil {
 		return false, fmt.Errorf("opt-out list from %s not stored: %w", ods, err)
 	}
-	base := r.version()
 	r.sets[ods], r.seq = set, set.Seq
-	broadcast(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_NetworkOptOuts{NetworkOptOuts: &havenv1.NetworkOptOuts{
-		Base: base, Version: r.version(), Sets: []*havenv1.PublisherOptOuts{wire(set)}}}})
 	return true, nil
 }
 

@@ -39,12 +39,6 @@ func openStore(t *testing.T, path string) *store.SQLite {
 	return st
 }
 
-type sent struct{ msgs []*havenv1.NetworkOptOuts }
-
-func (s *sent) broadcast(m *havenv1.CoordinatorMessage) {
-	s.msgs = append(s.msgs, m.GetNetworkOptOuts())
-}
-
 // holds returns the lists a node that applied msgs to held would hold.
 func apply(held map[string][]byte, msgs []*havenv1.CoordinatorMessage) map[string][]byte {
 	out := map[string][]byte{}
@@ -78,7 +72,7 @@ func TestPublishSyncAndRestart(t *testing.T) {
 	if v0.GetEpoch() == "" || v0.GetSeq() != 0 {
 		t.Fatalf("new list at %v", v0)
 	}
-	var b sent
+	var steps []*havenv1.NetworkOptOuts // what a node current before each change is sent after it
 	a, c := hashes("a", 3), hashes("c", 5)
 	for _, step := range []struct {
 		ods     string
@@ -92,17 +86,25 @@ func TestPublishSyncAndRestart(t *testing.T) {
 		{"A1", a[:16], true},   // A1's list shrinks
 		{"C3", []byte{}, true}, // C3's patients all withdrew
 	} {
-		changed, err := r.Publish(ctx, step.ods, publication(step.h), b.broadcast)
+		before := r.Version()
+		changed, err := r.Publish(ctx, step.ods, publication(step.h))
 		if err != nil || changed != step.changed {
 			t.Fatalf("publish %s: changed %v, %v; want %v", step.ods, changed, err, step.changed)
 		}
+		if changed {
+			msgs := r.Sync(before)
+			if len(msgs) != 1 {
+				t.Fatalf("publish %s: a node current before it is sent %d messages", step.ods, len(msgs))
+			}
+			steps = append(steps, msgs[0].GetNetworkOptOuts())
+		}
 	}
-	if len(b.msgs) != 4 || r.Version().GetSeq() != 4 {
-		t.Fatalf("%d broadcasts, seq %d; want 4, 4", len(b.msgs), r.Version().GetSeq())
+	if len(steps) != 4 || r.Version().GetSeq() != 4 {
+		t.Fatalf("%d changes, seq %d; want 4, 4", len(steps), r.Version().GetSeq())
 	}
-	for i, m := range b.msgs {
+	for i, m := range steps {
 		if m.GetBase().GetSeq() != uint64(i) || m.GetVersion().GetSeq() != uint64(i+1) || len(m.GetSets()) != 1 {
-			t.Errorf("broadcast %d: %v→%v with %d lists", i, m.GetBase(), m.GetVersion(), len(m.GetSets()))
+			t.Errorf("change %d: %v→%v with %d lists", i, m.GetBase(), m.GetVersion(), len(m.GetSets()))
 		}
 	}
 	want := map[string][]byte{"A1": a[:16]}
@@ -154,7 +156,7 @@ func TestSyncChunks(t *testing.T) {
 	// 30 practices of 5,000 hashes: 2.4 MB, more than two chunks.
 	for i := range 30 {
 		ods := "P" + string(rune('A'+i))
-		if _, err := r.Publish(ctx, ods, publication(hashes(ods, 5000)), func(*havenv1.CoordinatorMessage) {}); err != nil {
+		if _, err := r.Publish(ctx, ods, publication(hashes(ods, 5000))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -205,9 +207,8 @@ func TestPublishRefusesBadLists(t *testing.T) {
 		{"too many", "A1", publication(big), "more than"},
 		{"no practice", "", publication(good), "no practice"},
 	} {
-		var b sent
-		changed, err := r.Publish(ctx, tc.ods, tc.p, b.broadcast)
-		if err == nil || !strings.Contains(err.Error(), tc.want) || changed || len(b.msgs) > 0 {
+		changed, err := r.Publish(ctx, tc.ods, tc.p)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || changed {
 			t.Errorf("%s: changed %v, %v; want refused with %q", tc.name, changed, err, tc.want)
 		}
 	}

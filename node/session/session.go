@@ -345,13 +345,16 @@ func (s *Session) connectAndServe(parent context.Context) (up, wait time.Duratio
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 
-	stream, err := s.cfg.Dial(ctx)
-	if err != nil {
-		return 0, 0, fmt.Errorf("connect: %w", err)
-	}
+	// The Register is prepared before dialling: describing the site can
+	// take minutes on a loaded host (the connector counts its tables), and
+	// the coordinator gives a new link only seconds to register.
 	reg, err := s.cfg.Handler.Registration(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("prepare register: %w", err)
+	}
+	stream, err := s.cfg.Dial(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("connect: %w", err)
 	}
 	reg.UnreportedOutcomes = s.cfg.Journal.Unreported()
 	reg.RunningTaskIds = s.cfg.Journal.Running()
