@@ -5,7 +5,7 @@ GO ?= go
 # duckdb-go exposes its Arrow API only under this tag (DuckDB connector).
 export GOFLAGS := $(strip $(GOFLAGS) -tags=duckdb_arrow)
 
-.PHONY: test demo proto build lint bench bench-synth fuzz attack clean
+.PHONY: test demo proto build lint bench bench-synth fuzz attack soak-links clean
 
 ## test: vet, staticcheck, gofmt and every test (with the race detector)
 test:
@@ -51,6 +51,13 @@ fuzz:
 # prints what it infers and its summary tables. ATTACK_FLAGS go to go test.
 attack:
 	HAVEN_ATTACK_SWEEP=full $(GO) test -count=1 -v -run 'TestAttack' -timeout 60m $(ATTACK_FLAGS) ./integration/attack/
+
+## soak-links: the faults network's "links cut" step for 300 runs: every
+# node's connections to the coordinator cut twice in each run's first two
+# seconds; every outcome must arrive, once. LINKCUT_ROUNDS changes the count.
+LINKCUT_ROUNDS ?= 300
+soak-links:
+	HAVEN_LINKCUT_ROUNDS=$(LINKCUT_ROUNDS) $(GO) test -count=1 -v -run 'TestFaults/^(baseline|links_cut)$$' -timeout 90m ./integration/faults/
 
 ## bench-synth: time and peak memory of generating the ICB-scale network
 bench-synth:

@@ -105,6 +105,10 @@ type Options struct {
 	// test that restarts the coordinator often keeps nodes from backing
 	// off for minutes.
 	ReconnectMax time.Duration
+	// NodeAddress, if set, returns the address the nodes dial, given the
+	// coordinator's: a test's way to put a proxy between them. It must
+	// be on 127.0.0.1, which the coordinator's certificate names.
+	NodeAddress func(coordinator string) (string, error)
 	// Scale is the synthetic network's scale; default small.
 	Scale synth.Scale
 	// SitesPerNode is how many sites each node process serves; default 1.
@@ -398,8 +402,14 @@ func (d *demoRun) setUp(ctx context.Context, root string, s *setup, res *Result)
 		return err
 	}
 	ndop := netw.Path(netw.NationalOptOut.Path)
+	nodeAddr := s.addr
+	if d.opts.NodeAddress != nil {
+		if nodeAddr, err = d.opts.NodeAddress(s.addr); err != nil {
+			return fmt.Errorf("the address nodes dial: %w", err)
+		}
+	}
 	for _, site := range netw.Sites {
-		if err := writeNodeConfig(l, s.pki, s.addr, site, sources[site.ODS], ndop, d.opts.ReconnectMax); err != nil {
+		if err := writeNodeConfig(l, s.pki, nodeAddr, site, sources[site.ODS], ndop, d.opts.ReconnectMax); err != nil {
 			return err
 		}
 	}

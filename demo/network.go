@@ -480,6 +480,13 @@ func (n *Network) WaitWarmedUp(ctx context.Context, timeout time.Duration) error
 	}
 }
 
+// WaitLinked waits until every site has a live link to the coordinator
+// (for a practice, one on which it has also published its opt-out list).
+func (n *Network) WaitLinked(ctx context.Context, timeout time.Duration) error {
+	_, err := n.d.waitRegistered(ctx, n.Sites(), 0, timeout)
+	return err
+}
+
 // NodeProcesses is the number of node processes serving the sites.
 func (n *Network) NodeProcesses() int { return len(n.groups) }
 

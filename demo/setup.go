@@ -335,6 +335,10 @@ type nodeFile struct {
 		SHA256 string            `yaml:"sha256"`
 		Args   []string          `yaml:"args"`
 		Env    map[string]string `yaml:"env,omitempty"`
+		// StartTimeout is longer than a node's default (30s): the demo
+		// starts every site's plugin at once on one machine, 154 of them
+		// at ICB scale, where a start takes minutes on a busy host.
+		StartTimeout string `yaml:"start_timeout"`
 	} `yaml:"connector"`
 	Governance struct {
 		Bundle    string `yaml:"bundle"`
@@ -414,6 +418,7 @@ func writeNodeConfig(l layout, p *pkiFiles, addr string, s synth.Site, src siteS
 	c.TLS.Cert, c.TLS.Key, c.TLS.CA = cert[0], cert[1], p.ca
 	c.Connector.Path, c.Connector.SHA256 = src.plugin.path, src.plugin.sha256
 	c.Connector.Args, c.Connector.Env = src.args, src.env
+	c.Connector.StartTimeout = "5m"
 	c.Governance.Bundle, c.Governance.PublicKey = l.bundle(), l.boardPublic()
 	c.Linkage.SecretFile, c.Linkage.KeyID = l.secret(), linkageKeyID
 	c.Linkage.PerturbationSecretFile = l.perturbationSecret()

@@ -202,3 +202,19 @@ func FinalRun(s havenv1.RunState) bool {
 	}
 	return false
 }
+
+// OutcomeMessage is the NodeMessage that reports a task's outcome on a
+// live link (TaskDone, TaskFailed or TaskRefused), or nil for an empty
+// outcome. Outcomes travel in this form on a link and as TaskOutcome in
+// a Register and the node's journal.
+func OutcomeMessage(o *havenv1.TaskOutcome) *havenv1.NodeMessage {
+	switch x := o.GetOutcome().(type) {
+	case *havenv1.TaskOutcome_Done:
+		return &havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskDone{TaskDone: x.Done}}
+	case *havenv1.TaskOutcome_Failed:
+		return &havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskFailed{TaskFailed: x.Failed}}
+	case *havenv1.TaskOutcome_Refused:
+		return &havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskRefused{TaskRefused: x.Refused}}
+	}
+	return nil
+}

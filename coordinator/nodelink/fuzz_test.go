@@ -11,6 +11,7 @@ import (
 
 	"github.com/havenhealth/haven/cdm"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // frames encodes messages as a fuzz input: each a 2-byte length, then its
@@ -78,7 +79,7 @@ func FuzzNodeMessages(f *testing.F) {
 		}
 		ctx := context.Background()
 		for _, o := range reg.GetUnreportedOutcomes() {
-			if m := outcomeMessage(o); m != nil {
+			if m := wire.OutcomeMessage(o); m != nil {
 				s.cfg.Handler.TaskMessage(ctx, cert, m)
 			}
 		}

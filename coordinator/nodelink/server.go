@@ -382,7 +382,7 @@ func (s *Server) serve(ctx context.Context, stream havenv1.NodeLink_ConnectServe
 	// opt-out list is sent, say). Handling is idempotent by task id.
 	hctx := context.WithoutCancel(ctx)
 	for _, o := range reg.GetUnreportedOutcomes() {
-		if m := outcomeMessage(o); m != nil {
+		if m := wire.OutcomeMessage(o); m != nil {
 			s.cfg.Handler.TaskMessage(hctx, ods, m)
 		}
 	}
@@ -627,20 +627,6 @@ func (l *listSender) sync(stream havenv1.NodeLink_ConnectServer) error {
 		}
 	}
 	l.known = msgs[len(msgs)-1].GetNetworkOptOuts().GetVersion()
-	return nil
-}
-
-// outcomeMessage turns an outcome reported in Register into the message
-// the node would have sent on a live link.
-func outcomeMessage(o *havenv1.TaskOutcome) *havenv1.NodeMessage {
-	switch x := o.GetOutcome().(type) {
-	case *havenv1.TaskOutcome_Done:
-		return &havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskDone{TaskDone: x.Done}}
-	case *havenv1.TaskOutcome_Failed:
-		return &havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskFailed{TaskFailed: x.Failed}}
-	case *havenv1.TaskOutcome_Refused:
-		return &havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskRefused{TaskRefused: x.Refused}}
-	}
 	return nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
 	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/leakcheck"
+	"github.com/havenhealth/haven/internal/flakyproxy"
 	"github.com/havenhealth/haven/node/audit"
 	"github.com/havenhealth/haven/node/nodetest"
 	"github.com/havenhealth/haven/policy"
@@ -64,6 +65,7 @@ type faultNet struct {
 	gps, trusts []string
 	released    []stored
 	linkageRuns []string
+	links       *flakyproxy.Proxy // between the nodes and the coordinator
 }
 
 func TestFaults(t *testing.T) {
@@ -72,8 +74,30 @@ func TestFaults(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
+	// The nodes reach the coordinator through a proxy whose connections
+	// the "links cut" step cuts.
+	var links *flakyproxy.Proxy
+	defer func() {
+		if links != nil {
+			links.Close()
+		}
+	}()
+	dir := filepath.Join(t.TempDir(), "net")
+	if d := os.Getenv("HAVEN_FAULTS_DIR"); d != "" {
+		dir = d // kept afterwards, logs and all, to read after a failure
+	}
 	n, err := demo.Start(ctx, demo.Options{
-		Dir:         filepath.Join(t.TempDir(), "net"),
+		NodeAddress: func(coordinator string) (string, error) {
+			if links == nil {
+				p, err := flakyproxy.Start(coordinator)
+				if err != nil {
+					return "", err
+				}
+				links = p
+			}
+			return links.Addr(), nil
+		},
+		Dir:         dir,
 		Keep:        true, // the privacy scan reads it; TempDir removes it
 		RunTimeout:  runTimeout,
 		RunDeadline: runDeadline,
@@ -89,7 +113,7 @@ func TestFaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start the network: %v", err)
 	}
-	f := &faultNet{Network: n}
+	f := &faultNet{Network: n, links: links}
 	for _, s := range n.Result().Network.Sites {
 		if s.Kind == cdm.KindGP {
 			f.gps = append(f.gps, s.ODS)
@@ -108,6 +132,7 @@ func TestFaults(t *testing.T) {
 		{"baseline", f.baseline},
 		{"paused site", f.pausedSite},
 		{"slow site", f.slowSite},
+		{"links cut", f.linksCut},
 		{"node killed mid-run", f.nodeKilled},
 		{"coordinator killed mid-run", f.coordinatorKilled},
 		{"oversized results", f.oversized},
@@ -131,12 +156,15 @@ func TestFaults(t *testing.T) {
 	f.privacyScan(t, ctx)
 }
 
-// withoutLedgerRules drops the release ledger's rules from a bundle. The
-// faults ask the same two questions again and again on purpose, which the
-// reference bundle refuses as near-duplicates (the ledger's own tests,
-// coordinator.TestLedgerRefusals and haven/submit's, cover that).
+// withoutLedgerRules drops the release ledger's rules and the 24-hour rate
+// limits from a bundle. The faults ask the same two questions again and
+// again on purpose, which the reference bundle refuses as near-duplicates
+// and, after a few dozen, as over the rate (the ledger's and the limits'
+// own tests, coordinator.TestLedgerRefusals and haven/submit's, cover
+// that).
 var withoutLedgerRules = demo.EditData(func(data map[string]any) error {
 	delete(data, "ledger")
+	delete(data, "rate_limits")
 	return nil
 })
 

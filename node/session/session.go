@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +37,7 @@ import (
 
 	"github.com/havenhealth/haven/node/state"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/wire"
 )
 
 // State is where a session is in its life.
@@ -408,6 +410,20 @@ func (s *Session) connectAndServe(parent context.Context) (up, wait time.Duratio
 	s.mu.Lock()
 	s.link = l
 	s.mu.Unlock()
+	// An outcome recorded while the Register was on its way is in neither
+	// the Register nor, since there was no link to send it on, the stream:
+	// send it now, or it would wait for the next reconnect while the run
+	// waits for its deadline. (Any Report from here on sends its own.)
+	for _, o := range s.cfg.Journal.Unreported() {
+		if slices.Contains(ids, state.OutcomeTaskID(o)) {
+			continue
+		}
+		if msg := wire.OutcomeMessage(o); msg != nil {
+			if err := l.send(msg, state.OutcomeTaskID(o)); err != nil {
+				s.log.Warn("outcome not sent; it goes in the next register", "task_id", state.OutcomeTaskID(o), "error", err)
+			}
+		}
+	}
 	upSince := s.cfg.Clock.Now()
 	s.setState(StateConnected, func(i *Info) {
 		i.SessionID = registered.GetSessionId()
@@ -515,19 +531,12 @@ func (s *Session) Send(msg *havenv1.NodeMessage) error {
 // until the coordinator has certainly read it. Only a journal failure is
 // an error: a lost link is what the journal is for.
 func (s *Session) Report(o *havenv1.TaskOutcome) error {
+	msg := wire.OutcomeMessage(o)
+	if msg == nil {
+		return errors.New("session: report of an empty outcome")
+	}
 	if err := s.cfg.Journal.Finished(o); err != nil {
 		return err
-	}
-	msg := &havenv1.NodeMessage{}
-	switch x := o.GetOutcome().(type) {
-	case *havenv1.TaskOutcome_Done:
-		msg.Body = &havenv1.NodeMessage_TaskDone{TaskDone: x.Done}
-	case *havenv1.TaskOutcome_Failed:
-		msg.Body = &havenv1.NodeMessage_TaskFailed{TaskFailed: x.Failed}
-	case *havenv1.TaskOutcome_Refused:
-		msg.Body = &havenv1.NodeMessage_TaskRefused{TaskRefused: x.Refused}
-	default:
-		return errors.New("session: report of an empty outcome")
 	}
 	s.mu.Lock()
 	l := s.link

@@ -41,6 +41,7 @@ type coordinatorDouble struct {
 	reject    *havenv1.Rejected
 	silent    bool // register, then never answer again
 	noAcks    bool
+	hold      chan struct{} // if set, Registered waits until it closes
 }
 
 func (c *coordinatorDouble) Connect(stream grpc.BidiStreamingServer[havenv1.NodeMessage, havenv1.CoordinatorMessage]) error {
@@ -56,7 +57,11 @@ func (c *coordinatorDouble) Connect(stream grpc.BidiStreamingServer[havenv1.Node
 	}
 	c.mu.Lock()
 	c.registers = append(c.registers, first.GetRegister())
+	hold := c.hold
 	c.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
 	if reject != nil {
 		return stream.Send(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Rejected{Rejected: reject}})
 	}
@@ -365,6 +370,30 @@ func TestLiveOutcomeConfirmedByHeartbeatAck(t *testing.T) {
 	// …and the first ack of a later heartbeat confirms it.
 	h.coord.set(func(c *coordinatorDouble) { c.noAcks = false })
 	testutil.Eventually(t, "confirmed", func() bool { return len(h.journal.Unreported()) == 0 })
+}
+
+// An outcome recorded while the Register is on its way is in neither the
+// Register nor a live link; it must go out as soon as the link is up, not
+// wait for the next reconnect (the run would wait for its deadline).
+func TestOutcomeDuringRegistrationSent(t *testing.T) {
+	hold := make(chan struct{})
+	h := start(t, func(c *Config) {})
+	testutil.Eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
+	h.coord.set(func(c *coordinatorDouble) { c.hold = hold })
+	h.coord.dropAll()
+	testutil.Eventually(t, "second register received", func() bool { return len(h.coord.registered()) == 2 })
+	done := &havenv1.TaskOutcome{Outcome: &havenv1.TaskOutcome_Done{Done: &havenv1.TaskDone{TaskId: "t-late", Rows: 3}}}
+	if err := h.sess.Report(done); err != nil {
+		t.Fatal(err)
+	}
+	close(hold)
+	testutil.Eventually(t, "the outcome sent on the new link", func() bool {
+		return slices.ContainsFunc(h.coord.received(), func(m *havenv1.NodeMessage) bool { return m.GetTaskDone().GetTaskId() == "t-late" })
+	})
+	if n := len(h.coord.registered()); n != 2 {
+		t.Errorf("%d registers; the outcome should have gone on the second link", n)
+	}
+	testutil.Eventually(t, "confirmed by a heartbeat ack", func() bool { return len(h.journal.Unreported()) == 0 })
 }
 
 func TestSilentCoordinatorIsDropped(t *testing.T) {
