@@ -5,7 +5,7 @@ GO ?= go
 # duckdb-go exposes its Arrow API only under this tag (DuckDB connector).
 export GOFLAGS := $(strip $(GOFLAGS) -tags=duckdb_arrow)
 
-.PHONY: test demo proto build lint bench bench-synth fuzz attack soak-links clean
+.PHONY: test demo proto build lint bench bench-national bench-synth fuzz attack soak-links clean
 
 ## test: vet, staticcheck, gofmt and every test (with the race detector)
 test:
@@ -51,6 +51,14 @@ fuzz:
 # prints what it infers and its summary tables. ATTACK_FLAGS go to go test.
 attack:
 	HAVEN_ATTACK_SWEEP=full $(GO) test -count=1 -v -run 'TestAttack' -timeout 60m $(ATTACK_FLAGS) ./integration/attack/
+
+## bench-national: one coordinator process with 6,500 simulated practices and
+# 230 trusts linked (real mTLS NodeLink streams and Flight uploads from one
+# simulator process): time to register, memory per idle link, idle CPU, an
+# aggregate run across every practice, re-registration after a restart.
+# HAVEN_NATIONAL_GPS, _TRUSTS, _PATIENTS, _DIALS and _JITTER change it.
+bench-national:
+	$(GO) test -run '^$$' -bench BenchmarkNationalLinks -benchtime 1x -timeout 60m $(BENCH_FLAGS) ./integration/national/
 
 ## soak-links: the faults network's "links cut" step for 300 runs: every
 # node's connections to the coordinator cut twice in each run's first two

@@ -67,6 +67,10 @@ type Options struct {
 	EditData func(data map[string]any)
 	// OptOutInterval is runs.opt_out_interval; default the coordinator's.
 	OptOutInterval time.Duration
+	// External leaves the coordinator to the test, to run as its own
+	// process (haven coordinator --config ConfigPath): New writes the
+	// files and starts nothing.
+	External bool
 	// Register serves the transparency register on a free loopback port
 	// (RegisterURL).
 	Register bool
@@ -219,6 +223,9 @@ operator_roles: [operator]
 	}
 	if n.Config, err = config.Load(n.ConfigPath); err != nil {
 		tb.Fatal(err)
+	}
+	if opts.External {
+		return n
 	}
 	n.Start()
 	tb.Cleanup(func() {

@@ -1,0 +1,365 @@
+// Package national measures one coordinator process against a network of
+// national size (DESIGN §12): thousands of sites linked to it at once.
+//
+// The coordinator is the real one, run as its own process from the haven
+// binary. The sites are simulated in the benchmark's process by
+// coordinatortest's node doubles, not run as nodes: each has its own
+// node certificate, mTLS connection and NodeLink stream, registers,
+// heartbeats, receives its tasks and answers them with real Arrow Flight
+// uploads of cells computed from a generated population. That keeps a
+// network of 6,730 sites on one small machine, and what is measured is
+// the coordinator's side: links, dispatch, ingest and release.
+//
+// It has benchmarks only (make bench-national); see BenchmarkNationalLinks.
+package national
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/coordinator/config"
+	"github.com/havenhealth/haven/coordinator/coordinatortest"
+	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+)
+
+// BenchmarkNationalLinks links HAVEN_NATIONAL_GPS practices (default
+// 6,500) and HAVEN_NATIONAL_TRUSTS trusts (default 230) to one coordinator
+// process and prints what it costs:
+//
+//   - the time for every site to register, all dialling at once (the
+//     simulator runs HAVEN_NATIONAL_DIALS TLS handshakes at a time,
+//     default 256);
+//   - the coordinator's memory per idle link (its RSS with every site
+//     linked, less its RSS before any, over the number of sites) and its
+//     CPU while the links idle for two heartbeat intervals (15 s each,
+//     as deployed);
+//   - an aggregate run (statins-chd) answered by every practice, from
+//     HAVEN_NATIONAL_PATIENTS patients per practice (default 100: the
+//     figure is about dispatch, ingest and release across the network,
+//     not the size of each site's data), submit to release;
+//   - the time for every site to register again after the coordinator
+//     restarts, the sites reconnecting with jitter over
+//     HAVEN_NATIONAL_JITTER (default 10s), as nodes' backoff spreads them.
+//
+// Run it with -benchtime 1x.
+func BenchmarkNationalLinks(b *testing.B) {
+	gps := envInt(b, "HAVEN_NATIONAL_GPS", 6500)
+	trusts := envInt(b, "HAVEN_NATIONAL_TRUSTS", 230)
+	perPractice := envInt(b, "HAVEN_NATIONAL_PATIENTS", 100)
+	dials := envInt(b, "HAVEN_NATIONAL_DIALS", 256)
+	jitter := envDuration(b, "HAVEN_NATIONAL_JITTER", 10*time.Second)
+	const heartbeat = 15 * time.Second
+	ctx, cancel := context.WithTimeout(b.Context(), 55*time.Minute)
+	defer cancel()
+
+	var sites []config.Site
+	for i := range gps {
+		sites = append(sites, config.Site{ODS: fmt.Sprintf("N%05d", i+1), Kind: cdm.KindGP, Population: int64(perPractice)})
+	}
+	for i := range trusts {
+		sites = append(sites, config.Site{ODS: fmt.Sprintf("RN%03d", i+1), Kind: cdm.KindTrust})
+	}
+	n := coordinatortest.New(b, coordinatortest.Options{External: true, Sites: sites, Heartbeat: heartbeat,
+		Deadline: 15 * time.Minute})
+	bin := buildHaven(b)
+
+	began := time.Now()
+	for _, s := range sites {
+		n.NodeCert(s.ODS)
+	}
+	certs := time.Since(began)
+
+	coord := startCoordinator(b, ctx, bin, n)
+	rss0 := rss(b, coord.pid())
+
+	// The simulated sites, each answering statins-chd from its own
+	// generated patients.
+	def, ok := n.Catalog.Get("statins-chd")
+	if !ok {
+		b.Fatal("the bundle has no statins-chd")
+	}
+	nodes := make([]*coordinatortest.NodeDouble, len(sites))
+	for i, s := range sites {
+		nd := n.Node(s.ODS, s.Kind, s.Population)
+		if s.Kind == cdm.KindGP {
+			ps := coordinatortest.Patients(uint64(i+1), []string{s.ODS}, perPractice, nil)
+			nd.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
+				return coordinatortest.StatinsCells(def, schema, ps, s.ODS, int(task.GetRecordKeyRange())), nil
+			}
+		}
+		nodes[i] = nd
+	}
+
+	register := connectAll(b, ctx, nodes, dials, 0)
+	// Two heartbeat intervals of idle links.
+	cpu0 := cpuTime(b, coord.pid())
+	idleFrom := time.Now()
+	time.Sleep(2 * heartbeat)
+	idleCPU := cpuTime(b, coord.pid()) - cpu0
+	idleFor := time.Since(idleFrom)
+	rssIdle := rss(b, coord.pid())
+
+	runTime, run := statins(b, ctx, n)
+	rssRun := rss(b, coord.pid())
+
+	// Restart: every link drops; the sites come back with jitter.
+	for _, nd := range nodes {
+		nd.Close()
+	}
+	stopCoordinator(b, coord)
+	coord = startCoordinator(b, ctx, bin, n)
+	for i, s := range sites {
+		nodes[i] = n.Node(s.ODS, s.Kind, s.Population)
+	}
+	reregister := connectAll(b, ctx, nodes, dials, jitter)
+	for _, nd := range nodes {
+		nd.Close()
+	}
+	stopCoordinator(b, coord)
+
+	perLink := float64(rssIdle-rss0) / float64(len(sites))
+	fmt.Printf("\nNational links: %d practices, %d trusts, one coordinator process (%d cores on this machine)\n", gps, trusts, runtime.NumCPU())
+	fmt.Printf("%-52s %12s\n", "measure", "value")
+	fmt.Printf("%-52s %12s\n", "node certificates issued (simulator side)", certs.Round(time.Millisecond))
+	fmt.Printf("%-52s %12s\n", fmt.Sprintf("all sites registered, %d dialling at a time", dials), register.Round(time.Millisecond))
+	fmt.Printf("%-52s %12.1f\n", "coordinator RSS before any link (MiB)", float64(rss0)/(1<<20))
+	fmt.Printf("%-52s %12.1f\n", "coordinator RSS, every site linked and idle (MiB)", float64(rssIdle)/(1<<20))
+	fmt.Printf("%-52s %12.1f\n", "memory per idle link (KiB)", perLink/1024)
+	fmt.Printf("%-52s %11.2f%%\n", fmt.Sprintf("coordinator CPU while idle (%s, of one core)", idleFor.Round(time.Second)), 100*idleCPU.Seconds()/idleFor.Seconds())
+	fmt.Printf("%-52s %12s\n", fmt.Sprintf("statins-chd over %d practices, submit to %s", gps, strings.TrimPrefix(run.GetState().String(), "RUN_STATE_")), runTime.Round(time.Millisecond))
+	fmt.Printf("%-52s %12.1f\n", "coordinator RSS after the run (MiB)", float64(rssRun)/(1<<20))
+	fmt.Printf("%-52s %12s\n", fmt.Sprintf("all sites registered after a restart, jitter %s", jitter), reregister.Round(time.Millisecond))
+	if run.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
+		b.Errorf("the run ended %s: %v %s", run.GetState(), run.GetPolicyReasons(), run.GetError())
+	}
+	if got := run.GetCoverage().GetSitesAnswered(); got != int32(gps) {
+		b.Errorf("%d of %d practices answered", got, gps)
+	}
+	b.ReportMetric(register.Seconds(), "s/register")
+	b.ReportMetric(perLink/1024, "KiB/link")
+	b.ReportMetric(runTime.Seconds(), "s/run")
+}
+
+// connectAll links every node, at most dials at a time, each after a
+// random wait under jitter, and returns how long until all had
+// registered.
+func connectAll(b *testing.B, ctx context.Context, nodes []*coordinatortest.NodeDouble, dials int, jitter time.Duration) time.Duration {
+	b.Helper()
+	began := time.Now()
+	var g errgroup.Group
+	g.SetLimit(dials)
+	var done atomic.Int64
+	for _, nd := range nodes {
+		wait := time.Duration(0)
+		if jitter > 0 {
+			wait = rand.N(jitter)
+		}
+		g.Go(func() error {
+			if wait > 0 {
+				select {
+				case <-time.After(wait - time.Since(began)):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			// A refused or dropped dial is retried, as a node does.
+			var err error
+			for try := 0; try < 20; try++ {
+				if err = nd.Connect(ctx); err == nil {
+					break
+				}
+				var rej *coordinatortest.RejectedError
+				if errors.As(err, &rej) {
+					return fmt.Errorf("%s: %w", nd.ODS, err)
+				}
+				time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", nd.ODS, err)
+			}
+			if k := done.Add(1); k%1000 == 0 {
+				fmt.Fprintf(os.Stderr, "national: %d/%d sites registered (%s)\n", k, len(nodes), time.Since(began).Round(time.Millisecond))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatalf("link the sites: %v", err)
+	}
+	return time.Since(began)
+}
+
+// statins submits statins-chd and waits for it to end, polling (a watch
+// would carry an event per site).
+func statins(b *testing.B, ctx context.Context, n *coordinatortest.Network) (time.Duration, *havenv1.Run) {
+	b.Helper()
+	cert, key := n.UserCert("ana", "QHM", "analyst")
+	api := havenv1.NewCoordinatorClient(n.Dial(cert, key))
+	began := time.Now()
+	resp, err := api.SubmitRun(ctx, &havenv1.SubmitRunRequest{DefinitionId: "statins-chd", Purpose: "service_evaluation"})
+	if err != nil {
+		b.Fatalf("submit statins-chd: %v", err)
+	}
+	for {
+		r, err := api.GetRun(ctx, &havenv1.GetRunRequest{RunId: resp.GetRun().GetId()})
+		if err != nil {
+			b.Fatalf("get run: %v", err)
+		}
+		switch r.GetRun().GetState() {
+		case havenv1.RunState_RUN_STATE_RELEASED, havenv1.RunState_RUN_STATE_REFUSED, havenv1.RunState_RUN_STATE_FAILED,
+			havenv1.RunState_RUN_STATE_CANCELLED:
+			return time.Since(began), r.GetRun()
+		}
+		select {
+		case <-ctx.Done():
+			b.Fatalf("run %s: %v", resp.GetRun().GetId(), ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// buildHaven builds the haven binary into a temporary directory.
+func buildHaven(b *testing.B) string {
+	b.Helper()
+	dir := b.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir, "./cmd/haven")
+	cmd.Dir = filepath.Join("..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build haven: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "haven")
+}
+
+// coordinatorProc is the coordinator process.
+type coordinatorProc struct {
+	cmd    *exec.Cmd
+	exited chan error // receives Wait's result once
+	log    string
+}
+
+func (c *coordinatorProc) pid() int { return c.cmd.Process.Pid }
+
+// startCoordinator runs `haven coordinator run` on n's files and waits
+// until it listens.
+func startCoordinator(b *testing.B, ctx context.Context, bin string, n *coordinatortest.Network) *coordinatorProc {
+	b.Helper()
+	logPath := filepath.Join(n.Dir, "coordinator.log")
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "coordinator", "run", "--config", n.ConfigPath)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start the coordinator: %v", err)
+	}
+	c := &coordinatorProc{cmd: cmd, exited: make(chan error, 1), log: logPath}
+	go func() { c.exited <- cmd.Wait(); log.Close() }()
+	b.Cleanup(func() { _ = cmd.Process.Kill() })
+	for {
+		conn, err := net.DialTimeout("tcp", n.Addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return c
+		}
+		select {
+		case err := <-c.exited:
+			b.Fatalf("the coordinator exited (%v); its log is %s", err, logPath)
+		case <-ctx.Done():
+			b.Fatalf("the coordinator did not listen on %s; its log is %s", n.Addr, logPath)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// stopCoordinator stops it as an operator does, with SIGTERM.
+func stopCoordinator(b *testing.B, c *coordinatorProc) {
+	b.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		b.Fatalf("stop the coordinator: %v", err)
+	}
+	if err := <-c.exited; err != nil {
+		b.Fatalf("the coordinator stopped with %v; its log is %s", err, c.log)
+	}
+}
+
+// rss is a process's resident set size in bytes, from /proc.
+func rss(b *testing.B, pid int) int64 {
+	b.Helper()
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatalf("read the coordinator's memory: %v", err)
+	}
+	for _, line := range strings.Split(string(s), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				b.Fatalf("VmRSS %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmRSS in /proc status")
+	return 0
+}
+
+// cpuTime is a process's user and system CPU time so far, from /proc
+// (in clock ticks of 1/100 s, as on Linux everywhere Haven runs).
+func cpuTime(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("read the coordinator's CPU time: %v", err)
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(s[strings.LastIndexByte(string(s), ')')+1:]))
+	if len(f) < 13 {
+		b.Fatalf("short /proc stat: %q", s)
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	b.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		b.Fatalf("%s=%q: want a whole number", name, v)
+	}
+	return n
+}
+
+func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
+	b.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		b.Fatalf("%s=%q: want a duration such as 10s", name, v)
+	}
+	return d
+}
