@@ -441,21 +441,43 @@ func (s *Server) serve(ctx context.Context, stream havenv1.NodeLink_ConnectServe
 			ss.end("the node closed the link", false)
 			return nil
 		case <-live.C:
+			// On a starved host the timer and a waiting message become
+			// ready together, and select picks at random: a message that
+			// has arrived is not silence.
+			select {
+			case r := <-recv:
+				if !s.received(hctx, ss, r) {
+					return nil
+				}
+				live.Reset(silence)
+				continue
+			default:
+			}
 			ss.end(fmt.Sprintf("no message for %v", silence), false)
 			return nil
 		case r := <-recv:
-			if r.err != nil {
-				if errors.Is(r.err, io.EOF) {
-					ss.end("the node closed the link", false)
-					return nil
-				}
-				ss.end("receive: "+r.err.Error(), false)
+			if !s.received(hctx, ss, r) {
 				return nil
 			}
+			// Time spent handling (an audit append, say) is not the
+			// node's silence, so the clock restarts after it.
 			live.Reset(silence)
-			s.handle(hctx, ss, r.m)
 		}
 	}
+}
+
+// received handles what the link's reader got; false means the link ended.
+func (s *Server) received(ctx context.Context, ss *session, r received) bool {
+	if r.err != nil {
+		if errors.Is(r.err, io.EOF) {
+			ss.end("the node closed the link", false)
+			return false
+		}
+		ss.end("receive: "+r.err.Error(), false)
+		return false
+	}
+	s.handle(ctx, ss, r.m)
+	return true
 }
 
 // disconnected forgets a link that ended.

@@ -483,6 +483,10 @@ func (s *Session) receive(ctx context.Context, l *link) (wait time.Duration, err
 		default:
 			s.log.LogAttrs(ctx, slog.LevelWarn, "ignoring an unexpected message from the coordinator", slog.String("type", fmt.Sprintf("%T", b)))
 		}
+		// While this loop handled the message (applying a large opt-out
+		// list on a busy host can take seconds) it read nothing; that
+		// time is not the coordinator's silence.
+		l.heard(s.cfg.Clock.Now())
 	}
 }
 
@@ -490,6 +494,7 @@ func (s *Session) receive(ctx context.Context, l *link) (wait time.Duration, err
 // coordinator has said nothing for MissedHeartbeats intervals.
 func (s *Session) heartbeats(ctx context.Context, cancel context.CancelCauseFunc, l *link, interval time.Duration) {
 	dead := time.Duration(s.cfg.MissedHeartbeats) * interval
+	last := s.cfg.Clock.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -497,6 +502,15 @@ func (s *Session) heartbeats(ctx context.Context, cancel context.CancelCauseFunc
 		case <-s.cfg.Clock.After(interval):
 		}
 		now := s.cfg.Clock.Now()
+		if starved(now, last, interval) {
+			// This tick came very late: the node itself was starved of
+			// CPU (a loaded host), and could not have heard the
+			// coordinator or answered it either. Judge silence from now.
+			s.log.LogAttrs(ctx, slog.LevelWarn, "heartbeat late; the node was starved of CPU",
+				slog.Duration("late_by", now.Sub(last)-interval))
+			l.heard(now)
+		}
+		last = now
 		if quiet := now.Sub(l.lastHeard()); quiet > dead {
 			cancel(fmt.Errorf("no word from the coordinator for %v", quiet.Round(time.Millisecond)))
 			return
@@ -511,6 +525,14 @@ func (s *Session) heartbeats(ctx context.Context, cancel context.CancelCauseFunc
 			return
 		}
 	}
+}
+
+// starved reports whether a heartbeat tick at now, the one after last,
+// came so late (over two intervals apart) that the node itself was not
+// running: on a loaded host a process can go without CPU for seconds, and
+// silence it could not have heard is not the coordinator's.
+func starved(now, last time.Time, interval time.Duration) bool {
+	return now.Sub(last) > 2*interval
 }
 
 // Send sends msg on the current link. It returns ErrNotConnected if no

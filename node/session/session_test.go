@@ -65,17 +65,19 @@ func (c *coordinatorDouble) Connect(stream grpc.BidiStreamingServer[havenv1.Node
 	if reject != nil {
 		return stream.Send(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Rejected{Rejected: reject}})
 	}
-	if err := stream.Send(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Registered{Registered: &havenv1.Registered{
-		SessionId: "s" + time.Now().Format("150405.000000"), HeartbeatInterval: durationpb.New(c.heartbeat),
-	}}}); err != nil {
-		return err
-	}
+	// The link's outbox exists before Registered goes: a test that sees
+	// the session connected may send on it at once.
 	out := make(chan *havenv1.CoordinatorMessage, 16)
 	drop := make(chan struct{})
 	c.mu.Lock()
 	c.streams = append(c.streams, out)
 	c.drops = append(c.drops, drop)
 	c.mu.Unlock()
+	if err := stream.Send(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Registered{Registered: &havenv1.Registered{
+		SessionId: "s" + time.Now().Format("150405.000000"), HeartbeatInterval: durationpb.New(c.heartbeat),
+	}}}); err != nil {
+		return err
+	}
 	in := make(chan *havenv1.NodeMessage)
 	errc := make(chan error, 1)
 	go func() {
@@ -539,5 +541,23 @@ func TestNetworkOptOutsHandedOverAndGapReconnects(t *testing.T) {
 	testutil.Eventually(t, "registered again after a gap", func() bool { return len(h.coord.registered()) >= 2 })
 	if err := h.sess.Info().LastError; err != "" && !strings.Contains(err, "network opt-out list") {
 		t.Errorf("last error %q", err)
+	}
+}
+
+func TestStarved(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		gap  time.Duration
+		want bool
+	}{
+		{5 * time.Second, false},   // on time
+		{9 * time.Second, false},   // a little late
+		{10 * time.Second, false},  // two intervals: still the node's to judge
+		{10*time.Second + 1, true}, // later than that: the node was not running
+		{time.Minute, true},        // a process stopped for a minute
+	} {
+		if got := starved(t0.Add(tc.gap), t0, 5*time.Second); got != tc.want {
+			t.Errorf("tick %v after the last, interval 5s: starved %v, want %v", tc.gap, got, tc.want)
+		}
 	}
 }
