@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -116,8 +117,10 @@ type Config struct {
 	// means DefaultMaxRunning.
 	MaxRunning int
 	Logger     *slog.Logger
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time and runs the deadline timers and the persist
+	// ticker; nil means the real clock. Tests drive run deadlines with a
+	// fake one (clockwork.NewFakeClock) instead of sleeping.
+	Clock clockwork.Clock
 	// SigningKey, if set, signs every released table (release.Sign);
 	// without one, tables are released unsigned.
 	SigningKey ed25519.PrivateKey
@@ -172,8 +175,8 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
 	}
 	if cfg.NewCombiner == nil {
 		cfg.NewCombiner = NewLinkage
@@ -185,7 +188,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg.MaxRunning = DefaultMaxRunning
 	}
 	return &Dispatcher{cfg: cfg, log: cfg.Logger, runs: map[string]*activeRun{}, tasks: map[string]taskRef{},
-		finisher: &finish.Step{Policy: cfg.Policy, SigningKey: cfg.SigningKey, Now: cfg.Now, Log: cfg.Logger},
+		finisher: &finish.Step{Policy: cfg.Policy, SigningKey: cfg.SigningKey, Now: cfg.Clock.Now, Log: cfg.Logger},
 		queue:    queue.New(), stop: make(chan struct{})}, nil
 }
 
@@ -249,7 +252,7 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		return nil, status.Error(codes.Unavailable, "the coordinator is shutting down; submit again later")
 	}
 	def := sub.Definition
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	keyRange := d.keyRange(ctx, sub, def)
 	plan := def.PlanWith(catalog.PlanOptions{RecordKeys: keyRange > 0})
 	run := &havenv1.Run{
@@ -367,7 +370,7 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 		// back.
 		return proto.Clone(run).(*havenv1.Run), nil
 	}
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	fail := func(msg string) (*havenv1.Run, error) {
 		run.Error = msg
 		d.audit(ctx, audit.KindRunState, run.Id, "coordinator", map[string]any{"state": "failed", "error": msg})
@@ -426,7 +429,7 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 		}
 	}
 	d.setState(ctx, r, havenv1.RunState_RUN_STATE_RUNNING, now)
-	r.timer = time.AfterFunc(run.Deadline.AsTime().Sub(d.cfg.Now()), func() { d.deadline(r) })
+	r.timer = d.cfg.Clock.AfterFunc(d.cfg.Clock.Until(run.Deadline.AsTime()), func() { d.deadline(r) })
 	d.checkComplete(ctx, r)
 	return proto.Clone(run).(*havenv1.Run), nil
 }

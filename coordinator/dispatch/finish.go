@@ -24,7 +24,7 @@ func (d *Dispatcher) link(ctx context.Context, r *activeRun) {
 	if r.timer != nil {
 		r.timer.Stop()
 	}
-	d.setState(ctx, r, havenv1.RunState_RUN_STATE_LINKING, d.cfg.Now())
+	d.setState(ctx, r, havenv1.RunState_RUN_STATE_LINKING, d.cfg.Clock.Now())
 	cov := proto.Clone(r.run.Coverage).(*havenv1.Coverage)
 	d.finishes.Add(1)
 	go func() {
@@ -57,7 +57,7 @@ func (d *Dispatcher) finish(ctx context.Context, r *activeRun, cov *havenv1.Cove
 	if r.ended || r.run.State != havenv1.RunState_RUN_STATE_LINKING {
 		return // cancelled or interrupted meanwhile
 	}
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	if out.State == havenv1.RunState_RUN_STATE_RELEASED {
 		sum := sha256.Sum256(out.Table)
 		digest := hex.EncodeToString(sum[:])
@@ -156,7 +156,7 @@ func (d *Dispatcher) interruptLocked(ctx context.Context, r *activeRun, reason s
 	r.run.Error = reason
 	d.audit(ctx, audit.KindRunState, r.id, "coordinator", map[string]any{"state": "interrupted", "reason": reason,
 		"previous": r.run.State.String()})
-	d.setState(ctx, r, havenv1.RunState_RUN_STATE_INTERRUPTED, d.cfg.Now())
+	d.setState(ctx, r, havenv1.RunState_RUN_STATE_INTERRUPTED, d.cfg.Clock.Now())
 	for w := range r.watchers {
 		w.close(ErrShuttingDown)
 	}

@@ -154,7 +154,7 @@ func (d *Dispatcher) CancelRun(ctx context.Context, p authn.Principal, runID, re
 	if reason == "" {
 		reason = "cancelled by " + p.ID
 	}
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	d.cancelTasks(ctx, r, "run cancelled: "+reason)
 	r.run.Error = reason
 	d.audit(ctx, audit.KindRunState, r.id, p.Actor(), map[string]any{"state": "cancelled", "reason": reason})
@@ -244,7 +244,7 @@ func (w *Watch) Stop() {
 // Watch returns a run's snapshot and, while the run is in progress, a
 // channel of its further events.
 func (d *Dispatcher) Watch(ctx context.Context, p authn.Principal, runID string) (*Watch, error) {
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	if r := d.lookup(runID); r != nil {
 		r.mu.Lock()
 		defer r.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -37,9 +38,9 @@ type activeRun struct {
 	sites    map[string]*siteRun // by ODS code
 	seq      uint64              // events so far
 	watchers map[*watcher]struct{}
-	timer    *time.Timer
-	dirty    bool // the stored snapshot is behind
-	ended    bool // final; combiner and staged uploads released
+	timer    clockwork.Timer // the deadline
+	dirty    bool            // the stored snapshot is behind
+	ended    bool            // final; combiner and staged uploads released
 }
 
 // siteRun is one site's part in a run.
@@ -202,13 +203,13 @@ func (d *Dispatcher) persistLocked(ctx context.Context, r *activeRun) {
 // persistLoop writes the snapshots of runs whose sites changed.
 func (d *Dispatcher) persistLoop() {
 	defer d.loops.Done()
-	t := time.NewTicker(d.cfg.PersistInterval)
+	t := d.cfg.Clock.NewTicker(d.cfg.PersistInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-d.stop:
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 		d.mu.Lock()
 		runs := make([]*activeRun, 0, len(d.runs))
