@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -506,6 +507,14 @@ func liveSites(infos []nodelink.SiteInfo) []planner.Site {
 	return out
 }
 
+// active returns the runs in progress or queued. It takes d.mu, so that
+// the caller may then take each run's lock without holding d's.
+func (d *Dispatcher) active() []*activeRun {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Collect(maps.Values(d.runs))
+}
+
 // lookup returns the run in progress with id.
 func (d *Dispatcher) lookup(id string) *activeRun {
 	d.mu.Lock()
@@ -590,14 +599,8 @@ func wireReasons(rs []policy.Reason) []*havenv1.PolicyReason {
 // ActiveRuns counts the runs in progress by state ("pending", "running",
 // "linking"), for the metrics.
 func (d *Dispatcher) ActiveRuns() map[string]int {
-	d.mu.Lock()
-	runs := make([]*activeRun, 0, len(d.runs))
-	for _, r := range d.runs {
-		runs = append(runs, r)
-	}
-	d.mu.Unlock()
 	out := map[string]int{}
-	for _, r := range runs {
+	for _, r := range d.active() {
 		r.mu.Lock()
 		if !r.ended {
 			out[wire.RunStateName(r.run.State)]++
@@ -609,16 +612,6 @@ func (d *Dispatcher) ActiveRuns() map[string]int {
 
 // linkageSite names a site to the linkage.
 func linkageSite(s *siteRun) linkage.Site { return linkage.Site{ODS: s.ods, Kind: s.kind} }
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
 
 // keyRange is R of the cell-key perturbation the run's release will use,
 // asked of haven/disclose at submission for the run's purpose with a table

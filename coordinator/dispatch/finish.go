@@ -131,12 +131,9 @@ func missingTrusts(r *activeRun, cov *havenv1.Coverage) []policy.MissingSite {
 func (d *Dispatcher) Shutdown(ctx context.Context, reason string) {
 	d.mu.Lock()
 	d.closed = true
-	runs := make([]*activeRun, 0, len(d.runs))
-	for _, r := range d.runs {
-		runs = append(runs, r)
-	}
 	d.mu.Unlock()
-	for _, r := range runs {
+	// Closed, the dispatcher adds no run; forget only removes them.
+	for _, r := range d.active() {
 		r.mu.Lock()
 		d.interruptLocked(ctx, r, reason)
 		r.mu.Unlock()

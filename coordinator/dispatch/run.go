@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -81,7 +82,7 @@ func newActiveRun(run *havenv1.Run, def *catalog.Definition, b *catalog.Bound, p
 		sites: map[string]*siteRun{}, seq: 1, watchers: map[*watcher]struct{}{}}
 }
 
-func (r *activeRun) order() []string { return sortedKeys(r.sites) }
+func (r *activeRun) order() []string { return slices.Sorted(maps.Keys(r.sites)) }
 
 // final reports whether a site state is an answer (or the lack of one
 // that nothing will change before the deadline).
@@ -211,13 +212,7 @@ func (d *Dispatcher) persistLoop() {
 			return
 		case <-t.Chan():
 		}
-		d.mu.Lock()
-		runs := make([]*activeRun, 0, len(d.runs))
-		for _, r := range d.runs {
-			runs = append(runs, r)
-		}
-		d.mu.Unlock()
-		for _, r := range runs {
+		for _, r := range d.active() {
 			r.mu.Lock()
 			if r.dirty && !r.ended {
 				d.persistLocked(context.Background(), r)
