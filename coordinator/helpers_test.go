@@ -78,6 +78,30 @@ func watch(t *testing.T, ctx context.Context, conn *grpc.ClientConn, runID strin
 	}
 }
 
+// watchUntil follows a run until cond holds of it and returns it then: a
+// test waits on the run's own events rather than polling it.
+func watchUntil(t *testing.T, ctx context.Context, conn *grpc.ClientConn, runID string, cond func(*havenv1.Run) bool) *havenv1.Run {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := havenv1.NewCoordinatorClient(conn).WatchRun(ctx, &havenv1.WatchRunRequest{RunId: runID})
+	if err != nil {
+		t.Fatalf("WatchRun: %v", err)
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("WatchRun %s: %v", runID, err)
+		}
+		if run := ev.GetRun(); cond(run) {
+			return run
+		}
+		if final(ev.GetRun().GetState()) {
+			t.Fatalf("run %s ended %s before the test's condition held: %v", runID, ev.GetRun().GetState(), ev.GetRun().GetCoverage().GetSites())
+		}
+	}
+}
+
 func final(s havenv1.RunState) bool {
 	switch s {
 	case havenv1.RunState_RUN_STATE_RELEASED, havenv1.RunState_RUN_STATE_REFUSED, havenv1.RunState_RUN_STATE_FAILED,

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow/flight"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -104,12 +105,31 @@ func (h *httpService) addr() net.Addr {
 	return h.lis.Addr()
 }
 
+// Option sets what a Service takes besides its configuration file.
+type Option func(*options)
+
+type options struct {
+	clock clockwork.Clock
+}
+
+// WithClock runs the dispatcher on c: the time runs are stamped with and
+// the timers of their deadlines. Tests pass a fake clock to move a run
+// past its deadline without waiting for it; without the option the
+// service runs on the real clock.
+func WithClock(c clockwork.Clock) Option {
+	return func(o *options) { o.clock = c }
+}
+
 // New opens the store, the audit log and the governance bundle named by
 // cfg, and marks every run left in progress by an earlier process as
 // interrupted. It starts nothing; call Serve.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service, err error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Service, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	if log == nil {
 		log = slog.Default()
@@ -226,7 +246,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Service,
 		log.Warn("releases.signing_key is not set: released tables are unsigned and haven query verify refuses them")
 	}
 	if s.runs, err = dispatch.New(dispatch.Config{Store: s.store, Audit: s.audit, Policy: s.policy, Links: s.links,
-		Members: memberSites, LinkageKeyID: cfg.Network.LinkageKeyID, Deadline: cfg.Runs.Deadline, MaxRunning: cfg.Runs.MaxRunning, Logger: log, SigningKey: signingKey,
+		Members: memberSites, LinkageKeyID: cfg.Network.LinkageKeyID, Deadline: cfg.Runs.Deadline, MaxRunning: cfg.Runs.MaxRunning, Logger: log, Clock: o.clock, SigningKey: signingKey,
 		Limits: &havenv1.UploadLimits{MaxRows: cfg.Uploads.MaxRows, MaxBytes: int64(cfg.Uploads.MaxBytes),
 			MaxBatchBytes: int64(cfg.Uploads.MaxBatchBytes)}, Metrics: s.metrics}); err != nil {
 		return nil, err

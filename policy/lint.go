@@ -144,7 +144,7 @@ func ApprovalProblems(data map[string]any, cat *catalog.Catalog) catalog.ErrorLi
 	}
 	purposes, _ := data["purposes"].(map[string]any)
 	roles, _ := data["roles"].(map[string]any)
-	for _, id := range sortedKeys(approvals) {
+	for _, id := range slices.Sorted(maps.Keys(approvals)) {
 		at := "approvals." + id
 		a, ok := approvals[id].(map[string]any)
 		if !ok {
@@ -184,7 +184,7 @@ func ApprovalProblems(data map[string]any, cat *catalog.Catalog) catalog.ErrorLi
 				add(file, at+".parameters."+p.Name+"."+key, format, args...)
 			})
 		}
-		for _, name := range sortedKeys(ranges) {
+		for _, name := range slices.Sorted(maps.Keys(ranges)) {
 			if _, ok := d.Parameter(name); !ok {
 				add(file, at+".parameters."+name, "definition %s has no parameter %s", id, name)
 			}
@@ -242,13 +242,13 @@ func checkNames(v any, known map[string]any, add func(string, ...any)) {
 	for _, x := range list {
 		s, _ := x.(string)
 		if _, ok := known[s]; !ok {
-			add("%v is not one of %s", x, strings.Join(sortedKeys(known), ", "))
+			add("%v is not one of %s", x, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
 		}
 	}
 }
 
 func checkRange(p *catalog.Parameter, r map[string]any, add func(key, format string, args ...any)) {
-	for _, key := range sortedKeys(r) {
+	for _, key := range slices.Sorted(maps.Keys(r)) {
 		v := r[key]
 		switch {
 		case key == "values" && (p.Type == catalog.ParamEnum || p.Type == catalog.ParamCodelist):
@@ -313,15 +313,6 @@ func isDate(s string) bool {
 func isTime(s string) bool {
 	_, err := time.Parse(time.RFC3339, s)
 	return err == nil
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // DefinitionFile parses the definition at p against the codelists of the

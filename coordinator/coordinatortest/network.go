@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -77,6 +78,10 @@ type Options struct {
 	// Metrics serves the Prometheus endpoint on a free loopback port
 	// (MetricsURL).
 	Metrics bool
+	// Clock, if set, is the dispatcher's clock (coordinator.WithClock),
+	// kept across restarts: a test with a fake clock moves runs past
+	// their deadline by advancing it.
+	Clock clockwork.Clock
 }
 
 // Network is a running test coordinator and the files it runs from.
@@ -98,6 +103,7 @@ type Network struct {
 	// Logs holds everything the coordinator logged.
 	Logs *SyncBuffer
 
+	clock       clockwork.Clock // nil: the real one
 	mu          sync.Mutex
 	certs       map[string][2]string
 	cancel      context.CancelFunc
@@ -117,7 +123,7 @@ func New(tb testing.TB, opts Options) *Network {
 		opts.Heartbeat = time.Second
 	}
 	dir := tb.TempDir()
-	n := &Network{tb: tb, Dir: dir, Logs: &SyncBuffer{}, certs: map[string][2]string{}}
+	n := &Network{tb: tb, Dir: dir, Logs: &SyncBuffer{}, certs: map[string][2]string{}, clock: opts.Clock}
 	ca, caPEM, caKey, err := pki.NewCA("Haven test CA", time.Now())
 	if err != nil {
 		tb.Fatal(err)
@@ -300,7 +306,11 @@ func (n *Network) Start() {
 		n.tb.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(n.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc, err := coordinator.New(context.Background(), cfg, log)
+	var opts []coordinator.Option
+	if n.clock != nil {
+		opts = append(opts, coordinator.WithClock(n.clock))
+	}
+	svc, err := coordinator.New(context.Background(), cfg, log, opts...)
 	if err != nil {
 		n.tb.Fatal(err)
 	}

@@ -38,11 +38,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -116,8 +118,10 @@ type Config struct {
 	// means DefaultMaxRunning.
 	MaxRunning int
 	Logger     *slog.Logger
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time and runs the deadline timers and the persist
+	// ticker; nil means the real clock. Tests drive run deadlines with a
+	// fake one (clockwork.NewFakeClock) instead of sleeping.
+	Clock clockwork.Clock
 	// SigningKey, if set, signs every released table (release.Sign);
 	// without one, tables are released unsigned.
 	SigningKey ed25519.PrivateKey
@@ -172,8 +176,8 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
 	}
 	if cfg.NewCombiner == nil {
 		cfg.NewCombiner = NewLinkage
@@ -185,7 +189,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg.MaxRunning = DefaultMaxRunning
 	}
 	return &Dispatcher{cfg: cfg, log: cfg.Logger, runs: map[string]*activeRun{}, tasks: map[string]taskRef{},
-		finisher: &finish.Step{Policy: cfg.Policy, SigningKey: cfg.SigningKey, Now: cfg.Now, Log: cfg.Logger},
+		finisher: &finish.Step{Policy: cfg.Policy, SigningKey: cfg.SigningKey, Now: cfg.Clock.Now, Log: cfg.Logger},
 		queue:    queue.New(), stop: make(chan struct{})}, nil
 }
 
@@ -249,7 +253,7 @@ func (d *Dispatcher) Submit(ctx context.Context, sub Submission) (*havenv1.Run, 
 		return nil, status.Error(codes.Unavailable, "the coordinator is shutting down; submit again later")
 	}
 	def := sub.Definition
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	keyRange := d.keyRange(ctx, sub, def)
 	plan := def.PlanWith(catalog.PlanOptions{RecordKeys: keyRange > 0})
 	run := &havenv1.Run{
@@ -367,7 +371,7 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 		// back.
 		return proto.Clone(run).(*havenv1.Run), nil
 	}
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	fail := func(msg string) (*havenv1.Run, error) {
 		run.Error = msg
 		d.audit(ctx, audit.KindRunState, run.Id, "coordinator", map[string]any{"state": "failed", "error": msg})
@@ -426,7 +430,7 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 		}
 	}
 	d.setState(ctx, r, havenv1.RunState_RUN_STATE_RUNNING, now)
-	r.timer = time.AfterFunc(run.Deadline.AsTime().Sub(d.cfg.Now()), func() { d.deadline(r) })
+	r.timer = d.cfg.Clock.AfterFunc(d.cfg.Clock.Until(run.Deadline.AsTime()), func() { d.deadline(r) })
 	d.checkComplete(ctx, r)
 	return proto.Clone(run).(*havenv1.Run), nil
 }
@@ -501,6 +505,14 @@ func liveSites(infos []nodelink.SiteInfo) []planner.Site {
 			Paused: si.Paused, LinkageKeyID: si.LinkageKeyID}
 	}
 	return out
+}
+
+// active returns the runs in progress or queued. It takes d.mu, so that
+// the caller may then take each run's lock without holding d's.
+func (d *Dispatcher) active() []*activeRun {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Collect(maps.Values(d.runs))
 }
 
 // lookup returns the run in progress with id.
@@ -587,14 +599,8 @@ func wireReasons(rs []policy.Reason) []*havenv1.PolicyReason {
 // ActiveRuns counts the runs in progress by state ("pending", "running",
 // "linking"), for the metrics.
 func (d *Dispatcher) ActiveRuns() map[string]int {
-	d.mu.Lock()
-	runs := make([]*activeRun, 0, len(d.runs))
-	for _, r := range d.runs {
-		runs = append(runs, r)
-	}
-	d.mu.Unlock()
 	out := map[string]int{}
-	for _, r := range runs {
+	for _, r := range d.active() {
 		r.mu.Lock()
 		if !r.ended {
 			out[wire.RunStateName(r.run.State)]++
@@ -606,16 +612,6 @@ func (d *Dispatcher) ActiveRuns() map[string]int {
 
 // linkageSite names a site to the linkage.
 func linkageSite(s *siteRun) linkage.Site { return linkage.Site{ODS: s.ods, Kind: s.kind} }
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
 
 // keyRange is R of the cell-key perturbation the run's release will use,
 // asked of haven/disclose at submission for the run's purpose with a table

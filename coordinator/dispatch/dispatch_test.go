@@ -1,13 +1,22 @@
 package dispatch
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/havenhealth/haven/coordinator/store"
+	"github.com/havenhealth/haven/internal/testutil"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -87,6 +96,68 @@ func TestRunStateMoves(t *testing.T) {
 	for s := range runMoves {
 		if FinalRun(s) {
 			t.Errorf("final state %s has moves", s)
+		}
+	}
+}
+
+// TestSetStateRefusesIllegalMoves asks the dispatcher for every move
+// between run states: a legal one is made, stored and announced to
+// watchers; an illegal one is logged and leaves the run, the store and
+// the event sequence as they were.
+func TestSetStateRefusesIllegalMoves(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "coordinator.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	at := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	d := &Dispatcher{cfg: Config{Store: st}}
+	var states []havenv1.RunState
+	for v := range havenv1.RunState_name {
+		if s := havenv1.RunState(v); s != havenv1.RunState_RUN_STATE_UNSPECIFIED {
+			states = append(states, s)
+		}
+	}
+	i := 0
+	for _, from := range states {
+		for _, to := range states {
+			if from == to {
+				continue
+			}
+			i++
+			run := &havenv1.Run{Id: fmt.Sprintf("run-%d", i), DefinitionId: "statins-chd", State: from,
+				Requester: &havenv1.Requester{Id: "ana", Org: "QHM"}, SubmittedAt: timestamppb.New(at), UpdatedAt: timestamppb.New(at),
+				Coverage: &havenv1.Coverage{}}
+			if err := st.CreateRun(ctx, run); err != nil {
+				t.Fatal(err)
+			}
+			r := newActiveRun(run, nil, nil, nil, nil, "")
+			w := &watcher{ch: make(chan *havenv1.RunEvent, 1)}
+			r.watchers[w] = struct{}{}
+			logs := &testutil.SyncBuffer{}
+			d.log = slog.New(slog.NewTextHandler(logs, nil))
+			r.mu.Lock()
+			d.setState(ctx, r, to, at.Add(time.Minute))
+			r.mu.Unlock()
+			stored, err := st.GetRun(ctx, run.Id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			legal := canMoveRun(from, to)
+			want := from
+			if legal {
+				want = to
+			}
+			if run.State != want || stored.GetState() != want {
+				t.Errorf("%s → %s: the run is %s, stored %s; want %s", from, to, run.State, stored.GetState(), want)
+			}
+			if moved := len(w.ch) == 1; moved != legal {
+				t.Errorf("%s → %s: an event was sent: %v", from, to, moved)
+			}
+			if refused := strings.Contains(logs.String(), "illegal run state change refused"); refused == legal {
+				t.Errorf("%s → %s: logged %q", from, to, logs.String())
+			}
 		}
 	}
 }

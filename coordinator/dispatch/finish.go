@@ -24,7 +24,7 @@ func (d *Dispatcher) link(ctx context.Context, r *activeRun) {
 	if r.timer != nil {
 		r.timer.Stop()
 	}
-	d.setState(ctx, r, havenv1.RunState_RUN_STATE_LINKING, d.cfg.Now())
+	d.setState(ctx, r, havenv1.RunState_RUN_STATE_LINKING, d.cfg.Clock.Now())
 	cov := proto.Clone(r.run.Coverage).(*havenv1.Coverage)
 	d.finishes.Add(1)
 	go func() {
@@ -57,7 +57,7 @@ func (d *Dispatcher) finish(ctx context.Context, r *activeRun, cov *havenv1.Cove
 	if r.ended || r.run.State != havenv1.RunState_RUN_STATE_LINKING {
 		return // cancelled or interrupted meanwhile
 	}
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	if out.State == havenv1.RunState_RUN_STATE_RELEASED {
 		sum := sha256.Sum256(out.Table)
 		digest := hex.EncodeToString(sum[:])
@@ -131,12 +131,9 @@ func missingTrusts(r *activeRun, cov *havenv1.Coverage) []policy.MissingSite {
 func (d *Dispatcher) Shutdown(ctx context.Context, reason string) {
 	d.mu.Lock()
 	d.closed = true
-	runs := make([]*activeRun, 0, len(d.runs))
-	for _, r := range d.runs {
-		runs = append(runs, r)
-	}
 	d.mu.Unlock()
-	for _, r := range runs {
+	// Closed, the dispatcher adds no run; forget only removes them.
+	for _, r := range d.active() {
 		r.mu.Lock()
 		d.interruptLocked(ctx, r, reason)
 		r.mu.Unlock()
@@ -156,7 +153,7 @@ func (d *Dispatcher) interruptLocked(ctx context.Context, r *activeRun, reason s
 	r.run.Error = reason
 	d.audit(ctx, audit.KindRunState, r.id, "coordinator", map[string]any{"state": "interrupted", "reason": reason,
 		"previous": r.run.State.String()})
-	d.setState(ctx, r, havenv1.RunState_RUN_STATE_INTERRUPTED, d.cfg.Now())
+	d.setState(ctx, r, havenv1.RunState_RUN_STATE_INTERRUPTED, d.cfg.Clock.Now())
 	for w := range r.watchers {
 		w.close(ErrShuttingDown)
 	}

@@ -70,7 +70,7 @@ func (d *Dispatcher) TaskMessage(ctx context.Context, ods string, m *havenv1.Nod
 	if r.run.State != havenv1.RunState_RUN_STATE_RUNNING {
 		return
 	}
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	switch b := m.GetBody().(type) {
 	case *havenv1.NodeMessage_TaskAccepted:
 		a := b.TaskAccepted
@@ -131,7 +131,7 @@ func cloneReasons(rs []*havenv1.PolicyReason) []*havenv1.PolicyReason {
 // taskDone applies a site's staged upload once the node's own figures
 // agree with what was received. r.mu is held.
 func (d *Dispatcher) taskDone(ctx context.Context, r *activeRun, s *siteRun, done *havenv1.TaskDone) {
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	up := s.staged
 	s.staged = nil
 	defer up.release()
@@ -191,7 +191,7 @@ func (d *Dispatcher) NodeConnected(ctx context.Context, site nodelink.SiteInfo, 
 		}
 	}
 
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	for _, r := range d.runsWith(site.ODS) {
 		r.mu.Lock()
 		s := r.sites[site.ODS]
@@ -230,7 +230,7 @@ func (d *Dispatcher) NodeConnected(ctx context.Context, site nodelink.SiteInfo, 
 // still down at the deadline the site is named DISCONNECTED.
 func (d *Dispatcher) NodeDisconnected(ctx context.Context, ods string) {
 	d.log.LogAttrs(ctx, slog.LevelDebug, "site link down; its tasks wait for the deadline", slog.String("site", ods))
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	for _, r := range d.runsWith(ods) {
 		r.mu.Lock()
 		s := r.sites[ods]
@@ -292,7 +292,7 @@ func (d *Dispatcher) deadline(r *activeRun) {
 	if r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING {
 		return
 	}
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	d.cancelTasks(ctx, r, "the run's deadline passed")
 	for _, ods := range r.order() {
 		s := r.sites[ods]

@@ -95,6 +95,20 @@ func (d *Dispatcher) FindSubmitted(ctx context.Context, p authn.Principal, clien
 	return run, true, nil
 }
 
+// mayAct says whether p may act on run, as access.MayAct: nil if so,
+// else the error p is given. A run p may not read is not found, so that
+// its id tells nothing; one p may read but not act on is refused, naming
+// what, the act, p may not do.
+func mayAct(p authn.Principal, run *havenv1.Run, what string) error {
+	if !access.MayRead(p, run) {
+		return notFound(run.GetId())
+	}
+	if !access.MayAct(p, run) {
+		return status.Errorf(codes.PermissionDenied, "only the requester of run %s or an operator may %s", run.GetId(), what)
+	}
+	return nil
+}
+
 // Release returns the released table of a run, as Arrow IPC, to its
 // requester or an operator.
 func (d *Dispatcher) Release(ctx context.Context, p authn.Principal, runID string) ([]byte, error) {
@@ -102,11 +116,8 @@ func (d *Dispatcher) Release(ctx context.Context, p authn.Principal, runID strin
 	if err != nil {
 		return nil, err
 	}
-	if !access.MayRead(p, run) {
-		return nil, notFound(runID)
-	}
-	if !access.MayAct(p, run) {
-		return nil, status.Errorf(codes.PermissionDenied, "only the requester of run %s or an operator may fetch its table", runID)
+	if err := mayAct(p, run, "fetch its table"); err != nil {
+		return nil, err
 	}
 	if run.State != havenv1.RunState_RUN_STATE_RELEASED {
 		msg := fmt.Sprintf("run %s is %s; there is no released table", runID, wire.RunStateName(run.State))
@@ -132,21 +143,15 @@ func (d *Dispatcher) CancelRun(ctx context.Context, p authn.Principal, runID, re
 		if err != nil {
 			return nil, err
 		}
-		if !access.MayRead(p, run) {
-			return nil, notFound(runID)
-		}
-		if !access.MayAct(p, run) {
-			return nil, status.Errorf(codes.PermissionDenied, "only the requester of run %s or an operator may cancel it", runID)
+		if err := mayAct(p, run, "cancel it"); err != nil {
+			return nil, err
 		}
 		return run, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !access.MayRead(p, r.run) {
-		return nil, notFound(runID)
-	}
-	if !access.MayAct(p, r.run) {
-		return nil, status.Errorf(codes.PermissionDenied, "only the requester of run %s or an operator may cancel it", runID)
+	if err := mayAct(p, r.run, "cancel it"); err != nil {
+		return nil, err
 	}
 	if FinalRun(r.run.State) {
 		return proto.Clone(r.run).(*havenv1.Run), nil
@@ -154,7 +159,7 @@ func (d *Dispatcher) CancelRun(ctx context.Context, p authn.Principal, runID, re
 	if reason == "" {
 		reason = "cancelled by " + p.ID
 	}
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	d.cancelTasks(ctx, r, "run cancelled: "+reason)
 	r.run.Error = reason
 	d.audit(ctx, audit.KindRunState, r.id, p.Actor(), map[string]any{"state": "cancelled", "reason": reason})
@@ -244,7 +249,7 @@ func (w *Watch) Stop() {
 // Watch returns a run's snapshot and, while the run is in progress, a
 // channel of its further events.
 func (d *Dispatcher) Watch(ctx context.Context, p authn.Principal, runID string) (*Watch, error) {
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	if r := d.lookup(runID); r != nil {
 		r.mu.Lock()
 		defer r.mu.Unlock()

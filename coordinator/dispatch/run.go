@@ -3,11 +3,13 @@ package dispatch
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -37,9 +39,9 @@ type activeRun struct {
 	sites    map[string]*siteRun // by ODS code
 	seq      uint64              // events so far
 	watchers map[*watcher]struct{}
-	timer    *time.Timer
-	dirty    bool // the stored snapshot is behind
-	ended    bool // final; combiner and staged uploads released
+	timer    clockwork.Timer // the deadline
+	dirty    bool            // the stored snapshot is behind
+	ended    bool            // final; combiner and staged uploads released
 }
 
 // siteRun is one site's part in a run.
@@ -80,7 +82,7 @@ func newActiveRun(run *havenv1.Run, def *catalog.Definition, b *catalog.Bound, p
 		sites: map[string]*siteRun{}, seq: 1, watchers: map[*watcher]struct{}{}}
 }
 
-func (r *activeRun) order() []string { return sortedKeys(r.sites) }
+func (r *activeRun) order() []string { return slices.Sorted(maps.Keys(r.sites)) }
 
 // final reports whether a site state is an answer (or the lack of one
 // that nothing will change before the deadline).
@@ -202,21 +204,15 @@ func (d *Dispatcher) persistLocked(ctx context.Context, r *activeRun) {
 // persistLoop writes the snapshots of runs whose sites changed.
 func (d *Dispatcher) persistLoop() {
 	defer d.loops.Done()
-	t := time.NewTicker(d.cfg.PersistInterval)
+	t := d.cfg.Clock.NewTicker(d.cfg.PersistInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-d.stop:
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
-		d.mu.Lock()
-		runs := make([]*activeRun, 0, len(d.runs))
-		for _, r := range d.runs {
-			runs = append(runs, r)
-		}
-		d.mu.Unlock()
-		for _, r := range runs {
+		for _, r := range d.active() {
 			r.mu.Lock()
 			if r.dirty && !r.ended {
 				d.persistLocked(context.Background(), r)

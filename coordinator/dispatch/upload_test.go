@@ -9,11 +9,11 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -62,7 +62,7 @@ func TestUploadDecodedAtCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	d := &Dispatcher{cfg: Config{Audit: log, Limits: &havenv1.UploadLimits{}, Now: time.Now},
+	d := &Dispatcher{cfg: Config{Audit: log, Limits: &havenv1.UploadLimits{}, Clock: clockwork.NewRealClock()},
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), runs: map[string]*activeRun{}, tasks: map[string]taskRef{}}
 	combiner, err := NewLinkage(plan, def, bound, 0)
 	if err != nil {

@@ -9,6 +9,7 @@ package layout
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -73,7 +74,7 @@ func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/"
 // gives them. Packages outside the module are ignored.
 func Check(deps map[string][]string, rules []Rule) []Violation {
 	var out []Violation
-	for _, pkg := range slices.Sorted(mapKeys(deps)) {
+	for _, pkg := range slices.Sorted(maps.Keys(deps)) {
 		rel, ok := strings.CutPrefix(pkg, Module+"/")
 		if !ok {
 			continue
@@ -94,14 +95,4 @@ func Check(deps map[string][]string, rules []Rule) []Violation {
 		}
 	}
 	return out
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }

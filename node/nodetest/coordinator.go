@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/node/state"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -173,24 +174,12 @@ func (c *CoordinatorDouble) Outcome(taskID string) *havenv1.TaskOutcome {
 	}
 	for _, r := range c.registers {
 		for _, o := range r.GetUnreportedOutcomes() {
-			if outcomeID(o) == taskID {
+			if state.OutcomeTaskID(o) == taskID {
 				out = o
 			}
 		}
 	}
 	return out
-}
-
-func outcomeID(o *havenv1.TaskOutcome) string {
-	switch x := o.GetOutcome().(type) {
-	case *havenv1.TaskOutcome_Done:
-		return x.Done.GetTaskId()
-	case *havenv1.TaskOutcome_Failed:
-		return x.Failed.GetTaskId()
-	case *havenv1.TaskOutcome_Refused:
-		return x.Refused.GetTaskId()
-	}
-	return ""
 }
 
 // Connected reports whether a link is up.

@@ -35,6 +35,22 @@ func bareCompiler(k cdm.SiteKind, d Dialect) *compiler {
 	return c
 }
 
+// tablesCompiler is the compiler of a statement over the given tables of
+// a site of kind k, rather than over a program's (the node's per-table
+// counts and listings: SiteNumbers, InvalidCounts, BadValueCounts). A
+// name that is not a CDM table is an error naming what was being
+// compiled.
+func tablesCompiler(what string, k cdm.SiteKind, d Dialect, tables []string) (*compiler, error) {
+	c := bareCompiler(k, d)
+	for _, t := range tables {
+		if _, ok := c.schema[t]; !ok {
+			return nil, fmt.Errorf("%s: unknown CDM table %q", what, t)
+		}
+		c.tables[t] = true
+	}
+	return c, nil
+}
+
 // SiteOptOuts returns the statement that reads the type 1 opt-outs the
 // site records in its opt_out table: one string column, nhs_number, a row
 // for each type 1 row of the table, numbers as they are (unchecked, not
@@ -80,12 +96,9 @@ func SiteNumbers(k cdm.SiteKind, d Dialect, tables []string) (Statement, error) 
 	if d == nil {
 		return Statement{}, errors.New("site NHS numbers: no SQL dialect")
 	}
-	c := bareCompiler(k, d)
-	for _, t := range tables {
-		if _, ok := c.schema[t]; !ok {
-			return Statement{}, fmt.Errorf("site NHS numbers: unknown CDM table %q", t)
-		}
-		c.tables[t] = true
+	c, err := tablesCompiler("site NHS numbers", k, d, tables)
+	if err != nil {
+		return Statement{}, err
 	}
 	return c.statement(StatementSiteNumbers, c.siteNumbers)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -222,12 +223,9 @@ func InvalidCounts(k cdm.SiteKind, d Dialect, tables []string) (Statement, error
 	if len(tables) == 0 {
 		return Statement{}, errors.New("invalid NHS number counts: no tables")
 	}
-	c := bareCompiler(k, d)
-	for _, t := range tables {
-		if _, ok := c.schema[t]; !ok {
-			return Statement{}, fmt.Errorf("invalid NHS number counts: unknown CDM table %q", t)
-		}
-		c.tables[t] = true
+	c, err := tablesCompiler("invalid NHS number counts", k, d, tables)
+	if err != nil {
+		return Statement{}, err
 	}
 	return c.statement(StatementInvalidNHSNumbers, c.invalidCounts)
 }
@@ -240,16 +238,11 @@ func InvalidCounts(k cdm.SiteKind, d Dialect, tables []string) (Statement, error
 // with an invalid NHS number; tables without numeric columns get no
 // column, and when none of the tables has one the error says so.
 func BadValueCounts(k cdm.SiteKind, d Dialect, tables []string) (Statement, error) {
-	c := bareCompiler(k, d)
-	numeric := false
-	for _, t := range tables {
-		if _, ok := c.schema[t]; !ok {
-			return Statement{}, fmt.Errorf("bad value counts: unknown CDM table %q", t)
-		}
-		c.tables[t] = true
-		numeric = numeric || len(cdm.NumericColumns(t)) > 0
+	c, err := tablesCompiler("bad value counts", k, d, tables)
+	if err != nil {
+		return Statement{}, err
 	}
-	if !numeric {
+	if !slices.ContainsFunc(tables, func(t string) bool { return len(cdm.NumericColumns(t)) > 0 }) {
 		return Statement{}, errors.New("bad value counts: none of the tables has a numeric column")
 	}
 	return c.statement(StatementBadValues, c.badValueCounts)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -166,23 +167,14 @@ func (j *Journal) Confirmed(taskIDs ...string) error {
 func (j *Journal) Running() []string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	out := make([]string, 0, len(j.running))
-	for id := range j.running {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(j.running))
 }
 
 // Unreported returns copies of the outcomes not yet confirmed, by task id.
 func (j *Journal) Unreported() []*havenv1.TaskOutcome {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	ids := make([]string, 0, len(j.unreported))
-	for id := range j.unreported {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := slices.Sorted(maps.Keys(j.unreported))
 	out := make([]*havenv1.TaskOutcome, len(ids))
 	for i, id := range ids {
 		out[i] = proto.Clone(j.unreported[id]).(*havenv1.TaskOutcome)
@@ -212,11 +204,7 @@ func (j *Journal) save() error {
 		jf.Running = append(jf.Running, rt)
 	}
 	slices.SortFunc(jf.Running, func(a, b runningTask) int { return strings.Compare(a.TaskID, b.TaskID) })
-	ids := make([]string, 0, len(j.unreported))
-	for id := range j.unreported {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := slices.Sorted(maps.Keys(j.unreported))
 	for _, id := range ids {
 		b, err := protojson.Marshal(j.unreported[id])
 		if err != nil {

@@ -89,16 +89,26 @@ func Load(fsys fs.FS) (*Catalog, error) {
 	return c, nil
 }
 
-// listDir returns the files directly under dir, which must all end in ext.
-// A missing dir is empty; anything else in it is reported, because a stray
-// file in a signed bundle is a mistake someone should see.
-func listDir(fsys fs.FS, dir, ext string, errs *ErrorList) ([]string, error) {
+// readDir returns the entries of a directory of the bundle; a missing
+// one has none, since a bundle need not have every kind of file.
+func readDir(fsys fs.FS, dir string) ([]fs.DirEntry, error) {
 	entries, err := fs.ReadDir(fsys, dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load catalogue: %w", err)
+	}
+	return entries, nil
+}
+
+// listDir returns the files directly under dir, which must all end in ext.
+// A missing dir is empty; anything else in it is reported, because a stray
+// file in a signed bundle is a mistake someone should see.
+func listDir(fsys fs.FS, dir, ext string, errs *ErrorList) ([]string, error) {
+	entries, err := readDir(fsys, dir)
+	if err != nil {
+		return nil, err
 	}
 	var out []string
 	for _, e := range entries {
@@ -120,12 +130,9 @@ func listDir(fsys fs.FS, dir, ext string, errs *ErrorList) ([]string, error) {
 // directly under it, a directory without a definition.yaml, and anything
 // beside the definition.yaml are reported, as listDir does.
 func definitionFiles(fsys fs.FS, errs *ErrorList) ([]string, error) {
-	entries, err := fs.ReadDir(fsys, DefinitionsDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	entries, err := readDir(fsys, DefinitionsDir)
 	if err != nil {
-		return nil, fmt.Errorf("load catalogue: %w", err)
+		return nil, err
 	}
 	var out []string
 	for _, e := range entries {

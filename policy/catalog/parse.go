@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -406,7 +407,7 @@ func (p *parser) allowedValues(prm *Parameter, n *yaml.Node, path string) []stri
 			c, ok := p.codelists[s]
 			if !ok {
 				if !p.broken[s] {
-					p.errorf(it, ipath, "unknown codelist %q%s", s, suggest(s, mapKeys(p.codelists)))
+					p.errorf(it, ipath, "unknown codelist %q%s", s, suggest(s, slices.Sorted(maps.Keys(p.codelists))))
 				}
 				good = false
 				continue
@@ -417,15 +418,6 @@ func (p *parser) allowedValues(prm *Parameter, n *yaml.Node, path string) []stri
 	}
 	if !good {
 		return nil
-	}
-	slices.Sort(out)
-	return out
-}
-
-func mapKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
 	}
 	slices.Sort(out)
 	return out
@@ -442,9 +434,9 @@ func (p *parser) useParam(n *yaml.Node, off int, path, name string, want ParamTy
 			return true
 		}
 		if bare {
-			p.errorAt(n, off, path, "%q is not a declared int parameter: write a number of days or an int parameter%s", name, suggest(name, mapKeys(p.paramDeclared)))
+			p.errorAt(n, off, path, "%q is not a declared int parameter: write a number of days or an int parameter%s", name, suggest(name, slices.Sorted(maps.Keys(p.paramDeclared))))
 		} else {
-			p.errorAt(n, off, path, "parameter $%s is not declared%s", name, suggest(name, mapKeys(p.paramDeclared)))
+			p.errorAt(n, off, path, "parameter $%s is not declared%s", name, suggest(name, slices.Sorted(maps.Keys(p.paramDeclared))))
 		}
 		return false
 	}

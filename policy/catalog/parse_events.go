@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -144,7 +145,7 @@ func (p *parser) codelistRef(n *yaml.Node, path string, et eventTable) (*Codelis
 	c, ok := p.codelists[s]
 	if !ok {
 		if !p.broken[s] {
-			p.errorf(n, path, "unknown codelist %q%s", s, suggest(s, mapKeys(p.codelists)))
+			p.errorf(n, path, "unknown codelist %q%s", s, suggest(s, slices.Sorted(maps.Keys(p.codelists))))
 		}
 		return nil, false
 	}

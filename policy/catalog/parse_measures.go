@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"maps"
 	"slices"
 
 	"gopkg.in/yaml.v3"
@@ -112,7 +113,7 @@ func (p *parser) useVariable(n *yaml.Node, off int, path, name string) (*Variabl
 		p.varUsed[name] = true
 		return nil, false // its definition is already reported
 	}
-	p.errorAt(n, off, path, "variable %s is not defined%s", name, suggest(name, mapKeys(p.varDeclared)))
+	p.errorAt(n, off, path, "variable %s is not defined%s", name, suggest(name, slices.Sorted(maps.Keys(p.varDeclared))))
 	return nil, false
 }
 
