@@ -47,7 +47,7 @@ start, so restart the portal's users' sessions with it.
 Without --tls-cert it serves plain HTTP, which is allowed only on a loopback
 address. It is not an identity service; never put real people in its file.`,
 		Example: `  # For a portal on this machine:
-  haven oidc-dev --config demo/oidc-users.yaml --listen 127.0.0.1:5556
+  haven oidc-dev --config oidc-users.yaml --listen 127.0.0.1:5556
 
   # Reached by others, over HTTPS:
   haven oidc-dev --config users.yaml --listen :5556 --issuer https://idp.example:5556 \

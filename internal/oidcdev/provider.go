@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 
 	"github.com/zitadel/oidc/v3/pkg/op"
 	"golang.org/x/text/language"
@@ -74,15 +76,27 @@ func New(cfg *Config, issuer string, log *slog.Logger) (http.Handler, error) {
 	mux.Handle("POST "+loginPath, http.NewCrossOriginProtection().Handler(
 		op.NewIssuerInterceptor(provider.IssuerFromRequest).HandlerFunc(l.submit)))
 	mux.Handle("/", provider)
-	return headers(mux), nil
+	// The sign-in form's post ends in a redirect to a client, and
+	// browsers hold redirects after a form to its form-action too.
+	formAction := []string{"'self'"}
+	for _, c := range cfg.Clients {
+		for _, r := range c.RedirectURIs {
+			if u, err := url.Parse(r); err == nil && !slices.Contains(formAction, u.Scheme+"://"+u.Host) {
+				formAction = append(formAction, u.Scheme+"://"+u.Host)
+			}
+		}
+	}
+	return headers(mux, strings.Join(formAction, " ")), nil
 }
 
 // headers adds what every answer carries: nothing of the provider's may
-// be framed (clickjacking of the sign-in form) or sniffed.
-func headers(h http.Handler) http.Handler {
+// be framed (clickjacking of the sign-in form) or sniffed, and its form
+// may post only to itself and lead only to its clients.
+func headers(h http.Handler, formAction string) http.Handler {
+	csp := "default-src 'none'; style-src 'unsafe-inline'; form-action " + formAction + "; frame-ancestors 'none'; base-uri 'none'"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Frame-Options", "DENY")
-		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		w.Header().Set("Content-Security-Policy", csp)
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Referrer-Policy", "no-referrer")
 		h.ServeHTTP(w, r)
