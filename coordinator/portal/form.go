@@ -38,8 +38,11 @@ type field struct {
 type form struct {
 	Definition *havenv1.DefinitionSummary
 	Fields     []field
-	// Purposes are those the definition's approval allows.
+	// Purposes are those the signed-in person may state in a run of the
+	// definition (the API's caller purposes); Unpermitted says there are
+	// none, and the approval's are offered so that the refusal says why.
 	Purposes     []string
+	Unpermitted  bool
 	Purpose      string
 	PurposeError string
 	// Errors are problems no one field owns.
@@ -51,7 +54,10 @@ type form struct {
 
 // newForm is a definition's empty form: each parameter at its default.
 func newForm(def *havenv1.DefinitionSummary) *form {
-	f := &form{Definition: def, Purposes: slices.Clone(def.GetApproval().GetAllowedPurposes()), Request: "portal-" + rand.Text()}
+	f := &form{Definition: def, Purposes: slices.Clone(def.GetCallerPurposes()), Request: "portal-" + rand.Text()}
+	if len(f.Purposes) == 0 {
+		f.Purposes, f.Unpermitted = slices.Clone(def.GetApproval().GetAllowedPurposes()), true
+	}
 	for _, p := range def.GetParameters() {
 		fl := field{Name: p.GetName(), Description: p.GetDescription(), Type: wire.ParamTypeName(p.GetType()),
 			Min: valueText(p.GetMin()), Max: valueText(p.GetMax()), Default: valueText(p.GetDefaultValue()), Grid: p.GetApprovedGrid()}

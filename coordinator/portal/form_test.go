@@ -25,7 +25,8 @@ func statinsDef() *havenv1.DefinitionSummary {
 		{Name: "index_date", Type: havenv1.ParameterType_PARAMETER_TYPE_DATE, Min: dateV("2015-01-01"), DefaultValue: dateV("2024-04-01")},
 		{Name: "lookback_days", Type: havenv1.ParameterType_PARAMETER_TYPE_INT, Min: intV("28"), Max: intV("730"), DefaultValue: intV("365"),
 			ApprovedGrid: "one of 28, 90, 180, 365, 730"},
-	}, Approval: &havenv1.Approval{AllowedPurposes: []string{"clinical_audit", "service_evaluation"}}}
+	}, Approval: &havenv1.Approval{AllowedPurposes: []string{"clinical_audit", "service_evaluation"}, AllowedRoles: []string{"analyst"}},
+		CallerPurposes: []string{"service_evaluation"}}
 }
 
 func fieldErrors(f *form) map[string]string {
@@ -49,6 +50,14 @@ func TestNewForm(t *testing.T) {
 	if len(f.Fields) != 2 || f.Fields[0].Value != "2024-04-01" || f.Fields[1].Value != "365" || f.Fields[1].Input != "number" ||
 		f.Fields[1].Grid == "" || f.Fields[1].Max != "730" {
 		t.Errorf("fields %+v", f.Fields)
+	}
+	if len(f.Purposes) != 1 || f.Purposes[0] != "service_evaluation" || f.Purpose != "service_evaluation" || f.Unpermitted {
+		t.Errorf("purposes %v (%q, unpermitted %v): want the caller's", f.Purposes, f.Purpose, f.Unpermitted)
+	}
+	def := statinsDef()
+	def.CallerPurposes = nil
+	if g := newForm(def); !g.Unpermitted || len(g.Purposes) != 2 {
+		t.Errorf("a caller with no purposes: %v, unpermitted %v", g.Purposes, g.Unpermitted)
 	}
 	if !requestPattern.MatchString(f.Request) {
 		t.Errorf("client request id %q", f.Request)
