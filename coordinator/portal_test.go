@@ -1,11 +1,14 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"crypto/tls"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,9 +16,11 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
 	"github.com/havenhealth/haven/internal/browsertest"
 	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/release"
 )
 
 // portalUser is a browser-like HTTP client signed in to the portal.
@@ -115,10 +120,32 @@ func TestPortalAccess(t *testing.T) {
 	if code, page := ana.get("/runs"); code != http.StatusOK || !strings.Contains(page, run.GetId()) {
 		t.Errorf("ana's runs: %d, without the run", code)
 	}
+	// The downloads are the table the API gives: the CSV as haven query
+	// writes it, the Arrow stream as released (it verifies).
+	var want bytes.Buffer
+	if err := client.WriteCSV(&want, fetch(t, ctx, analyst(n, "ana"), run.GetId())); err != nil {
+		t.Fatal(err)
+	}
+	if code, csv := ana.get("/runs/" + run.GetId() + "/table.csv"); code != http.StatusOK || csv != want.String() {
+		t.Errorf("the CSV download (%d) differs from the API's table:\n%s\nwant:\n%s", code, csv, want.String())
+	}
+	code, arrowFile := ana.get("/runs/" + run.GetId() + "/table.arrow")
+	path := filepath.Join(t.TempDir(), "table.arrow")
+	os.WriteFile(path, []byte(arrowFile), 0o600)
+	if code != http.StatusOK {
+		t.Errorf("the Arrow download: %d", code)
+	} else if pub, err := release.LoadPublicKey(n.ReleasePublicKey); err != nil {
+		t.Fatal(err)
+	} else if _, err := client.VerifyFile(path, pub); err != nil {
+		t.Errorf("the Arrow download does not verify: %v", err)
+	}
 
 	bob := signIn(t, n, "bob")
 	if code, page := bob.get("/runs/" + run.GetId()); code != http.StatusOK || strings.Contains(page, `id="released"`) || !strings.Contains(page, `id="table-note"`) {
 		t.Errorf("a colleague's view of the run: %d\n%s", code, page)
+	}
+	if code, _ := bob.get("/runs/" + run.GetId() + "/table.csv"); code != http.StatusForbidden {
+		t.Errorf("a colleague downloading the table: %d", code)
 	}
 	if _, page := bob.get("/runs"); strings.Contains(page, run.GetId()) {
 		t.Error("bob's own runs list ana's run")
@@ -130,6 +157,9 @@ func TestPortalAccess(t *testing.T) {
 	olu := signIn(t, n, "olu")
 	if code, page := olu.get("/runs/" + run.GetId()); code != http.StatusNotFound || strings.Contains(page, "statins-chd") {
 		t.Errorf("another organisation's user reading the run: %d\n%s", code, page)
+	}
+	if code, _ := olu.get("/runs/" + run.GetId() + "/table.arrow"); code != http.StatusNotFound {
+		t.Errorf("another organisation downloading the table: %d", code)
 	}
 	if _, page := olu.get("/runs?scope=organisation"); strings.Contains(page, run.GetId()) {
 		t.Error("another organisation lists the run")
@@ -230,12 +260,20 @@ func TestPortalInABrowser(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	if state != "released" {
-		t.Fatalf("the run page ended %q", state)
+		b.Screenshot("portal-run-failed")
+		why := browsertest.Run(b, "read why", chromedp.Evaluate[string](`document.querySelector("main").innerText`))
+		t.Fatalf("the run page ended %q:\n%s", state, why)
 	}
 	b.Do("reload the released run", chromedp.Navigate(runURL), chromedp.WaitVisible(chromedp.ID("released")))
 	rows := browsertest.Run(b, "count the table's rows", chromedp.Evaluate[int](`document.querySelectorAll("#released tbody tr").length`))
 	if rows < 2 {
 		t.Errorf("the released table has %d rows", rows)
+	}
+	if n := browsertest.Run(b, "count the charts", chromedp.Evaluate[int](`document.querySelectorAll("svg.haven-chart").length`)); n != 3 {
+		t.Errorf("%d charts, want one for each of statins-chd's 3 measures", n)
+	}
+	if py := browsertest.Run(b, "read the Python snippet", chromedp.Text(chromedp.ID("snippet-python"))); !strings.Contains(py, "pyarrow.flight") {
+		t.Errorf("the Python snippet: %q", py)
 	}
 	b.Screenshot("portal-run")
 	b.Do("open my runs", chromedp.Navigate(base+"/runs"), chromedp.WaitVisible(chromedp.CSS(`#runs a[href="`+strings.TrimPrefix(runURL, base)+`"]`)))

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -321,7 +322,8 @@ func (s *Service) openPortal(tlsCfg *tls.Config, commissioners *api.Server, auth
 		OIDC: portal.OIDC{Issuer: pc.OIDC.Issuer, ClientID: pc.OIDC.ClientID, ClientSecret: secret, Scopes: pc.OIDC.Scopes,
 			UserClaim: pc.OIDC.Claims.User, OrgClaim: pc.OIDC.Claims.Organisation, RolesClaim: pc.OIDC.Claims.Roles,
 			NameClaim: pc.OIDC.Claims.Name, RoleMap: pc.OIDC.RoleMap},
-		BaseURL: pc.BaseURL(lis.Addr()), SessionKey: key, SessionMaxAge: pc.Session.MaxAge, Log: s.log})
+		BaseURL: pc.BaseURL(lis.Addr()), FlightAddress: flightAddress(pc.BaseURL(lis.Addr()), s.cfg.Listen),
+		SessionKey: key, SessionMaxAge: pc.Session.MaxAge, Log: s.log})
 	if err != nil {
 		lis.Close()
 		return err
@@ -331,6 +333,17 @@ func (s *Service) openPortal(tlsCfg *tls.Config, commissioners *api.Server, auth
 	pub.NextProtos = []string{"h2", "http/1.1"}
 	s.portal = newHTTPServiceOn("portal.listen", lis, p, pub, s.log)
 	return nil
+}
+
+// flightAddress is the coordinator's gRPC port on the portal's host: where
+// a person who reached the portal at base reaches Flight.
+func flightAddress(base, listen string) string {
+	host := "localhost"
+	if u, err := url.Parse(base); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	_, port, _ := net.SplitHostPort(listen)
+	return net.JoinHostPort(host, port)
 }
 
 // PortalAddr is the address the portal listens on, or nil when it serves

@@ -248,6 +248,10 @@ func (p *Portal) run(w http.ResponseWriter, r *http.Request, s session) {
 				return
 			}
 			data["Table"] = register.TableOf(tab)
+			data["Charts"] = charts(tab)
+			if sn, err := snippetsFor(run.GetId(), p.cfg.FlightAddress); err == nil {
+				data["Snippets"] = sn
+			}
 		}
 	}
 	p.page(w, r, http.StatusOK, "run.html", &s, data)

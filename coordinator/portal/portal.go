@@ -88,6 +88,9 @@ type Config struct {
 	// least 32 bytes; SessionMaxAge how long a sign-in lasts.
 	SessionKey    []byte
 	SessionMaxAge time.Duration
+	// FlightAddress is host:port of the coordinator's gRPC port as the
+	// person's own tools reach it, for the run page's Python snippet.
+	FlightAddress string
 	// HTTPClient reaches the OpenID provider; nil is a default client
 	// with a timeout.
 	HTTPClient *http.Client
@@ -167,6 +170,8 @@ func (p *Portal) routes() {
 	m.Handle("POST /definitions/{id}", p.signedIn(p.submit))
 	m.Handle("GET /runs", p.signedIn(p.runs))
 	m.Handle("GET /runs/{id}", p.signedIn(p.run))
+	m.Handle("GET /runs/{id}/table.csv", p.signedIn(p.downloadCSV))
+	m.Handle("GET /runs/{id}/table.arrow", p.signedIn(p.downloadArrow))
 	static, _ := fs.Sub(staticFiles, "static")
 	files := http.FileServerFS(static)
 	m.Handle("GET /static/", http.StripPrefix("/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
