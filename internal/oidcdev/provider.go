@@ -44,10 +44,11 @@ func New(cfg *Config, issuer string, log *slog.Logger) (http.Handler, error) {
 	default:
 		return nil, fmt.Errorf("issuer %q: want https (or http on loopback)", issuer)
 	}
+	// The op package logs to slog's default logger; log is this
+	// package's own (sign-ins).
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	opts = append(opts, op.WithLogger(log))
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
