@@ -28,7 +28,7 @@ func (p *Portal) signedIn(h func(http.ResponseWriter, *http.Request, session)) h
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, err := p.cookies.readSession(r, time.Now())
 		if err != nil {
-			if _, had := r.Cookie(sessionCookie); had == nil {
+			if _, none := r.Cookie(sessionCookie); none == nil { // one was sent, and refused
 				p.cfg.Log.LogAttrs(r.Context(), slog.LevelInfo, "portal: session cookie refused", slog.String("path", r.URL.Path),
 					slog.String("why", err.Error()))
 				clearCookie(w, sessionCookie)
