@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -46,6 +47,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/optoutrelay"
 	"github.com/havenhealth/haven/coordinator/planner"
+	"github.com/havenhealth/haven/coordinator/portal"
 	"github.com/havenhealth/haven/coordinator/register"
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/internal/dirlock"
@@ -71,10 +73,10 @@ type Service struct {
 	lock    *dirlock.Lock // the data directory, held until Close
 	health  *health.Server
 	metrics *metrics.Metrics
-	// register is the public transparency register and metrics the
-	// Prometheus endpoint, each bound by New; nil when the config serves
-	// none.
-	register, metricsHTTP *httpService
+	// register is the public transparency register, portal the
+	// commissioners' portal and metrics the Prometheus endpoint, each
+	// bound by New; nil when the config serves none.
+	register, portal, metricsHTTP *httpService
 }
 
 // httpService is an HTTP server on its own port beside the gRPC one.
@@ -89,12 +91,17 @@ func newHTTPService(name, addr string, h http.Handler, tlsCfg *tls.Config, log *
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	return newHTTPServiceOn(name, lis, h, tlsCfg, log), nil
+}
+
+// newHTTPServiceOn is newHTTPService on a listener already bound.
+func newHTTPServiceOn(name string, lis net.Listener, h http.Handler, tlsCfg *tls.Config, log *slog.Logger) *httpService {
 	if tlsCfg != nil {
 		lis = tls.NewListener(lis, tlsCfg)
 	}
 	return &httpService{name: name, lis: lis, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}, nil
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 }
 
 // addr is where h listens; nil for none.
@@ -264,7 +271,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
 	havenv1.RegisterNodeLinkServer(s.grpc, s.links)
-	havenv1.RegisterCoordinatorServer(s.grpc, api.New(s.policy, s.runs, admission.New(s.store), log))
+	commissioners := api.New(s.policy, s.runs, admission.New(s.store), log)
+	havenv1.RegisterCoordinatorServer(s.grpc, commissioners)
 	flight.RegisterFlightServiceServer(s.grpc, flightsvc.New(uploads{s.runs}, s.runs, log))
 	// The standard health service (no identity needed: authn.Public) and
 	// server reflection (for any authenticated caller), so that probes and
@@ -277,6 +285,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	reflection.Register(s.grpc)
 	if cfg.Register.Listen != "" {
 		if err := s.openRegister(tlsCfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Portal.Listen != "" {
+		if err := s.openPortal(tlsCfg, commissioners, auth); err != nil {
 			return nil, err
 		}
 	}
@@ -305,6 +318,57 @@ func (s *Service) openRegister(tlsCfg *tls.Config) (err error) {
 	s.register, err = newHTTPService("register.listen", s.cfg.Register.Listen, reg, pub, s.log)
 	return err
 }
+
+// openPortal binds the commissioners' portal's port. It is HTTPS with the
+// coordinator's certificate and no client certificate: people sign in with
+// OpenID Connect, and the portal then calls the commissioner API's service
+// (commissioners) in process as them, through the same request limit as
+// the gRPC server, with principals made by the same authenticator.
+func (s *Service) openPortal(tlsCfg *tls.Config, commissioners *api.Server, auth *authn.Authenticator) error {
+	pc := s.cfg.Portal
+	secret, err := pc.OIDC.ClientSecret()
+	if err != nil {
+		return fmt.Errorf("portal.oidc.client_secret_file: %w", err)
+	}
+	key, err := pc.Session.Key()
+	if err != nil {
+		return fmt.Errorf("portal.session.key_file: %w", err)
+	}
+	lis, err := net.Listen("tcp", pc.Listen)
+	if err != nil {
+		return fmt.Errorf("portal.listen: %w", err)
+	}
+	p, err := portal.New(portal.Config{API: commissioners, Limit: api.UnaryLimit(), Releases: s.runs, Principal: auth.User,
+		OIDC: portal.OIDC{Issuer: pc.OIDC.Issuer, ClientID: pc.OIDC.ClientID, ClientSecret: secret, Scopes: pc.OIDC.Scopes,
+			UserClaim: pc.OIDC.Claims.User, OrgClaim: pc.OIDC.Claims.Organisation, RolesClaim: pc.OIDC.Claims.Roles,
+			NameClaim: pc.OIDC.Claims.Name, RoleMap: pc.OIDC.RoleMap},
+		BaseURL: pc.BaseURL(lis.Addr()), FlightAddress: flightAddress(pc.BaseURL(lis.Addr()), s.cfg.Listen),
+		SessionKey: key, SessionMaxAge: pc.Session.MaxAge, Log: s.log})
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	pub := tlsCfg.Clone()
+	pub.ClientAuth, pub.ClientCAs = tls.NoClientCert, nil
+	pub.NextProtos = []string{"h2", "http/1.1"}
+	s.portal = newHTTPServiceOn("portal.listen", lis, p, pub, s.log)
+	return nil
+}
+
+// flightAddress is the coordinator's gRPC port on the portal's host: where
+// a person who reached the portal at base reaches Flight.
+func flightAddress(base, listen string) string {
+	host := "localhost"
+	if u, err := url.Parse(base); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	_, port, _ := net.SplitHostPort(listen)
+	return net.JoinHostPort(host, port)
+}
+
+// PortalAddr is the address the portal listens on, or nil when it serves
+// none.
+func (s *Service) PortalAddr() net.Addr { return s.portal.addr() }
 
 // RegisterAddr is the address the transparency register listens on, or
 // nil when it serves none.
@@ -390,12 +454,12 @@ func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	if iv := s.cfg.Governance.ReloadInterval; iv > 0 {
 		go s.policy.Watch(watchCtx, iv)
 	}
-	served := make(chan error, 3)
+	served := make(chan error, 4)
 	go func() { served <- s.grpc.Serve(lis) }()
 	s.health.Resume() // every service SERVING
 	s.log.LogAttrs(ctx, slog.LevelInfo, "coordinator serving", slog.String("addr", lis.Addr().String()),
 		slog.String("bundle_revision", s.policy.Revision()))
-	for _, h := range []*httpService{s.register, s.metricsHTTP} {
+	for _, h := range []*httpService{s.register, s.portal, s.metricsHTTP} {
 		if h == nil {
 			continue
 		}
@@ -407,6 +471,10 @@ func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	if s.register != nil {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "transparency register serving", slog.String("url", "https://"+s.register.addr().String()+"/register/"))
+	}
+	if s.portal != nil {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "portal serving", slog.String("url", s.cfg.Portal.BaseURL(s.portal.addr())+"/"),
+			slog.String("oidc_issuer", s.cfg.Portal.OIDC.Issuer))
 	}
 	if s.metricsHTTP != nil {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "metrics serving", slog.String("url", "http://"+s.metricsHTTP.addr().String()+"/metrics"))
@@ -436,7 +504,7 @@ func (s *Service) shutdown() error {
 	if err := s.links.Close(ctx, reason); err != nil {
 		errs = append(errs, err)
 	}
-	for _, h := range []*httpService{s.register, s.metricsHTTP} {
+	for _, h := range []*httpService{s.register, s.portal, s.metricsHTTP} {
 		if h != nil {
 			if err := h.srv.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", h.name, err))
@@ -460,7 +528,7 @@ func (s *Service) shutdown() error {
 // running after the process is gone.
 func (s *Service) Close() error {
 	var errs []error
-	for _, h := range []*httpService{s.register, s.metricsHTTP} {
+	for _, h := range []*httpService{s.register, s.portal, s.metricsHTTP} {
 		if h != nil {
 			h.lis.Close() // one that never served; Shutdown closed a served one
 		}

@@ -89,6 +89,7 @@ run, in memory, and releases only tables that passed disclosure control.`,
 		newCoordinatorCmd(a),
 		newQueryCmd(a),
 		newDemoCmd(a),
+		newOIDCDevCmd(a),
 	)
 	return root
 }

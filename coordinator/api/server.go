@@ -72,10 +72,11 @@ type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	mu        sync.Mutex
-	approvals map[string]approval // of revision approvRev
-	purposes  []string            // data.purposes of revision approvRev, sorted
-	approvRev string
+	mu           sync.Mutex
+	approvals    map[string]approval // of revision approvRev
+	purposes     []string            // data.purposes of revision approvRev, sorted
+	rolePurposes map[string][]string // data.roles[role].purposes of revision approvRev
+	approvRev    string
 }
 
 // New returns the Coordinator service; admit counts submissions for
@@ -111,7 +112,8 @@ const (
 
 // ListDefinitions implements havenv1.CoordinatorServer.
 func (s *Server) ListDefinitions(ctx context.Context, req *havenv1.ListDefinitionsRequest) (*havenv1.ListDefinitionsResponse, error) {
-	if _, err := principal(ctx); err != nil {
+	p, err := principal(ctx)
+	if err != nil {
 		return nil, err
 	}
 	size := int(req.GetPageSize())
@@ -140,14 +142,15 @@ func (s *Server) ListDefinitions(ctx context.Context, req *havenv1.ListDefinitio
 			resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(resp.Definitions[size-1].Id))
 			break
 		}
-		resp.Definitions = append(resp.Definitions, summary(d, approvals))
+		resp.Definitions = append(resp.Definitions, s.forCaller(summary(d, approvals), p))
 	}
 	return resp, nil
 }
 
 // GetDefinition implements havenv1.CoordinatorServer.
 func (s *Server) GetDefinition(ctx context.Context, req *havenv1.GetDefinitionRequest) (*havenv1.GetDefinitionResponse, error) {
-	if _, err := principal(ctx); err != nil {
+	p, err := principal(ctx)
+	if err != nil {
 		return nil, err
 	}
 	d, err := s.definition(req.GetId())
@@ -162,7 +165,7 @@ func (s *Server) GetDefinition(ctx context.Context, req *havenv1.GetDefinitionRe
 	if err != nil {
 		return nil, s.internal(ctx, "read definition source", err)
 	}
-	resp := &havenv1.GetDefinitionResponse{Definition: summary(d, s.approvalsNow()), Source: string(src)}
+	resp := &havenv1.GetDefinitionResponse{Definition: s.forCaller(summary(d, s.approvalsNow()), p), Source: string(src)}
 	for _, cl := range d.Codelists() {
 		cs := &havenv1.CodelistSummary{Name: cl.Name, CodeCount: int64(cl.Len())}
 		if b, err := fs.ReadFile(files, path.Join(catalog.CodelistsDir, cl.Name+".csv")); err == nil {
@@ -466,6 +469,7 @@ type approval struct {
 	ApprovedOn string   `json:"approved_on"`
 	Expires    string   `json:"expires"`
 	Purposes   []string `json:"purposes"`
+	Roles      []string `json:"roles"`
 	// Parameters are the approved ranges, for the grids they set.
 	Parameters map[string]map[string]any `json:"parameters"`
 }
@@ -494,6 +498,9 @@ func (s *Server) bundleData() (map[string]approval, []string) {
 	var data struct {
 		Approvals map[string]approval `json:"approvals"`
 		Purposes  map[string]any      `json:"purposes"`
+		Roles     map[string]struct {
+			Purposes []string `json:"purposes"`
+		} `json:"roles"`
 	}
 	b, err := fs.ReadFile(s.gov.Files(), "data.json")
 	if err == nil {
@@ -507,7 +514,32 @@ func (s *Server) bundleData() (map[string]approval, []string) {
 	}
 	s.approvals, s.approvRev = data.Approvals, rev
 	s.purposes = slices.Sorted(maps.Keys(data.Purposes))
+	s.rolePurposes = map[string][]string{}
+	for role, r := range data.Roles {
+		s.rolePurposes[role] = r.Purposes
+	}
 	return s.approvals, s.purposes
+}
+
+// forCaller adds to sum the purposes p may state in a run of it, as
+// haven/submit's role and purpose rules read the bundle's data: a role of
+// p's must be one the approval allows, and a purpose must be the
+// approval's and one a role of p's may state. The policy still decides;
+// this lets a form offer only what would pass.
+func (s *Server) forCaller(sum *havenv1.DefinitionSummary, p authn.Principal) *havenv1.DefinitionSummary {
+	ap := sum.GetApproval()
+	if ap == nil || !slices.ContainsFunc(p.Roles, func(r string) bool { return slices.Contains(ap.GetAllowedRoles(), r) }) {
+		return sum
+	}
+	s.bundleData()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, purpose := range ap.GetAllowedPurposes() {
+		if slices.ContainsFunc(p.Roles, func(r string) bool { return slices.Contains(s.rolePurposes[r], purpose) }) {
+			sum.CallerPurposes = append(sum.CallerPurposes, purpose)
+		}
+	}
+	return sum
 }
 
 // summary describes a definition for the catalogue. The approval is
@@ -547,7 +579,7 @@ func summary(d *catalog.Definition, approvals map[string]approval) *havenv1.Defi
 				spec.ApprovedGrid = g.String()
 			}
 		}
-		ap := &havenv1.Approval{Approver: a.Approver, AllowedPurposes: slices.Clone(a.Purposes)}
+		ap := &havenv1.Approval{Approver: a.Approver, AllowedPurposes: slices.Clone(a.Purposes), AllowedRoles: slices.Clone(a.Roles)}
 		if t, err := time.Parse(time.DateOnly, a.ApprovedOn); err == nil {
 			ap.ApprovedAt = timestamppb.New(t)
 		}

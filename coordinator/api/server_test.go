@@ -1,10 +1,19 @@
 package api
 
 import (
+	"context"
+	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/havenhealth/haven/coordinator/authn"
+	"github.com/havenhealth/haven/policy"
 
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
@@ -63,5 +72,83 @@ func TestSummary(t *testing.T) {
 	}
 	if grids["index_date"] != "month starts" || grids["followup_days"] != "one of 30, 365" {
 		t.Errorf("approved grids %v", grids)
+	}
+}
+
+// overlay is an fs.FS with one file replaced.
+type overlay struct {
+	fs.FS
+	name string
+	data []byte
+}
+
+func (o overlay) Open(name string) (fs.File, error) {
+	if name == o.name {
+		return fstest.MapFS{name: {Data: o.data}}.Open(name)
+	}
+	return o.FS.Open(name)
+}
+
+// bundleGov is the reference bundle as Governance, for what the API reads
+// of it without deciding.
+type bundleGov struct {
+	cat   *catalog.Catalog
+	files fs.FS
+}
+
+func (g bundleGov) Catalog() *catalog.Catalog { return g.cat }
+func (g bundleGov) Files() fs.FS              { return g.files }
+func (g bundleGov) Revision() string          { return "test" }
+func (g bundleGov) Submit(context.Context, policy.SubmitInput) (policy.Decision, error) {
+	return policy.Decision{}, nil
+}
+func (g bundleGov) LedgerLookback() time.Duration { return 0 }
+
+// The catalogue tells each caller the purposes their roles may state in a
+// run of a definition, as haven/submit's rules read the bundle: a role the
+// approval allows, and purposes both the approval and the role allow.
+func TestCallerPurposes(t *testing.T) {
+	files := os.DirFS(filepath.Join("..", "..", "policy", "bundle"))
+	cat, err := catalog.Load(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The approval names the definition's current hash, whatever the
+	// reference data.json holds.
+	b, err := fs.ReadFile(files, "data.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(b, &data); err != nil {
+		t.Fatal(err)
+	}
+	def, _ := cat.Get("statins-chd")
+	data["approvals"].(map[string]any)["statins-chd"].(map[string]any)["hash"] = def.Hash()
+	if b, err = json.Marshal(data); err != nil {
+		t.Fatal(err)
+	}
+	s := New(bundleGov{cat: cat, files: overlay{FS: files, name: "data.json", data: b}}, nil, nil, nil)
+	for _, tc := range []struct {
+		roles []string
+		want  []string
+	}{
+		{roles: []string{"analyst"}, want: []string{"clinical_audit", "service_evaluation", "population_health_management"}},
+		{roles: []string{"public_health"}, want: []string{"service_evaluation", "population_health_management"}},
+		{roles: []string{"researcher"}, want: nil}, // not a role the approval allows
+		{roles: []string{"public_health", "commissioner"}, want: []string{"clinical_audit", "service_evaluation", "population_health_management"}},
+	} {
+		ctx := authn.NewContext(context.Background(), authn.Principal{Kind: authn.KindUser, ID: "ana", Org: "QHM", Roles: tc.roles})
+		resp, err := s.GetDefinition(ctx, &havenv1.GetDefinitionRequest{Id: "statins-chd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := resp.GetDefinition()
+		if !slices.Equal(d.GetCallerPurposes(), tc.want) {
+			t.Errorf("roles %v: caller purposes %v, want %v", tc.roles, d.GetCallerPurposes(), tc.want)
+		}
+		if !slices.Equal(d.GetApproval().GetAllowedRoles(), []string{"analyst", "commissioner", "public_health"}) {
+			t.Errorf("allowed roles %v", d.GetApproval().GetAllowedRoles())
+		}
 	}
 }

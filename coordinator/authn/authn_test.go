@@ -2,6 +2,7 @@ package authn
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -80,6 +81,31 @@ func TestPublic(t *testing.T) {
 	} {
 		if got := Public(method); got != want {
 			t.Errorf("Public(%q) = %v, want %v", method, got, want)
+		}
+	}
+}
+
+// User makes the same principal, operator flag included, as a token or
+// certificate with the same identity would.
+func TestUser(t *testing.T) {
+	a, err := New(nil, []string{"operator"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		roles    []string
+		operator bool
+	}{
+		{roles: []string{"analyst"}},
+		{roles: []string{"operator", "analyst"}, operator: true},
+		{roles: nil},
+	} {
+		p := a.User("ana", "QHM", tc.roles, "oidc")
+		if p.Kind != KindUser || p.ID != "ana" || p.Org != "QHM" || p.Method != "oidc" || p.Operator != tc.operator {
+			t.Errorf("roles %v: %+v", tc.roles, p)
+		}
+		if !slices.IsSorted(p.Roles) || len(p.Roles) != len(tc.roles) {
+			t.Errorf("roles %v: principal's roles %v", tc.roles, p.Roles)
 		}
 	}
 }

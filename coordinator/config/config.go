@@ -42,6 +42,9 @@ type Config struct {
 	Register Register `yaml:"register"`
 	// Metrics is the Prometheus endpoint.
 	Metrics Metrics `yaml:"metrics"`
+	// Portal is the commissioners' web portal (HTTPS, OpenID Connect
+	// login).
+	Portal Portal `yaml:"portal"`
 	// Governance is the signed governance bundle.
 	Governance Governance `yaml:"governance"`
 	// Releases says how released tables are signed.
@@ -168,6 +171,7 @@ func Default() Config {
 			MaxBatchBytes: 64 << 20,
 		},
 		OperatorRoles: []string{"operator"},
+		Portal:        DefaultPortal(),
 	}
 }
 
@@ -204,7 +208,8 @@ func Parse(b []byte) (*Config, error) {
 }
 
 func (c *Config) resolve(dir string) {
-	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA, &c.Governance.Bundle, &c.Governance.PublicKey, &c.Releases.SigningKey, &c.DataDir} {
+	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA, &c.Governance.Bundle, &c.Governance.PublicKey, &c.Releases.SigningKey, &c.DataDir,
+		&c.Portal.OIDC.ClientSecretFile, &c.Portal.Session.KeyFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -252,7 +257,8 @@ func (c *Config) Validate() error {
 		bad("listen", "%q is not host:port", c.Listen)
 	}
 	ports := map[string]string{c.Listen: "listen"}
-	for _, p := range []struct{ field, addr string }{{"register.listen", c.Register.Listen}, {"metrics.listen", c.Metrics.Listen}} {
+	for _, p := range []struct{ field, addr string }{{"register.listen", c.Register.Listen}, {"metrics.listen", c.Metrics.Listen},
+		{"portal.listen", c.Portal.Listen}} {
 		if p.addr == "" {
 			continue
 		}
@@ -348,6 +354,7 @@ func (c *Config) Validate() error {
 		}
 		hashes[u.TokenSHA256] = true
 	}
+	c.Portal.validate(bad)
 	if c.Network.LinkageKeyID != "" && !tokenish.MatchString(c.Network.LinkageKeyID) {
 		bad("network.linkage_key_id", "%q: want letters, digits and . _ @ -", c.Network.LinkageKeyID)
 	}

@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -33,6 +34,8 @@ import (
 	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator"
 	"github.com/havenhealth/haven/coordinator/config"
+	"github.com/havenhealth/haven/internal/oidcdev"
+	"github.com/havenhealth/haven/internal/oidcdev/oidcdevtest"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/internal/testutil"
 	"github.com/havenhealth/haven/policy"
@@ -82,7 +85,29 @@ type Options struct {
 	// kept across restarts: a test with a fake clock moves runs past
 	// their deadline by advancing it.
 	Clock clockwork.Clock
+	// Portal serves the commissioners' portal on a free loopback port
+	// (PortalURL). People sign in through a development OpenID provider
+	// (internal/oidcdev) started for the test (OIDCIssuer), whose users
+	// are PortalUsers, or DefaultPortalUsers if that is empty.
+	Portal      bool
+	PortalUsers []oidcdev.User
 }
+
+// DefaultPortalUsers are the portal's users when Options.PortalUsers is
+// empty: two analysts of QHM and one of another organisation, 15N. Each
+// one's password is PortalPassword(id).
+func DefaultPortalUsers() []oidcdev.User {
+	var out []oidcdev.User
+	for _, u := range []struct{ id, name, org string }{{"ana", "Ana Analyst", "QHM"}, {"bob", "Bob Analyst", "QHM"}, {"olu", "Olu Analyst", "15N"}} {
+		out = append(out, oidcdev.User{ID: u.id, Username: u.id, Password: PortalPassword(u.id), Name: u.name, Org: u.org,
+			Roles: []string{"analyst"}})
+	}
+	return out
+}
+
+// PortalPassword is the development provider's password of a default
+// portal user.
+func PortalPassword(id string) string { return id + "-password" }
 
 // Network is a running test coordinator and the files it runs from.
 type Network struct {
@@ -110,6 +135,10 @@ type Network struct {
 	done        chan error
 	registerURL string
 	metricsURL  string
+	// portalURL is the portal's address (fixed at New, so that the
+	// OpenID provider knows its redirect URI) and oidcIssuer the
+	// development provider's.
+	portalURL, oidcIssuer string
 }
 
 // New builds a network under a temporary directory and starts its
@@ -214,6 +243,9 @@ func New(tb testing.TB, opts Options) *Network {
 	if opts.Metrics {
 		network += "metrics: {listen: \"127.0.0.1:0\"}\n"
 	}
+	if opts.Portal {
+		network += n.portal(opts.PortalUsers)
+	}
 	// Relative paths, resolved against the file, as an operator writes them.
 	yml := fmt.Sprintf(`listen: %s
 tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt}
@@ -241,6 +273,43 @@ operator_roles: [operator]
 	})
 	return n
 }
+
+// portal starts the development OpenID provider with users and returns
+// the configuration's portal section, writing its secret files.
+func (n *Network) portal(users []oidcdev.User) string {
+	n.tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	n.portalURL = "https://" + addr
+	secret := rand.Text()
+	for name, content := range map[string]string{"portal-client.secret": secret, "portal-session.key": rand.Text() + rand.Text()} {
+		if err := os.WriteFile(filepath.Join(n.Dir, "pki", name), []byte(content+"\n"), 0o600); err != nil {
+			n.tb.Fatal(err)
+		}
+	}
+	if len(users) == 0 {
+		users = DefaultPortalUsers()
+	}
+	n.oidcIssuer = oidcdevtest.Start(n.tb, &oidcdev.Config{Users: users, Clients: []oidcdev.Client{{ID: "haven-portal", Secret: secret,
+		RedirectURIs: []string{n.portalURL + "/auth/callback"}}}})
+	return fmt.Sprintf(`portal:
+  listen: %q
+  url: %s
+  oidc: {issuer: %s, client_id: haven-portal, client_secret_file: pki/portal-client.secret}
+  session: {key_file: pki/portal-session.key}
+`, addr, n.portalURL, n.oidcIssuer)
+}
+
+// PortalURL is the portal's address (Options.Portal), without a trailing
+// slash.
+func (n *Network) PortalURL() string { return n.portalURL }
+
+// OIDCIssuer is the development OpenID provider's issuer (Options.Portal).
+func (n *Network) OIDCIssuer() string { return n.oidcIssuer }
 
 // repoRoot is the module root, found from this file's path.
 func repoRoot() string {

@@ -58,7 +58,7 @@ type feedRun struct {
 	DefinitionSHA256  string            `json:"definition_sha256"`
 	Parameters        map[string]string `json:"parameters"`
 	State             string            `json:"state"`
-	Reasons           []reason          `json:"reasons,omitempty"`
+	Reasons           []Reason          `json:"reasons,omitempty"`
 	Coverage          string            `json:"coverage"`
 }
 

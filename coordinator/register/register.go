@@ -170,7 +170,7 @@ func (r *Register) run(w http.ResponseWriter, req *http.Request) {
 			r.fail(w, req, "read release", err, http.StatusInternalServerError)
 			return
 		}
-		data["Table"] = tableOf(tab)
+		data["Table"] = TableOf(tab)
 		data["SHA256"] = rel.SHA256
 	}
 	r.render(w, req, "run.html", data)
@@ -208,7 +208,7 @@ type runView struct {
 	Parameters                 []param
 	State                      string
 	Submitted, Finished        time.Time
-	Reasons                    []reason
+	Reasons                    []Reason
 	Error                      string
 	Coverage                   string
 	Released                   bool
@@ -216,7 +216,8 @@ type runView struct {
 
 type param struct{ Name, Value string }
 
-type reason struct{ Code, Message string }
+// Reason is a code and its explanation.
+type Reason struct{ Code, Message string }
 
 func viewOf(run *havenv1.Run) runView {
 	v := runView{
@@ -225,7 +226,7 @@ func viewOf(run *havenv1.Run) runView {
 		State:    wire.RunStateName(run.GetState()),
 		Released: run.GetState() == havenv1.RunState_RUN_STATE_RELEASED,
 		Error:    run.GetError(),
-		Coverage: coverageText(run.GetCoverage()),
+		Coverage: CoverageText(run.GetCoverage()),
 	}
 	if t := run.GetSubmittedAt(); t != nil {
 		v.Submitted = t.AsTime()
@@ -237,13 +238,14 @@ func viewOf(run *havenv1.Run) runView {
 		v.Parameters = append(v.Parameters, param{Name: name, Value: paramText(run.GetParameters()[name])})
 	}
 	for _, r := range run.GetPolicyReasons() {
-		v.Reasons = append(v.Reasons, reason{Code: r.GetCode(), Message: r.GetMessage()})
+		v.Reasons = append(v.Reasons, Reason{Code: r.GetCode(), Message: r.GetMessage()})
 	}
 	return v
 }
 
-// coverageText says what answered, in words.
-func coverageText(c *havenv1.Coverage) string {
+// CoverageText says what answered a run, in words, as the register and
+// the portal both say it.
+func CoverageText(c *havenv1.Coverage) string {
 	if c == nil || c.GetSitesExpected() == 0 {
 		return "not yet known"
 	}
@@ -265,36 +267,43 @@ func percent(a, b int64) string {
 	return strconv.FormatFloat(100*float64(a)/float64(b), 'f', 1, 64) + "%"
 }
 
-// tableView is a released table as the run page shows it.
-type tableView struct {
+// TableView is a released table as a page shows it: each value released,
+// withheld or missing, with the legend of reasons a value is missing in
+// the words of release.Code.Text. The portal shows tables through it too,
+// so that both faces say the same of the same table.
+type TableView struct {
 	// Perturbed says the counts went through cell-key perturbation.
 	Perturbed bool
 	Dims      []string
 	Measures  []string
-	Rows      []rowView
-	Reasons   []reason // the legend: each reason a value of this table is missing
+	Rows      []RowView
+	Reasons   []Reason // the legend: each reason a value of this table is missing
 }
 
-type rowView struct {
+// RowView is a row of a TableView: Key holds "all" for a dimension a
+// margin or total adds up.
+type RowView struct {
 	Kind  string
 	Key   []string
-	Cells []cellView
+	Cells []CellView
 }
 
-type cellView struct {
+// CellView is one value of a RowView.
+type CellView struct {
 	Text     string
 	Withheld bool
 	Reason   string
 }
 
-func tableOf(t *release.Table) tableView {
-	v := tableView{Dims: t.Dims, Perturbed: t.Meta.Perturbed()}
+// TableOf is t as pages show it.
+func TableOf(t *release.Table) TableView {
+	v := TableView{Dims: t.Dims, Perturbed: t.Meta.Perturbed()}
 	for _, m := range t.Measures {
 		v.Measures = append(v.Measures, m.Name)
 	}
 	seen := map[release.Code]bool{}
 	for _, r := range t.Rows {
-		row := rowView{Kind: string(r.Kind)}
+		row := RowView{Kind: string(r.Kind)}
 		for d, k := range r.Key {
 			switch {
 			case r.Kind == release.RowCell || (r.Kind == release.RowMargin && d == r.MarginDim):
@@ -304,7 +313,7 @@ func tableOf(t *release.Table) tableView {
 			}
 		}
 		for _, val := range r.Values {
-			c := cellView{}
+			c := CellView{}
 			switch {
 			case val.Released:
 				c.Text = strconv.FormatFloat(val.Value, 'f', -1, 64)
@@ -315,13 +324,13 @@ func tableOf(t *release.Table) tableView {
 			}
 			if !val.Released && !seen[val.Reason] {
 				seen[val.Reason] = true
-				v.Reasons = append(v.Reasons, reason{Code: string(val.Reason), Message: val.Reason.Text()})
+				v.Reasons = append(v.Reasons, Reason{Code: string(val.Reason), Message: val.Reason.Text()})
 			}
 			row.Cells = append(row.Cells, c)
 		}
 		v.Rows = append(v.Rows, row)
 	}
-	slices.SortFunc(v.Reasons, func(a, b reason) int { return strings.Compare(a.Code, b.Code) })
+	slices.SortFunc(v.Reasons, func(a, b Reason) int { return strings.Compare(a.Code, b.Code) })
 	return v
 }
 

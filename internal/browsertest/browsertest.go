@@ -28,6 +28,16 @@ type Browser struct {
 	ctx      context.Context
 	mu       sync.Mutex
 	problems []string
+	allowed  []string
+}
+
+// Allow stops messages containing substr from failing the test, from now
+// on: for a step that is meant to fail, such as opening a page the server
+// answers 404, which the browser logs as an error.
+func (b *Browser) Allow(substr string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.allowed = append(b.allowed, substr)
 }
 
 // New starts Chromium for tb and closes it when tb ends. Without Chromium
@@ -82,6 +92,11 @@ func New(tb testing.TB) *Browser {
 func (b *Browser) problem(s string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	for _, a := range b.allowed {
+		if strings.Contains(s, a) {
+			return
+		}
+	}
 	b.problems = append(b.problems, s)
 }
 

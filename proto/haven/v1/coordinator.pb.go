@@ -426,8 +426,11 @@ type Approval struct {
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Purposes a run of this definition may state.
 	AllowedPurposes []string `protobuf:"bytes,4,rep,name=allowed_purposes,json=allowedPurposes,proto3" json:"allowed_purposes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Requester roles the approval allows to run it (haven/submit refuses
+	// others); empty when the approval names none.
+	AllowedRoles  []string `protobuf:"bytes,5,rep,name=allowed_roles,json=allowedRoles,proto3" json:"allowed_roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Approval) Reset() {
@@ -488,6 +491,13 @@ func (x *Approval) GetAllowedPurposes() []string {
 	return nil
 }
 
+func (x *Approval) GetAllowedRoles() []string {
+	if x != nil {
+		return x.AllowedRoles
+	}
+	return nil
+}
+
 // DefinitionSummary is one approved query definition as the catalogue
 // publishes it.
 type DefinitionSummary struct {
@@ -512,9 +522,14 @@ type DefinitionSummary struct {
 	// Variables the released table is grouped by, e.g. ["age_band", "sex"].
 	GroupBy []string `protobuf:"bytes,9,rep,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
 	// Names of the measures in the released table.
-	Measures      []string `protobuf:"bytes,10,rep,name=measures,proto3" json:"measures,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Measures []string `protobuf:"bytes,10,rep,name=measures,proto3" json:"measures,omitempty"`
+	// The purposes the caller may state in a run of it: those the approval
+	// allows that a role of the caller may state (the bundle's
+	// data.roles[role].purposes), when a role of the caller is one the
+	// approval allows; empty otherwise. For forms: haven/submit decides.
+	CallerPurposes []string `protobuf:"bytes,11,rep,name=caller_purposes,json=callerPurposes,proto3" json:"caller_purposes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DefinitionSummary) Reset() {
@@ -613,6 +628,13 @@ func (x *DefinitionSummary) GetGroupBy() []string {
 func (x *DefinitionSummary) GetMeasures() []string {
 	if x != nil {
 		return x.Measures
+	}
+	return nil
+}
+
+func (x *DefinitionSummary) GetCallerPurposes() []string {
+	if x != nil {
+		return x.CallerPurposes
 	}
 	return nil
 }
@@ -2110,14 +2132,15 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\x03max\x18\x05 \x01(\v2\x18.haven.v1.ParameterValueR\x03max\x12=\n" +
 	"\rdefault_value\x18\x06 \x01(\v2\x18.haven.v1.ParameterValueR\fdefaultValue\x12%\n" +
 	"\x0eallowed_values\x18\a \x03(\tR\rallowedValues\x12#\n" +
-	"\rapproved_grid\x18\b \x01(\tR\fapprovedGrid\"\xc9\x01\n" +
+	"\rapproved_grid\x18\b \x01(\tR\fapprovedGrid\"\xee\x01\n" +
 	"\bApproval\x12\x1a\n" +
 	"\bapprover\x18\x01 \x01(\tR\bapprover\x12;\n" +
 	"\vapproved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"approvedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12)\n" +
-	"\x10allowed_purposes\x18\x04 \x03(\tR\x0fallowedPurposes\"\xd5\x02\n" +
+	"\x10allowed_purposes\x18\x04 \x03(\tR\x0fallowedPurposes\x12#\n" +
+	"\rallowed_roles\x18\x05 \x03(\tR\fallowedRoles\"\xfe\x02\n" +
 	"\x11DefinitionSummary\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12\x14\n" +
@@ -2131,7 +2154,8 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\bapproval\x18\b \x01(\v2\x12.haven.v1.ApprovalR\bapproval\x12\x19\n" +
 	"\bgroup_by\x18\t \x03(\tR\agroupBy\x12\x1a\n" +
 	"\bmeasures\x18\n" +
-	" \x03(\tR\bmeasures\"\\\n" +
+	" \x03(\tR\bmeasures\x12'\n" +
+	"\x0fcaller_purposes\x18\v \x03(\tR\x0ecallerPurposes\"\\\n" +
 	"\x0fCodelistSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x1d\n" +

@@ -160,9 +160,11 @@ func definition() *DefinitionSummary {
 			ApprovedAt:      at(-100_000),
 			ExpiresAt:       at(400_000),
 			AllowedPurposes: []string{"commissioning", "service_evaluation"},
+			AllowedRoles:    []string{"analyst", "commissioner"},
 		},
-		GroupBy:  []string{"age_band", "sex"},
-		Measures: []string{"patients", "admitted", "admissions"},
+		GroupBy:        []string{"age_band", "sex"},
+		Measures:       []string{"patients", "admitted", "admissions"},
+		CallerPurposes: []string{"service_evaluation"},
 	}
 }
 
