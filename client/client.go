@@ -3,7 +3,8 @@
 // catalogue, checks and submits runs, follows them to their end, fetches
 // and verifies released tables, and renders what it gets for people (text
 // tables, CSV, JSON with provenance). haven query and the demo use it, and
-// so will the portal; cmd/haven holds only flags and wiring.
+// the portal (in process, not over the network) parses form values and
+// writes CSV with it; cmd/haven holds only flags and wiring.
 //
 // Errors from the coordinator come back as Explain makes them: a label a
 // person can act on ("not permitted: …") in front of the coordinator's

@@ -41,8 +41,9 @@ It offers discovery (/.well-known/openid-configuration), the authorization
 code flow with PKCE (S256, required of every client), a sign-in page, and
 ID tokens signed with ES256 carrying the user's organisation and roles. The
 portal's configuration names those claims (portal.oidc.claims) as it would
-name CIS2's. Everything is kept in memory: the signing key is new at each
-start, so restart the portal's users' sessions with it.
+name CIS2's. Everything is kept in memory, the signing key included, which
+is new at each start; sessions the portal already made are the portal's
+and outlive a restart.
 
 Without --tls-cert it serves plain HTTP, which is allowed only on a loopback
 address. It is not an identity service; never put real people in its file.`,

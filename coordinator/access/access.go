@@ -1,7 +1,7 @@
 // Package access holds the rules of who may see and act on a run. They are
 // the coordinator's whole access policy for commissioners, kept apart from
 // the run lifecycle so that every face of the coordinator (the gRPC API,
-// Flight, and the portal and JSON API to come) asks the same questions.
+// Flight, the portal, and the JSON API to come) asks the same questions.
 //
 // Identity is a principal: an (organisation, user) pair. The same user id
 // in another organisation is another person, and is refused.

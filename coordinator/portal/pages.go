@@ -41,8 +41,15 @@ func parsePages() (*template.Template, error) {
 	return template.New("").Funcs(template.FuncMap{
 		"time": func(t time.Time) string { return t.UTC().Format("2 Jan 2006 15:04 UTC") },
 		"iso":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"navItems": func() []navItem {
+			return []navItem{{"catalogue", "/catalogue", "Catalogue"}, {"mine", "/runs", "My runs"},
+				{"organisation", "/runs?scope=organisation", "My organisation's runs"}}
+		},
 	}).ParseFS(templateFiles, "templates/*.html")
 }
+
+// navItem is an entry of the header's menu.
+type navItem struct{ Key, Href, Text string }
 
 // page renders a page; s is the signed-in person (nil for none).
 func (p *Portal) page(w http.ResponseWriter, r *http.Request, code int, name string, s *session, data map[string]any) {
@@ -52,7 +59,15 @@ func (p *Portal) page(w http.ResponseWriter, r *http.Request, code int, name str
 		}
 	}
 	data["Session"] = s
-	data["Path"] = r.URL.Path
+	data["Nav"] = ""
+	switch {
+	case r.URL.Path == "/catalogue":
+		data["Nav"] = "catalogue"
+	case r.URL.Path == "/runs" && r.URL.Query().Get("scope") == "organisation":
+		data["Nav"] = "organisation"
+	case r.URL.Path == "/runs":
+		data["Nav"] = "mine"
+	}
 	var buf bytes.Buffer
 	if err := p.pages.ExecuteTemplate(&buf, name, data); err != nil {
 		p.cfg.Log.LogAttrs(r.Context(), slog.LevelError, "portal: render "+name, slog.String("error", err.Error()))

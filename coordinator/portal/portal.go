@@ -2,8 +2,9 @@
 // a form to submit a run of a definition, each run's progress and its
 // released table, and lists of one's own runs and one's organisation's.
 // Pages are server-rendered (html/template) in the NHS design system's
-// look (nhsuk-frontend, embedded under static/nhsuk), with no script of
-// the portal's own.
+// look (nhsuk-frontend, embedded under static/nhsuk). The only script is
+// the design system's own, started by static/portal.js; every page works
+// without it, and a run's page follows the run with a meta refresh.
 //
 // People sign in with OpenID Connect (auth.go): the authorization code
 // flow with PKCE, state and nonce checked and the ID token verified

@@ -123,6 +123,8 @@ func (c *Config) Validate() error {
 			if _, err := cl.secret(); err != nil {
 				bad(f+".secret_file", "%v", err)
 			}
+		case len(cl.Secret) < 16:
+			bad(f+".secret", "%d characters; want a secret of at least 16", len(cl.Secret))
 		}
 		if len(cl.RedirectURIs) == 0 {
 			bad(f+".redirect_uris", "at least one is required")

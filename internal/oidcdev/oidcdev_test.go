@@ -188,6 +188,7 @@ users: [{id: ana, username: ana, password: pw, org: QHM, roles: [analyst]}]`},
 users: [{id: ana, username: ana, org: QHM, roles: []}, {id: ana, username: bob, password: pw, org: "", roles: [a]}]`,
 			want: []string{"clients[0]: set exactly one of secret and secret_file", `clients[0].redirect_uris[0]: "http://x/cb": want an absolute https URL`,
 				"users[0].password: required", "users[0].roles: at least one role", `users[1].id: "ana" appears twice`, `users[1].org: "": want an ODS code`}},
+		{name: "short secret", yaml: `clients: [{id: p, secret: short, redirect_uris: ["https://x/cb"]}]`, want: []string{"clients[0].secret: 5 characters"}},
 		{name: "missing secret file", yaml: `clients: [{id: p, secret_file: nope, redirect_uris: ["https://x/cb"]}]`, want: []string{"clients[0].secret_file:", "nope"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
