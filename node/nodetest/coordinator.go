@@ -311,6 +311,18 @@ func (d *nodeLinkDouble) Connect(stream grpc.BidiStreamingServer[havenv1.NodeMes
 			Code: havenv1.RejectCode_REJECT_CODE_IDENTITY_MISMATCH, Message: fmt.Sprintf("certificate names site %q, Register says %q", id.ODS, reg.GetSiteOds()),
 		}}})
 	}
+	// The link is listed before Registered goes: a test that sees the node
+	// connected may send it a task at once (whatever is queued waits for
+	// the opt-out list below, as on a real coordinator).
+	l := &doubleLink{ods: id.ODS, out: make(chan *havenv1.CoordinatorMessage, 16), drop: make(chan struct{})}
+	c.mu.Lock()
+	c.links = append(c.links, l)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.links = slices.DeleteFunc(c.links, func(x *doubleLink) bool { return x == l })
+		c.mu.Unlock()
+	}()
 	if err := stream.Send(&havenv1.CoordinatorMessage{Body: &havenv1.CoordinatorMessage_Registered{Registered: &havenv1.Registered{
 		SessionId: fmt.Sprintf("double-%d", time.Now().UnixNano()), ServerTime: timestamppb.Now(),
 		HeartbeatInterval: durationpb.New(c.heartbeat),
@@ -324,15 +336,6 @@ func (d *nodeLinkDouble) Connect(stream grpc.BidiStreamingServer[havenv1.NodeMes
 	}}}); err != nil {
 		return err
 	}
-	l := &doubleLink{ods: id.ODS, out: make(chan *havenv1.CoordinatorMessage, 16), drop: make(chan struct{})}
-	c.mu.Lock()
-	c.links = append(c.links, l)
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.links = slices.DeleteFunc(c.links, func(x *doubleLink) bool { return x == l })
-		c.mu.Unlock()
-	}()
 
 	in := make(chan *havenv1.NodeMessage)
 	errc := make(chan error, 1)
