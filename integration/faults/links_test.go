@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/demo"
+	"github.com/havenhealth/haven/internal/testutil"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -24,10 +24,10 @@ import (
 // holds exactly one outcome per site and run. HAVEN_LINKCUT_SEED repeats a
 // sequence of cuts.
 func (f *faultNet) linksCut(t *testing.T, ctx context.Context) {
-	rounds := envInt(t, "HAVEN_LINKCUT_ROUNDS", 6)
+	rounds := testutil.EnvInt(t, "HAVEN_LINKCUT_ROUNDS", 6, 1)
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("HAVEN_LINKCUT_SEED"); v != "" {
-		seed = uint64(envInt(t, "HAVEN_LINKCUT_SEED", 0))
+		seed = uint64(testutil.EnvInt(t, "HAVEN_LINKCUT_SEED", 0, 0))
 	}
 	t.Logf("cut sequence seed %d (HAVEN_LINKCUT_SEED)", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -107,18 +107,4 @@ func (f *faultNet) linksCut(t *testing.T, ctx context.Context) {
 	if err := f.WaitLinked(ctx, runTimeout); err != nil {
 		t.Fatalf("the sites did not all link again: %v", err)
 	}
-}
-
-// envInt reads a positive integer from the environment, or def.
-func envInt(t *testing.T, name string, def int) int {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		t.Fatalf("%s=%q: want a whole number", name, v)
-	}
-	return n
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/config"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
+	"github.com/havenhealth/haven/internal/testutil"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -60,11 +61,11 @@ import (
 //
 // Run it with -benchtime 1x.
 func BenchmarkNationalLinks(b *testing.B) {
-	gps := envInt(b, "HAVEN_NATIONAL_GPS", 6500)
-	trusts := envInt(b, "HAVEN_NATIONAL_TRUSTS", 230)
-	perPractice := envInt(b, "HAVEN_NATIONAL_PATIENTS", 100)
-	dials := envInt(b, "HAVEN_NATIONAL_DIALS", 256)
-	jitter := envDuration(b, "HAVEN_NATIONAL_JITTER", 10*time.Second)
+	gps := testutil.EnvInt(b, "HAVEN_NATIONAL_GPS", 6500, 1)
+	trusts := testutil.EnvInt(b, "HAVEN_NATIONAL_TRUSTS", 230, 0)
+	perPractice := testutil.EnvInt(b, "HAVEN_NATIONAL_PATIENTS", 100, 1)
+	dials := testutil.EnvInt(b, "HAVEN_NATIONAL_DIALS", 256, 1)
+	jitter := testutil.EnvDuration(b, "HAVEN_NATIONAL_JITTER", 10*time.Second)
 	const heartbeat = 15 * time.Second
 	ctx, cancel := context.WithTimeout(b.Context(), 55*time.Minute)
 	defer cancel()
@@ -336,30 +337,4 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
-
-func envInt(b *testing.B, name string, def int) int {
-	b.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		b.Fatalf("%s=%q: want a whole number", name, v)
-	}
-	return n
-}
-
-func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
-	b.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		b.Fatalf("%s=%q: want a duration such as 10s", name, v)
-	}
-	return d
 }

@@ -1,11 +1,15 @@
 // Package testutil holds the small helpers tests on both sides of the
-// network share: a buffer a logger and a test can both use, and a wait
-// that polls instead of sleeping a guessed time. It is imported only by
+// network share: a buffer a logger and a test can both use, a wait that
+// polls instead of sleeping a guessed time, and sizes read from the
+// environment. It is imported only by
 // tests and by the test harnesses (coordinatortest, nodetest).
 package testutil
 
 import (
 	"bytes"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,4 +49,35 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// EnvInt reads a whole number of at least least from the environment
+// variable name, or returns def when it is unset; anything else fails tb,
+// naming the variable. Slow tests and benches take their sizes this way.
+func EnvInt(tb testing.TB, name string, def, least int) int {
+	tb.Helper()
+	v := strings.TrimSpace(os.Getenv(name))
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		tb.Fatalf("%s=%q: want a whole number of %d or more", name, v, least)
+	}
+	return n
+}
+
+// EnvDuration reads a duration such as 10s from the environment variable
+// name, or returns def when it is unset.
+func EnvDuration(tb testing.TB, name string, def time.Duration) time.Duration {
+	tb.Helper()
+	v := strings.TrimSpace(os.Getenv(name))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		tb.Fatalf("%s=%q: want a duration such as 10s", name, v)
+	}
+	return d
 }
