@@ -24,6 +24,7 @@ type link struct {
 
 	mu         sync.Mutex
 	last       time.Time        // last message from the coordinator
+	busy       bool             // the receive loop is handling a message
 	heartbeats int64            // heartbeats sent so far
 	sentAt     map[int64]int64  // heartbeat sent_at (Unix ns) → its number
 	inDoubt    map[string]int64 // task id → heartbeats sent before its outcome
@@ -98,8 +99,24 @@ func (l *link) heard(now time.Time) {
 	l.mu.Unlock()
 }
 
-func (l *link) lastHeard() time.Time {
+// handling records that the receive loop has started (busy) or finished
+// handling a message; finishing counts as hearing the coordinator, since
+// the loop read nothing meanwhile.
+func (l *link) handling(busy bool, now time.Time) {
+	l.mu.Lock()
+	l.busy = busy
+	l.last = now
+	l.mu.Unlock()
+}
+
+// quiet is how long the coordinator has been silent as this link can
+// tell: zero while the receive loop is handling a message, when nothing
+// is read and silence proves nothing.
+func (l *link) quiet(now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.last
+	if l.busy {
+		return 0
+	}
+	return now.Sub(l.last)
 }

@@ -463,7 +463,7 @@ func (s *Session) receive(ctx context.Context, l *link) (wait time.Duration, err
 			}
 			return 0, fmt.Errorf("receive: %w", err)
 		}
-		l.heard(s.cfg.Clock.Now())
+		l.handling(true, s.cfg.Clock.Now())
 		switch b := msg.GetBody().(type) {
 		case *havenv1.CoordinatorMessage_HeartbeatAck:
 			s.confirm(l.acked(b.HeartbeatAck.GetHeartbeatSentAt()))
@@ -484,9 +484,10 @@ func (s *Session) receive(ctx context.Context, l *link) (wait time.Duration, err
 			s.log.LogAttrs(ctx, slog.LevelWarn, "ignoring an unexpected message from the coordinator", slog.String("type", fmt.Sprintf("%T", b)))
 		}
 		// While this loop handled the message (applying a large opt-out
-		// list on a busy host can take seconds) it read nothing; that
-		// time is not the coordinator's silence.
-		l.heard(s.cfg.Clock.Now())
+		// list on a busy host can take seconds) it read nothing, and the
+		// coordinator's sends waited on it; that time is not the
+		// coordinator's silence.
+		l.handling(false, s.cfg.Clock.Now())
 	}
 }
 
@@ -511,7 +512,7 @@ func (s *Session) heartbeats(ctx context.Context, cancel context.CancelCauseFunc
 			l.heard(now)
 		}
 		last = now
-		if quiet := now.Sub(l.lastHeard()); quiet > dead {
+		if quiet := l.quiet(now); quiet > dead {
 			cancel(fmt.Errorf("no word from the coordinator for %v", quiet.Round(time.Millisecond)))
 			return
 		}
@@ -528,11 +529,14 @@ func (s *Session) heartbeats(ctx context.Context, cancel context.CancelCauseFunc
 }
 
 // starved reports whether a heartbeat tick at now, the one after last,
-// came so late (over two intervals apart) that the node itself was not
-// running: on a loaded host a process can go without CPU for seconds, and
-// silence it could not have heard is not the coordinator's.
+// came so late (over two intervals apart, and over a second late) that
+// the node itself was not running: on a loaded host a process can go
+// without CPU for seconds, and silence it could not have heard is not the
+// coordinator's. The second keeps scheduling noise at very short
+// intervals from counting.
 func starved(now, last time.Time, interval time.Duration) bool {
-	return now.Sub(last) > 2*interval
+	gap := now.Sub(last)
+	return gap > 2*interval && gap-interval > time.Second
 }
 
 // Send sends msg on the current link. It returns ErrNotConnected if no

@@ -302,7 +302,10 @@ func TestRegisterHeartbeatAndTasks(t *testing.T) {
 }
 
 func TestReconnectReportsOutcomes(t *testing.T) {
-	h := start(t, nil)
+	// Patient with silence: a reconnect of its own on a loaded host, in
+	// flight when the test starts refusing, would register before the
+	// outcome is recorded. The test drops the link itself.
+	h := start(t, func(c *Config) { c.MissedHeartbeats = 1 << 20 })
 	testutil.Eventually(t, "connected", func() bool { return h.sess.State() == StateConnected })
 
 	// The link drops while a task runs, and the coordinator cannot be
@@ -547,17 +550,37 @@ func TestNetworkOptOutsHandedOverAndGapReconnects(t *testing.T) {
 func TestStarved(t *testing.T) {
 	t0 := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
-		gap  time.Duration
-		want bool
+		interval, gap time.Duration
+		want          bool
 	}{
-		{5 * time.Second, false},   // on time
-		{9 * time.Second, false},   // a little late
-		{10 * time.Second, false},  // two intervals: still the node's to judge
-		{10*time.Second + 1, true}, // later than that: the node was not running
-		{time.Minute, true},        // a process stopped for a minute
+		{5 * time.Second, 5 * time.Second, false},            // on time
+		{5 * time.Second, 9 * time.Second, false},            // a little late
+		{5 * time.Second, 10 * time.Second, false},           // two intervals: still the node's to judge
+		{5 * time.Second, 10*time.Second + 1, true},          // later than that: the node was not running
+		{5 * time.Second, time.Minute, true},                 // a process stopped for a minute
+		{5 * time.Millisecond, 50 * time.Millisecond, false}, // scheduling noise at a test's interval
+		{5 * time.Millisecond, 2 * time.Second, true},        // a real stall at a test's interval
 	} {
-		if got := starved(t0.Add(tc.gap), t0, 5*time.Second); got != tc.want {
-			t.Errorf("tick %v after the last, interval 5s: starved %v, want %v", tc.gap, got, tc.want)
+		if got := starved(t0.Add(tc.gap), t0, tc.interval); got != tc.want {
+			t.Errorf("tick %v after the last, interval %v: starved %v, want %v", tc.gap, tc.interval, got, tc.want)
 		}
+	}
+}
+
+// Silence counts only while the receive loop is free to read: time spent
+// handling a message is not the coordinator's.
+func TestLinkQuiet(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	l := newLink(nil, "s", t0)
+	if q := l.quiet(t0.Add(20 * time.Second)); q != 20*time.Second {
+		t.Errorf("quiet after 20s with nothing heard: %v", q)
+	}
+	l.handling(true, t0.Add(21*time.Second))
+	if q := l.quiet(t0.Add(time.Minute)); q != 0 {
+		t.Errorf("quiet while handling a message: %v, want 0", q)
+	}
+	l.handling(false, t0.Add(70*time.Second))
+	if q := l.quiet(t0.Add(75 * time.Second)); q != 5*time.Second {
+		t.Errorf("quiet 5s after handling ended: %v", q)
 	}
 }
