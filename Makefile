@@ -5,7 +5,7 @@ GO ?= go
 # duckdb-go exposes its Arrow API only under this tag (DuckDB connector).
 export GOFLAGS := $(strip $(GOFLAGS) -tags=duckdb_arrow)
 
-.PHONY: test demo proto build lint bench bench-national bench-synth fuzz attack soak-links clean
+.PHONY: test demo proto build lint bench bench-protection bench-national bench-synth fuzz attack soak-links clean
 
 ## test: vet, staticcheck, gofmt and every test (with the race detector)
 test:
@@ -51,6 +51,11 @@ fuzz:
 # prints what it infers and its summary tables. ATTACK_FLAGS go to go test.
 attack:
 	HAVEN_ATTACK_SWEEP=full $(GO) test -count=1 -v -run 'TestAttack' -timeout 60m $(ATTACK_FLAGS) ./integration/attack/
+
+## bench-protection: make bench's query with and without cell-key perturbation
+## and the ledger's rules, in turns on one network (issue 11's budget)
+bench-protection:
+	HAVEN_BENCH_PROTECTION=alternate $(GO) test -run '^$$' -bench BenchmarkICBLinkage -benchtime 1x -timeout 90m $(BENCH_FLAGS) ./integration/correctness/
 
 ## bench-national: one coordinator process with 6,500 simulated practices and
 # 230 trusts linked (real mTLS NodeLink streams and Flight uploads from one

@@ -119,6 +119,12 @@ type Options struct {
 	// the demo board signs it: a test's way to change what the board
 	// decides.
 	EditBundle func(dir string) error
+	// CoordinatorReload, when positive, has the coordinator read its
+	// bundle through a link of its own to the network's bundle and look
+	// for a new version at that interval, so that UseCoordinatorBundle
+	// can hand the coordinator alone another signed variant while the
+	// nodes keep theirs (a benchmark's baseline arm, on the same network).
+	CoordinatorReload time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -398,7 +404,7 @@ func (d *demoRun) setUp(ctx context.Context, root string, s *setup, res *Result)
 	if s.addr, err = freeAddr(); err != nil {
 		return err
 	}
-	if err := writeCoordinatorConfig(l, s.pki, s.addr, netw.Sites, d.opts.RunDeadline); err != nil {
+	if err := writeCoordinatorConfig(l, s.pki, s.addr, netw.Sites, d.opts.RunDeadline, d.opts.CoordinatorReload); err != nil {
 		return err
 	}
 	ndop := netw.Path(netw.NationalOptOut.Path)

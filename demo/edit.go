@@ -12,8 +12,14 @@ import (
 // is signed. edit's error, naming what it expected and did not find,
 // stops the demo.
 func EditData(edit func(data map[string]any) error) func(dir string) error {
+	return EditJSON("data.json", edit)
+}
+
+// EditJSON returns an Options.EditBundle that rewrites the JSON object in
+// the bundle's file name through edit.
+func EditJSON(name string, edit func(data map[string]any) error) func(dir string) error {
 	return func(dir string) error {
-		path := filepath.Join(dir, "data.json")
+		path := filepath.Join(dir, name)
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err

@@ -19,6 +19,7 @@ import (
 	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/policy"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 	"github.com/havenhealth/haven/release"
 )
@@ -140,6 +141,91 @@ func (n *Network) NodePID(ods string) (int, error) {
 // loads, and BoardPublicKey the key it verifies with.
 func (n *Network) Bundle() string         { return n.d.l.bundle() }
 func (n *Network) BoardPublicKey() string { return n.d.l.boardPublic() }
+
+// SignVariant signs another version of the network's bundle with the demo
+// board's key: a copy of the bundle, changed by edit and given the
+// manifest revision revision so that a run names the version it was
+// decided under. It returns the variant's directory, for
+// UseCoordinatorBundle.
+func (n *Network) SignVariant(name, revision string, edit func(dir string) error) (string, error) {
+	l := n.d.l
+	dst := l.variant(name)
+	if err := policy.CopyUnsigned(l.bundle(), dst); err != nil {
+		return "", fmt.Errorf("bundle variant %s: %w", name, err)
+	}
+	setRevision := EditJSON(".manifest", func(m map[string]any) error {
+		m["revision"] = revision
+		return nil
+	})
+	for _, e := range []func(string) error{edit, setRevision} {
+		if e == nil {
+			continue
+		}
+		if err := e(dst); err != nil {
+			return "", fmt.Errorf("bundle variant %s: %w", name, err)
+		}
+	}
+	priv, err := os.ReadFile(l.boardPrivate())
+	if err != nil {
+		return "", fmt.Errorf("bundle variant %s: board key: %w", name, err)
+	}
+	if err := policy.Sign(dst, priv, "", boardKeyID); err != nil {
+		return "", fmt.Errorf("bundle variant %s: %w", name, err)
+	}
+	return dst, nil
+}
+
+// WaitCoordinatorRevision waits until the bundle the coordinator made
+// active last, by its log, has the manifest revision revision: after
+// UseCoordinatorBundle, the coordinator takes the new bundle up at its
+// next look, on a loaded host a while later.
+func (n *Network) WaitCoordinatorRevision(ctx context.Context, revision string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	path := n.d.l.log(coordinatorName)
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("coordinator's bundle revision: %w", err)
+		}
+		last := ""
+		for line := range strings.Lines(string(b)) {
+			if strings.Contains(line, "policy bundle active") {
+				last = line
+			}
+		}
+		if strings.Contains(last, " bundle_revision="+revision+" ") || strings.Contains(last, " bundle_revision="+strconv.Quote(revision)+" ") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the coordinator did not make bundle revision %s active within %v; last: %q; see %s", revision, timeout, strings.TrimSpace(last), path)
+		case <-t.C:
+		}
+	}
+}
+
+// UseCoordinatorBundle points the coordinator's bundle link at dir (a
+// SignVariant, or Bundle for the network's own) in one rename, so the
+// coordinator never reads half of each. The coordinator takes it up at
+// its next look (Options.CoordinatorReload); the nodes keep theirs.
+func (n *Network) UseCoordinatorBundle(dir string) error {
+	if n.d.opts.CoordinatorReload <= 0 {
+		return errors.New("the coordinator reads the network's bundle itself: start the demo with Options.CoordinatorReload")
+	}
+	link := n.d.l.coordinatorBundle()
+	tmp := link + ".new"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(dir, tmp); err != nil {
+		return fmt.Errorf("coordinator's bundle link: %w", err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		return fmt.Errorf("coordinator's bundle link: %w", err)
+	}
+	return nil
+}
 
 // CoordinatorTLS is the server TLS configuration of the coordinator's
 // certificate: what a stand-in for the coordinator at its address needs.

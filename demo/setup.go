@@ -56,6 +56,8 @@ func (l layout) bin(name string) string       { return l.path("bin", name) }
 func (l layout) net() string                  { return l.path("net") }
 func (l layout) pki() string                  { return l.path("pki") }
 func (l layout) bundle() string               { return l.path("bundle") }
+func (l layout) coordinatorBundle() string    { return l.path("coordinator", "bundle") }
+func (l layout) variant(name string) string   { return l.path("bundles", name) }
 func (l layout) boardPrivate() string         { return l.path("board", "board.pem") }
 func (l layout) boardPublic() string          { return l.path("board", "board.pub.pem") }
 func (l layout) secret() string               { return l.path("linkage.key") }
@@ -376,11 +378,21 @@ func writeYAML(path, header string, v any) error {
 
 // writeCoordinatorConfig writes the coordinator's configuration: the demo
 // network's sites as its closed membership, so coverage counts every one.
-func writeCoordinatorConfig(l layout, p *pkiFiles, addr string, sites []synth.Site, deadline time.Duration) error {
+func writeCoordinatorConfig(l layout, p *pkiFiles, addr string, sites []synth.Site, deadline, reload time.Duration) error {
 	var c coordinatorFile
 	c.Listen = addr
 	c.TLS.Cert, c.TLS.Key, c.TLS.CA = p.serverCert, p.serverKy, p.ca
 	c.Governance.Bundle, c.Governance.PublicKey, c.Governance.ReloadInterval = l.bundle(), l.boardPublic(), "0s"
+	if reload > 0 {
+		// The coordinator's own link, which UseCoordinatorBundle re-points.
+		if err := os.MkdirAll(filepath.Dir(l.coordinatorBundle()), 0o700); err != nil {
+			return err
+		}
+		if err := os.Symlink(l.bundle(), l.coordinatorBundle()); err != nil {
+			return fmt.Errorf("coordinator's bundle link: %w", err)
+		}
+		c.Governance.Bundle, c.Governance.ReloadInterval = l.coordinatorBundle(), reload.String()
+	}
 	c.Releases.SigningKey = p.releaseKey
 	c.DataDir = l.coordinatorData()
 	c.Runs.Deadline = deadline.String()

@@ -37,6 +37,10 @@ const pausedFraction = 0.5
 //     half the population here), its coverage lacks exactly the
 //     practice's registered population, and it equals the central answer
 //     over the other sites cell for cell (disclosure thresholds off).
+//   - New bundle: the board signs a bundle that accepts no partial
+//     coverage; the running coordinator takes it up and refuses the run
+//     it released before, naming the new revision, and releases it again
+//     once the first bundle is back.
 func TestPausedSitesMatchCentral(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole network as processes; skipped with -short")
@@ -46,6 +50,8 @@ func TestPausedSitesMatchCentral(t *testing.T) {
 	n, err := demo.Start(ctx, demo.Options{
 		Dir:  filepath.Join(t.TempDir(), "net"),
 		Keep: true, // the central answers read its files; TempDir removes it
+
+		CoordinatorReload: time.Second, // for the board's next bundle
 		EditBundle: func(dir string) error {
 			if err := disclosureOff(dir); err != nil {
 				return err
@@ -171,6 +177,44 @@ func TestPausedSitesMatchCentral(t *testing.T) {
 			}
 			st := releasecheck.CheckT(t, rr.Table, q.answer(truth, q.params), meanValues, pt, q.def+" with "+gp+" paused")
 			fmt.Fprintf(&m, "%-28s %-8s %-9s %-8d %s\n", q.def, gp, "released", st.Cells, coverageLine(cov))
+		}
+	})
+
+	// The board's next bundle reaches a running coordinator: one that
+	// accepts no partial coverage refuses the same run, under its own
+	// revision, and the first one, put back, releases it again.
+	t.Run("new bundle", func(t *testing.T) {
+		gp, q := gps[0], qs[0]
+		rev := manifestRevision(t, bundle)
+		strict, err := n.SignVariant("strict", rev+"-strict", func(dir string) error { return setPartialFraction(dir, 1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		pause(gp)
+		defer resume(gp)
+		for _, step := range []struct {
+			bundle, revision string
+			want             havenv1.RunState
+		}{
+			{strict, rev + "-strict", havenv1.RunState_RUN_STATE_REFUSED},
+			{bundle, rev, havenv1.RunState_RUN_STATE_RELEASED},
+		} {
+			if err := n.UseCoordinatorBundle(step.bundle); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.WaitCoordinatorRevision(ctx, step.revision, 2*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			rr, err := n.Submit(ctx, demo.Query{Definition: q.def, Parameters: q.params, Purpose: q.purpose})
+			if err != nil {
+				t.Fatalf("%s: %v", q.def, err)
+			}
+			if got := rr.Run.GetBundleRevision(); got != step.revision {
+				t.Errorf("run %s decided under bundle revision %s, want %s", rr.Run.GetId(), got, step.revision)
+			}
+			if got := rr.Run.GetState(); got != step.want {
+				t.Errorf("run %s under %s with %s paused: %s %v, want %s", rr.Run.GetId(), step.revision, gp, got, rr.Run.GetPolicyReasons(), step.want)
+			}
 		}
 	})
 	t.Log(m.String())
