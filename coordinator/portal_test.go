@@ -2,14 +2,10 @@ package coordinator_test
 
 import (
 	"bytes"
-	"crypto/tls"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -19,74 +15,16 @@ import (
 	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
 	"github.com/havenhealth/haven/internal/browsertest"
-	"github.com/havenhealth/haven/internal/pki"
+	"github.com/havenhealth/haven/internal/portaltest"
 	"github.com/havenhealth/haven/release"
 )
 
-// portalUser is a browser-like HTTP client signed in to the portal.
-type portalUser struct {
-	t    *testing.T
-	base string
-	c    *http.Client
-}
-
 // signIn signs user in to the portal as a browser does, through the
-// development OpenID provider's sign-in form, and returns a client with
-// the session cookie.
-func signIn(t *testing.T, n *coordinatortest.Network, user string) *portalUser {
+// development OpenID provider's sign-in form.
+func signIn(t *testing.T, n *coordinatortest.Network, user string) *portaltest.User {
 	t.Helper()
-	pool, err := pki.CertPool(n.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}}}
-	u := &portalUser{t: t, base: n.PortalURL(), c: c}
-	// The portal sends the browser to the provider, which shows its form.
-	resp, err := c.Get(u.base + "/auth/login?next=/runs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`name="id" value="([^"]+)"`).FindSubmatch(page)
-	if resp.StatusCode != http.StatusOK || m == nil || !strings.HasPrefix(resp.Request.URL.String(), n.OIDCIssuer()+"/login") {
-		t.Fatalf("sign-in did not reach the provider's form: %s %s\n%s", resp.Status, resp.Request.URL, page)
-	}
-	resp, err = c.PostForm(n.OIDCIssuer()+"/login", url.Values{"id": {string(m[1])}, "username": {user},
-		"password": {coordinatortest.PortalPassword(user)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Request.URL.String() != u.base+"/runs" {
-		t.Fatalf("signing in as %s ended at %s with %s:\n%s", user, resp.Request.URL, resp.Status, page)
-	}
-	return u
-}
-
-// do sends a request and returns the status and body; it does not follow
-// redirects, so a redirect to sign in is seen as one.
-func (u *portalUser) do(req *http.Request) (int, http.Header, string) {
-	u.t.Helper()
-	c := *u.c
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp, err := c.Do(req)
-	if err != nil {
-		u.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
-}
-
-func (u *portalUser) get(path string) (int, string) {
-	u.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, u.base+path, nil)
-	code, _, body := u.do(req)
-	return code, body
+	site := portaltest.Site{URL: n.PortalURL(), Issuer: n.OIDCIssuer(), CAFile: n.CAFile, ServerName: "localhost"}
+	return portaltest.SignIn(t, site, user, coordinatortest.PortalPassword(user))
 }
 
 // TestPortalAccess signs three people in to the portal through the
@@ -104,8 +42,8 @@ func TestPortalAccess(t *testing.T) {
 	run := releaseStatins(t, ctx, n, "ana") // over gRPC, as ana of QHM
 
 	ana := signIn(t, n, "ana")
-	req, _ := http.NewRequest(http.MethodGet, ana.base+"/runs/"+run.GetId(), nil)
-	code, h, page := ana.do(req)
+	req, _ := http.NewRequest(http.MethodGet, ana.Base+"/runs/"+run.GetId(), nil)
+	code, h, page := ana.Do(req)
 	if code != http.StatusOK || !strings.Contains(page, "The released table") || !strings.Contains(page, `id="legend"`) && !strings.Contains(page, `id="released"`) {
 		t.Errorf("the requester's run page: %d\n%s", code, page)
 	}
@@ -117,7 +55,7 @@ func TestPortalAccess(t *testing.T) {
 	if !strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
 		t.Errorf("CSP %q", h.Get("Content-Security-Policy"))
 	}
-	if code, page := ana.get("/runs"); code != http.StatusOK || !strings.Contains(page, run.GetId()) {
+	if code, page := ana.Get("/runs"); code != http.StatusOK || !strings.Contains(page, run.GetId()) {
 		t.Errorf("ana's runs: %d, without the run", code)
 	}
 	// The downloads are the table the API gives: the CSV as haven query
@@ -126,10 +64,10 @@ func TestPortalAccess(t *testing.T) {
 	if err := client.WriteCSV(&want, fetch(t, ctx, analyst(n, "ana"), run.GetId())); err != nil {
 		t.Fatal(err)
 	}
-	if code, csv := ana.get("/runs/" + run.GetId() + "/table.csv"); code != http.StatusOK || csv != want.String() {
+	if code, csv := ana.Get("/runs/" + run.GetId() + "/table.csv"); code != http.StatusOK || csv != want.String() {
 		t.Errorf("the CSV download (%d) differs from the API's table:\n%s\nwant:\n%s", code, csv, want.String())
 	}
-	code, arrowFile := ana.get("/runs/" + run.GetId() + "/table.arrow")
+	code, arrowFile := ana.Get("/runs/" + run.GetId() + "/table.arrow")
 	path := filepath.Join(t.TempDir(), "table.arrow")
 	os.WriteFile(path, []byte(arrowFile), 0o600)
 	if code != http.StatusOK {
@@ -141,56 +79,56 @@ func TestPortalAccess(t *testing.T) {
 	}
 
 	bob := signIn(t, n, "bob")
-	if code, page := bob.get("/runs/" + run.GetId()); code != http.StatusOK || strings.Contains(page, `id="released"`) || !strings.Contains(page, `id="table-note"`) {
+	if code, page := bob.Get("/runs/" + run.GetId()); code != http.StatusOK || strings.Contains(page, `id="released"`) || !strings.Contains(page, `id="table-note"`) {
 		t.Errorf("a colleague's view of the run: %d\n%s", code, page)
 	}
-	if code, _ := bob.get("/runs/" + run.GetId() + "/table.csv"); code != http.StatusForbidden {
+	if code, _ := bob.Get("/runs/" + run.GetId() + "/table.csv"); code != http.StatusForbidden {
 		t.Errorf("a colleague downloading the table: %d", code)
 	}
-	if _, page := bob.get("/runs"); strings.Contains(page, run.GetId()) {
+	if _, page := bob.Get("/runs"); strings.Contains(page, run.GetId()) {
 		t.Error("bob's own runs list ana's run")
 	}
-	if _, page := bob.get("/runs?scope=organisation"); !strings.Contains(page, run.GetId()) {
+	if _, page := bob.Get("/runs?scope=organisation"); !strings.Contains(page, run.GetId()) {
 		t.Error("bob's organisation's runs do not list ana's run")
 	}
 
 	olu := signIn(t, n, "olu")
-	if code, page := olu.get("/runs/" + run.GetId()); code != http.StatusNotFound || strings.Contains(page, "statins-chd") {
+	if code, page := olu.Get("/runs/" + run.GetId()); code != http.StatusNotFound || strings.Contains(page, "statins-chd") {
 		t.Errorf("another organisation's user reading the run: %d\n%s", code, page)
 	}
-	if code, _ := olu.get("/runs/" + run.GetId() + "/table.arrow"); code != http.StatusNotFound {
+	if code, _ := olu.Get("/runs/" + run.GetId() + "/table.arrow"); code != http.StatusNotFound {
 		t.Errorf("another organisation downloading the table: %d", code)
 	}
-	if _, page := olu.get("/runs?scope=organisation"); strings.Contains(page, run.GetId()) {
+	if _, page := olu.Get("/runs?scope=organisation"); strings.Contains(page, run.GetId()) {
 		t.Error("another organisation lists the run")
 	}
 
 	// A form posted from another site, as a forged request would be.
 	form := url.Values{"purpose": {purpose}}
-	req, _ = http.NewRequest(http.MethodPost, ana.base+"/definitions/statins-chd", strings.NewReader(form.Encode()))
+	req, _ = http.NewRequest(http.MethodPost, ana.Base+"/definitions/statins-chd", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", "https://evil.example")
 	req.Header.Set("Sec-Fetch-Site", "cross-site")
-	if code, _, body := ana.do(req); code != http.StatusForbidden {
+	if code, _, body := ana.Do(req); code != http.StatusForbidden {
 		t.Errorf("a cross-site post answered %d:\n%s", code, body)
 	}
 	// The same post from the portal's own page submits a run.
-	req, _ = http.NewRequest(http.MethodPost, ana.base+"/definitions/statins-chd", strings.NewReader(form.Encode()))
+	req, _ = http.NewRequest(http.MethodPost, ana.Base+"/definitions/statins-chd", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", ana.base)
+	req.Header.Set("Origin", ana.Base)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	if code, h, body := ana.do(req); code != http.StatusSeeOther || !strings.HasPrefix(h.Get("Location"), "/runs/run-") {
+	if code, h, body := ana.Do(req); code != http.StatusSeeOther || !strings.HasPrefix(h.Get("Location"), "/runs/run-") {
 		t.Errorf("a same-origin post answered %d %s:\n%s", code, h.Get("Location"), body)
 	}
 
 	// No cookie, and a forged one, are sent to sign in.
 	for _, cookie := range []string{"", "forged-value"} {
-		req, _ = http.NewRequest(http.MethodGet, ana.base+"/runs/"+run.GetId(), nil)
+		req, _ = http.NewRequest(http.MethodGet, ana.Base+"/runs/"+run.GetId(), nil)
 		if cookie != "" {
 			req.Header.Set("Cookie", "__Host-haven-session="+cookie)
 		}
-		anon := &portalUser{t: t, base: ana.base, c: &http.Client{Transport: ana.c.Transport}}
-		if code, h, body := anon.do(req); code != http.StatusSeeOther || !strings.HasPrefix(h.Get("Location"), "/auth/login") {
+		anon := ana.Anonymous()
+		if code, h, body := anon.Do(req); code != http.StatusSeeOther || !strings.HasPrefix(h.Get("Location"), "/auth/login") {
 			t.Errorf("cookie %q: %d %s\n%s", cookie, code, h.Get("Location"), body)
 		}
 	}

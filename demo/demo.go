@@ -36,7 +36,10 @@ const (
 )
 
 // coordinatorName names the coordinator's process and log.
-const coordinatorName = "coordinator"
+const (
+	coordinatorName = "coordinator"
+	oidcName        = "oidc-dev"
+)
 
 // Query is one run the demo submits as its commissioner.
 type Query struct {
@@ -125,6 +128,12 @@ type Options struct {
 	// can hand the coordinator alone another signed variant while the
 	// nodes keep theirs (a benchmark's baseline arm, on the same network).
 	CoordinatorReload time.Duration
+	// Serve, if set, is called after the queries with the whole network
+	// still running, and the network is stopped when it returns: `haven
+	// demo --serve` waits there until Ctrl-C, so that a person can use
+	// the portal and the register; a test looks at them. Its error fails
+	// the demo.
+	Serve func(ctx context.Context, n *Network) error
 }
 
 func (o *Options) setDefaults() {
@@ -278,6 +287,12 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			failed = append(failed, fmt.Sprintf("%s (run %s %s)", rr.Query.Definition, rr.Run.GetId(), client.StateLabel(rr.Run.GetState())))
 		}
 	}
+	d.printFaces(n)
+	if d.opts.Serve != nil {
+		if err := d.opts.Serve(ctx, n); err != nil {
+			return res, err
+		}
+	}
 	if err := n.Close(len(failed) > 0); err != nil {
 		return res, err
 	}
@@ -294,6 +309,7 @@ type setup struct {
 	haven string // the haven binary
 	duck  plugin // the DuckDB connector plugin
 	addr  string // the coordinator's address
+	faces faces  // the register's, the portal's and the OpenID provider's
 	pki   *pkiFiles
 }
 
@@ -404,7 +420,10 @@ func (d *demoRun) setUp(ctx context.Context, root string, s *setup, res *Result)
 	if s.addr, err = freeAddr(); err != nil {
 		return err
 	}
-	if err := writeCoordinatorConfig(l, s.pki, s.addr, netw.Sites, d.opts.RunDeadline, d.opts.CoordinatorReload); err != nil {
+	if s.faces, err = writeFaces(l); err != nil {
+		return err
+	}
+	if err := writeCoordinatorConfig(l, s.pki, s.addr, s.faces, netw.Sites, d.opts.RunDeadline, d.opts.CoordinatorReload); err != nil {
 		return err
 	}
 	ndop := netw.Path(netw.NationalOptOut.Path)
@@ -504,6 +523,23 @@ func (d *demoRun) printNext(res *Result) {
 	fmt.Fprintf(w, "(haven is this binary: go run ./cmd/haven, or bin/haven after make build)\n")
 	if !d.opts.Keep {
 		fmt.Fprintf(w, "(%s is removed now; run the demo with --keep to look at these files afterwards)\n", rel(l.dir))
+	}
+}
+
+// printFaces says where the portal and the register are, and who can sign
+// in.
+func (d *demoRun) printFaces(n *Network) {
+	w := d.opts.Stdout
+	fmt.Fprintf(w, "\n== the network's web faces ==\n")
+	fmt.Fprintf(w, "commissioners' portal:        %s/\n", n.PortalURL())
+	for _, u := range PortalUsers() {
+		fmt.Fprintf(w, "  sign in as %s / %s (%s, %s of %s)\n", u.Username, u.Password, u.Name, strings.Join(u.Roles, ", "), u.Org)
+	}
+	fmt.Fprintf(w, "public transparency register: %s (no sign-in)\n", n.RegisterURL())
+	fmt.Fprintf(w, "Both use the coordinator's certificate, from the demo's own CA (%s): a browser will warn;\n", d.rel(n.CAFile()))
+	fmt.Fprintf(w, "  curl --cacert %s %s\n", d.rel(n.CAFile()), n.RegisterURL())
+	if d.opts.Serve == nil {
+		fmt.Fprintf(w, "(they stop with the demo, now; haven demo --serve, or make demo DEMO_FLAGS=--serve, keeps them running)\n")
 	}
 }
 

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/releasecheck"
 	"github.com/havenhealth/haven/internal/pgtest"
+	"github.com/havenhealth/haven/internal/portaltest"
 	"github.com/havenhealth/haven/node/audit"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
@@ -39,14 +42,20 @@ func TestDemo(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var progress bytes.Buffer
-			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+			// Building haven and the plugins takes minutes on a loaded host.
+			ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
 			defer cancel()
+			var faces func(context.Context, *demo.Network) error
+			if !tc.postgres {
+				faces = checkFaces(t)
+			}
 			res, err := demo.Run(ctx, demo.Options{
 				Dir:      filepath.Join(root, tc.name),
 				Keep:     true, // the checks below read its files; TempDir removes it
 				Postgres: tc.postgres,
 				Haven:    haven,
 				Stderr:   &progress,
+				Serve:    faces,
 			})
 			if res != nil && haven == "" {
 				if p := filepath.Join(res.Dir, "bin", "haven"); fileExists(p) {
@@ -68,6 +77,51 @@ func TestDemo(t *testing.T) {
 			}
 			checkDemo(t, res)
 		})
+	}
+}
+
+// checkFaces checks the demo's portal and register while the network
+// runs, after the demo's two runs: ana of the demo commissioner's
+// organisation signs in through the development OpenID provider and
+// finds both runs among her organisation's, olu of another organisation
+// gets Not Found for one of them, and the register lists both without
+// anyone signing in.
+func checkFaces(t *testing.T) func(context.Context, *demo.Network) error {
+	return func(ctx context.Context, n *demo.Network) error {
+		var runs []string
+		for _, rr := range n.Result().Runs {
+			runs = append(runs, rr.Run.GetId())
+		}
+		if len(runs) != 2 {
+			t.Errorf("runs %v before serving, want the demo's 2", runs)
+		}
+		site := portaltest.Site{URL: n.PortalURL(), Issuer: n.OIDCIssuer(), CAFile: n.CAFile()}
+		users := map[string]string{}
+		for _, u := range demo.PortalUsers() {
+			users[u.Username] = u.Password
+		}
+		ana := portaltest.SignIn(t, site, "ana", users["ana"])
+		code, page := ana.Get("/runs?scope=organisation")
+		for _, id := range runs {
+			if code != http.StatusOK || !strings.Contains(page, id) {
+				t.Errorf("ana's organisation's runs (%d) do not list run %s:\n%s", code, id, page)
+			}
+		}
+		olu := portaltest.SignIn(t, site, "olu", users["olu"])
+		for _, id := range runs {
+			if code, _ := olu.Get("/runs/" + id); code != http.StatusNotFound {
+				t.Errorf("olu of another organisation gets %d for run %s, want 404", code, id)
+			}
+		}
+		reg := ana.Anonymous()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.RegisterURL(), nil)
+		code, _, page = reg.Do(req)
+		for _, id := range runs {
+			if code != http.StatusOK || !strings.Contains(page, id) {
+				t.Errorf("the register (%d) does not list run %s", code, id)
+			}
+		}
+		return nil
 	}
 }
 

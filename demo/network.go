@@ -92,10 +92,21 @@ func (n *Network) bringUp(ctx context.Context) error {
 	if err := d.setUp(ctx, root, n.s, n.res); err != nil {
 		return err
 	}
+	// The portal finds its OpenID provider when the coordinator starts.
+	oidc, err := d.procs.start(oidcName, d.l.log(oidcName), n.s.haven,
+		"--log-format", "text", "oidc-dev", "--config", d.l.oidcConfig(), "--listen", n.s.faces.oidc)
+	if err != nil {
+		return err
+	}
+	if err := waitListening(ctx, n.s.faces.oidc, oidc, 30*time.Second); err != nil {
+		return err
+	}
+	d.progress("started a development OpenID provider for the portal's sign-in on %s (pid %d, log %s)", n.s.faces.issuer(), oidc.pid(), d.rel(d.l.log(oidcName)))
 	if err := n.startCoordinator(ctx); err != nil {
 		return err
 	}
-	d.progress("started the coordinator on %s (pid %d, log %s)", n.s.addr, n.coord.pid(), d.rel(d.l.log(coordinatorName)))
+	d.progress("started the coordinator on %s (pid %d, log %s), its portal on %s and its public register on %s", n.s.addr, n.coord.pid(),
+		d.rel(d.l.log(coordinatorName)), n.s.faces.portalURL()+"/", n.s.faces.registerURL())
 	if err := n.startNodes(ctx); err != nil {
 		return err
 	}
@@ -141,6 +152,21 @@ func (n *Network) NodePID(ods string) (int, error) {
 // loads, and BoardPublicKey the key it verifies with.
 func (n *Network) Bundle() string         { return n.d.l.bundle() }
 func (n *Network) BoardPublicKey() string { return n.d.l.boardPublic() }
+
+// PortalURL is the commissioners' portal, without a trailing slash; people
+// sign in as PortalUsers.
+func (n *Network) PortalURL() string { return n.s.faces.portalURL() }
+
+// RegisterURL is the public transparency register's first page.
+func (n *Network) RegisterURL() string { return n.s.faces.registerURL() }
+
+// OIDCIssuer is the development OpenID provider the portal signs people
+// in with.
+func (n *Network) OIDCIssuer() string { return n.s.faces.issuer() }
+
+// CAFile is the network CA's certificate, which the portal's and the
+// register's certificates (the coordinator's) chain to.
+func (n *Network) CAFile() string { return n.s.pki.ca }
 
 // SignVariant signs another version of the network's bundle with the demo
 // board's key: a copy of the bundle, changed by edit and given the

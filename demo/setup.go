@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/internal/oidcdev"
 	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/node/connector"
 	"github.com/havenhealth/haven/policy"
@@ -57,6 +58,9 @@ func (l layout) net() string                  { return l.path("net") }
 func (l layout) pki() string                  { return l.path("pki") }
 func (l layout) bundle() string               { return l.path("bundle") }
 func (l layout) coordinatorBundle() string    { return l.path("coordinator", "bundle") }
+func (l layout) portalSecret() string         { return l.path("coordinator", "portal-client.secret") }
+func (l layout) portalSessionKey() string     { return l.path("coordinator", "portal-session.key") }
+func (l layout) oidcConfig() string           { return l.path("oidc", "users.yaml") }
 func (l layout) variant(name string) string   { return l.path("bundles", name) }
 func (l layout) boardPrivate() string         { return l.path("board", "board.pem") }
 func (l layout) boardPublic() string          { return l.path("board", "board.pub.pem") }
@@ -309,6 +313,72 @@ type coordinatorFile struct {
 		LinkageKeyID string            `yaml:"linkage_key_id"`
 		Sites        []coordinatorSite `yaml:"sites"`
 	} `yaml:"network"`
+	Register struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"register"`
+	Portal struct {
+		Listen string `yaml:"listen"`
+		URL    string `yaml:"url"`
+		OIDC   struct {
+			Issuer           string `yaml:"issuer"`
+			ClientID         string `yaml:"client_id"`
+			ClientSecretFile string `yaml:"client_secret_file"`
+		} `yaml:"oidc"`
+		Session struct {
+			KeyFile string `yaml:"key_file"`
+		} `yaml:"session"`
+	} `yaml:"portal"`
+}
+
+// faces are the addresses of the coordinator's web faces and of the
+// development OpenID provider that signs people in to the portal.
+type faces struct {
+	register, portal, oidc string // host:port each
+}
+
+func (f faces) portalURL() string   { return "https://" + f.portal }
+func (f faces) registerURL() string { return "https://" + f.register + "/register/" }
+func (f faces) issuer() string      { return "http://" + f.oidc }
+
+// portalClientID is the portal's client id at the development provider.
+const portalClientID = "haven-portal"
+
+// PortalUsers are the people who can sign in to the demo's portal, through
+// its development OpenID provider: ana, an analyst of the demo
+// commissioner's organisation (QHM), who sees its runs; olu, an analyst of
+// another organisation (15N), who does not. Synthetic people with fixed
+// passwords, on loopback only.
+func PortalUsers() []oidcdev.User {
+	return []oidcdev.User{
+		{ID: "ana", Username: "ana", Password: "ana-demo-password", Name: "Ana Analyst", Org: commissionerOU, Roles: []string{commissionRole}},
+		{ID: "olu", Username: "olu", Password: "olu-demo-password", Name: "Olu Analyst", Org: "15N", Roles: []string{commissionRole}},
+	}
+}
+
+// writeFaces picks the faces' addresses and writes the development
+// provider's file, the portal's client secret and its session key.
+func writeFaces(l layout) (faces, error) {
+	var f faces
+	for _, a := range []*string{&f.register, &f.portal, &f.oidc} {
+		var err error
+		if *a, err = freeAddr(); err != nil {
+			return f, err
+		}
+	}
+	for _, path := range []string{l.portalSecret(), l.portalSessionKey()} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return f, err
+		}
+		if err := writeSecret(path); err != nil {
+			return f, fmt.Errorf("portal: %w", err)
+		}
+	}
+	cfg := oidcdev.Config{
+		Clients: []oidcdev.Client{{ID: portalClientID, SecretFile: l.portalSecret(),
+			RedirectURIs: []string{f.portalURL() + "/auth/callback"}, PostLogoutRedirectURIs: []string{f.portalURL() + "/"}}},
+		Users: PortalUsers(),
+	}
+	return f, writeYAML(l.oidcConfig(), "# Written by haven demo: the development OpenID provider's clients and synthetic users.\n", cfg)
 }
 
 type coordinatorSite struct {
@@ -378,9 +448,13 @@ func writeYAML(path, header string, v any) error {
 
 // writeCoordinatorConfig writes the coordinator's configuration: the demo
 // network's sites as its closed membership, so coverage counts every one.
-func writeCoordinatorConfig(l layout, p *pkiFiles, addr string, sites []synth.Site, deadline, reload time.Duration) error {
+func writeCoordinatorConfig(l layout, p *pkiFiles, addr string, f faces, sites []synth.Site, deadline, reload time.Duration) error {
 	var c coordinatorFile
 	c.Listen = addr
+	c.Register.Listen = f.register
+	c.Portal.Listen, c.Portal.URL = f.portal, f.portalURL()
+	c.Portal.OIDC.Issuer, c.Portal.OIDC.ClientID, c.Portal.OIDC.ClientSecretFile = f.issuer(), portalClientID, l.portalSecret()
+	c.Portal.Session.KeyFile = l.portalSessionKey()
 	c.TLS.Cert, c.TLS.Key, c.TLS.CA = p.serverCert, p.serverKy, p.ca
 	c.Governance.Bundle, c.Governance.PublicKey, c.Governance.ReloadInterval = l.bundle(), l.boardPublic(), "0s"
 	if reload > 0 {
