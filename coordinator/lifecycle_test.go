@@ -442,7 +442,8 @@ func TestOutcomesAfterReconnect(t *testing.T) {
 	}
 }
 
-// A link that sends nothing for three heartbeat intervals is dropped.
+// A link that sends nothing for nodelink.SilentIntervals heartbeat
+// intervals is dropped.
 func TestSilentLinkDropped(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)

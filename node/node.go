@@ -29,6 +29,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/havenhealth/haven/cdm"
@@ -218,7 +219,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 	if err != nil {
 		return nil, err
 	}
-	if n.conn, err = grpc.NewClient(cfg.Coordinator.Address, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg))); err != nil {
+	// Keepalive pings find a coordinator that is gone without a word (a
+	// network that drops packets): a ping unanswered within 20 s closes
+	// the connection and the session reconnects. A coordinator that is
+	// merely loaded still answers them, from its transport, however late
+	// its messages are.
+	ka := keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}
+	if n.conn, err = grpc.NewClient(cfg.Coordinator.Address, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithKeepaliveParams(ka)); err != nil {
 		return nil, fmt.Errorf("coordinator %s: %w", cfg.Coordinator.Address, err)
 	}
 	link := havenv1.NewNodeLinkClient(n.conn)

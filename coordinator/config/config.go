@@ -100,7 +100,7 @@ type Runs struct {
 	// Deadline is how long sites have to answer a run.
 	Deadline time.Duration `yaml:"deadline"`
 	// HeartbeatInterval is how often nodes send Heartbeat; a link silent
-	// for three intervals is dropped.
+	// for six intervals is dropped (nodelink.SilentIntervals).
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// OptOutInterval is how often, at most, a node link is sent the
 	// network type 1 opt-out list's changes; changes accepted meanwhile

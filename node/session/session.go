@@ -127,9 +127,13 @@ type Dialer func(ctx context.Context) (havenv1.NodeLink_ConnectClient, error)
 
 // Defaults for Config.
 const (
-	DefaultRegisterTimeout  = 30 * time.Second
-	DefaultHeartbeat        = 30 * time.Second
-	DefaultMissedHeartbeats = 3
+	DefaultRegisterTimeout = 30 * time.Second
+	DefaultHeartbeat       = 30 * time.Second
+	// DefaultMissedHeartbeats is six intervals, as the coordinator's
+	// nodelink.SilentIntervals and for the same reason: a dead
+	// coordinator is found sooner by the connection's keepalive, and
+	// three intervals mistook a loaded host for a dead one.
+	DefaultMissedHeartbeats = 6
 	DefaultHealthyAfter     = time.Minute
 	DefaultBackoffMin       = time.Second
 	DefaultBackoffMax       = 5 * time.Minute
