@@ -78,12 +78,20 @@ func statusName(c codes.Code) string {
 // "parameters.min_age: ...", "run_id: ...").
 var fieldOf = regexp.MustCompile(`^([a-z][a-z0-9_]*(?:\.[A-Za-z0-9_-]+)?)(?::| is | has | contains )`)
 
+// unknownParameter finds the parameter a definition does not declare in
+// the catalogue's binding error.
+var unknownParameter = regexp.MustCompile(`unknown parameter "([^"]+)"`)
+
 // violations reads the problems out of an InvalidArgument message: the
 // API lists them one a line under a heading, or says one thing on one
 // line.
 func violations(msg string) []Violation {
 	lines := strings.Split(msg, "\n")
+	// Under "parameters of <definition>:" the catalogue names each
+	// parameter bare; the request's field is parameters.<name>.
+	params := false
 	if len(lines) > 1 {
+		params = strings.HasPrefix(lines[0], "parameters of ")
 		lines = lines[1:]
 	}
 	var out []Violation
@@ -93,8 +101,13 @@ func violations(msg string) []Violation {
 			continue
 		}
 		v := Violation{Description: l}
-		if m := fieldOf.FindStringSubmatch(l); m != nil {
+		if m := unknownParameter.FindStringSubmatch(l); m != nil {
+			v.Field = "parameters." + m[1]
+		} else if m := fieldOf.FindStringSubmatch(l); m != nil {
 			v.Field = m[1]
+			if params && !strings.HasPrefix(v.Field, "parameters.") {
+				v.Field = "parameters." + v.Field
+			}
 		}
 		out = append(out, v)
 	}

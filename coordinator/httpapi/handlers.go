@@ -177,7 +177,11 @@ func (q *query) ok(w http.ResponseWriter) bool {
 	if len(q.bad) == 0 {
 		return true
 	}
-	invalid(w, "the query parameters were refused", q.bad...)
+	msg := "the query parameters were refused:"
+	for _, v := range q.bad {
+		msg += "\n" + v.Description
+	}
+	invalid(w, msg, q.bad...)
 	return false
 }
 

@@ -212,6 +212,9 @@ func TestViolations(t *testing.T) {
 			[]Violation{{"purpose", "purpose is required; the bundle's purposes are: a"}, {"definition_id", "definition_id is required"}}},
 		{"parameters of d:\nparameters.min_age: parameter min_age is a int, not a date\n40 parameters, over the limit of 32",
 			[]Violation{{"parameters.min_age", "parameters.min_age: parameter min_age is a int, not a date"}, {"", "40 parameters, over the limit of 32"}}},
+		{"parameters of statins-chd:\nlookback_days: 5 is below the minimum 28\nunknown parameter \"lookback\" (did you mean lookback_days?)",
+			[]Violation{{"parameters.lookback_days", "lookback_days: 5 is below the minimum 28"},
+				{"parameters.lookback", "unknown parameter \"lookback\" (did you mean lookback_days?)"}}},
 	} {
 		if got := violations(tc.msg); !slices.Equal(got, tc.want) {
 			t.Errorf("%q:\n got %+v\nwant %+v", tc.msg, got, tc.want)
