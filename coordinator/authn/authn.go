@@ -196,6 +196,9 @@ const (
 	coordinatorService = "/haven.v1.Coordinator/"
 	flightDoPut        = "/arrow.flight.protocol.FlightService/DoPut"
 	flightDoGet        = "/arrow.flight.protocol.FlightService/DoGet"
+	flightList         = "/arrow.flight.protocol.FlightService/ListFlights"
+	flightInfo         = "/arrow.flight.protocol.FlightService/GetFlightInfo"
+	flightSchema       = "/arrow.flight.protocol.FlightService/GetSchema"
 )
 
 // RequiredKind is the kind of caller a method is for; ok is false for a
@@ -204,7 +207,8 @@ func RequiredKind(fullMethod string) (k Kind, ok bool) {
 	switch {
 	case strings.HasPrefix(fullMethod, nodeLinkService), fullMethod == flightDoPut:
 		return KindNode, true
-	case strings.HasPrefix(fullMethod, coordinatorService), fullMethod == flightDoGet:
+	case strings.HasPrefix(fullMethod, coordinatorService), fullMethod == flightDoGet, fullMethod == flightList,
+		fullMethod == flightInfo, fullMethod == flightSchema:
 		return KindUser, true
 	}
 	return "", false
