@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"google.golang.org/grpc"
@@ -218,6 +219,64 @@ func TestViolations(t *testing.T) {
 	} {
 		if got := violations(tc.msg); !slices.Equal(got, tc.want) {
 			t.Errorf("%q:\n got %+v\nwant %+v", tc.msg, got, tc.want)
+		}
+	}
+}
+
+// slowRuns is a Coordinator service whose WatchRun sends an event, waits,
+// and sends another: a run that outlasts the server's timeouts, which a
+// real run does only after minutes.
+type slowRuns struct {
+	havenv1.UnimplementedCoordinatorServer
+	gap time.Duration
+}
+
+func (s slowRuns) WatchRun(req *havenv1.WatchRunRequest, stream havenv1.Coordinator_WatchRunServer) error {
+	for i, st := range []havenv1.RunState{havenv1.RunState_RUN_STATE_RUNNING, havenv1.RunState_RUN_STATE_RELEASED} {
+		if i > 0 {
+			select {
+			case <-time.After(s.gap):
+			case <-stream.Context().Done():
+				return stream.Context().Err()
+			}
+		}
+		if err := stream.Send(&havenv1.RunEvent{Sequence: uint64(i), Run: &havenv1.Run{Id: req.GetRunId(), State: st}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestWatchOutlastsTimeouts follows a watch past the HTTP server's read
+// and write timeouts, which would otherwise end its context or its
+// answer, over HTTP/1.1 and HTTP/2.
+func TestWatchOutlastsTimeouts(t *testing.T) {
+	sum := sha256.Sum256([]byte(token))
+	auth, _ := authn.New([]authn.User{{ID: "ana", Org: "QHM", Roles: []string{"analyst"}, TokenSHA256: hex.EncodeToString(sum[:])}}, nil)
+	h, err := New(Config{API: slowRuns{gap: 600 * time.Millisecond}, Releases: noReleases{}, MaxBodyBytes: 1 << 10,
+		Limit: func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(ctx, req)
+		},
+		Authenticate: auth.AuthenticateTLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h2 := range []bool{false, true} {
+		srv := httptest.NewUnstartedServer(h)
+		srv.Config.ReadTimeout, srv.Config.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
+		srv.EnableHTTP2 = h2
+		srv.StartTLS()
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/runs/run-1/events", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		if err != nil || resp.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] || strings.Count(string(b), "\n") != 2 || !strings.Contains(string(b), "RUN_STATE_RELEASED") {
+			t.Errorf("HTTP/2 %v: %s %v, want both events:\n%s", h2, resp.Proto, err, b)
 		}
 	}
 }

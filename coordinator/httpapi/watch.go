@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -24,6 +25,16 @@ func (h *Handler) watchRun(w http.ResponseWriter, r *http.Request) {
 	}
 	s := &eventStream{ctx: r.Context(), w: w, rc: http.NewResponseController(w),
 		sse: strings.Contains(r.Header.Get("Accept"), mediaSSE)}
+	// A run may take longer than the server's read and write timeouts,
+	// which are for requests answered at once: past the read deadline
+	// net/http would end the request's context, past the write deadline
+	// the answer.
+	for _, set := range []func(time.Time) error{s.rc.SetReadDeadline, s.rc.SetWriteDeadline} {
+		if err := set(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			h.fail(w, r, fmt.Errorf("clear the connection's deadline for a watch: %w", err))
+			return
+		}
+	}
 	err := h.cfg.API.WatchRun(&havenv1.WatchRunRequest{RunId: id}, s)
 	switch {
 	case err == nil:
@@ -70,11 +81,6 @@ func (s *eventStream) write(name string, v any) error {
 			ct = mediaSSE
 		}
 		s.w.Header().Set("Content-Type", ct)
-		// A run may take longer than the server's write timeout, which
-		// is for answers that are written at once.
-		if err := s.rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			return err
-		}
 		s.w.WriteHeader(http.StatusOK)
 	}
 	if s.sse {
