@@ -62,7 +62,7 @@ func (u *apiUser) do(method, path, body string, hdr ...string) (*http.Response, 
 	if err != nil {
 		u.t.Fatal(err)
 	}
-	if body != "" {
+	if method == "POST" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if u.token != "" {
@@ -248,8 +248,13 @@ func TestHTTPAPI(t *testing.T) {
 		{"another organisation's table", olu, "GET", "/v1/runs/" + id + "/table", "", 404, "", ""},
 		{"another organisation's watch", olu, "GET", "/v1/runs/" + id + "/events", "", 404, "", ""},
 		{"another organisation cancelling", olu, "POST", "/v1/runs/" + id + "/cancel", "", 404, "", ""},
+		{"a post from another site's page", ana, "POST", "/v1/runs/" + id + "/cancel", "{}", 403, "", "cross-origin"},
 	} {
-		resp, b := tc.u.do(tc.method, tc.path, tc.body)
+		var hdr []string
+		if strings.Contains(tc.name, "another site") {
+			hdr = []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}
+		}
+		resp, b := tc.u.do(tc.method, tc.path, tc.body, hdr...)
 		e := decodeError(t, b)
 		if resp.StatusCode != tc.code || e.Code != tc.code || !strings.Contains(e.Message, tc.contains) || tc.field != "" && !hasField(e, tc.field) {
 			t.Errorf("%s: %s %+v; want %d naming %q, mentioning %q", tc.name, resp.Status, e, tc.code, tc.field, tc.contains)

@@ -196,17 +196,18 @@ func runID(w http.ResponseWriter, r *http.Request) (string, bool) {
 }
 
 // unknownField finds the field protojson names in its error.
-var unknownField = regexp.MustCompile(`unknown field "([^"]+)"`)
+var unknownField = regexp.MustCompile(`unknown field "([^"]+)"|invalid value for [a-z0-9]+ field ([a-z0-9_]+)`)
 
-// decode reads a JSON body into m: at most MaxBodyBytes (413 past it),
-// every field one of m's (400 naming an unknown one). An empty body is
-// an empty message when empty is true.
+// decode reads a JSON body into m: marked application/json (415
+// otherwise), at most MaxBodyBytes (413 past it), every field one of m's
+// (400 naming an unknown one). An empty body is an empty message when
+// empty is true.
 func (h *Handler) decode(w http.ResponseWriter, r *http.Request, m proto.Message, empty bool) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != mediaJSON {
-			writeError(w, http.StatusUnsupportedMediaType, "INVALID_ARGUMENT", fmt.Sprintf("Content-Type %q: send application/json", ct), nil)
-			return false
-		}
+	// Required even of an empty body: see the package doc on browsers.
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != mediaJSON {
+		writeError(w, http.StatusUnsupportedMediaType, "INVALID_ARGUMENT",
+			fmt.Sprintf("Content-Type %q: send application/json (an empty body too)", r.Header.Get("Content-Type")), nil)
+		return false
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
 	if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -229,7 +230,7 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request, m proto.Message
 		msg := strings.TrimPrefix(err.Error(), "proto: ")
 		v := Violation{Description: msg}
 		if f := unknownField.FindStringSubmatch(msg); f != nil {
-			v.Field = f[1]
+			v.Field = f[1] + f[2]
 		}
 		invalid(w, "the request body is not a "+string(m.ProtoReflect().Descriptor().Name())+" in JSON: "+msg, v)
 		return false

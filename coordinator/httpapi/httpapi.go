@@ -19,6 +19,12 @@
 // protobuf descriptors of the messages the handlers encode, so the
 // document cannot drift from the routes or the messages.
 //
+// A browser holding a user certificate presents it to any site's request,
+// so the API refuses what a page on another site could send it: a POST
+// marked cross-origin (http.CrossOriginProtection) and any POST that is
+// not application/json, which a form cannot be and a script cannot send
+// cross-origin without the browser asking first.
+//
 // Authentication is the gRPC port's: the HTTP API is served with the
 // coordinator's TLS configuration (a client certificate verified against
 // the network CA if offered), and each request's caller is the user its
@@ -83,6 +89,8 @@ type Handler struct {
 	cfg    Config
 	mux    *http.ServeMux
 	routes []route
+	// csrf refuses a POST a browser marks as cross-origin.
+	csrf *http.CrossOriginProtection
 }
 
 // New returns the HTTP API's handler.
@@ -93,7 +101,10 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), csrf: http.NewCrossOriginProtection()}
+	h.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "PERMISSION_DENIED", "a cross-origin request from a browser is refused: the API is for programs, not for other sites' pages", nil)
+	}))
 	h.routes = h.table()
 	for _, rt := range h.routes {
 		hf := rt.handle
@@ -116,6 +127,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, pattern := h.mux.Handler(r); pattern == "" {
 		h.unrouted(w, r)
+		return
+	}
+	// A browser that holds a user certificate would present it to any
+	// page's request: a POST another site's page makes is refused, by
+	// the browser's own Sec-Fetch-Site or Origin header, and every POST
+	// must say it is JSON, which no cross-site form can.
+	if err := h.csrf.Check(r); err != nil {
+		h.csrf.Handler(nil).ServeHTTP(w, r) // answers with the deny handler
 		return
 	}
 	h.mux.ServeHTTP(w, r)

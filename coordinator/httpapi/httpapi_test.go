@@ -48,10 +48,16 @@ func testHandler(t *testing.T) *Handler {
 	return h
 }
 
-func serve(h http.Handler, method, path, auth, body string) (int, http.Header, string) {
+func serve(h http.Handler, method, path, auth, body string, hdr ...string) (int, http.Header, string) {
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
+	}
+	if method == "POST" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
@@ -135,28 +141,34 @@ func TestRequestErrors(t *testing.T) {
 		name, method, path, auth, body string
 		code                           int
 		field                          string
+		hdr                            []string
 	}{
-		{"no caller", "GET", "/v1/runs", "", "", 401, ""},
-		{"unknown token", "GET", "/v1/runs", "Bearer nope", "", 401, ""},
-		{"basic auth", "GET", "/v1/runs", "Basic YTpi", "", 401, ""},
-		{"unknown query parameter", "GET", "/v1/runs?colour=red", "Bearer " + token, "", 400, "colour"},
-		{"page size not a number", "GET", "/v1/definitions?page_size=ten", "Bearer " + token, "", 400, "page_size"},
-		{"page size over 32 bits", "GET", "/v1/runs?page_size=99999999999", "Bearer " + token, "", 400, "page_size"},
-		{"unknown state", "GET", "/v1/runs?state=finished", "Bearer " + token, "", 400, "state"},
-		{"negative version", "GET", "/v1/definitions/d?version=-1", "Bearer " + token, "", 400, "version"},
-		{"bad run id", "GET", "/v1/runs/-x", "Bearer " + token, "", 400, "run_id"},
-		{"bad table format", "GET", "/v1/runs/run-1/table?format=xlsx", "Bearer " + token, "", 400, "format"},
-		{"bad JSON", "POST", "/v1/runs", "Bearer " + token, `{"purpose": `, 400, ""},
-		{"unknown field", "POST", "/v1/runs", "Bearer " + token, `{"purpose": "x", "colour": "red"}`, 400, "colour"},
-		{"wrong type", "POST", "/v1/runs", "Bearer " + token, `{"purpose": 7}`, 400, ""},
-		{"empty body", "POST", "/v1/runs", "Bearer " + token, ``, 400, ""},
-		{"oversized body", "POST", "/v1/runs", "Bearer " + token, big, 413, ""},
-		{"cancel another run", "POST", "/v1/runs/run-1/cancel", "Bearer " + token, `{"run_id": "run-2"}`, 400, "run_id"},
+		{"no caller", "GET", "/v1/runs", "", "", 401, "", nil},
+		{"unknown token", "GET", "/v1/runs", "Bearer nope", "", 401, "", nil},
+		{"basic auth", "GET", "/v1/runs", "Basic YTpi", "", 401, "", nil},
+		{"unknown query parameter", "GET", "/v1/runs?colour=red", "Bearer " + token, "", 400, "colour", nil},
+		{"page size not a number", "GET", "/v1/definitions?page_size=ten", "Bearer " + token, "", 400, "page_size", nil},
+		{"page size over 32 bits", "GET", "/v1/runs?page_size=99999999999", "Bearer " + token, "", 400, "page_size", nil},
+		{"unknown state", "GET", "/v1/runs?state=finished", "Bearer " + token, "", 400, "state", nil},
+		{"negative version", "GET", "/v1/definitions/d?version=-1", "Bearer " + token, "", 400, "version", nil},
+		{"bad run id", "GET", "/v1/runs/-x", "Bearer " + token, "", 400, "run_id", nil},
+		{"bad table format", "GET", "/v1/runs/run-1/table?format=xlsx", "Bearer " + token, "", 400, "format", nil},
+		{"bad JSON", "POST", "/v1/runs", "Bearer " + token, `{"purpose": `, 400, "", nil},
+		{"unknown field", "POST", "/v1/runs", "Bearer " + token, `{"purpose": "x", "colour": "red"}`, 400, "colour", nil},
+		{"wrong type", "POST", "/v1/runs", "Bearer " + token, `{"purpose": 7}`, 400, "purpose", nil},
+		{"not JSON", "POST", "/v1/runs", "Bearer " + token, `{}`, 415, "", []string{"Content-Type", "text/plain"}},
+		{"empty body not marked JSON", "POST", "/v1/runs/run-1/cancel", "Bearer " + token, ``, 415, "", []string{"Content-Type", ""}},
+		{"a form", "POST", "/v1/runs", "Bearer " + token, `purpose=x`, 415, "", []string{"Content-Type", "application/x-www-form-urlencoded"}},
+		{"another site's page", "POST", "/v1/runs/run-1/cancel", "Bearer " + token, `{}`, 403, "", []string{"Sec-Fetch-Site", "cross-site"}},
+		{"another origin", "POST", "/v1/runs/run-1/cancel", "Bearer " + token, `{}`, 403, "", []string{"Origin", "https://evil.example"}},
+		{"empty body", "POST", "/v1/runs", "Bearer " + token, ``, 400, "", nil},
+		{"oversized body", "POST", "/v1/runs", "Bearer " + token, big, 413, "", nil},
+		{"cancel another run", "POST", "/v1/runs/run-1/cancel", "Bearer " + token, `{"run_id": "run-2"}`, 400, "run_id", nil},
 		// The service behind implements nothing: its answer is mapped.
-		{"unimplemented", "GET", "/v1/runs/run-1", "Bearer " + token, "", 501, ""},
+		{"unimplemented", "GET", "/v1/runs/run-1", "Bearer " + token, "", 501, "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, hdr, body := serve(h, tc.method, tc.path, tc.auth, tc.body)
+			code, hdr, body := serve(h, tc.method, tc.path, tc.auth, tc.body, tc.hdr...)
 			var e struct{ Error Error }
 			if err := json.Unmarshal([]byte(body), &e); err != nil || hdr.Get("Content-Type") != mediaJSON {
 				t.Fatalf("%d %q: not a JSON error: %v", code, body, err)
