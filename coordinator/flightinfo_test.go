@@ -105,6 +105,9 @@ func TestFlightInfo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the info's schema: %v", err)
 	}
+	if sr, err := ana.GetSchema(ctx, havenv1.RunDescriptor(run.GetId())); err != nil || !bytes.Equal(sr.GetSchema(), info.GetSchema()) {
+		t.Errorf("GetSchema: %v; want the info's schema", err)
+	}
 	stream, err := ana.DoGet(ctx, info.GetEndpoint()[0].GetTicket())
 	if err != nil {
 		t.Fatalf("DoGet with the info's ticket: %v", err)
