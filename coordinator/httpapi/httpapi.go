@@ -161,8 +161,6 @@ func (h *Handler) unrouted(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusNotFound, "NOT_FOUND", "no route "+r.URL.Path+"; GET /v1/openapi.json lists them", nil)
 }
 
-type ctxKey struct{}
-
 // authenticated serves next with the caller's principal in the request's
 // context, and refuses a request without a user's proof of identity.
 func (h *Handler) authenticated(next http.HandlerFunc) http.HandlerFunc {
@@ -177,12 +175,12 @@ func (h *Handler) authenticated(next http.HandlerFunc) http.HandlerFunc {
 			h.fail(w, r, status.Errorf(codes.PermissionDenied, "the commissioner API is for users; the caller presented a node certificate (site %s)", p.ODS))
 			return
 		}
-		next(w, r.WithContext(context.WithValue(authn.NewContext(r.Context(), p), ctxKey{}, p)))
+		next(w, r.WithContext(authn.NewContext(r.Context(), p)))
 	}
 }
 
-// caller is the principal authenticated tells the handlers.
+// caller is the principal authenticated put in the request's context.
 func caller(r *http.Request) authn.Principal {
-	p, _ := r.Context().Value(ctxKey{}).(authn.Principal)
+	p, _ := authn.FromContext(r.Context())
 	return p
 }
