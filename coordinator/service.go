@@ -43,6 +43,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/config"
 	"github.com/havenhealth/haven/coordinator/dispatch"
 	"github.com/havenhealth/haven/coordinator/flightsvc"
+	"github.com/havenhealth/haven/coordinator/httpapi"
 	"github.com/havenhealth/haven/coordinator/metrics"
 	"github.com/havenhealth/haven/coordinator/nodelink"
 	"github.com/havenhealth/haven/coordinator/optoutrelay"
@@ -74,9 +75,10 @@ type Service struct {
 	health  *health.Server
 	metrics *metrics.Metrics
 	// register is the public transparency register, portal the
-	// commissioners' portal and metrics the Prometheus endpoint, each
-	// bound by New; nil when the config serves none.
-	register, portal, metricsHTTP *httpService
+	// commissioners' portal, httpAPI the commissioner API over HTTP and
+	// metrics the Prometheus endpoint, each bound by New; nil when the
+	// config serves none.
+	register, portal, httpAPI, metricsHTTP *httpService
 }
 
 // httpService is an HTTP server on its own port beside the gRPC one.
@@ -293,6 +295,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 			return nil, err
 		}
 	}
+	if cfg.HTTPAPI.Listen != "" {
+		if err := s.openHTTPAPI(tlsCfg, commissioners, auth); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Metrics.Listen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.metrics.Handler())
@@ -355,6 +362,23 @@ func (s *Service) openPortal(tlsCfg *tls.Config, commissioners *api.Server, auth
 	return nil
 }
 
+// openHTTPAPI binds the commissioner API's HTTP port. It is HTTPS with the
+// gRPC port's own TLS configuration, a client certificate verified against
+// the network CA if one is offered, and its callers are authenticated by
+// the same authenticator from that certificate or a bearer token, then
+// served by the same in-process service through the same request limit.
+func (s *Service) openHTTPAPI(tlsCfg *tls.Config, commissioners *api.Server, auth *authn.Authenticator) error {
+	h, err := httpapi.New(httpapi.Config{API: commissioners, Limit: api.UnaryLimit(), MaxBodyBytes: api.MaxRequestBytes,
+		Releases: s.runs, Authenticate: auth.AuthenticateTLS, Log: s.log})
+	if err != nil {
+		return err
+	}
+	cfg := tlsCfg.Clone()
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	s.httpAPI, err = newHTTPService("http_api.listen", s.cfg.HTTPAPI.Listen, h, cfg, s.log)
+	return err
+}
+
 // flightAddress is the coordinator's gRPC port on the portal's host: where
 // a person who reached the portal at base reaches Flight.
 func flightAddress(base, listen string) string {
@@ -373,6 +397,10 @@ func (s *Service) PortalAddr() net.Addr { return s.portal.addr() }
 // RegisterAddr is the address the transparency register listens on, or
 // nil when it serves none.
 func (s *Service) RegisterAddr() net.Addr { return s.register.addr() }
+
+// HTTPAPIAddr is the address the commissioner API's HTTP port listens
+// on, or nil when it serves none.
+func (s *Service) HTTPAPIAddr() net.Addr { return s.httpAPI.addr() }
 
 // MetricsAddr is the address the Prometheus endpoint listens on, or nil
 // when it serves none.
@@ -459,7 +487,7 @@ func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	s.health.Resume() // every service SERVING
 	s.log.LogAttrs(ctx, slog.LevelInfo, "coordinator serving", slog.String("addr", lis.Addr().String()),
 		slog.String("bundle_revision", s.policy.Revision()))
-	for _, h := range []*httpService{s.register, s.portal, s.metricsHTTP} {
+	for _, h := range []*httpService{s.register, s.portal, s.httpAPI, s.metricsHTTP} {
 		if h == nil {
 			continue
 		}
@@ -475,6 +503,9 @@ func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	if s.portal != nil {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "portal serving", slog.String("url", s.cfg.Portal.BaseURL(s.portal.addr())+"/"),
 			slog.String("oidc_issuer", s.cfg.Portal.OIDC.Issuer))
+	}
+	if s.httpAPI != nil {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "HTTP API serving", slog.String("openapi", "https://"+s.httpAPI.addr().String()+httpapi.OpenAPIPath))
 	}
 	if s.metricsHTTP != nil {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "metrics serving", slog.String("url", "http://"+s.metricsHTTP.addr().String()+"/metrics"))
@@ -504,7 +535,7 @@ func (s *Service) shutdown() error {
 	if err := s.links.Close(ctx, reason); err != nil {
 		errs = append(errs, err)
 	}
-	for _, h := range []*httpService{s.register, s.portal, s.metricsHTTP} {
+	for _, h := range []*httpService{s.register, s.portal, s.httpAPI, s.metricsHTTP} {
 		if h != nil {
 			if err := h.srv.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", h.name, err))
@@ -528,7 +559,7 @@ func (s *Service) shutdown() error {
 // running after the process is gone.
 func (s *Service) Close() error {
 	var errs []error
-	for _, h := range []*httpService{s.register, s.portal, s.metricsHTTP} {
+	for _, h := range []*httpService{s.register, s.portal, s.httpAPI, s.metricsHTTP} {
 		if h != nil {
 			h.lis.Close() // one that never served; Shutdown closed a served one
 		}

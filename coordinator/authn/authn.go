@@ -9,6 +9,7 @@ package authn
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -123,30 +124,42 @@ var ErrUnauthenticated = errors.New("unauthenticated")
 // its verified client certificate if it offered one, otherwise by an
 // "authorization: Bearer <token>" header.
 func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
+	var state *tls.ConnectionState
 	if p, ok := peer.FromContext(ctx); ok {
-		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.VerifiedChains) > 0 {
-			id, err := pki.PeerIdentity(info.State)
-			if err != nil {
-				return Principal{}, fmt.Errorf("%w: client certificate: %v", ErrUnauthenticated, err)
-			}
-			switch id.Kind {
-			case pki.KindNode:
-				return Principal{Kind: KindNode, ODS: id.ODS, Method: "certificate"}, nil
-			case pki.KindUser:
-				return a.user(id.ID, id.Org, id.Roles, "certificate"), nil
-			}
-			return Principal{}, fmt.Errorf("%w: a %s certificate cannot call the coordinator", ErrUnauthenticated, id.Kind)
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			state = &info.State
 		}
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
-	if len(vals) == 0 {
+	return a.AuthenticateTLS(state, md.Get("authorization"))
+}
+
+// AuthenticateTLS identifies a caller by the TLS connection it came on
+// (nil for none) and the values of its authorization header: by its
+// verified client certificate if it offered one, otherwise by a bearer
+// token. Authenticate uses it for gRPC, and the HTTP API for HTTP, so
+// that both know a caller by the same proof.
+func (a *Authenticator) AuthenticateTLS(state *tls.ConnectionState, authorization []string) (Principal, error) {
+	if state != nil && len(state.VerifiedChains) > 0 {
+		id, err := pki.PeerIdentity(*state)
+		if err != nil {
+			return Principal{}, fmt.Errorf("%w: client certificate: %v", ErrUnauthenticated, err)
+		}
+		switch id.Kind {
+		case pki.KindNode:
+			return Principal{Kind: KindNode, ODS: id.ODS, Method: "certificate"}, nil
+		case pki.KindUser:
+			return a.user(id.ID, id.Org, id.Roles, "certificate"), nil
+		}
+		return Principal{}, fmt.Errorf("%w: a %s certificate cannot call the coordinator", ErrUnauthenticated, id.Kind)
+	}
+	if len(authorization) == 0 {
 		return Principal{}, fmt.Errorf("%w: present a network client certificate or an authorization bearer token", ErrUnauthenticated)
 	}
-	if len(vals) > 1 {
+	if len(authorization) > 1 {
 		return Principal{}, fmt.Errorf("%w: more than one authorization header", ErrUnauthenticated)
 	}
-	scheme, token, ok := strings.Cut(vals[0], " ")
+	scheme, token, ok := strings.Cut(authorization[0], " ")
 	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(token) == "" {
 		return Principal{}, fmt.Errorf("%w: authorization header is not \"Bearer <token>\"", ErrUnauthenticated)
 	}
@@ -183,6 +196,9 @@ const (
 	coordinatorService = "/haven.v1.Coordinator/"
 	flightDoPut        = "/arrow.flight.protocol.FlightService/DoPut"
 	flightDoGet        = "/arrow.flight.protocol.FlightService/DoGet"
+	flightList         = "/arrow.flight.protocol.FlightService/ListFlights"
+	flightInfo         = "/arrow.flight.protocol.FlightService/GetFlightInfo"
+	flightSchema       = "/arrow.flight.protocol.FlightService/GetSchema"
 )
 
 // RequiredKind is the kind of caller a method is for; ok is false for a
@@ -191,7 +207,8 @@ func RequiredKind(fullMethod string) (k Kind, ok bool) {
 	switch {
 	case strings.HasPrefix(fullMethod, nodeLinkService), fullMethod == flightDoPut:
 		return KindNode, true
-	case strings.HasPrefix(fullMethod, coordinatorService), fullMethod == flightDoGet:
+	case strings.HasPrefix(fullMethod, coordinatorService), fullMethod == flightDoGet, fullMethod == flightList,
+		fullMethod == flightInfo, fullMethod == flightSchema:
 		return KindUser, true
 	}
 	return "", false

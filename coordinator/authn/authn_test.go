@@ -55,11 +55,14 @@ func TestBearerTokens(t *testing.T) {
 
 func TestRequiredKind(t *testing.T) {
 	for method, want := range map[string]Kind{
-		"/haven.v1.NodeLink/Connect":                    KindNode,
-		"/arrow.flight.protocol.FlightService/DoPut":    KindNode,
-		"/haven.v1.Coordinator/SubmitRun":               KindUser,
-		"/arrow.flight.protocol.FlightService/DoGet":    KindUser,
-		"/arrow.flight.protocol.FlightService/DoAction": "",
+		"/haven.v1.NodeLink/Connect":                         KindNode,
+		"/arrow.flight.protocol.FlightService/DoPut":         KindNode,
+		"/haven.v1.Coordinator/SubmitRun":                    KindUser,
+		"/arrow.flight.protocol.FlightService/DoGet":         KindUser,
+		"/arrow.flight.protocol.FlightService/ListFlights":   KindUser,
+		"/arrow.flight.protocol.FlightService/GetFlightInfo": KindUser,
+		"/arrow.flight.protocol.FlightService/GetSchema":     KindUser,
+		"/arrow.flight.protocol.FlightService/DoAction":      "",
 	} {
 		if got, _ := RequiredKind(method); got != want {
 			t.Errorf("%s: %q, want %q", method, got, want)

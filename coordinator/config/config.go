@@ -45,6 +45,9 @@ type Config struct {
 	// Portal is the commissioners' web portal (HTTPS, OpenID Connect
 	// login).
 	Portal Portal `yaml:"portal"`
+	// HTTPAPI is the commissioner API over HTTP and JSON (HTTPS, the
+	// gRPC port's client certificates and tokens).
+	HTTPAPI HTTPAPI `yaml:"http_api"`
 	// Governance is the signed governance bundle.
 	Governance Governance `yaml:"governance"`
 	// Releases says how released tables are signed.
@@ -247,6 +250,14 @@ type Metrics struct {
 	Listen string `yaml:"listen"`
 }
 
+// HTTPAPI is the commissioner API over HTTP and JSON (coordinator/httpapi),
+// on its own port with the gRPC port's TLS configuration: callers present
+// the same user certificates or bearer tokens.
+type HTTPAPI struct {
+	// Listen is its address, host:port; empty serves no HTTP API.
+	Listen string `yaml:"listen"`
+}
+
 // Validate reports every problem with c, each naming its field, or nil.
 func (c *Config) Validate() error {
 	var errs []error
@@ -258,7 +269,7 @@ func (c *Config) Validate() error {
 	}
 	ports := map[string]string{c.Listen: "listen"}
 	for _, p := range []struct{ field, addr string }{{"register.listen", c.Register.Listen}, {"metrics.listen", c.Metrics.Listen},
-		{"portal.listen", c.Portal.Listen}} {
+		{"portal.listen", c.Portal.Listen}, {"http_api.listen", c.HTTPAPI.Listen}} {
 		if p.addr == "" {
 			continue
 		}

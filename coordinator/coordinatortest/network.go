@@ -81,6 +81,9 @@ type Options struct {
 	// Metrics serves the Prometheus endpoint on a free loopback port
 	// (MetricsURL).
 	Metrics bool
+	// HTTPAPI serves the commissioner API over HTTP on a free loopback
+	// port (HTTPAPIURL).
+	HTTPAPI bool
 	// Clock, if set, is the dispatcher's clock (coordinator.WithClock),
 	// kept across restarts: a test with a fake clock moves runs past
 	// their deadline by advancing it.
@@ -135,6 +138,7 @@ type Network struct {
 	done        chan error
 	registerURL string
 	metricsURL  string
+	httpAPIURL  string
 	// portalURL is the portal's address (fixed at New, so that the
 	// OpenID provider knows its redirect URI) and oidcIssuer the
 	// development provider's.
@@ -242,6 +246,9 @@ func New(tb testing.TB, opts Options) *Network {
 	}
 	if opts.Metrics {
 		network += "metrics: {listen: \"127.0.0.1:0\"}\n"
+	}
+	if opts.HTTPAPI {
+		network += "http_api: {listen: \"127.0.0.1:0\"}\n"
 	}
 	if opts.Portal {
 		network += n.portal(opts.PortalUsers)
@@ -405,6 +412,9 @@ func (n *Network) Start() {
 	if a := svc.MetricsAddr(); a != nil {
 		n.metricsURL = "http://" + a.String() + "/metrics"
 	}
+	if a := svc.HTTPAPIAddr(); a != nil {
+		n.httpAPIURL = "https://" + a.String()
+	}
 	n.mu.Unlock()
 }
 
@@ -414,6 +424,14 @@ func (n *Network) MetricsURL() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.metricsURL
+}
+
+// HTTPAPIURL is the HTTP API's address (Options.HTTPAPI), https://host:port
+// with no trailing slash, as the coordinator last started serves it.
+func (n *Network) HTTPAPIURL() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.httpAPIURL
 }
 
 // RegisterURL is the transparency register's address (Options.Register),

@@ -1,7 +1,19 @@
 // Package flightsvc is the coordinator's Arrow Flight service: DoPut, by
-// which a node uploads a task's partial result, and DoGet, by which a
-// commissioner fetches a released table. Every other Flight method answers
-// Unimplemented.
+// which a node uploads a task's partial result, DoGet, by which a
+// commissioner fetches a released table, and ListFlights, GetFlightInfo
+// and GetSchema, which describe the released tables a commissioner may
+// fetch, so that a stock Flight client (pyarrow's list_flights and
+// get_flight_info) needs no hand-built ticket. Every other Flight method
+// answers Unimplemented.
+//
+// A released table's descriptor is the path ["runs", <run id>]
+// (havenv1.RunDescriptor); its FlightInfo carries the table's schema, with
+// its provenance and signature in the metadata, its row count and size,
+// and one endpoint whose ticket DoGet accepts, at no location (this same
+// service). The tables described are exactly those DoGet would send the
+// caller: each is looked up through the same Release rule (its requester,
+// or an operator); another organisation's run is NotFound and a
+// colleague's PermissionDenied, as DoGet answers.
 //
 // DoPut is decoded and checked here, before anything reaches the run: the
 // descriptor must name a task (havenv1.ParseTaskDescriptor) of the calling
@@ -29,11 +41,13 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"github.com/apache/arrow/go/v17/arrow/memory"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/havenhealth/haven/coordinator/authn"
+	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/internal/arrowsafe"
 	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
@@ -54,11 +68,13 @@ type Uploads interface {
 	OpenUpload(ctx context.Context, site, taskID string) (Upload, error)
 }
 
-// Releases serves released tables.
+// Releases serves released tables (dispatch.Dispatcher).
 type Releases interface {
 	// Release returns the released table of a run as Arrow IPC, if p may
 	// have it; its errors are gRPC statuses.
 	Release(ctx context.Context, p authn.Principal, runID string) ([]byte, error)
+	// ListRuns lists the runs p may see, a page at a time.
+	ListRuns(ctx context.Context, p authn.Principal, q store.ListQuery) ([]*havenv1.Run, string, error)
 }
 
 // getChunkRows is how many rows of a released table go in one DoGet
@@ -335,4 +351,124 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "released table fetched", slog.String("run", runID), slog.String("by", p.Actor()))
 	return w.Close()
+}
+
+// user is the caller of a method for users.
+func user(ctx context.Context) (authn.Principal, error) {
+	p, ok := authn.FromContext(ctx)
+	if !ok || p.Kind != authn.KindUser {
+		return authn.Principal{}, status.Error(codes.PermissionDenied, "released tables are for users")
+	}
+	return p, nil
+}
+
+// listPage is how many runs ListFlights reads from the store at once.
+const listPage = 200
+
+// ListFlights lists the released tables the caller may fetch, newest
+// first. Criteria are not supported: every such table is listed.
+func (s *Server) ListFlights(c *flight.Criteria, stream flight.FlightService_ListFlightsServer) error {
+	ctx := stream.Context()
+	p, err := user(ctx)
+	if err != nil {
+		return err
+	}
+	if len(c.GetExpression()) > 0 {
+		return status.Error(codes.InvalidArgument, "ListFlights takes no criteria: it lists every released table the caller may fetch")
+	}
+	q := store.ListQuery{States: []havenv1.RunState{havenv1.RunState_RUN_STATE_RELEASED}, PageSize: listPage}
+	n := 0
+	for {
+		runs, next, err := s.releases.ListRuns(ctx, p, q)
+		if err != nil {
+			return s.internal(ctx, "list released runs", err)
+		}
+		for _, run := range runs {
+			info, err := s.info(ctx, p, run.GetId())
+			switch status.Code(err) {
+			case codes.OK:
+			case codes.NotFound, codes.PermissionDenied, codes.FailedPrecondition:
+				continue // a colleague's table, or one gone since the listing
+			default:
+				return err
+			}
+			if err := stream.Send(info); err != nil {
+				return err
+			}
+			n++
+		}
+		if next == "" {
+			break
+		}
+		q.PageToken = next
+	}
+	s.log.LogAttrs(ctx, slog.LevelDebug, "released tables listed", slog.String("by", p.Actor()), slog.Int("tables", n))
+	return nil
+}
+
+// GetFlightInfo describes the released table of the run a descriptor
+// names (["runs", <run id>]), if the caller may fetch it.
+func (s *Server) GetFlightInfo(ctx context.Context, d *flight.FlightDescriptor) (*flight.FlightInfo, error) {
+	p, err := user(ctx)
+	if err != nil {
+		return nil, err
+	}
+	runID, err := havenv1.ParseRunDescriptor(d)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return s.info(ctx, p, runID)
+}
+
+// GetSchema gives the schema of the released table of the run a
+// descriptor names, as GetFlightInfo does.
+func (s *Server) GetSchema(ctx context.Context, d *flight.FlightDescriptor) (*flight.SchemaResult, error) {
+	info, err := s.GetFlightInfo(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return &flight.SchemaResult{Schema: info.GetSchema()}, nil
+}
+
+// info describes run runID's released table to p, by the rule DoGet
+// applies (Release).
+func (s *Server) info(ctx context.Context, p authn.Principal, runID string) (*flight.FlightInfo, error) {
+	b, err := s.releases.Release(ctx, p, runID)
+	if err != nil {
+		return nil, s.internal(ctx, "fetch released table", err)
+	}
+	rdr, err := ipc.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "read stored table of run %s: %v", runID, err)
+	}
+	defer rdr.Release()
+	var rows int64
+	for rdr.Next() {
+		rows += rdr.Record().NumRows()
+	}
+	if err := rdr.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return nil, status.Errorf(codes.Internal, "read stored table of run %s: %v", runID, err)
+	}
+	tkt, err := havenv1.NewTableTicket(runID)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &flight.FlightInfo{
+		Schema:           flight.SerializeSchema(rdr.Schema(), memory.DefaultAllocator),
+		FlightDescriptor: havenv1.RunDescriptor(runID),
+		Endpoint:         []*flight.FlightEndpoint{{Ticket: tkt}},
+		TotalRecords:     rows,
+		TotalBytes:       int64(len(b)),
+		Ordered:          true,
+	}, nil
+}
+
+// internal passes a gRPC status on and hides any other error's detail
+// from the caller, logging it.
+func (s *Server) internal(ctx context.Context, what string, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	s.log.LogAttrs(ctx, slog.LevelError, what, slog.String("error", err.Error()))
+	return status.Errorf(codes.Internal, "%s failed; the coordinator's log has the detail", what)
 }

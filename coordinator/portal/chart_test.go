@@ -1,7 +1,6 @@
 package portal
 
 import (
-	"encoding/hex"
 	"strings"
 	"testing"
 
@@ -69,7 +68,7 @@ func TestNiceCeil(t *testing.T) {
 	}
 }
 
-// The Python snippet's ticket is the run's table ticket, and its address
+// The Python snippet asks for the run's descriptor, and its address is
 // the coordinator's.
 func TestSnippets(t *testing.T) {
 	sn, err := snippetsFor("run-ABC123", "haven.example:7443")
@@ -79,10 +78,13 @@ func TestSnippets(t *testing.T) {
 	if !strings.Contains(sn.Python, `"grpc+tls://haven.example:7443"`) || !strings.Contains(sn.R, `read_ipc_stream("run-ABC123.arrow"`) {
 		t.Errorf("snippets:\n%s\n%s", sn.Python, sn.R)
 	}
-	tkt, _ := havenv1.NewTableTicket("run-ABC123")
-	want := (&flight.Ticket{Ticket: tkt.GetTicket()}).GetTicket()
-	if !strings.Contains(sn.Python, `bytes.fromhex("`+hex.EncodeToString(want)+`")`) {
-		t.Errorf("the Python snippet's ticket is not the run's:\n%s", sn.Python)
+	if !strings.Contains(sn.Python, `get_flight_info(flight.FlightDescriptor.for_path("runs", "run-ABC123"))`) ||
+		!strings.Contains(sn.Python, "do_get(info.endpoints[0].ticket)") {
+		t.Errorf("the Python snippet does not fetch the run's table by its descriptor:\n%s", sn.Python)
+	}
+	// The descriptor it names is the one the coordinator reads.
+	if id, err := havenv1.ParseRunDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"runs", "run-ABC123"}}); err != nil || id != "run-ABC123" {
+		t.Errorf("the snippet's descriptor: %q %v", id, err)
 	}
 	if _, err := snippetsFor("../etc", "x:1"); err == nil {
 		t.Error("a malformed run id made a snippet")

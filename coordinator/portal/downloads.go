@@ -2,7 +2,7 @@ package portal
 
 import (
 	"bytes"
-	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -74,10 +74,13 @@ func (p *Portal) downloadCSV(w http.ResponseWriter, r *http.Request, s session) 
 // Arrow file downloaded here.
 type snippets struct{ Python, R string }
 
+// snippetsFor writes the snippets of run runID. The Python one asks the
+// coordinator for the table's FlightInfo by its descriptor (["runs", run
+// id], havenv1.RunDescriptor) and fetches it with the ticket the info
+// gives, as any Flight client does; no hand-built ticket.
 func snippetsFor(runID, flightAddr string) (snippets, error) {
-	tkt, err := havenv1.NewTableTicket(runID)
-	if err != nil {
-		return snippets{}, err
+	if err := havenv1.CheckID(runID); err != nil {
+		return snippets{}, fmt.Errorf("run %w", err)
 	}
 	host, port := flightAddr, "7443"
 	if i := strings.LastIndexByte(flightAddr, ':'); i > 0 {
@@ -94,10 +97,12 @@ client = flight.FlightClient(
 )
 # With a bearer token instead of a certificate, pass
 #   options=flight.FlightCallOptions(headers=[(b"authorization", b"Bearer " + token)])
-# to do_get below.
-ticket = flight.Ticket(bytes.fromhex("` + hex.EncodeToString(tkt.GetTicket()) + `"))  # run ` + runID + `
-table = client.do_get(ticket).read_all()
+# to each call below.
+# The released table of run ` + runID + `: its schema, size and the ticket that fetches it.
+info = client.get_flight_info(flight.FlightDescriptor.for_path("` + havenv1.RunDescriptorPrefix + `", "` + runID + `"))
+table = client.do_get(info.endpoints[0].ticket).read_all()
 df = table.to_pandas()  # withheld values are null; <measure>__withheld says why
+# Every released table of yours: for f in client.list_flights(): print(f.descriptor.path, f.total_records)
 `
 	rs := `library(arrow)
 

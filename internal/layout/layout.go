@@ -52,6 +52,8 @@ var Rules = []Rule{
 		Why: "wire conversions sit beside proto and serve both sides and every client"},
 	{From: "coordinator/portal", Not: []string{"coordinator/api", "coordinator/dispatch", "coordinator/access", "coordinator/admission"},
 		Why: "the portal acts through the commissioner API's service it is handed, as the signed-in person, and decides nothing itself"},
+	{From: "coordinator/httpapi", Not: []string{"coordinator/api", "coordinator/dispatch", "coordinator/access", "coordinator/admission", "coordinator/portal", "coordinator/register"},
+		Why: "the HTTP API acts through the commissioner API's service it is handed, as the authenticated caller, and decides nothing itself"},
 	{From: "coordinator/register", Not: []string{"coordinator/portal"},
 		Why: "the public register needs no sign-in and shows only what was released"},
 	{From: "internal", Not: []string{"coordinator", "node", "policy", "integration", "demo", "synth", "cmd", "wire", "client"},

@@ -91,6 +91,41 @@ func ParseTaskDescriptor(d *flight.FlightDescriptor) (taskID string, err error) 
 	return d.Path[1], nil
 }
 
+// RunDescriptorPrefix is the first element of the path of a descriptor
+// naming a run's released table, as GetFlightInfo and ListFlights use
+// them: ["runs", <run id>], a path a person can type (in pyarrow,
+// flight.FlightDescriptor.for_path("runs", run_id)).
+const RunDescriptorPrefix = "runs"
+
+// RunDescriptor is the Flight descriptor of run runID's released table.
+func RunDescriptor(runID string) *flight.FlightDescriptor {
+	return &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{RunDescriptorPrefix, runID}}
+}
+
+// ParseRunDescriptor returns the run id a descriptor made by RunDescriptor
+// names, refusing anything else with an error saying what was wrong.
+func ParseRunDescriptor(d *flight.FlightDescriptor) (runID string, err error) {
+	if d == nil {
+		return "", errors.New("run descriptor: missing")
+	}
+	if d.Type != flight.DescriptorPATH {
+		return "", fmt.Errorf("run descriptor: type %s, want PATH [%q, run id]", d.Type, RunDescriptorPrefix)
+	}
+	if len(d.Cmd) != 0 {
+		return "", errors.New("run descriptor: PATH descriptor also carries a cmd")
+	}
+	if len(d.Path) != 2 {
+		return "", fmt.Errorf("run descriptor: path has %d elements, want 2: [%q, run id]", len(d.Path), RunDescriptorPrefix)
+	}
+	if d.Path[0] != RunDescriptorPrefix {
+		return "", fmt.Errorf("run descriptor: path starts with %s, want %q", quoteShort(d.Path[0]), RunDescriptorPrefix)
+	}
+	if err := CheckID(d.Path[1]); err != nil {
+		return "", fmt.Errorf("run descriptor: run %w", err)
+	}
+	return d.Path[1], nil
+}
+
 // NewTableTicket returns the Flight ticket that fetches the released table
 // of run runID with DoGet. Its bytes are a serialised TableTicket.
 func NewTableTicket(runID string) (*flight.Ticket, error) {

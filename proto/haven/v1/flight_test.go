@@ -83,6 +83,30 @@ func TestParseTaskDescriptor(t *testing.T) {
 	}
 }
 
+func TestParseRunDescriptor(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		desc    *flight.FlightDescriptor
+		want    string
+		wantErr string
+	}{
+		{name: "made by RunDescriptor", desc: RunDescriptor("run-42"), want: "run-42"},
+		{name: "typed by a person", desc: &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"runs", "run-42"}}, want: "run-42"},
+		{name: "nil", desc: nil, wantErr: "run descriptor: missing"},
+		{name: "CMD type", desc: &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte("run-42")}, wantErr: "type CMD, want PATH"},
+		{name: "PATH with cmd", desc: &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"runs", "run-42"}, Cmd: []byte("x")},
+			wantErr: "also carries a cmd"},
+		{name: "id only", desc: &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"run-42"}}, wantErr: "path has 1 elements, want 2"},
+		{name: "a task's", desc: TaskDescriptor("run-42"), wantErr: `path starts with "haven.v1.task", want "runs"`},
+		{name: "path traversal", desc: RunDescriptor("../etc"), wantErr: `run id "../etc" has '/' at byte 2`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseRunDescriptor(tc.desc)
+			checkParse(t, got, err, tc.want, tc.wantErr)
+		})
+	}
+}
+
 func TestTableTicket(t *testing.T) {
 	good, err := NewTableTicket("run-2025-0001")
 	if err != nil {
