@@ -536,6 +536,9 @@ func (d *demoRun) printFaces(n *Network) {
 		fmt.Fprintf(w, "  sign in as %s / %s (%s, %s of %s)\n", u.Username, u.Password, u.Name, strings.Join(u.Roles, ", "), u.Org)
 	}
 	fmt.Fprintf(w, "public transparency register: %s (no sign-in)\n", n.RegisterURL())
+	cert, key := n.CommissionerCert()
+	fmt.Fprintf(w, "HTTP/JSON API:                %s/v1/ (OpenAPI: %s/v1/openapi.json), as the demo commissioner:\n", n.HTTPAPIURL(), n.HTTPAPIURL())
+	fmt.Fprintf(w, "  curl --cacert %s --cert %s --key %s %s/v1/runs\n", d.rel(n.CAFile()), d.rel(cert), d.rel(key), n.HTTPAPIURL())
 	fmt.Fprintf(w, "Both use the coordinator's certificate, from the demo's own CA (%s): a browser will warn;\n", d.rel(n.CAFile()))
 	fmt.Fprintf(w, "  curl --cacert %s %s\n", d.rel(n.CAFile()), n.RegisterURL())
 	if d.opts.Serve == nil {

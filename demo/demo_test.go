@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/havenhealth/haven/demo"
 	"github.com/havenhealth/haven/integration/releasecheck"
 	"github.com/havenhealth/haven/internal/pgtest"
+	"github.com/havenhealth/haven/internal/pki"
 	"github.com/havenhealth/haven/internal/portaltest"
 	"github.com/havenhealth/haven/node/audit"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
@@ -113,8 +116,27 @@ func checkFaces(t *testing.T) func(context.Context, *demo.Network) error {
 				t.Errorf("olu of another organisation gets %d for run %s, want 404", code, id)
 			}
 		}
+		// The HTTP/JSON API, as the demo commissioner with its certificate.
+		cert, key := n.CommissionerCert()
+		tlsCfg, err := pki.ClientTLS(cert, key, n.CAFile(), "")
+		if err != nil {
+			return err
+		}
+		api := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.HTTPAPIURL()+"/v1/runs", nil)
+		resp, err := api.Do(req)
+		if err != nil {
+			return fmt.Errorf("HTTP API: %w", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, id := range runs {
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), id) {
+				t.Errorf("the HTTP API's runs (%s) do not list run %s:\n%s", resp.Status, id, body)
+			}
+		}
 		reg := ana.Anonymous()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.RegisterURL(), nil)
+		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, n.RegisterURL(), nil)
 		code, _, page = reg.Do(req)
 		for _, id := range runs {
 			if code != http.StatusOK || !strings.Contains(page, id) {

@@ -160,6 +160,13 @@ func (n *Network) PortalURL() string { return n.s.faces.portalURL() }
 // RegisterURL is the public transparency register's first page.
 func (n *Network) RegisterURL() string { return n.s.faces.registerURL() }
 
+// HTTPAPIURL is the commissioner API over HTTP and JSON, for the
+// commissioner's certificate (CommissionerCert).
+func (n *Network) HTTPAPIURL() string { return n.s.faces.httpAPIURL() }
+
+// CommissionerCert is the demo commissioner's certificate and key files.
+func (n *Network) CommissionerCert() (cert, key string) { return n.s.pki.userCert, n.s.pki.userKey }
+
 // OIDCIssuer is the development OpenID provider the portal signs people
 // in with.
 func (n *Network) OIDCIssuer() string { return n.s.faces.issuer() }

@@ -316,6 +316,9 @@ type coordinatorFile struct {
 	Register struct {
 		Listen string `yaml:"listen"`
 	} `yaml:"register"`
+	HTTPAPI struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"http_api"`
 	Portal struct {
 		Listen string `yaml:"listen"`
 		URL    string `yaml:"url"`
@@ -333,12 +336,13 @@ type coordinatorFile struct {
 // faces are the addresses of the coordinator's web faces and of the
 // development OpenID provider that signs people in to the portal.
 type faces struct {
-	register, portal, oidc string // host:port each
+	register, portal, oidc, httpAPI string // host:port each
 }
 
 func (f faces) portalURL() string   { return "https://" + f.portal }
 func (f faces) registerURL() string { return "https://" + f.register + "/register/" }
 func (f faces) issuer() string      { return "http://" + f.oidc }
+func (f faces) httpAPIURL() string  { return "https://" + f.httpAPI }
 
 // portalClientID is the portal's client id at the development provider.
 const portalClientID = "haven-portal"
@@ -359,7 +363,7 @@ func PortalUsers() []oidcdev.User {
 // provider's file, the portal's client secret and its session key.
 func writeFaces(l layout) (faces, error) {
 	var f faces
-	for _, a := range []*string{&f.register, &f.portal, &f.oidc} {
+	for _, a := range []*string{&f.register, &f.portal, &f.oidc, &f.httpAPI} {
 		var err error
 		if *a, err = freeAddr(); err != nil {
 			return f, err
@@ -451,7 +455,7 @@ func writeYAML(path, header string, v any) error {
 func writeCoordinatorConfig(l layout, p *pkiFiles, addr string, f faces, sites []synth.Site, deadline, reload time.Duration) error {
 	var c coordinatorFile
 	c.Listen = addr
-	c.Register.Listen = f.register
+	c.Register.Listen, c.HTTPAPI.Listen = f.register, f.httpAPI
 	c.Portal.Listen, c.Portal.URL = f.portal, f.portalURL()
 	c.Portal.OIDC.Issuer, c.Portal.OIDC.ClientID, c.Portal.OIDC.ClientSecretFile = f.issuer(), portalClientID, l.portalSecret()
 	c.Portal.Session.KeyFile = l.portalSessionKey()
