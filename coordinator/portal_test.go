@@ -172,6 +172,7 @@ func TestPortalInABrowser(t *testing.T) {
 		t.Errorf("the NHS header's background is %q: the design system's stylesheet did not apply", font)
 	}
 	b.Screenshot("portal-catalogue")
+	b.CheckAccessibility("portal-catalogue")
 
 	lookback := `[id="p.lookback_days"]`
 	if n := browsertest.Run(b, "find the form's link", chromedp.Evaluate[int](`document.querySelectorAll('a[href="/definitions/statins-chd"]').length`)); n != 1 {
@@ -185,6 +186,7 @@ func TestPortalInABrowser(t *testing.T) {
 		t.Errorf("the field's error is %q", msg)
 	}
 	b.Screenshot("portal-submit-error")
+	b.CheckAccessibility("portal-submit-error")
 
 	b.Do("submit a good value", chromedp.SetValue(chromedp.CSS(lookback), "365"), chromedp.Click(chromedp.ID("submit")),
 		chromedp.WaitVisible(chromedp.ID("run-state")))
@@ -214,8 +216,10 @@ func TestPortalInABrowser(t *testing.T) {
 		t.Errorf("the Python snippet: %q", py)
 	}
 	b.Screenshot("portal-run")
+	b.CheckAccessibility("portal-run")
 	b.Do("open my runs", chromedp.Navigate(base+"/runs"), chromedp.WaitVisible(chromedp.CSS(`#runs a[href="`+strings.TrimPrefix(runURL, base)+`"]`)))
 	b.Screenshot("portal-my-runs")
+	b.CheckAccessibility("portal-my-runs")
 	b.Do("sign out", chromedp.Click(chromedp.ID("sign-out")), chromedp.WaitVisible(chromedp.ID("signed-out")))
 
 	signInAs("olu")
@@ -225,4 +229,5 @@ func TestPortalInABrowser(t *testing.T) {
 		t.Errorf("another organisation's run shows %q", h)
 	}
 	b.Screenshot("portal-other-organisation")
+	b.CheckAccessibility("portal-other-organisation")
 }

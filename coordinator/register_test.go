@@ -44,6 +44,7 @@ func TestTransparencyRegisterInABrowser(t *testing.T) {
 		t.Errorf("the register's heading is %q", h)
 	}
 	b.Screenshot("register-runs")
+	b.CheckAccessibility("register-runs")
 	b.Do("open the run", chromedp.Click(chromedp.CSS(`a[href="/register/runs/`+run.GetId()+`"]`)),
 		chromedp.WaitVisible(chromedp.CSS("table.released")))
 	if h := browsertest.Run(b, "read the heading", chromedp.Text(chromedp.CSS("h1"))); h != "Run "+run.GetId() {
@@ -58,6 +59,7 @@ func TestTransparencyRegisterInABrowser(t *testing.T) {
 		t.Errorf("the banner's background is %q: the stylesheet did not apply", bg)
 	}
 	b.Screenshot("register-run")
+	b.CheckAccessibility("register-run")
 }
 
 // TestTransparencyRegister runs a real coordinator with its register on,

@@ -8,6 +8,8 @@ package browsertest
 
 import (
 	"context"
+	_ "embed" // axe-core
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -160,4 +162,72 @@ func (b *Browser) Screenshot(name string) string {
 	}
 	b.tb.Logf("screenshot: %s", path)
 	return path
+}
+
+// axeSource is axe-core, the accessibility engine (scripts/fetch-axe-core.sh
+// pins and copies it; MPL-2.0, see axe/LICENSE).
+//
+//go:embed axe/axe.min.js
+var axeSource string
+
+// Violation is one accessibility rule a page breaks, as axe-core reports it.
+type Violation struct {
+	ID     string   `json:"id"`
+	Impact string   `json:"impact"` // minor, moderate, serious or critical
+	Help   string   `json:"help"`
+	URL    string   `json:"helpUrl"`
+	Nodes  []string `json:"nodes"` // CSS selectors of the offending elements
+}
+
+// CheckAccessibility runs axe-core in the page now open, against the WCAG
+// 2.2 A and AA rules and axe's best practices, fails the test on each
+// serious or critical violation, logs the others, and returns them all.
+// Evaluating through the DevTools protocol is not subject to the page's
+// Content-Security-Policy, so a strict policy need not make room for it.
+func (b *Browser) CheckAccessibility(page string) []Violation {
+	b.tb.Helper()
+	vs := b.accessibility(page)
+	for _, v := range vs {
+		line := fmt.Sprintf("%s: accessibility (%s) %s: %s, at %s (%s)", page, v.Impact, v.ID, v.Help, strings.Join(v.Nodes, "; "), v.URL)
+		if v.Impact == "serious" || v.Impact == "critical" {
+			b.tb.Error(line)
+		} else {
+			b.tb.Log(line)
+		}
+	}
+	b.tb.Logf("%s: axe-core found %d violations (%s)", page, len(vs), impacts(vs))
+	return vs
+}
+
+// accessibility runs axe-core in the page now open and returns what it
+// found.
+func (b *Browser) accessibility(page string) []Violation {
+	b.tb.Helper()
+	const run = `(async () => {
+		if (typeof axe === "undefined") { throw new Error("axe-core did not load"); }
+		const r = await axe.run(document, {resultTypes: ["violations"],
+			runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]}});
+		return JSON.stringify(r.violations.map(v => ({id: v.id, impact: v.impact || "", help: v.help, helpUrl: v.helpUrl,
+			nodes: v.nodes.map(n => n.target.join(" "))})));
+	})()`
+	b.Do("load axe-core into "+page, chromedp.Evaluate[chromedp.Void](axeSource+"\n;undefined"))
+	raw := Run(b, "run axe-core on "+page, chromedp.Evaluate[string](run, chromedp.EvalAwaitPromise))
+	var vs []Violation
+	if err := json.Unmarshal([]byte(raw), &vs); err != nil {
+		b.tb.Fatalf("axe-core on %s: %v", page, err)
+	}
+	return vs
+}
+
+// impacts counts violations by impact, for the log.
+func impacts(vs []Violation) string {
+	n := map[string]int{}
+	for _, v := range vs {
+		n[v.Impact]++
+	}
+	var parts []string
+	for _, k := range []string{"critical", "serious", "moderate", "minor"} {
+		parts = append(parts, fmt.Sprintf("%d %s", n[k], k))
+	}
+	return strings.Join(parts, ", ")
 }
