@@ -55,6 +55,12 @@ import (
 //     HAVEN_NATIONAL_PATIENTS patients per practice (default 100: the
 //     figure is about dispatch, ingest and release across the network,
 //     not the size of each site's data), submit to release;
+//   - a linkage run (t2dm-emergency-admissions) over the same patients:
+//     every practice sends its whole population under the run pseudonym,
+//     and every trust a row per patient it admitted (four in ten
+//     patients), submit to release, and the coordinator's peak RSS.
+//     HAVEN_NATIONAL_PATIENTS sets the scale: 230 a practice is 1.5M
+//     patients, 923 is 6M;
 //   - the time for every site to register again after the coordinator
 //     restarts, the sites reconnecting with jitter over
 //     HAVEN_NATIONAL_JITTER (default 10s), as nodes' backoff spreads them.
@@ -90,19 +96,50 @@ func BenchmarkNationalLinks(b *testing.B) {
 	coord := startCoordinator(b, ctx, bin, n)
 	rss0 := rss(b, coord.pid())
 
-	// The simulated sites, each answering statins-chd from its own
-	// generated patients.
-	def, ok := n.Catalog.Get("statins-chd")
-	if !ok {
-		b.Fatal("the bundle has no statins-chd")
+	// The simulated sites, each answering statins-chd (aggregate) and
+	// t2dm-emergency-admissions (linkage) from one generated population:
+	// perPractice patients at each practice, four in ten of them admitted
+	// to a trust.
+	statinsDef, ok1 := n.Catalog.Get("statins-chd")
+	t2dmDef, ok2 := n.Catalog.Get("t2dm-emergency-admissions")
+	if !ok1 || !ok2 {
+		b.Fatal("the bundle lacks statins-chd or t2dm-emergency-admissions")
 	}
+	var gpODS, trustODS []string
+	for _, s := range sites {
+		if s.Kind == cdm.KindGP {
+			gpODS = append(gpODS, s.ODS)
+		} else {
+			trustODS = append(trustODS, s.ODS)
+		}
+	}
+	began = time.Now()
+	ps := coordinatortest.Patients(1, gpODS, perPractice, trustODS)
+	admitted := map[string][]coordinatortest.Patient{}
+	var trustRows int
+	for _, p := range ps {
+		for t := range p.Admissions {
+			admitted[t] = append(admitted[t], p)
+			trustRows++
+		}
+	}
+	fmt.Fprintf(os.Stderr, "national: %d patients generated, %d trust rows (%s)\n", len(ps), trustRows, time.Since(began).Round(time.Millisecond))
+	secret := []byte("national bench linkage secret, for the simulator")
 	nodes := make([]*coordinatortest.NodeDouble, len(sites))
 	for i, s := range sites {
 		nd := n.Node(s.ODS, s.Kind, s.Population)
 		if s.Kind == cdm.KindGP {
-			ps := coordinatortest.Patients(uint64(i+1), []string{s.ODS}, perPractice, nil)
+			mine := ps[i*perPractice : (i+1)*perPractice]
 			nd.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
-				return coordinatortest.StatinsCells(def, schema, ps, s.ODS, int(task.GetRecordKeyRange())), nil
+				if task.GetDefinitionId() == t2dmDef.ID {
+					return coordinatortest.T2DMPractice(t2dmDef, schema, mine, s.ODS, task.GetRunId(), secret), nil
+				}
+				return coordinatortest.StatinsCells(statinsDef, schema, mine, s.ODS, int(task.GetRecordKeyRange())), nil
+			}
+		} else {
+			nd.Activity = int64(len(admitted[s.ODS]))
+			nd.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
+				return coordinatortest.T2DMTrust(schema, admitted[s.ODS], s.ODS, task.GetRunId(), secret), nil
 			}
 		}
 		nodes[i] = nd
@@ -117,8 +154,15 @@ func BenchmarkNationalLinks(b *testing.B) {
 	idleFor := time.Since(idleFrom)
 	rssIdle := rss(b, coord.pid())
 
-	runTime, run := statins(b, ctx, n)
+	runTime, run := submit(b, ctx, n, "statins-chd", nil)
 	rssRun := rss(b, coord.pid())
+	var linkTime time.Duration
+	var linked *havenv1.Run
+	if trusts > 0 {
+		linkTime, linked = submit(b, ctx, n, "t2dm-emergency-admissions", map[string]*havenv1.ParameterValue{
+			"index_date": {Value: &havenv1.ParameterValue_DateValue{DateValue: coordinatortest.IndexDate}}})
+	}
+	rssPeak := peakRSS(b, coord.pid())
 
 	// Restart: every link drops; the sites come back with jitter.
 	for _, nd := range nodes {
@@ -146,6 +190,11 @@ func BenchmarkNationalLinks(b *testing.B) {
 	fmt.Printf("%-52s %11.2f%%\n", fmt.Sprintf("coordinator CPU while idle (%s, of one core)", idleFor.Round(time.Second)), 100*idleCPU.Seconds()/idleFor.Seconds())
 	fmt.Printf("%-52s %12s\n", fmt.Sprintf("statins-chd over %d practices, submit to %s", gps, strings.TrimPrefix(run.GetState().String(), "RUN_STATE_")), runTime.Round(time.Millisecond))
 	fmt.Printf("%-52s %12.1f\n", "coordinator RSS after the run (MiB)", float64(rssRun)/(1<<20))
+	if linked != nil {
+		fmt.Printf("%-52s %12s\n", fmt.Sprintf("t2dm-emergency-admissions, %d+%d rows, submit to %s", gps*perPractice, trustRows,
+			strings.TrimPrefix(linked.GetState().String(), "RUN_STATE_")), linkTime.Round(time.Millisecond))
+	}
+	fmt.Printf("%-52s %12.1f\n", "coordinator peak RSS (MiB)", float64(rssPeak)/(1<<20))
 	fmt.Printf("%-52s %12s\n", fmt.Sprintf("all sites registered after a restart, jitter %s", jitter), reregister.Round(time.Millisecond))
 	if run.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
 		b.Errorf("the run ended %s: %v %s", run.GetState(), run.GetPolicyReasons(), run.GetError())
@@ -156,6 +205,13 @@ func BenchmarkNationalLinks(b *testing.B) {
 	b.ReportMetric(register.Seconds(), "s/register")
 	b.ReportMetric(perLink/1024, "KiB/link")
 	b.ReportMetric(runTime.Seconds(), "s/run")
+	if linked != nil {
+		if linked.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
+			b.Errorf("the linkage run ended %s: %v %s", linked.GetState(), linked.GetPolicyReasons(), linked.GetError())
+		}
+		b.ReportMetric(linkTime.Seconds(), "s/linkage-run")
+	}
+	b.ReportMetric(float64(rssPeak)/(1<<20), "MiB-peak")
 }
 
 // connectAll links every node, at most dials at a time, each after a
@@ -207,16 +263,17 @@ func connectAll(b *testing.B, ctx context.Context, nodes []*coordinatortest.Node
 	return time.Since(began)
 }
 
-// statins submits statins-chd and waits for it to end, polling (a watch
-// would carry an event per site).
-func statins(b *testing.B, ctx context.Context, n *coordinatortest.Network) (time.Duration, *havenv1.Run) {
+// submit submits def with params and waits for the run to end, polling
+// (a watch would carry an event per site).
+func submit(b *testing.B, ctx context.Context, n *coordinatortest.Network, def string, params map[string]*havenv1.ParameterValue) (time.Duration, *havenv1.Run) {
 	b.Helper()
 	cert, key := n.UserCert("ana", "QHM", "analyst")
 	api := havenv1.NewCoordinatorClient(n.Dial(cert, key))
 	began := time.Now()
-	resp, err := api.SubmitRun(ctx, &havenv1.SubmitRunRequest{DefinitionId: "statins-chd", Purpose: "service_evaluation"})
+	fmt.Fprintf(os.Stderr, "national: %s…\n", def)
+	resp, err := api.SubmitRun(ctx, &havenv1.SubmitRunRequest{DefinitionId: def, Purpose: "service_evaluation", Parameters: params})
 	if err != nil {
-		b.Fatalf("submit statins-chd: %v", err)
+		b.Fatalf("submit %s: %v", def, err)
 	}
 	for {
 		r, err := api.GetRun(ctx, &havenv1.GetRunRequest{RunId: resp.GetRun().GetId()})
@@ -302,22 +359,28 @@ func stopCoordinator(b *testing.B, c *coordinatorProc) {
 }
 
 // rss is a process's resident set size in bytes, from /proc.
-func rss(b *testing.B, pid int) int64 {
+func rss(b *testing.B, pid int) int64 { return procStatus(b, pid, "VmRSS:") }
+
+// peakRSS is a process's peak resident memory so far.
+func peakRSS(b *testing.B, pid int) int64 { return procStatus(b, pid, "VmHWM:") }
+
+// procStatus reads a size in kB from a process's /proc status.
+func procStatus(b *testing.B, pid int, field string) int64 {
 	b.Helper()
 	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatalf("read the coordinator's memory: %v", err)
 	}
 	for _, line := range strings.Split(string(s), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			kb, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil {
-				b.Fatalf("VmRSS %q: %v", line, err)
+				b.Fatalf("%s %q: %v", field, line, err)
 			}
 			return kb << 10
 		}
 	}
-	b.Fatal("no VmRSS in /proc status")
+	b.Fatalf("no %s in /proc status", field)
 	return 0
 }
 
