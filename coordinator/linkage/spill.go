@@ -52,6 +52,9 @@ type spillFile struct {
 	w    *bufio.Writer
 	buf  []byte // encoding scratch
 	err  error  // the first write error; the file is gone once set
+	// rows counts the rows appended after the snapshot: room to reserve
+	// when the partition is rebuilt, so that it does not grow by copying.
+	rows int
 }
 
 // newSpiller prepares spilling for a run with a memory budget, checking
@@ -253,7 +256,9 @@ func writeSlice[T any](w func([]byte) error, s []T) error {
 	return w(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*int(unsafe.Sizeof(zero))))
 }
 
-func readSlice[T any](r io.Reader) ([]T, error) {
+// readSlice reads a slice that writeSlice wrote, with room for extra
+// more elements when it is not empty.
+func readSlice[T any](r io.Reader, extra int) ([]T, error) {
 	var n [8]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, err
@@ -265,7 +270,7 @@ func readSlice[T any](r io.Reader) ([]T, error) {
 	if l > math.MaxInt32 {
 		return nil, fmt.Errorf("slice of %d elements", l)
 	}
-	s := make([]T, l)
+	s := make([]T, l, int(l)+extra)
 	var zero T
 	_, err := io.ReadFull(r, unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*int(unsafe.Sizeof(zero))))
 	return s, err
@@ -320,6 +325,7 @@ func (f *spillFile) appendRows(s *spiller, b *batch, rows []int32) error {
 			}
 		}
 	}
+	f.rows += len(rows)
 	f.buf = e[:0]
 	if cap(f.buf) > 1<<20 {
 		f.buf = nil // a one-off large batch need not stay allocated
@@ -376,7 +382,7 @@ func (r *Run) load(ctx context.Context, idx int, f *spillFile) (*partition, int6
 	p := newPartition(r)
 	p.loaded = true
 	sr := &spillReader{r: bufio.NewReaderSize(file, spillBuffer)}
-	dups, err := p.replay(ctx, r, sr)
+	dups, err := p.replay(ctx, r, sr, f.rows)
 	if err != nil {
 		if _, ok := errors.AsType[*BatchError](err); ok || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, 0, err
@@ -386,56 +392,56 @@ func (r *Run) load(ctx context.Context, idx int, f *spillFile) (*partition, int6
 	return p, dups, nil
 }
 
-func (p *partition) replay(ctx context.Context, r *Run, sr *spillReader) (dups int64, err error) {
+func (p *partition) replay(ctx context.Context, r *Run, sr *spillReader, extra int) (dups int64, err error) {
 	rd := sr.r
-	if p.keys, err = readSlice[pseudonym](rd); err != nil {
+	if p.keys, err = readSlice[pseudonym](rd, extra); err != nil {
 		return 0, err
 	}
-	if p.kinds, err = readSlice[uint8](rd); err != nil {
+	if p.kinds, err = readSlice[uint8](rd, extra); err != nil {
 		return 0, err
 	}
-	if p.sites, err = readSlice[int32](rd); err != nil {
+	if p.sites, err = readSlice[int32](rd, extra); err != nil {
 		return 0, err
 	}
-	if p.owner, err = readSlice[int32](rd); err != nil {
+	if p.owner, err = readSlice[int32](rd, extra); err != nil {
 		return 0, err
 	}
-	if p.links, err = readSlice[siteLink](rd); err != nil {
+	if p.links, err = readSlice[siteLink](rd, extra); err != nil {
 		return 0, err
 	}
-	if p.chunks, err = readSlice[dayChunk](rd); err != nil {
+	if p.chunks, err = readSlice[dayChunk](rd, 0); err != nil {
 		return 0, err
 	}
-	if p.days, err = readSlice[int32](rd); err != nil {
+	if p.days, err = readSlice[int32](rd, 0); err != nil {
 		return 0, err
 	}
 	for i := range p.cols {
 		c := &p.cols[i]
-		c.i64, err = readSlice[int64](rd)
+		c.i64, err = readSlice[int64](rd, extra)
 		if err == nil {
-			c.f64, err = readSlice[float64](rd)
+			c.f64, err = readSlice[float64](rd, extra)
 		}
 		if err == nil {
-			c.b, err = readSlice[bool](rd)
+			c.b, err = readSlice[bool](rd, extra)
 		}
 		if err == nil {
-			c.code, err = readSlice[int32](rd)
+			c.code, err = readSlice[int32](rd, extra)
 		}
 		if err == nil {
-			c.set, err = readSlice[bool](rd)
+			c.set, err = readSlice[bool](rd, extra)
 		}
 		if err == nil {
-			c.day, err = readSlice[int32](rd)
+			c.day, err = readSlice[int32](rd, extra)
 		}
 		if err == nil {
-			c.head, err = readSlice[int32](rd)
+			c.head, err = readSlice[int32](rd, extra)
 		}
 		if err != nil {
 			return 0, err
 		}
 	}
 	size := 1024
-	for size < 2*len(p.keys) {
+	for size < 2*(len(p.keys)+extra) {
 		size *= 2
 	}
 	p.slots = make([]uint64, size)
