@@ -92,7 +92,8 @@ type Stats struct {
 	DuplicateRegistrations int64
 	// Cells is the number of cells in the table.
 	Cells int
-	// MemoryBytes estimates the memory the run holds.
+	// MemoryBytes estimates the memory the run holds: its patient table's
+	// partitions in memory, not those spilled.
 	MemoryBytes int64
 	// SpilledBytes is what the run wrote to spill files to keep within
 	// Options.MemoryBudget, SpilledPartitions how many partitions it
