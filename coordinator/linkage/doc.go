@@ -105,8 +105,9 @@
 // memory, then rebuilds each spilled partition from its file, replaying
 // its rows in their order through the same check and apply code, so that
 // combine rules, duplicate registrations and ties come out exactly as in
-// memory; evaluates it, and drops it before the next (several at once
-// when the budget left allows). The table is the same with or without a
+// memory; evaluates it, and drops it before the next (several at once,
+// up to a core each, as fit in what the budget has left or, when it is
+// full, in an eighth of it). The table is the same with or without a
 // budget, whatever the arrival order. The budget covers the patient
 // table's columns; each spilled partition adds a small write buffer, and
 // Table briefly holds the partitions it is reading back.

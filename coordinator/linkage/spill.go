@@ -618,10 +618,14 @@ func (r *Run) spilledTables(ctx context.Context, evs []*evaluator, st *Stats) er
 		return nil
 	}
 	// A rebuilt partition takes about twice its file: the slots and the
-	// growth of its slices.
+	// growth of its slices. As many are read back at once as fit in what
+	// the budget has left, or in an eighth of it (a partition's share by
+	// design) when it is full: one core rebuilding every spilled partition
+	// in turn would make the run's end the slowest part of it.
 	workers := 1
 	if largest > 0 {
-		workers = int(max(1, min(int64(runtime.GOMAXPROCS(0)), (s.budget-s.inMemory.Load())/(2*largest+spillBuffer))))
+		room := max(s.budget-s.inMemory.Load(), s.budget/8)
+		workers = int(max(1, min(int64(runtime.GOMAXPROCS(0)), room/(2*largest+spillBuffer))))
 	}
 	errs := make([]error, len(spilled))
 	dups := make([]int64, len(spilled))
