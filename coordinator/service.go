@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow/flight"
@@ -209,7 +210,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		log.LogAttrs(ctx, slog.LevelWarn, "audit log entries after the anchored head accepted (the machine stopped before the store recorded them)",
 			slog.Uint64("entries", opened.Unanchored))
 	}
-	if err := s.interruptLeftovers(ctx, "the coordinator restarted while the run was in progress; its linked rows were held only in memory"); err != nil {
+	if err := prepareSpillDir(cfg.SpillPath(), log); err != nil {
+		return nil, err
+	}
+	if err := s.interruptLeftovers(ctx, "the coordinator restarted while the run was in progress; its linked rows were held only for the process (in memory and spill files, which start-up removes)"); err != nil {
 		return nil, err
 	}
 
@@ -255,6 +259,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		log.Warn("releases.signing_key is not set: released tables are unsigned and haven query verify refuses them")
 	}
 	if s.runs, err = dispatch.New(dispatch.Config{Store: s.store, Audit: s.audit, Policy: s.policy, Links: s.links,
+		LinkageMemoryBudget: int64(cfg.Linkage.MemoryBudget), SpillDir: cfg.SpillPath(),
 		Members: memberSites, LinkageKeyID: cfg.Network.LinkageKeyID, Deadline: cfg.Runs.Deadline, MaxRunning: cfg.Runs.MaxRunning, Logger: log, Clock: o.clock, SigningKey: signingKey,
 		Limits: &havenv1.UploadLimits{MaxRows: cfg.Uploads.MaxRows, MaxBytes: int64(cfg.Uploads.MaxBytes),
 			MaxBatchBytes: int64(cfg.Uploads.MaxBatchBytes)}, Metrics: s.metrics}); err != nil {
@@ -640,4 +645,26 @@ func (u uploads) OpenUpload(ctx context.Context, site, taskID string) (flightsvc
 		return nil, err
 	}
 	return up, nil
+}
+
+// prepareSpillDir makes the linkage spill directory and removes the spill
+// files a coordinator that stopped mid-run left there: their runs are
+// interrupted, and their pseudonyms must die with them.
+func prepareSpillDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("linkage spill dir: %w", err)
+	}
+	left, err := filepath.Glob(filepath.Join(dir, "haven-linkage-*"))
+	if err != nil {
+		return fmt.Errorf("linkage spill dir: %w", err)
+	}
+	for _, f := range left {
+		if err := os.Remove(f); err != nil {
+			return fmt.Errorf("linkage spill dir: remove a file a stopped run left: %w", err)
+		}
+	}
+	if len(left) > 0 {
+		log.Warn("removed the spill files of runs a stopped coordinator left", "dir", dir, "files", len(left))
+	}
+	return nil
 }

@@ -53,7 +53,8 @@ func newCoordinatorRunCmd(a *app) *cobra.Command {
 		Short: "Serve until interrupted (SIGINT or SIGTERM)",
 		Long: `Serve the coordinator until SIGINT or SIGTERM. On start, runs that an
 earlier process left in progress are marked interrupted. On a signal, runs in
-progress are marked interrupted (their linked rows were held only in memory),
+progress are marked interrupted (their linked rows were held only for the process:
+in memory, and in spill files that start-up removes),
 nodes are told goodbye, requests drain, and the job store and audit log are
 closed; nothing stored is lost.`,
 		Example: "  haven coordinator run --config /etc/haven/coordinator.yaml",

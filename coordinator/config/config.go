@@ -67,6 +67,8 @@ type Config struct {
 	Users []User `yaml:"users"`
 	// Network describes the member sites; optional.
 	Network Network `yaml:"network"`
+	// Linkage bounds the memory of linkage runs.
+	Linkage Linkage `yaml:"linkage"`
 
 	// file is the path the configuration was loaded from, for messages.
 	file string
@@ -134,6 +136,24 @@ type User struct {
 	TokenSHA256 string   `yaml:"token_sha256"`
 }
 
+// Linkage bounds the memory each linkage run's patient table may hold
+// (coordinator/linkage; docs/linkage-memory.md). Past the budget, partitions of
+// the table move to spill files, which hold run pseudonyms and field
+// values only and are removed when the run ends.
+type Linkage struct {
+	// MemoryBudget is the bytes one run's patient table may hold in
+	// memory, with a unit (4GiB); 0 turns the budget off and holds every
+	// run wholly in memory. Each of runs.max_running runs has its own.
+	MemoryBudget ByteSize `yaml:"memory_budget"`
+	// SpillDir is where spill files go; default data_dir/spill. It should
+	// be on local disk, not a RAM-backed tmpfs.
+	SpillDir string `yaml:"spill_dir"`
+}
+
+// MinMemoryBudget is the smallest linkage.memory_budget but 0: below it a
+// run would spill nearly everything, which is surely a mistyped unit.
+const MinMemoryBudget = 64 << 20
+
 // Network describes the network's member sites.
 type Network struct {
 	// LinkageKeyID is the identifier of the network linkage secret; when
@@ -175,6 +195,7 @@ func Default() Config {
 		},
 		OperatorRoles: []string{"operator"},
 		Portal:        DefaultPortal(),
+		Linkage:       Linkage{MemoryBudget: 4 << 30},
 	}
 }
 
@@ -212,7 +233,7 @@ func Parse(b []byte) (*Config, error) {
 
 func (c *Config) resolve(dir string) {
 	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA, &c.Governance.Bundle, &c.Governance.PublicKey, &c.Releases.SigningKey, &c.DataDir,
-		&c.Portal.OIDC.ClientSecretFile, &c.Portal.Session.KeyFile} {
+		&c.Portal.OIDC.ClientSecretFile, &c.Portal.Session.KeyFile, &c.Linkage.SpillDir} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -224,6 +245,15 @@ func (c *Config) File() string { return c.file }
 
 // StorePath is the job store's file.
 func (c *Config) StorePath() string { return filepath.Join(c.DataDir, "coordinator.db") }
+
+// SpillPath is the directory of linkage spill files: linkage.spill_dir,
+// or data_dir/spill.
+func (c *Config) SpillPath() string {
+	if c.Linkage.SpillDir != "" {
+		return c.Linkage.SpillDir
+	}
+	return filepath.Join(c.DataDir, "spill")
+}
 
 // AuditPath is the audit log's file.
 func (c *Config) AuditPath() string { return filepath.Join(c.DataDir, "audit.jsonl") }
@@ -330,6 +360,9 @@ func (c *Config) Validate() error {
 		bad("uploads.max_batch_bytes", "%s: want at most 1GiB (one gRPC message carries one batch)", c.Uploads.MaxBatchBytes)
 	} else if c.Uploads.MaxBatchBytes > c.Uploads.MaxBytes {
 		bad("uploads.max_batch_bytes", "%s is more than uploads.max_bytes %s", c.Uploads.MaxBatchBytes, c.Uploads.MaxBytes)
+	}
+	if c.Linkage.MemoryBudget != 0 && c.Linkage.MemoryBudget < MinMemoryBudget {
+		bad("linkage.memory_budget", "%s: want 0 (no budget) or at least %s", c.Linkage.MemoryBudget, ByteSize(MinMemoryBudget))
 	}
 	for i, r := range c.OperatorRoles {
 		if !tokenish.MatchString(r) {

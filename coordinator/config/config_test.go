@@ -62,6 +62,10 @@ func TestLoad(t *testing.T) {
 		}},
 		{file: "token_in_clear.bad.yaml", want: []string{"field token not found"}},
 		{file: "bad_size.bad.yaml", want: []string{`"12 parsecs" is not a byte size`}},
+		{file: "linkage.good.yaml"},
+		{file: "linkage_budget_unit.bad.yaml", want: []string{`"4 gigs" is not a byte size`}},
+		{file: "linkage_budget_small.bad.yaml", want: []string{"linkage.memory_budget: 4KiB: want 0 (no budget) or at least 64MiB"}},
+		{file: "linkage_unknown.bad.yaml", want: []string{"field memory not found"}},
 		{file: "two_documents.bad.yaml", want: []string{"more than one YAML document"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
@@ -104,8 +108,21 @@ func TestDefaultsAndRelativePaths(t *testing.T) {
 		t.Errorf("store path %q, want %q", got, want)
 	}
 	def := Default()
-	if cfg.Runs != def.Runs || cfg.Uploads != def.Uploads || cfg.Listen != def.Listen {
+	if cfg.Runs != def.Runs || cfg.Uploads != def.Uploads || cfg.Listen != def.Listen || cfg.Linkage != def.Linkage {
 		t.Errorf("defaults not kept: %+v", cfg)
+	}
+	if cfg.Linkage.MemoryBudget != 4<<30 {
+		t.Errorf("default linkage.memory_budget %s; want 4GiB", cfg.Linkage.MemoryBudget)
+	}
+	if got, want := cfg.SpillPath(), filepath.Join("testdata", "data", "spill"); got != want {
+		t.Errorf("default spill path %q, want %q", got, want)
+	}
+	cfg, err = Load(filepath.Join("testdata", "linkage.good.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Linkage.MemoryBudget != 512<<20 || cfg.SpillPath() != "/var/tmp/haven-spill" {
+		t.Errorf("linkage section parsed as %+v", cfg.Linkage)
 	}
 	abs := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(abs, []byte("tls: {cert: /abs/c.crt, key: k, ca: ca}\ngovernance: {bundle: b, public_key: k}\ndata_dir: d\n"), 0o600)

@@ -87,14 +87,19 @@ type Combiner interface {
 	Close()
 }
 
-// CombinerFactory makes the Combiner of a run.
+// CombinerFactory makes the Combiner of run runID.
 // keyRange is R of the run's cell-key perturbation when plan carries record
 // keys, else 0.
-type CombinerFactory func(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, keyRange int) (Combiner, error)
+type CombinerFactory func(runID string, plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, keyRange int) (Combiner, error)
 
-// NewLinkage is the CombinerFactory of a real coordinator.
-func NewLinkage(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, keyRange int) (Combiner, error) {
-	return linkage.New(plan, def, b, linkage.Options{KeyRange: keyRange})
+// NewLinkage returns the CombinerFactory of a real coordinator: linkage
+// runs that keep their patient table within memoryBudget bytes (0: no
+// budget), spilling to files in spillDir named for the run
+// (linkage.Options).
+func NewLinkage(memoryBudget int64, spillDir string) CombinerFactory {
+	return func(runID string, plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, keyRange int) (Combiner, error) {
+		return linkage.New(plan, def, b, linkage.Options{KeyRange: keyRange, MemoryBudget: memoryBudget, SpillDir: spillDir, RunID: runID})
+	}
 }
 
 // Config is what a Dispatcher needs.
@@ -127,7 +132,13 @@ type Config struct {
 	SigningKey ed25519.PrivateKey
 	// Metrics, if set, is told of finished runs and uploads.
 	Metrics *metrics.Metrics
-	// NewCombiner makes each run's combiner; nil means NewLinkage.
+	// LinkageMemoryBudget and SpillDir bound the memory of each linkage
+	// run's patient table and say where it spills beyond that (see
+	// NewLinkage); a zero budget holds everything in memory.
+	LinkageMemoryBudget int64
+	SpillDir            string
+	// NewCombiner makes each run's combiner; nil means NewLinkage with
+	// LinkageMemoryBudget and SpillDir.
 	NewCombiner CombinerFactory
 	// PersistInterval bounds how stale the stored snapshot of a run in
 	// progress may be; zero means 250ms.
@@ -180,7 +191,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg.Clock = clockwork.NewRealClock()
 	}
 	if cfg.NewCombiner == nil {
-		cfg.NewCombiner = NewLinkage
+		cfg.NewCombiner = NewLinkage(cfg.LinkageMemoryBudget, cfg.SpillDir)
 	}
 	if cfg.PersistInterval <= 0 {
 		cfg.PersistInterval = 250 * time.Millisecond
@@ -386,7 +397,7 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 	if err != nil {
 		return fail(fmt.Sprintf("could not plan the run: %v", err))
 	}
-	combiner, err := d.cfg.NewCombiner(r.plan, r.def, r.bound, r.keyRange)
+	combiner, err := d.cfg.NewCombiner(r.id, r.plan, r.def, r.bound, r.keyRange)
 	if err != nil {
 		return fail(fmt.Sprintf("could not prepare linkage: %v", err))
 	}

@@ -41,6 +41,12 @@ func (d *Dispatcher) finish(ctx context.Context, r *activeRun, cov *havenv1.Cove
 	if err != nil {
 		out = finish.Outcome{State: havenv1.RunState_RUN_STATE_FAILED, Err: fmt.Sprintf("linkage: %v", err)}
 	} else {
+		if stats.SpilledBytes > 0 {
+			d.log.LogAttrs(ctx, slog.LevelInfo, "linkage spilled to disk to keep within its memory budget", slog.String("run", r.id),
+				slog.Int64("spilled_bytes", stats.SpilledBytes), slog.Int("spilled_partitions", stats.SpilledPartitions),
+				slog.Int64("memory_bytes", stats.MemoryBytes))
+			d.cfg.Metrics.LinkageSpilled(stats.SpilledBytes)
+		}
 		out = d.finisher.Finish(ctx, table, stats, finish.Run{Run: r.run, Params: r.bound.Params(), KeyRange: r.keyRange,
 			Coverage: cov, MissingTrusts: missingTrusts(r, cov), NodeVersions: answeredVersions(d.cfg.Links, cov)})
 	}

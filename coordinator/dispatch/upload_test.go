@@ -64,7 +64,7 @@ func TestUploadDecodedAtCommit(t *testing.T) {
 	defer log.Close()
 	d := &Dispatcher{cfg: Config{Audit: log, Limits: &havenv1.UploadLimits{}, Clock: clockwork.NewRealClock()},
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), runs: map[string]*activeRun{}, tasks: map[string]taskRef{}}
-	combiner, err := NewLinkage(plan, def, bound, 0)
+	combiner, err := NewLinkage(0, "")("run-test", plan, def, bound, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

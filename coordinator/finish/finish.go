@@ -243,7 +243,8 @@ func statsData(st linkage.Stats) map[string]any {
 	return map[string]any{"mode": st.Mode, "sites": st.Sites, "batches": st.Batches, "gp_rows": st.GPRows,
 		"trust_rows": st.TrustRows, "patients": st.Patients, "population": st.Population,
 		"unlinked_patients": st.UnlinkedPatients, "unlinked_rows": st.UnlinkedRows,
-		"duplicate_registrations": st.DuplicateRegistrations, "cells": st.Cells, "memory_bytes": st.MemoryBytes}
+		"duplicate_registrations": st.DuplicateRegistrations, "cells": st.Cells, "memory_bytes": st.MemoryBytes,
+		"spilled_bytes": st.SpilledBytes, "spilled_partitions": st.SpilledPartitions}
 }
 
 // perturbationTable is the bundle path of the p-table a release's counts

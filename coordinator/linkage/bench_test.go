@@ -394,3 +394,54 @@ GROUP BY g.age_band, g.sex`
 	}
 	return n
 }
+
+// BenchmarkSpill links the ICB-scale uploads of BenchmarkLink with no
+// memory budget and with one of half the table's memory, which spills
+// about half the partitions, side by side on the same partitions: ns/op
+// and B/op are the cost of spilling (cpu-s, the process's CPU time, is
+// steadier than ns/op on a shared machine), spilled-MiB and
+// spilled-partitions what was written, peak-heap-MiB the memory held.
+func BenchmarkSpill(b *testing.B) {
+	if testing.Short() {
+		b.Skip("ICB-scale benchmark")
+	}
+	f := newFixture(b, loadCatalog(b), "t2dm-emergency-admissions")
+	data := makeBenchData(b, f)
+	defer release(data.batches)
+	data.gpKeys, data.gpBand, data.gpSex, data.trKeys, data.trCount = nil, nil, nil, nil, nil
+	const parts = 64
+	want, st := linkOnce(b, f, data.batches, linkage.Options{Partitions: parts})
+	dir := b.TempDir()
+	for _, tc := range []struct {
+		name   string
+		budget int64
+	}{
+		{"no-budget", 0},
+		{"half-spilled", st.MemoryBytes / 2},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var peakHeap uint64
+			var cpu time.Duration
+			var spilled linkage.Stats
+			for b.Loop() {
+				debug.FreeOSMemory()
+				peak := startHeapPeak()
+				cpu0 := cpuTime()
+				tab, st := linkOnce(b, f, data.batches, linkage.Options{Partitions: parts, MemoryBudget: tc.budget, SpillDir: dir})
+				cpu += cpuTime() - cpu0
+				peakHeap = max(peakHeap, peak.end())
+				if len(tab.Cells) != len(want.Cells) {
+					b.Fatalf("%d cells; want %d", len(tab.Cells), len(want.Cells))
+				}
+				spilled = st
+			}
+			b.ReportMetric(float64(peakHeap)/(1<<20), "peak-heap-MiB")
+			b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s")
+			b.ReportMetric(float64(spilled.SpilledBytes)/(1<<20), "spilled-MiB")
+			b.ReportMetric(float64(spilled.SpilledPartitions), "spilled-partitions")
+			b.ReportMetric(float64(tc.budget)/(1<<20), "budget-MiB")
+			b.ReportMetric(float64(st.MemoryBytes)/(1<<20), "table-MiB")
+		})
+	}
+}

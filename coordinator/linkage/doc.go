@@ -1,7 +1,9 @@
 // Package linkage turns the partial results that sites upload for one run
 // into the run's aggregate table, before disclosure control (DESIGN §6, §7,
-// §9, §12). It holds everything in memory for that run only: nothing is
-// written to disk, and Close drops it.
+// §9, §12). It holds everything for that run only, in memory, or, past
+// Options.MemoryBudget, partly in spill files that hold run pseudonyms and
+// field values (never an NHS number: the coordinator has none) and die
+// with the run; Close drops it all.
 //
 // A Run is built from the run's plan (catalog.Plan), its definition and
 // bound parameters. Each upload is an Arrow record batch whose schema must
@@ -90,6 +92,35 @@
 // and merges their cells. Options.ExpectedPatients reserves room up front,
 // so the table need not grow while batches arrive.
 //
+// With Options.MemoryBudget the patient table is a Grace hash join: the
+// run uses more partitions than cores (64 at least, and enough for the
+// expected patients that one is at most an eighth of the budget) and
+// keeps an estimate of each partition's bytes. When the partitions in
+// memory pass the budget after a batch, the largest move to disk until it
+// holds again: a partition's columns are written once to a spill file in
+// Options.SpillDir (created with os.CreateTemp, mode 0600, named for the
+// run), and from then on its share of every batch is appended to that
+// file, a compact binary encoding of the decoded rows and the site they
+// came from, instead of its table. Table evaluates the partitions still in
+// memory, then rebuilds each spilled partition from its file, replaying
+// its rows in their order through the same check and apply code, so that
+// combine rules, duplicate registrations and ties come out exactly as in
+// memory; evaluates it, and drops it before the next (several at once,
+// up to a core each, as fit in what the budget has left or, when it is
+// full, in an eighth of it). The table is the same with or without a
+// budget, whatever the arrival order. The budget covers the patient
+// table's columns; each spilled partition adds a small write buffer, and
+// Table briefly holds the partitions it is reading back.
+//
+// A site that repeats a pseudonym in a later batch is refused by Apply
+// when the pseudonym's partition is in memory. When it is spilled, Apply
+// cannot see the earlier rows; Table finds the repeat as it reads the
+// partition back and fails the run with a *BatchError naming the site.
+// A spill file that cannot be created, written or read back (a full disk)
+// fails the run with an error naming the file or directory: Apply and
+// Table return it from then on, never a partial table. The run's spill
+// files are removed by Close and as soon as the run fails.
+//
 // Add never retains the record: values are copied out, and the caller
 // releases the record when Add returns. A Staged from Decode holds the
 // record until it is released.
@@ -104,7 +135,7 @@
 // the variable's vocabulary; a day outside the field's window or a day
 // list out of order; a pseudonym sent twice by one site; a group sent
 // twice by one practice. Decode finds all of these but the last two across
-// batches, which Apply finds. Such errors are *BatchError values, wrapping
+// batches, which Apply finds (or, for a spilled partition, Table). Such errors are *BatchError values, wrapping
 // ErrBadBatch; their row numbers count from 0 within the batch, and they
 // never quote a pseudonym.
 package linkage

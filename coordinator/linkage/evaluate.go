@@ -43,12 +43,25 @@ func (r *Run) patientTable(ctx context.Context, st *Stats) (disclosure.Table, er
 	evs := make([]*evaluator, len(r.parts))
 	errs := make([]error, len(r.parts))
 	forEach(len(r.parts), runtime.GOMAXPROCS(0), 0, func(i int) {
-		evs[i], errs[i] = r.evaluate(ctx, r.parts[i])
+		if r.parts[i].spill == nil {
+			evs[i], errs[i] = r.evaluate(ctx, r.parts[i])
+		}
 	})
 	for _, err := range errs {
 		if err != nil {
 			return disclosure.Table{}, err
 		}
+	}
+	if r.spill != nil {
+		// The partitions in memory are evaluated; the spilled ones are read
+		// back one by one, within the budget.
+		if err := r.spilledTables(ctx, evs, st); err != nil {
+			if ctx.Err() == nil {
+				err = r.failSpill(err)
+			}
+			return disclosure.Table{}, err
+		}
+		st.SpilledBytes, st.SpilledPartitions = r.spill.bytes.Load(), int(r.spill.parts.Load())
 	}
 	all := r.newEvaluator()
 	for i, ev := range evs {
@@ -130,6 +143,9 @@ func (r *Run) evaluate(ctx context.Context, p *partition) (*evaluator, error) {
 		e.population++
 		e.patient(p, idx)
 	}
+	// Only cells and counts are merged; the dense index could be large,
+	// and many evaluators may wait for the merge.
+	e.dense = nil
 	return e, nil
 }
 

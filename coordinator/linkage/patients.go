@@ -3,12 +3,14 @@ package linkage
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/bits"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/policy/catalog"
@@ -61,6 +63,15 @@ type partition struct {
 	links  []siteLink
 	chunks []dayChunk
 	days   []int32
+
+	// spill, once the partition is spilled, is its file: its rows go
+	// there, and its slices are empty. est is the estimate of its memory
+	// that the run's spiller last counted.
+	spill *spillFile
+	est   atomic.Int64
+	// loaded marks a partition rebuilt from its spill file for Table,
+	// which the budget does not count.
+	loaded bool
 
 	sink uint64 // keeps warm's loads from being optimised away
 }
@@ -366,11 +377,20 @@ func (r *Run) addPatients(ctx context.Context, b *batch) error {
 		}
 	}
 	dups := make([]int64, np)
-	forEach(np, workers, int(b.state.id), func(p int) { dups[p] = r.parts[p].apply(r, b, rows(p), sc) })
+	errs := make([]error, np)
+	forEach(np, workers, int(b.state.id), func(p int) { dups[p], errs[p] = r.parts[p].apply(r, b, rows(p), sc) })
 	for _, d := range dups {
 		r.duplicates.Add(d)
 	}
-	return nil
+	if r.spill == nil {
+		return nil
+	}
+	// A spill file that could not be written has lost rows: the run can no
+	// longer give a true answer.
+	if err := errors.Join(errs...); err != nil {
+		return r.failSpill(err)
+	}
+	return r.spillOver()
 }
 
 // duplicate finds a pseudonym repeated within the batch: the row that
@@ -402,6 +422,10 @@ func (sc *scratch) duplicate(b *batch) (row, first int) {
 func (p *partition) check(b *batch, rows []int32, sc *scratch) int32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.spill != nil {
+		// The rows are checked when the partition is read back.
+		return -1
+	}
 	site := b.state.id
 	for g := 0; g < len(rows); g += warmGroup {
 		group := rows[g:min(g+warmGroup, len(rows))]
@@ -444,13 +468,19 @@ func (p *partition) warm(rows []int32, hash []uint64) {
 }
 
 // apply adds the rows to the partition and returns how many were practice
-// rows for a patient another practice had sent.
-func (p *partition) apply(r *Run, b *batch, rows []int32, sc *scratch) (dups int64) {
+// rows for a patient another practice had sent. The rows of a spilled
+// partition are appended to its file instead, and counted when it is read
+// back; the only error is a failure to write them.
+func (p *partition) apply(r *Run, b *batch, rows []int32, sc *scratch) (dups int64, err error) {
 	if len(rows) == 0 {
-		return 0
+		return 0, nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.spill != nil {
+		return 0, p.spill.appendRows(r.spill, b, rows)
+	}
+	defer p.account(r.spill)
 	site := b.state.id
 	for g := 0; g < len(rows); g += warmGroup {
 		group := rows[g:min(g+warmGroup, len(rows))]
@@ -494,7 +524,7 @@ func (p *partition) apply(r *Run, b *batch, rows []int32, sc *scratch) (dups int
 		spec := &b.ks.cols[i]
 		p.applyColumn(r, &r.layout[spec.store], &p.cols[spec.store], &b.cols[i], rows, sc, b.state)
 	}
-	return dups
+	return dups, nil
 }
 
 // applyColumn combines one field of the rows into its column.

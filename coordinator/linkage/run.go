@@ -49,6 +49,16 @@ type Options struct {
 	// linkage mode, of the record keys on the population's rows. It must
 	// be set exactly when the plan has keys.
 	KeyRange int
+	// MemoryBudget, in linkage mode, is how many bytes the patient table
+	// may hold in memory; past it, partitions move to files in SpillDir
+	// (see the package doc). 0 means no budget: everything stays in
+	// memory.
+	MemoryBudget int64
+	// SpillDir is the directory of the spill files; "" means os.TempDir().
+	// New fails if it does not take files.
+	SpillDir string
+	// RunID names the run's spill files.
+	RunID string
 }
 
 // Stats describes what a run received and linked.
@@ -82,8 +92,14 @@ type Stats struct {
 	DuplicateRegistrations int64
 	// Cells is the number of cells in the table.
 	Cells int
-	// MemoryBytes estimates the memory the run holds.
+	// MemoryBytes estimates the memory the run holds: its patient table's
+	// partitions in memory, not those spilled.
 	MemoryBytes int64
+	// SpilledBytes is what the run wrote to spill files to keep within
+	// Options.MemoryBudget, SpilledPartitions how many partitions it
+	// moved to disk.
+	SpilledBytes      int64
+	SpilledPartitions int
 }
 
 // Run links and aggregates the uploads of one run. Its methods are safe
@@ -109,6 +125,7 @@ type Run struct {
 	// record keys: each count's cell key is the sum of its patients' keys.
 	keyCol  int
 	parts   []*partition
+	spill   *spiller // nil without a memory budget
 	seed    [2]uint64
 	scratch sync.Pool // *scratch
 	// parallelRows is the batch size from which Apply applies partitions
@@ -146,7 +163,11 @@ type siteState struct {
 
 // New prepares a run of plan, the plan of def, with parameters b.
 func New(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, opts Options) (*Run, error) {
-	if opts.Partitions <= 0 {
+	if opts.MemoryBudget < 0 {
+		return nil, fmt.Errorf("linkage: memory budget %d is negative", opts.MemoryBudget)
+	}
+	partitionsSet := opts.Partitions > 0
+	if !partitionsSet {
 		opts.Partitions = runtime.GOMAXPROCS(0)
 	}
 	opts.Partitions = min(opts.Partitions, 1<<12)
@@ -160,7 +181,8 @@ func New(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, opts Opt
 
 		parallelRows: 8192,
 	}
-	if err := r.compile(plan, def, b); err != nil {
+	err := r.compile(plan, def, b)
+	if err != nil {
 		return nil, err
 	}
 	for _, k := range cdm.SiteKinds() {
@@ -170,9 +192,22 @@ func New(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, opts Opt
 		r.cells = newCellStore()
 		return r, nil
 	}
+	reserve := opts.ExpectedPatients > 0
+	if opts.MemoryBudget > 0 {
+		if r.spill, err = newSpiller(opts); err != nil {
+			return nil, err
+		}
+		expected := int64(opts.ExpectedPatients) * r.patientBytes()
+		if !partitionsSet {
+			opts.Partitions = budgetPartitions(opts.MemoryBudget, expected)
+		}
+		// Room reserved up front is memory held: only when it fits.
+		reserve = reserve && expected <= opts.MemoryBudget/2
+	}
+	r.opts.Partitions = opts.Partitions
 	r.parts = make([]*partition, opts.Partitions)
 	per := 0
-	if opts.ExpectedPatients > 0 {
+	if reserve {
 		// A little over an even share: partitions fill unevenly.
 		per = min(opts.ExpectedPatients, 1<<30)/opts.Partitions*21/20 + 64
 	}
@@ -180,6 +215,7 @@ func New(plan *catalog.Plan, def *catalog.Definition, b *catalog.Bound, opts Opt
 		r.parts[i] = newPartition(r)
 		if per > 0 {
 			r.parts[i].reserve(r.layout, per)
+			r.parts[i].account(r.spill)
 		}
 	}
 	return r, nil
@@ -301,6 +337,9 @@ func (r *Run) Apply(ctx context.Context, st *Staged) error {
 	if r.closed {
 		return ErrClosed
 	}
+	if err := r.spill.err(); err != nil {
+		return err
+	}
 	b := st.b
 	s, err := r.site(b.site)
 	if err != nil {
@@ -381,6 +420,9 @@ func (r *Run) Table(ctx context.Context) (disclosure.Table, Stats, error) {
 	if r.closed {
 		return disclosure.Table{}, Stats{}, ErrClosed
 	}
+	if err := r.spill.err(); err != nil {
+		return disclosure.Table{}, Stats{}, err
+	}
 	st := Stats{
 		Mode:                   r.mode,
 		Batches:                r.batches.Load(),
@@ -416,6 +458,9 @@ func (r *Run) Close() {
 	r.state.Lock()
 	defer r.state.Unlock()
 	r.closed = true
+	if r.spill != nil {
+		r.removeSpills()
+	}
 	r.parts, r.cells = nil, nil
 	r.sitesMu.Lock()
 	r.sites, r.byID = nil, nil

@@ -40,6 +40,8 @@ type Metrics struct {
 	uploadBytes  prometheus.Counter
 	uploads      *prometheus.CounterVec
 	decisions    *prometheus.HistogramVec
+	spilledBytes prometheus.Counter
+	spilledRuns  prometheus.Counter
 }
 
 // New makes the metrics, reading gauges from src.
@@ -72,8 +74,16 @@ func New(src Sources) *Metrics {
 			Help:    "Time to evaluate a policy decision, by decision (haven/submit, haven/disclose).",
 			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1},
 		}, []string{"decision"}),
+		spilledBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haven_linkage_spilled_bytes_total",
+			Help: "Bytes linkage runs wrote to spill files to keep within linkage.memory_budget.",
+		}),
+		spilledRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haven_linkage_spilled_runs_total",
+			Help: "Linkage runs that spilled to disk to keep within linkage.memory_budget.",
+		}),
 	}
-	m.reg.MustRegister(m.runsFinished, m.runDuration, m.uploadRows, m.uploadBytes, m.uploads, m.decisions,
+	m.reg.MustRegister(m.runsFinished, m.runDuration, m.uploadRows, m.uploadBytes, m.uploads, m.decisions, m.spilledBytes, m.spilledRuns,
 		&gauges{src: src},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -106,6 +116,16 @@ func (m *Metrics) Upload(accepted bool, rows, bytes int64) {
 	m.uploads.WithLabelValues("accepted").Inc()
 	m.uploadRows.Add(float64(rows))
 	m.uploadBytes.Add(float64(bytes))
+}
+
+// LinkageSpilled records a linkage run's spill: the bytes it wrote to
+// spill files, if any.
+func (m *Metrics) LinkageSpilled(bytes int64) {
+	if m == nil || bytes <= 0 {
+		return
+	}
+	m.spilledRuns.Inc()
+	m.spilledBytes.Add(float64(bytes))
 }
 
 // Decision records how long a policy decision took.

@@ -22,6 +22,8 @@ func TestExposition(t *testing.T) {
 	m.Upload(true, 1000, 65536)
 	m.Upload(false, 0, 0)
 	m.Decision("haven/submit", 700*time.Microsecond)
+	m.LinkageSpilled(0) // a run that did not spill
+	m.LinkageSpilled(4096)
 	var nilMetrics *Metrics
 	nilMetrics.RunFinished("released", time.Second) // a nil *Metrics ignores observations
 	rec := httptest.NewRecorder()
@@ -35,6 +37,8 @@ func TestExposition(t *testing.T) {
 		`haven_upload_rows_total 1000`,
 		`haven_upload_bytes_total 65536`,
 		`haven_policy_decision_seconds_count{decision="haven/submit"} 1`,
+		`haven_linkage_spilled_bytes_total 4096`,
+		`haven_linkage_spilled_runs_total 1`,
 		`haven_runs_active{state="running"} 3`,
 		`haven_runs_active{state="linking"} 0`,
 		`haven_node_links{kind="gp"} 6500`,
