@@ -192,9 +192,13 @@ func BenchmarkICBLinkage(b *testing.B) {
 	b.ReportMetric(float64(rss)/(1<<20), "coord-peak-MiB")
 }
 
+// median is the middle value, or the mean of the two middle ones.
 func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
 	return s[len(s)/2]
 }
 
@@ -311,7 +315,13 @@ func printArms(out io.Writer, on, off *benchArm) {
 		fmt.Fprintf(w, "%s\t%.3f\t%.3f\t%s\t\n", label, r, t, d.Round(time.Millisecond))
 	}
 	if len(rel) > 0 {
-		mid := func(xs []float64) float64 { slices.Sort(xs); return xs[len(xs)/2] }
+		mid := func(xs []float64) float64 {
+			slices.Sort(xs)
+			if len(xs)%2 == 0 {
+				return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+			}
+			return xs[len(xs)/2]
+		}
 		fmt.Fprintf(w, "median of 2–%d\t%.3f\t%.3f\t%s\t\n", len(on.rounds), mid(rel), mid(times), median(diff).Round(time.Millisecond))
 	}
 	w.Flush()
