@@ -75,6 +75,9 @@ type Options struct {
 	// process (haven coordinator --config ConfigPath): New writes the
 	// files and starts nothing.
 	External bool
+	// LinkageBudget, if set, is linkage.memory_budget (e.g. "64MiB"):
+	// past it a linkage run spills to the data directory.
+	LinkageBudget string
 	// Register serves the transparency register on a free loopback port
 	// (RegisterURL).
 	Register bool
@@ -226,6 +229,9 @@ func New(tb testing.TB, opts Options) *Network {
 	}
 	if uploads != "" {
 		uploads = "uploads:\n" + uploads
+	}
+	if opts.LinkageBudget != "" {
+		uploads += fmt.Sprintf("linkage: {memory_budget: %q}\n", opts.LinkageBudget)
 	}
 	maxRunning := ""
 	if opts.MaxRunning > 0 {

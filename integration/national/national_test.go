@@ -60,7 +60,8 @@ import (
 //     and every trust a row per patient it admitted (four in ten
 //     patients), submit to release, and the coordinator's peak RSS.
 //     HAVEN_NATIONAL_PATIENTS sets the scale: 230 a practice is 1.5M
-//     patients, 923 is 6M;
+//     patients, 923 is 6M; HAVEN_NATIONAL_BUDGET (e.g. 256MiB) sets the
+//     coordinator's linkage memory budget, past which it spills;
 //   - the time for every site to register again after the coordinator
 //     restarts, the sites reconnecting with jitter over
 //     HAVEN_NATIONAL_JITTER (default 10s), as nodes' backoff spreads them.
@@ -84,7 +85,7 @@ func BenchmarkNationalLinks(b *testing.B) {
 		sites = append(sites, config.Site{ODS: fmt.Sprintf("RN%03d", i+1), Kind: cdm.KindTrust})
 	}
 	n := coordinatortest.New(b, coordinatortest.Options{External: true, Sites: sites, Heartbeat: heartbeat,
-		Deadline: 15 * time.Minute})
+		Deadline: 15 * time.Minute, LinkageBudget: os.Getenv("HAVEN_NATIONAL_BUDGET")})
 	bin := buildHaven(b)
 
 	began := time.Now()
@@ -193,6 +194,9 @@ func BenchmarkNationalLinks(b *testing.B) {
 	if linked != nil {
 		fmt.Printf("%-52s %12s\n", fmt.Sprintf("t2dm-emergency-admissions, %d+%d rows, submit to %s", gps*perPractice, trustRows,
 			strings.TrimPrefix(linked.GetState().String(), "RUN_STATE_")), linkTime.Round(time.Millisecond))
+	}
+	if linked != nil {
+		fmt.Printf("%-52s %12s\n", "linkage spilled to disk", spilled(b, coord.log))
 	}
 	fmt.Printf("%-52s %12.1f\n", "coordinator peak RSS (MiB)", float64(rssPeak)/(1<<20))
 	fmt.Printf("%-52s %12s\n", fmt.Sprintf("all sites registered after a restart, jitter %s", jitter), reregister.Round(time.Millisecond))
@@ -323,7 +327,7 @@ func startCoordinator(b *testing.B, ctx context.Context, bin string, n *coordina
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, "coordinator", "run", "--config", n.ConfigPath)
+	cmd := exec.Command(bin, "--log-format", "text", "coordinator", "run", "--config", n.ConfigPath)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start the coordinator: %v", err)
@@ -360,6 +364,30 @@ func stopCoordinator(b *testing.B, c *coordinatorProc) {
 
 // rss is a process's resident set size in bytes, from /proc.
 func rss(b *testing.B, pid int) int64 { return procStatus(b, pid, "VmRSS:") }
+
+// spilled is what the coordinator's log says its linkage runs spilled to
+// disk ("none" when nothing was).
+func spilled(b *testing.B, logPath string) string {
+	b.Helper()
+	raw, err := os.ReadFile(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := "none"
+	for line := range strings.Lines(string(raw)) {
+		if !strings.Contains(line, "linkage spilled to disk") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "spilled_bytes="); ok {
+				if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+					out = fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+				}
+			}
+		}
+	}
+	return out
+}
 
 // peakRSS is a process's peak resident memory so far.
 func peakRSS(b *testing.B, pid int) int64 { return procStatus(b, pid, "VmHWM:") }
