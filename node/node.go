@@ -98,6 +98,9 @@ type Node struct {
 	pubMu      sync.Mutex
 	published  publication
 
+	// statusMu serialises writeStatus.
+	statusMu sync.Mutex
+
 	started   time.Time
 	closeOnce sync.Once
 }
@@ -466,11 +469,17 @@ func pauseState(p state.Pause) *havenv1.PauseState {
 	return ps
 }
 
-// writeStatus replaces the status file.
+// writeStatus replaces the status file and the metrics file. Link
+// changes, housekeeping and finished tasks call it from their own
+// goroutines; one at a time, so that a file is never replaced by an older
+// snapshot (a task counter that went backwards would read as a reset to
+// Prometheus).
 func (n *Node) writeStatus() {
 	if n.session == nil || n.runner == nil {
 		return
 	}
+	n.statusMu.Lock()
+	defer n.statusMu.Unlock()
 	info := n.session.Info()
 	p := n.pause.Load()
 	s := state.Status{
