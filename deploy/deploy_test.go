@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/havenhealth/haven/coordinator/metrics"
+	nodemetrics "github.com/havenhealth/haven/node/metrics"
 )
 
 // roles maps each long-running haven command a deployment may start to the
@@ -477,7 +478,8 @@ func TestContainerfile(t *testing.T) {
 }
 
 // The Grafana dashboard is valid JSON and charts only metrics the
-// coordinator exposes: a renamed metric fails here, not on a screen.
+// coordinator exposes or a node writes to its textfile: a renamed metric
+// fails here, not on a screen.
 func TestGrafanaDashboard(t *testing.T) {
 	b, err := os.ReadFile("grafana/haven-coordinator.json")
 	if err != nil {
@@ -504,7 +506,15 @@ func TestGrafanaDashboard(t *testing.T) {
 	m.Decision("haven/submit", time.Millisecond)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	exposed := rec.Body.String()
+	prom := filepath.Join(t.TempDir(), "haven.prom")
+	if err := nodemetrics.Write(prom, nodemetrics.Snapshot{Site: "G80001"}); err != nil {
+		t.Fatal(err)
+	}
+	nodeFile, err := os.ReadFile(prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposed := rec.Body.String() + string(nodeFile)
 	name := regexp.MustCompile(`haven_[a-z_]+`)
 	charted := 0
 	for _, p := range d.Panels {

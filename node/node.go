@@ -39,6 +39,7 @@ import (
 	"github.com/havenhealth/haven/node/audit"
 	"github.com/havenhealth/haven/node/config"
 	"github.com/havenhealth/haven/node/connector"
+	"github.com/havenhealth/haven/node/metrics"
 	"github.com/havenhealth/haven/node/optout"
 	"github.com/havenhealth/haven/node/pseudonym"
 	"github.com/havenhealth/haven/node/runner"
@@ -96,6 +97,9 @@ type Node struct {
 	publishNow chan struct{}
 	pubMu      sync.Mutex
 	published  publication
+
+	// statusMu serialises writeStatus.
+	statusMu sync.Mutex
 
 	started   time.Time
 	closeOnce sync.Once
@@ -275,7 +279,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Node, err er
 		},
 		Concurrency:  cfg.Limits.Concurrency,
 		RetryBackoff: opts.UploadRetry,
-		Logger:       n.log,
+		// The status and metrics files say at once that a task finished.
+		OnFinished: n.writeStatus,
+		Logger:     n.log,
 	})
 	if err != nil {
 		return nil, err
@@ -463,11 +469,17 @@ func pauseState(p state.Pause) *havenv1.PauseState {
 	return ps
 }
 
-// writeStatus replaces the status file.
+// writeStatus replaces the status file and the metrics file. Link
+// changes, housekeeping and finished tasks call it from their own
+// goroutines; one at a time, so that a file is never replaced by an older
+// snapshot (a task counter that went backwards would read as a reset to
+// Prometheus).
 func (n *Node) writeStatus() {
 	if n.session == nil || n.runner == nil {
 		return
 	}
+	n.statusMu.Lock()
+	defer n.statusMu.Unlock()
 	info := n.session.Info()
 	p := n.pause.Load()
 	s := state.Status{
@@ -495,6 +507,32 @@ func (n *Node) writeStatus() {
 	}
 	if err := state.WriteStatus(n.cfg.StateDir, s); err != nil {
 		n.log.Error("status file", "error", err)
+	}
+	n.writeMetrics(info)
+}
+
+// writeMetrics replaces the metrics file, if the configuration names one.
+func (n *Node) writeMetrics(info session.Info) {
+	path := n.cfg.Metrics.Textfile
+	if path == "" {
+		return
+	}
+	t := n.runner.Totals()
+	s := metrics.Snapshot{
+		Site: n.cfg.Site.ODS, Kind: string(n.cfg.Site.Kind), Coordinator: n.cfg.Coordinator.Address,
+		Connected: info.State == session.StateConnected,
+		Tasks:     t.Tasks, TasksRunning: n.runner.Running(), LastTask: t.Last,
+		RowsSent: t.Rows, BytesSent: t.Bytes,
+		Started: n.started, Now: time.Now(),
+	}
+	if nd := n.ndop.Load(); nd != nil {
+		s.NDOPPatients = nd.Len()
+	}
+	if net := n.network.Current(); net != nil {
+		s.NetworkOptOuts = &metrics.NetworkOptOuts{Version: net.Version().String(), Hashes: net.Len()}
+	}
+	if err := metrics.Write(path, s); err != nil {
+		n.log.Error("metrics file", "error", err)
 	}
 }
 

@@ -550,3 +550,19 @@ func TestIllegalMovesRefused(t *testing.T) {
 		t.Errorf("the table of a cancelled run: %v, want FailedPrecondition saying why", err)
 	}
 }
+
+// A run records the requester's roles as well as who they are, so that the
+// public register can say in what role an organisation asked.
+func TestRunRecordsRequesterRoles(t *testing.T) {
+	t.Parallel()
+	n := newNetwork(t, map[string]int64{"A81001": 60})
+	n.ana.Roles = []string{"commissioner", "analyst"}
+	run := n.submit()
+	got, err := n.d.GetRun(t.Context(), n.ana, run.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := got.GetRequester(); r.GetId() != "ana" || r.GetOrg() != "QHM" || !slices.Equal(r.GetRoles(), []string{"analyst", "commissioner"}) {
+		t.Errorf("the stored run's requester is %v, want ana of QHM as analyst and commissioner", r)
+	}
+}

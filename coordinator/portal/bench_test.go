@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/havenhealth/haven/coordinator/register"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 	"github.com/havenhealth/haven/release"
 )
@@ -32,7 +31,7 @@ func BenchmarkRunPage(b *testing.B) {
 	for b.Loop() {
 		r := httptest.NewRequest("GET", "/runs/run-BENCH", nil)
 		w := httptest.NewRecorder()
-		p.page(w, r, 200, "run.html", &s, map[string]any{"Title": "Run", "Run": viewOf(run, s), "Table": register.TableOf(tab),
+		p.page(w, r, 200, "run.html", &s, map[string]any{"Title": "Run", "Run": viewOf(run, s), "Table": tableOf(tab),
 			"Charts": charts(tab), "Snippets": sn})
 		if w.Code != 200 {
 			b.Fatalf("status %d", w.Code)

@@ -262,7 +262,7 @@ func (p *Portal) run(w http.ResponseWriter, r *http.Request, s session) {
 				p.fail(w, r, "read the released table", err)
 				return
 			}
-			data["Table"] = register.TableOf(tab)
+			data["Table"] = tableOf(tab)
 			data["Charts"] = charts(tab)
 			if sn, err := snippetsFor(run.GetId(), p.cfg.FlightAddress); err == nil {
 				data["Snippets"] = sn

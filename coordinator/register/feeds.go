@@ -52,6 +52,7 @@ type jsonItem struct {
 type feedRun struct {
 	RunID             string            `json:"run_id"`
 	Organisation      string            `json:"organisation"`
+	Roles             []string          `json:"roles,omitempty"`
 	Purpose           string            `json:"purpose"`
 	Definition        string            `json:"definition"`
 	DefinitionVersion uint32            `json:"definition_version"`
@@ -77,7 +78,7 @@ func (r *Register) recent(w http.ResponseWriter, req *http.Request) ([]runView, 
 
 // title is a run's one-line description.
 func title(v runView) string {
-	return fmt.Sprintf("%s asked %s for %s: %s", v.Organisation, v.Definition, v.Purpose, v.State)
+	return fmt.Sprintf("%s asked %s for %s: %s", v.AskedBy(), v.Definition, v.Purpose, v.State)
 }
 
 // summary is a run's description in a sentence or two.
@@ -87,7 +88,7 @@ func summary(v runView) string {
 		params = append(params, p.Name+" = "+p.Value)
 	}
 	s := fmt.Sprintf("%s asked %s version %d (%s) for %s. Outcome: %s. Coverage: %s.",
-		v.Organisation, v.Definition, v.DefinitionVersion, strings.Join(params, ", "), v.Purpose, v.State, v.Coverage)
+		v.AskedBy(), v.Definition, v.DefinitionVersion, strings.Join(params, ", "), v.Purpose, v.State, v.Coverage)
 	for _, r := range v.Reasons {
 		s += " " + r.Code + ": " + r.Message
 	}
@@ -111,7 +112,7 @@ func (r *Register) jsonFeed(w http.ResponseWriter, req *http.Request) {
 		}
 		f.Items = append(f.Items, jsonItem{ID: v.ID, URL: base + "/register/runs/" + v.ID, Title: title(v),
 			ContentText: summary(v), DatePublished: v.Submitted, DateModified: v.Finished,
-			Haven: feedRun{RunID: v.ID, Organisation: v.Organisation, Purpose: v.Purpose, Definition: v.Definition,
+			Haven: feedRun{RunID: v.ID, Organisation: v.Organisation, Roles: v.Roles, Purpose: v.Purpose, Definition: v.Definition,
 				DefinitionVersion: v.DefinitionVersion, DefinitionSHA256: v.DefinitionHash, Parameters: params,
 				State: v.State, Reasons: v.Reasons, Coverage: v.Coverage}})
 	}

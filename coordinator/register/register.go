@@ -1,6 +1,7 @@
 // Package register is the public transparency register: every run asked of
 // the network, for anyone to read without logging in. For each run it shows
-// who asked (the organisation, never the person), for what purpose, which
+// who asked (the organisation and the asker's roles, never the person),
+// for what purpose, which
 // definition (id, version, hash) and parameters, when, the coverage, the
 // outcome (with policy's reasons for a refusal) and the released table;
 // and on every page the audit log's head, so that anyone can keep it and
@@ -200,9 +201,10 @@ func (r *Register) fail(w http.ResponseWriter, req *http.Request, what string, e
 }
 
 // runView is a run as the register shows it: nothing of the requester
-// but the organisation.
+// but the organisation and the roles they submitted with.
 type runView struct {
 	ID, Organisation, Purpose  string
+	Roles                      []string
 	Definition, DefinitionHash string
 	DefinitionVersion          uint32
 	Parameters                 []param
@@ -214,6 +216,15 @@ type runView struct {
 	Released                   bool
 }
 
+// AskedBy is who asked, as the register says it: the organisation and,
+// where the run records them, the requester's roles, e.g. "QHM (analyst)".
+func (v runView) AskedBy() string {
+	if len(v.Roles) == 0 {
+		return v.Organisation
+	}
+	return v.Organisation + " (" + strings.Join(v.Roles, ", ") + ")"
+}
+
 type param struct{ Name, Value string }
 
 // Reason is a code and its explanation.
@@ -221,7 +232,7 @@ type Reason struct{ Code, Message string }
 
 func viewOf(run *havenv1.Run) runView {
 	v := runView{
-		ID: run.GetId(), Organisation: run.GetRequester().GetOrg(), Purpose: run.GetPurpose(),
+		ID: run.GetId(), Organisation: run.GetRequester().GetOrg(), Roles: run.GetRequester().GetRoles(), Purpose: run.GetPurpose(),
 		Definition: run.GetDefinitionId(), DefinitionVersion: run.GetDefinitionVersion(), DefinitionHash: run.GetDefinitionHash(),
 		State:    wire.RunStateName(run.GetState()),
 		Released: run.GetState() == havenv1.RunState_RUN_STATE_RELEASED,

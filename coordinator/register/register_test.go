@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,7 @@ func setup(t *testing.T) (*httptest.Server, *store.SQLite) {
 	}
 	t.Cleanup(func() { s.Close() })
 	released := run("run-RELEASED1", "QHM", releasedBy, havenv1.RunState_RUN_STATE_RELEASED, 0)
+	released.Requester.Roles = []string{"analyst", "commissioner"}
 	released.FinishedAt = timestamppb.New(t0.Add(5 * time.Minute))
 	refused := run("run-REFUSED1", "QWE", refusedBy, havenv1.RunState_RUN_STATE_REFUSED, 10)
 	refused.PolicyReasons = []*havenv1.PolicyReason{{Code: "near_duplicate", Message: "run run-RELEASED1 (released, submitted 2026-03-02) asked definition \"t2dm-prevalence\" with parameters within the near-duplicate distance of these"}}
@@ -122,7 +124,7 @@ func TestPages(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("list: %s %s", resp.Status, resp.Header.Get("Content-Type"))
 	}
-	for _, want := range []string{"run-RELEASED1", "run-REFUSED1", "run-RUNNING1", "QHM", "QWE", "commissioning",
+	for _, want := range []string{"run-RELEASED1", "run-REFUSED1", "run-RUNNING1", "QHM (analyst, commissioner)", "<td>QWE</td>", "commissioning",
 		"t2dm-prevalence v2", "index_date = 2025-06-01", "min_age = 40", "near_duplicate", "released", "refused", "running",
 		`id="audit-seq">42<`, strings.Repeat("c", 64)} {
 		if !strings.Contains(list, want) {
@@ -135,7 +137,7 @@ func TestPages(t *testing.T) {
 	}
 
 	_, page := get(t, srv, "/register/runs/run-RELEASED1")
-	for _, want := range []string{"Asked by</dt><dd>QHM", "commissioning", strings.Repeat("ab", 32), "index_date = 2025-06-01",
+	for _, want := range []string{"Asked by</dt><dd>QHM (analyst, commissioner)</dd>", "commissioning", strings.Repeat("ab", 32), "index_date = 2025-06-01",
 		"9 of 10 sites answered; 45020 of 50030 registered patients (90.0%); 1 of 1 hospital trusts, holding 100.0% of their usual activity",
 		"The released table", "G80005", "low_count", "the count is under the threshold", `id="audit-seq">42<`} {
 		if !strings.Contains(page, want) {
@@ -211,8 +213,11 @@ func TestFeeds(t *testing.T) {
 		first.Haven.Parameters["min_age"] != "40" || first.Haven.DefinitionSHA256 != strings.Repeat("ab", 32) {
 		t.Errorf("first item %+v", first)
 	}
-	if f.Items[1].Haven.State != "refused" || len(f.Items[1].Haven.Reasons) != 1 {
+	if f.Items[1].Haven.State != "refused" || len(f.Items[1].Haven.Reasons) != 1 || f.Items[1].Haven.Roles != nil {
 		t.Errorf("refused item %+v", f.Items[1].Haven)
+	}
+	if r := f.Items[2].Haven; !slices.Equal(r.Roles, []string{"analyst", "commissioner"}) || !strings.HasPrefix(f.Items[2].Title, "QHM (analyst, commissioner) asked") {
+		t.Errorf("released item: roles %q, title %q", r.Roles, f.Items[2].Title)
 	}
 
 	_, body = get(t, srv, "/register/runs.atom")

@@ -74,6 +74,8 @@ type Config struct {
 	AuditDir string `yaml:"audit_dir"`
 	// Limits bound what a task may cost and send.
 	Limits Limits `yaml:"limits"`
+	// Metrics is where the node writes its metrics for node_exporter.
+	Metrics Metrics `yaml:"metrics"`
 
 	file string
 }
@@ -164,6 +166,17 @@ type OptOut struct {
 	// NDOPFile is a CSV file with a header nhs_number and one NHS number
 	// a line.
 	NDOPFile string `yaml:"ndop_file"`
+}
+
+// Metrics is what the node tells Prometheus. A node listens on no port, so
+// it writes a file that node_exporter's textfile collector reads.
+type Metrics struct {
+	// Textfile is the file the node writes its metrics to, in the text
+	// exposition format, after every task and every few seconds; it must
+	// end in .prom (node_exporter reads no other) and sit in the directory
+	// node_exporter's --collector.textfile.directory names. Empty: no
+	// metrics are written.
+	Textfile string `yaml:"textfile"`
 }
 
 // Limits bound a task.
@@ -270,6 +283,7 @@ func (c *Config) resolve(dir string) {
 		&c.Linkage.SecretFile, &c.Linkage.PerturbationSecretFile,
 		&c.OptOut.NDOPFile,
 		&c.StateDir, &c.AuditDir,
+		&c.Metrics.Textfile,
 	} {
 		abs(p)
 	}
@@ -379,6 +393,9 @@ func (c *Config) Validate() error {
 		bad("audit_dir", "must differ from state_dir, so the audit log can be kept and shipped on its own")
 	}
 
+	if c.Metrics.Textfile != "" && (filepath.Ext(c.Metrics.Textfile) != ".prom" || filepath.Base(c.Metrics.Textfile) == ".prom") {
+		bad("metrics.textfile", "%q: want a file name ending in .prom, which node_exporter's textfile collector reads", c.Metrics.Textfile)
+	}
 	if c.Limits.MaxRows < 0 {
 		bad("limits.max_rows", "%d is negative", c.Limits.MaxRows)
 	}
@@ -461,6 +478,9 @@ func (c *Config) CheckFiles() error {
 		exists(fmt.Sprintf("governance.site_modules[%d]", i), m, true)
 	}
 	exists("opt_out.ndop_file", c.OptOut.NDOPFile, false)
+	if c.Metrics.Textfile != "" {
+		exists("metrics.textfile (its directory)", filepath.Dir(c.Metrics.Textfile), true)
+	}
 	if _, err := c.ReadSecret(); err != nil {
 		bad("linkage.secret_file", err)
 	}

@@ -18,6 +18,8 @@ func TestLoadTestdata(t *testing.T) {
 		want []string // substrings of the error; none for a good file
 	}{
 		{"minimal.good.yaml", nil},
+		{"metrics_textfile.good.yaml", nil},
+		{"metrics_not_prom.bad.yaml", []string{`metrics.textfile: "/var/lib/node_exporter/haven.txt": want a file name ending in .prom`}},
 		{"unknown_field.bad.yaml", []string{"unknown_field.bad.yaml", "field colour not found"}},
 		{"missing_fields.bad.yaml", []string{"site.kind: missing", "tls.cert: missing", "tls.key: missing", "tls.ca: missing",
 			"connector.path: missing", "connector.sha256: missing", "governance.bundle: missing", "linkage.secret_file: missing",
@@ -61,6 +63,13 @@ func TestLoadResolvesPathsAndDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.Metrics.Textfile != "" {
+		t.Errorf("metrics.textfile %q by default, want empty (off)", c.Metrics.Textfile)
+	}
+	metrics, err := Load("testdata/metrics_textfile.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir, _ := filepath.Abs("testdata")
 	for field, got := range map[string]string{
 		"tls.cert":          c.TLS.Cert,
@@ -69,6 +78,7 @@ func TestLoadResolvesPathsAndDefaults(t *testing.T) {
 		"state_dir":         c.StateDir,
 		"audit_dir":         c.AuditDir,
 		"opt_out.ndop_file": c.OptOut.NDOPFile,
+		"metrics.textfile":  metrics.Metrics.Textfile,
 	} {
 		if !filepath.IsAbs(got) || !strings.HasPrefix(got, dir) {
 			t.Errorf("%s = %q, want a path under %s", field, got, dir)

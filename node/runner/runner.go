@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -158,6 +159,10 @@ type Config struct {
 	// coordinator could not take; it doubles up to a minute. Zero means 1s.
 	RetryBackoff time.Duration
 
+	// OnFinished, if set, is called after each task's outcome is
+	// recorded (the node rewrites its metrics file then).
+	OnFinished func()
+
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -213,6 +218,7 @@ type Runner struct {
 	stop    context.CancelCauseFunc
 	running map[string]*running
 	recent  []state.TaskSummary
+	totals  Totals
 	// invalidCounts holds recent counts of invalid NHS numbers, by
 	// table.
 	invalidCounts map[string]cachedCount
@@ -322,6 +328,9 @@ func (r *Runner) Submit(t *havenv1.Task) {
 		if resend {
 			r.report(o)
 		}
+		if r.cfg.OnFinished != nil {
+			r.cfg.OnFinished()
+		}
 	}()
 }
 
@@ -350,6 +359,36 @@ func (r *Runner) Recent() []state.TaskSummary {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.recent)
+}
+
+// Outcomes a task is counted under in Totals.
+const (
+	OutcomeDone      = "done"
+	OutcomeRefused   = "refused"
+	OutcomeFailed    = "failed"
+	OutcomeCancelled = "cancelled" // by the coordinator
+)
+
+// Totals is what the runner has done since it started.
+type Totals struct {
+	// Tasks counts finished tasks by outcome (Outcome*).
+	Tasks map[string]int64
+	// Rows and Bytes are what finished tasks sent.
+	Rows, Bytes int64
+	// Last is when the last task finished; zero if none has.
+	Last time.Time
+}
+
+// Totals returns what the runner has done since it started.
+func (r *Runner) Totals() Totals {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.totals
+	t.Tasks = maps.Clone(r.totals.Tasks)
+	if t.Tasks == nil {
+		t.Tasks = map[string]int64{}
+	}
+	return t
 }
 
 // Shutdown stops taking tasks, cancels those running (each is reported as
@@ -396,15 +435,26 @@ func (r *Runner) remember(t *havenv1.Task, o *havenv1.TaskOutcome) {
 	delete(r.networkUsed, t.GetTaskId())
 	switch x := o.GetOutcome().(type) {
 	case *havenv1.TaskOutcome_Done:
-		s.Outcome, s.Rows, s.Bytes = "done", x.Done.GetRows(), x.Done.GetBytes()
+		s.Outcome, s.Rows, s.Bytes = OutcomeDone, x.Done.GetRows(), x.Done.GetBytes()
 	case *havenv1.TaskOutcome_Failed:
-		s.Outcome, s.Detail = "failed", x.Failed.GetCode().String()
+		s.Outcome, s.Detail = OutcomeFailed, x.Failed.GetCode().String()
 	case *havenv1.TaskOutcome_Refused:
-		s.Outcome = "refused"
+		s.Outcome = OutcomeRefused
 		for _, rs := range x.Refused.GetReasons() {
 			s.Detail += rs.GetCode() + " "
 		}
 	}
+	outcome := s.Outcome
+	if f := o.GetFailed(); f != nil && f.GetCode() == havenv1.TaskErrorCode_TASK_ERROR_CODE_CANCELLED {
+		outcome = OutcomeCancelled
+	}
+	if r.totals.Tasks == nil {
+		r.totals.Tasks = map[string]int64{}
+	}
+	r.totals.Tasks[outcome]++
+	r.totals.Rows += s.Rows
+	r.totals.Bytes += s.Bytes
+	r.totals.Last = s.At
 	r.recent = append([]state.TaskSummary{s}, r.recent...)
 	if len(r.recent) > maxRecent {
 		r.recent = r.recent[:maxRecent]

@@ -1429,7 +1429,11 @@ type Requester struct {
 	// The person or service, e.g. the subject of their certificate.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// ODS code of their organisation, e.g. an ICB.
-	Org           string `protobuf:"bytes,2,opt,name=org,proto3" json:"org,omitempty"`
+	Org string `protobuf:"bytes,2,opt,name=org,proto3" json:"org,omitempty"`
+	// Their roles when they submitted (e.g. "analyst"), as their
+	// certificate or login said: the public register shows them beside the
+	// organisation, never the id.
+	Roles         []string `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1476,6 +1480,13 @@ func (x *Requester) GetOrg() string {
 		return x.Org
 	}
 	return ""
+}
+
+func (x *Requester) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
 }
 
 // SiteStatus is one site's part in a run.
@@ -2208,10 +2219,11 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\rdefinition_id\x18\x04 \x01(\tR\fdefinitionId\"]\n" +
 	"\x10ListRunsResponse\x12!\n" +
 	"\x04runs\x18\x01 \x03(\v2\r.haven.v1.RunR\x04runs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"-\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"C\n" +
 	"\tRequester\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
-	"\x03org\x18\x02 \x01(\tR\x03org\"\xa7\x02\n" +
+	"\x03org\x18\x02 \x01(\tR\x03org\x12\x14\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\"\xa7\x02\n" +
 	"\n" +
 	"SiteStatus\x12\x19\n" +
 	"\bsite_ods\x18\x01 \x01(\tR\asiteOds\x12&\n" +

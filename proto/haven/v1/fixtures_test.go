@@ -189,7 +189,7 @@ func run() *Run {
 		DefinitionHash:    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
 		Parameters:        params(),
 		Purpose:           "commissioning",
-		Requester:         &Requester{Id: "analyst@qwe.example", Org: "QWE"},
+		Requester:         &Requester{Id: "analyst@qwe.example", Org: "QWE", Roles: []string{"analyst"}},
 		Mode:              PlanMode_PLAN_MODE_LINKAGE,
 		State:             RunState_RUN_STATE_RELEASED,
 		SubmittedAt:       at(0),
