@@ -26,7 +26,9 @@ func releasedWithRegister(t *testing.T) (*coordinatortest.Network, *havenv1.Run)
 	t.Helper()
 	ctx := testContext(t)
 	n := coordinatortest.New(t, coordinatortest.Options{Register: true})
-	statinsSites(t, ctx, n, 5, 2, 150)
+	nodes, _ := statinsSites(t, ctx, n, 5, 2, 150)
+	// What the nodes say they left out for opt-outs: 140 and 3.
+	nodes[0].OptOutsExcluded, nodes[1].OptOutsExcluded = 140, 3
 	return n, releaseStatins(t, ctx, n, "analyst-zq81")
 }
 
@@ -105,6 +107,19 @@ func TestTransparencyRegister(t *testing.T) {
 	page := get(base + "runs/" + run.GetId())
 	if !strings.Contains(page, "The released table") || !strings.Contains(page, "statins-chd") {
 		t.Errorf("the run's page shows no released table:\n%s", page)
+	}
+	// The opt-outs the sites honoured reach the run's coverage exactly, and
+	// the register only coarsely.
+	if got := run.GetCoverage().GetOptOutsHonoured(); got != 143 {
+		t.Errorf("coverage counts %d opt-outs honoured, want 143", got)
+	}
+	for _, want := range []string{"Opt-outs honoured</dt><dd>about 145 records", "<td>done</td><td>about 140</td>", "<td>done</td><td>fewer than 10</td>"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the run's page does not show %q", want)
+		}
+	}
+	if strings.Contains(page, ">143<") || strings.Contains(page, ">3<") {
+		t.Error("the run's page shows an exact opt-out count")
 	}
 	for _, p := range []string{list, page} {
 		if strings.Contains(p, "analyst-zq81") {

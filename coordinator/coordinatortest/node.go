@@ -52,6 +52,9 @@ type NodeDouble struct {
 	// BeforeUpload runs before the real upload; tests use it to send bad
 	// uploads first.
 	BeforeUpload func(ctx context.Context, conn *grpc.ClientConn, task *havenv1.Task, schema *arrow.Schema)
+	// OptOutsExcluded is what the double reports in TaskDone as rows left
+	// out because the patient opted out.
+	OptOutsExcluded int64
 	// WithholdDone makes the double upload but keep its TaskDone back, as
 	// if the link dropped first; Withheld returns them.
 	WithholdDone bool
@@ -285,7 +288,7 @@ func (nd *NodeDouble) run(ctx context.Context, task *havenv1.Task) {
 		return
 	}
 	done := &havenv1.TaskDone{TaskId: task.GetTaskId(), Rows: sent.Rows, Bytes: sent.Bytes, Batches: sent.Batches,
-		Fields: task.GetOutputFields()}
+		Fields: task.GetOutputFields(), RowsExcludedOptOut: nd.OptOutsExcluded}
 	nd.record(func() {
 		nd.receipts = append(nd.receipts, rc)
 		if nd.WithholdDone {

@@ -168,6 +168,7 @@ func (d *Dispatcher) taskDone(ctx context.Context, r *activeRun, s *siteRun, don
 		"rows_excluded_opt_out":            done.GetRowsExcludedOptOut()})
 	d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_DONE, now, func(st *havenv1.SiteStatus) {
 		st.Rows, st.Bytes, st.Error = got.rows, got.bytes, ""
+		st.OptOutsHonoured = done.GetRowsExcludedOptOut()
 	})
 }
 

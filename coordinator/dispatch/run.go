@@ -107,8 +107,10 @@ func (r *activeRun) updateCoverage() {
 	c := r.run.Coverage
 	c.SitesExpected, c.SitesAnswered, c.PopulationExpected, c.PopulationAnswered = 0, 0, 0, 0
 	c.TrustsExpected, c.TrustsAnswered, c.ActivityExpected, c.ActivityAnswered = 0, 0, 0, 0
+	c.OptOutsHonoured = 0
 	for _, s := range r.sites {
 		c.SitesExpected++
+		c.OptOutsHonoured += s.status.OptOutsHonoured
 		done := s.status.State == havenv1.SiteState_SITE_STATE_DONE
 		if done {
 			c.SitesAnswered++

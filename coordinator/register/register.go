@@ -59,6 +59,9 @@ var files embed.FS
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"time": func(t time.Time) string { return t.UTC().Format("2 Jan 2006 15:04 UTC") },
 	"iso":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+
+	"optOutRounding":  func() int { return optOutRounding },
+	"optOutThreshold": func() int { return optOutThreshold },
 }).ParseFS(files, "templates/*.html"))
 
 // Register serves the register's pages and feeds.
@@ -214,6 +217,33 @@ type runView struct {
 	Error                      string
 	Coverage                   string
 	Released                   bool
+	// Sites are the sites asked, each with its part and the opt-outs it
+	// honoured; OptOuts is the run's total. Both are counted in words
+	// that disclose no small number (OptOutText).
+	Sites   []siteView
+	OptOuts string
+}
+
+// siteView is one site's part in a run, as the register shows it.
+type siteView struct{ ODS, Kind, State, OptOuts string }
+
+// Opt-out counts are published only coarsely: a count under
+// optOutThreshold (zero included: "no patient here objected" says
+// something of every patient at a small site) is shown as "fewer than",
+// and a larger one rounded to optOutRounding, so that publishing them run
+// after run tells nobody whether one more person objected.
+const (
+	optOutThreshold = 10
+	optOutRounding  = 5
+)
+
+// OptOutText says how many records' opt-outs a site or run honoured,
+// disclosure-controlled.
+func OptOutText(n int64) string {
+	if n < optOutThreshold {
+		return fmt.Sprintf("fewer than %d", optOutThreshold)
+	}
+	return fmt.Sprintf("about %d", (n+optOutRounding/2)/optOutRounding*optOutRounding)
 }
 
 // AskedBy is who asked, as the register says it: the organisation and,
@@ -238,6 +268,16 @@ func viewOf(run *havenv1.Run) runView {
 		Released: run.GetState() == havenv1.RunState_RUN_STATE_RELEASED,
 		Error:    run.GetError(),
 		Coverage: CoverageText(run.GetCoverage()),
+	}
+	if c := run.GetCoverage(); len(c.GetSites()) > 0 {
+		v.OptOuts = OptOutText(c.GetOptOutsHonoured())
+		for _, st := range c.GetSites() {
+			sv := siteView{ODS: st.GetSiteOds(), Kind: wire.SiteKindName(st.GetKind()), State: strings.ReplaceAll(wire.SiteStateName(st.GetState()), "_", " ")}
+			if st.GetState() == havenv1.SiteState_SITE_STATE_DONE {
+				sv.OptOuts = OptOutText(st.GetOptOutsHonoured())
+			}
+			v.Sites = append(v.Sites, sv)
+		}
 	}
 	if t := run.GetSubmittedAt(); t != nil {
 		v.Submitted = t.AsTime()

@@ -64,6 +64,13 @@ func setup(t *testing.T) (*httptest.Server, *store.SQLite) {
 	t.Cleanup(func() { s.Close() })
 	released := run("run-RELEASED1", "QHM", releasedBy, havenv1.RunState_RUN_STATE_RELEASED, 0)
 	released.Requester.Roles = []string{"analyst", "commissioner"}
+	released.Coverage.OptOutsHonoured = 268
+	released.Coverage.Sites = []*havenv1.SiteStatus{
+		{SiteOds: "G80001", Kind: havenv1.SiteKind_SITE_KIND_GP, State: havenv1.SiteState_SITE_STATE_DONE, OptOutsHonoured: 263},
+		{SiteOds: "G80005", Kind: havenv1.SiteKind_SITE_KIND_GP, State: havenv1.SiteState_SITE_STATE_DONE, OptOutsHonoured: 0},
+		{SiteOds: "G80007", Kind: havenv1.SiteKind_SITE_KIND_GP, State: havenv1.SiteState_SITE_STATE_DONE, OptOutsHonoured: 5},
+		{SiteOds: "G80009", Kind: havenv1.SiteKind_SITE_KIND_GP, State: havenv1.SiteState_SITE_STATE_TIMED_OUT},
+	}
 	released.FinishedAt = timestamppb.New(t0.Add(5 * time.Minute))
 	refused := run("run-REFUSED1", "QWE", refusedBy, havenv1.RunState_RUN_STATE_REFUSED, 10)
 	refused.PolicyReasons = []*havenv1.PolicyReason{{Code: "near_duplicate", Message: "run run-RELEASED1 (released, submitted 2026-03-02) asked definition \"t2dm-prevalence\" with parameters within the near-duplicate distance of these"}}
@@ -139,7 +146,12 @@ func TestPages(t *testing.T) {
 	_, page := get(t, srv, "/register/runs/run-RELEASED1")
 	for _, want := range []string{"Asked by</dt><dd>QHM (analyst, commissioner)</dd>", "commissioning", strings.Repeat("ab", 32), "index_date = 2025-06-01",
 		"9 of 10 sites answered; 45020 of 50030 registered patients (90.0%); 1 of 1 hospital trusts, holding 100.0% of their usual activity",
-		"The released table", "G80005", "low_count", "the count is under the threshold", `id="audit-seq">42<`} {
+		"The released table", "G80005", "low_count", "the count is under the threshold", `id="audit-seq">42<`,
+		"Opt-outs honoured</dt><dd>about 270 records",
+		`<th scope="row">G80001</th><td>gp</td><td>done</td><td>about 265</td>`,
+		`<th scope="row">G80005</th><td>gp</td><td>done</td><td>fewer than 10</td>`,
+		`<th scope="row">G80007</th><td>gp</td><td>done</td><td>fewer than 10</td>`,
+		`<th scope="row">G80009</th><td>gp</td><td>timed out</td><td></td>`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the released run's page does not show %q", want)
 		}
@@ -163,6 +175,22 @@ func TestPages(t *testing.T) {
 			if strings.Contains(page, user) {
 				t.Errorf("a page shows a requester's user id %q", user)
 			}
+		}
+	}
+}
+
+// An opt-out count is never published exactly when it is small, zero
+// included, and otherwise only to the nearest 5.
+func TestOptOutText(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{
+		{0, "fewer than 10"}, {1, "fewer than 10"}, {9, "fewer than 10"},
+		{10, "about 10"}, {12, "about 10"}, {13, "about 15"}, {263, "about 265"}, {268, "about 270"},
+	} {
+		if got := OptOutText(tc.n); got != tc.want {
+			t.Errorf("OptOutText(%d) = %q, want %q", tc.n, got, tc.want)
 		}
 	}
 }

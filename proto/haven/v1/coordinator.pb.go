@@ -1507,9 +1507,13 @@ type SiteStatus struct {
 	// What went wrong, when failed.
 	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
 	// When the state last changed.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Records the site left out of its answer because the patient had
+	// opted out (type 1 or the national data opt-out), as its node reported
+	// when done: the objections this run honoured there.
+	OptOutsHonoured int64 `protobuf:"varint,9,opt,name=opt_outs_honoured,json=optOutsHonoured,proto3" json:"opt_outs_honoured,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SiteStatus) Reset() {
@@ -1598,6 +1602,13 @@ func (x *SiteStatus) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *SiteStatus) GetOptOutsHonoured() int64 {
+	if x != nil {
+		return x.OptOutsHonoured
+	}
+	return 0
+}
+
 // Coverage says how much of the population a run's answer covers. Policy
 // decides whether a partial answer may be released; readers see this
 // either way.
@@ -1624,8 +1635,11 @@ type Coverage struct {
 	ActivityExpected int64 `protobuf:"varint,8,opt,name=activity_expected,json=activityExpected,proto3" json:"activity_expected,omitempty"`
 	// Hospital activity records held by the trusts that answered.
 	ActivityAnswered int64 `protobuf:"varint,9,opt,name=activity_answered,json=activityAnswered,proto3" json:"activity_answered,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The sites' opt_outs_honoured added up: records left out because the
+	// patient had opted out. A patient known at two sites counts at each.
+	OptOutsHonoured int64 `protobuf:"varint,10,opt,name=opt_outs_honoured,json=optOutsHonoured,proto3" json:"opt_outs_honoured,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Coverage) Reset() {
@@ -1717,6 +1731,13 @@ func (x *Coverage) GetActivityExpected() int64 {
 func (x *Coverage) GetActivityAnswered() int64 {
 	if x != nil {
 		return x.ActivityAnswered
+	}
+	return 0
+}
+
+func (x *Coverage) GetOptOutsHonoured() int64 {
+	if x != nil {
+		return x.OptOutsHonoured
 	}
 	return 0
 }
@@ -2223,7 +2244,7 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\tRequester\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03org\x18\x02 \x01(\tR\x03org\x12\x14\n" +
-	"\x05roles\x18\x03 \x03(\tR\x05roles\"\xa7\x02\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\"\xd3\x02\n" +
 	"\n" +
 	"SiteStatus\x12\x19\n" +
 	"\bsite_ods\x18\x01 \x01(\tR\asiteOds\x12&\n" +
@@ -2234,7 +2255,8 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x129\n" +
 	"\n" +
-	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x92\x03\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12*\n" +
+	"\x11opt_outs_honoured\x18\t \x01(\x03R\x0foptOutsHonoured\"\xbe\x03\n" +
 	"\bCoverage\x12%\n" +
 	"\x0esites_expected\x18\x01 \x01(\x05R\rsitesExpected\x12%\n" +
 	"\x0esites_answered\x18\x02 \x01(\x05R\rsitesAnswered\x12/\n" +
@@ -2244,7 +2266,9 @@ const file_haven_v1_coordinator_proto_rawDesc = "" +
 	"\x0ftrusts_expected\x18\x06 \x01(\x05R\x0etrustsExpected\x12'\n" +
 	"\x0ftrusts_answered\x18\a \x01(\x05R\x0etrustsAnswered\x12+\n" +
 	"\x11activity_expected\x18\b \x01(\x03R\x10activityExpected\x12+\n" +
-	"\x11activity_answered\x18\t \x01(\x03R\x10activityAnswered\"\xec\x01\n" +
+	"\x11activity_answered\x18\t \x01(\x03R\x10activityAnswered\x12*\n" +
+	"\x11opt_outs_honoured\x18\n" +
+	" \x01(\x03R\x0foptOutsHonoured\"\xec\x01\n" +
 	"\x0eReleaseSummary\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12%\n" +
 	"\x0ecells_released\x18\x02 \x01(\x03R\rcellsReleased\x12%\n" +

@@ -178,6 +178,8 @@ func siteStatus() *SiteStatus {
 		Bytes:     4096,
 		Error:     "connector: connection refused",
 		UpdatedAt: at(5),
+
+		OptOutsHonoured: 37,
 	}
 }
 
@@ -206,6 +208,7 @@ func run() *Run {
 			TrustsAnswered:     1,
 			ActivityExpected:   391_083,
 			ActivityAnswered:   138_935,
+			OptOutsHonoured:    37,
 			Sites:              []*SiteStatus{siteStatus()},
 		},
 		Release: &ReleaseSummary{
