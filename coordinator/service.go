@@ -353,7 +353,7 @@ func (s *Service) openPortal(tlsCfg *tls.Config, commissioners *api.Server, auth
 	p, err := portal.New(portal.Config{API: commissioners, Limit: api.UnaryLimit(), Releases: s.runs, Principal: auth.User,
 		OIDC: portal.OIDC{Issuer: pc.OIDC.Issuer, ClientID: pc.OIDC.ClientID, ClientSecret: secret, Scopes: pc.OIDC.Scopes,
 			UserClaim: pc.OIDC.Claims.User, OrgClaim: pc.OIDC.Claims.Organisation, RolesClaim: pc.OIDC.Claims.Roles,
-			NameClaim: pc.OIDC.Claims.Name, RoleMap: pc.OIDC.RoleMap},
+			NameClaim: pc.OIDC.Claims.Name, SelectedRoleClaim: pc.OIDC.Claims.SelectedRole, RoleMap: pc.OIDC.RoleMap},
 		BaseURL: pc.BaseURL(lis.Addr()), FlightAddress: flightAddress(pc.BaseURL(lis.Addr()), s.cfg.Listen),
 		SessionKey: key, SessionMaxAge: pc.Session.MaxAge, Log: s.log})
 	if err != nil {

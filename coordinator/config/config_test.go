@@ -20,6 +20,7 @@ func TestLoad(t *testing.T) {
 		{file: "register.good.yaml"},
 		{file: "register_listen.bad.yaml", want: []string{`register.listen: ":7443" is also listen`, `metrics.listen: ":7443" is also listen`}},
 		{file: "portal.good.yaml"},
+		{file: "portal_cis2.good.yaml"},
 		{file: "http_api.good.yaml"},
 		{file: "http_api_listen.bad.yaml", want: []string{`http_api.listen: "127.0.0.1:8443" is also register.listen`}},
 		{file: "http_api_address.bad.yaml", want: []string{`http_api.listen: "7444" is not host:port`}},

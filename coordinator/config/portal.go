@@ -58,6 +58,14 @@ type PortalClaims struct {
 	Organisation string `yaml:"organisation"`
 	Roles        string `yaml:"roles"`
 	Name         string `yaml:"name"`
+	// SelectedRole, when set, reads roles as NHS Care Identity Service 2
+	// states them: Roles names a list of role objects (CIS2's
+	// nhsid_nrbac_roles) and this claim (CIS2's selected_roleid) the one
+	// the person chose at sign-in, by its person_roleid. The organisation
+	// is that role's org_code (Organisation is not read) and the role its
+	// role_code, looked up in role_map whole and by its last part after a
+	// colon (the job role's R code, e.g. R8000).
+	SelectedRole string `yaml:"selected_role"`
 }
 
 // PortalSession is the portal's session cookie: signed and encrypted with

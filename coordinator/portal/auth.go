@@ -169,28 +169,56 @@ func (p *Portal) sessionOf(subject string, claims map[string]any) (s session, wh
 	} else {
 		s.User, _ = claims[o.UserClaim].(string)
 	}
-	s.Org, _ = claims[o.OrgClaim].(string)
 	s.Name, _ = claims[o.NameClaim].(string)
 	if !idPattern.MatchString(s.User) {
 		return s, fmt.Sprintf("Your account has no usable user id (claim %s).", o.UserClaim)
 	}
-	if !idPattern.MatchString(s.Org) {
-		return s, fmt.Sprintf("Your account names no organisation (claim %s), so the portal cannot tell whose runs you may see.", o.OrgClaim)
-	}
-	var roles []string
-	switch v := claims[o.RolesClaim].(type) {
-	case string:
-		roles = strings.Fields(v)
-	case []any:
-		for _, r := range v {
-			if name, ok := r.(string); ok {
-				roles = append(roles, name)
+	// Each role the provider states, with the names it may go by in the
+	// role map (for CIS2, its whole code and its R code).
+	var roles [][]string
+	if o.SelectedRoleClaim != "" {
+		org, code, why := selectedRole(claims, o.RolesClaim, o.SelectedRoleClaim)
+		if why != "" {
+			return s, why
+		}
+		s.Org = org
+		names := []string{code}
+		if i := strings.LastIndexByte(code, ':'); i >= 0 {
+			names = append(names, code[i+1:])
+		}
+		roles = append(roles, names)
+	} else {
+		s.Org, _ = claims[o.OrgClaim].(string)
+		switch v := claims[o.RolesClaim].(type) {
+		case string:
+			for _, r := range strings.Fields(v) {
+				roles = append(roles, []string{r})
+			}
+		case []any:
+			for _, r := range v {
+				if name, ok := r.(string); ok {
+					roles = append(roles, []string{name})
+				}
 			}
 		}
 	}
-	for _, r := range roles {
+	if !idPattern.MatchString(s.Org) {
+		claim := o.OrgClaim
+		if o.SelectedRoleClaim != "" {
+			claim = o.RolesClaim + ", the selected role's org_code"
+		}
+		return s, fmt.Sprintf("Your account names no organisation (claim %s), so the portal cannot tell whose runs you may see.", claim)
+	}
+	for _, names := range roles {
+		r := names[0]
 		if o.RoleMap != nil {
-			if r = o.RoleMap[r]; r == "" {
+			r = ""
+			for _, n := range names {
+				if r = o.RoleMap[n]; r != "" {
+					break
+				}
+			}
+			if r == "" {
 				continue
 			}
 		}
@@ -206,6 +234,31 @@ func (p *Portal) sessionOf(subject string, claims map[string]any) (s session, wh
 		s.Name = s.Name[:128]
 	}
 	return s, ""
+}
+
+// selectedRole finds, in CIS2's list of role objects (claim list), the
+// one claim selected names by its person_roleid, and returns its
+// organisation (org_code) and role code (role_code); why says what is
+// missing for the person.
+func selectedRole(claims map[string]any, list, selected string) (org, code, why string) {
+	id, _ := claims[selected].(string)
+	if id == "" {
+		return "", "", fmt.Sprintf("Your sign-in names no selected role (claim %s): choose a role when you sign in.", selected)
+	}
+	objs, _ := claims[list].([]any)
+	for _, o := range objs {
+		role, ok := o.(map[string]any)
+		if !ok || role["person_roleid"] != id {
+			continue
+		}
+		org, _ = role["org_code"].(string)
+		code, _ = role["role_code"].(string)
+		if code == "" {
+			return "", "", fmt.Sprintf("Your selected role has no role code (claim %s).", list)
+		}
+		return org, code, ""
+	}
+	return "", "", fmt.Sprintf("Your selected role is not among your roles (claim %s).", list)
 }
 
 // logout ends the session here. The provider's own session, if it keeps

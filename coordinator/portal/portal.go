@@ -63,6 +63,10 @@ type OIDC struct {
 	// Claim names of the user id ("sub" for the subject), organisation,
 	// roles and display name.
 	UserClaim, OrgClaim, RolesClaim, NameClaim string
+	// SelectedRoleClaim, when set, reads RolesClaim as CIS2's list of
+	// role objects and takes the organisation and role from the one this
+	// claim names (config.PortalClaims.SelectedRole).
+	SelectedRoleClaim string
 	// RoleMap maps the provider's roles to Haven's; nil takes them as
 	// they are.
 	RoleMap map[string]string

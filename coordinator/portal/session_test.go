@@ -90,6 +90,13 @@ func TestSessionOf(t *testing.T) {
 	base := OIDC{UserClaim: "sub", OrgClaim: "haven_org", RolesClaim: "haven_roles", NameClaim: "name"}
 	mapped := base
 	mapped.UserClaim, mapped.RoleMap = "uid", map[string]string{"R8000": "analyst", "R8008": "commissioner"}
+	// CIS2 as it states roles: a list of role objects and the selected one.
+	cis2 := mapped
+	cis2.RolesClaim, cis2.SelectedRoleClaim = "nhsid_nrbac_roles", "selected_roleid"
+	cis2Roles := []any{
+		map[string]any{"person_roleid": "555021935107", "org_code": "RX8", "role_code": "S8000:G8000:R8000", "role_name": "Clinical Practitioner"},
+		map[string]any{"person_roleid": "555021935108", "org_code": "QHM", "role_code": "S8002:G8003:R8008", "role_name": "Commissioner"},
+	}
 	for _, tc := range []struct {
 		name   string
 		oidc   OIDC
@@ -107,6 +114,16 @@ func TestSessionOf(t *testing.T) {
 		{name: "no organisation", oidc: base, sub: "ana", claims: map[string]any{"haven_roles": []any{"analyst"}}, why: "names no organisation"},
 		{name: "bad organisation", oidc: base, sub: "ana", claims: map[string]any{"haven_org": "Q H M", "haven_roles": []any{"analyst"}}, why: "names no organisation"},
 		{name: "no known role", oidc: mapped, sub: "x", claims: map[string]any{"uid": "1", "haven_org": "QHM", "haven_roles": []any{"R9999"}}, why: "no role"},
+		{name: "CIS2 selected role", oidc: cis2, sub: "x", claims: map[string]any{"uid": "555000111", "nhsid_nrbac_roles": cis2Roles, "selected_roleid": "555021935108"},
+			want: session{User: "555000111", Org: "QHM", Roles: []string{"commissioner"}}},
+		{name: "CIS2 other role selected", oidc: cis2, sub: "x", claims: map[string]any{"uid": "555000111", "nhsid_nrbac_roles": cis2Roles, "selected_roleid": "555021935107"},
+			want: session{User: "555000111", Org: "RX8", Roles: []string{"analyst"}}},
+		{name: "CIS2 no selected role", oidc: cis2, sub: "x", claims: map[string]any{"uid": "1", "nhsid_nrbac_roles": cis2Roles}, why: "no selected role"},
+		{name: "CIS2 selected role not held", oidc: cis2, sub: "x", claims: map[string]any{"uid": "1", "nhsid_nrbac_roles": cis2Roles, "selected_roleid": "999"},
+			why: "not among your roles"},
+		{name: "CIS2 flat organisation claim ignored", oidc: cis2, sub: "x",
+			claims: map[string]any{"uid": "1", "haven_org": "QHM", "nhsid_nrbac_roles": []any{map[string]any{"person_roleid": "7", "role_code": "R8008"}}, "selected_roleid": "7"},
+			why:    "names no organisation"},
 		{name: "no user", oidc: mapped, sub: "x", claims: map[string]any{"haven_org": "QHM", "haven_roles": []any{"R8000"}}, why: "no usable user id"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
