@@ -49,6 +49,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -81,7 +82,12 @@ type Config struct {
 	// Authenticate identifies a caller by its TLS connection and its
 	// Authorization header values (authn.Authenticator.AuthenticateTLS).
 	Authenticate func(state *tls.ConnectionState, authorization []string) (authn.Principal, error)
-	Log          *slog.Logger
+	// KeepAlive is how often a watch sent as server-sent events gets a
+	// comment line while the run is quiet, so that a proxy's idle timeout
+	// does not end a long watch (JSON lines get none: a blank line is not
+	// JSON); zero means 15 s.
+	KeepAlive time.Duration
+	Log       *slog.Logger
 }
 
 // Handler serves the HTTP API.
@@ -100,6 +106,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 15 * time.Second
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), csrf: http.NewCrossOriginProtection()}
 	h.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

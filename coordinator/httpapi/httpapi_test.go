@@ -292,3 +292,43 @@ func TestWatchOutlastsTimeouts(t *testing.T) {
 		}
 	}
 }
+
+// A server-sent event watch of a quiet run gets comment lines between
+// events, which keep a proxy's idle timeout from ending it; a JSON-lines
+// watch gets none.
+func TestWatchKeepAlive(t *testing.T) {
+	sum := sha256.Sum256([]byte(token))
+	auth, _ := authn.New([]authn.User{{ID: "ana", Org: "QHM", Roles: []string{"analyst"}, TokenSHA256: hex.EncodeToString(sum[:])}}, nil)
+	h, err := New(Config{API: slowRuns{gap: 600 * time.Millisecond}, Releases: noReleases{}, MaxBodyBytes: 1 << 10,
+		Limit: func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(ctx, req)
+		},
+		Authenticate: auth.AuthenticateTLS, KeepAlive: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewTLSServer(h)
+	defer srv.Close()
+	for _, sse := range []bool{true, false} {
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/runs/run-1/events", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if sse {
+			req.Header.Set("Accept", "text/event-stream")
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(b)
+		comments := strings.Count(body, ": keep-alive\n\n")
+		events := strings.Count(body, "RUN_STATE_")
+		if err != nil || events != 2 || (sse && comments == 0) || (!sse && comments != 0) {
+			t.Errorf("server-sent events %v: %d events, %d keep-alive comments, %v:\n%s", sse, events, comments, err, body)
+		}
+		if sse && strings.Index(body, ": keep-alive") < strings.Index(body, "RUN_STATE_RUNNING") {
+			t.Errorf("a keep-alive comment came before the first event:\n%s", body)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/metadata"
@@ -35,6 +36,10 @@ func (h *Handler) watchRun(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if s.sse {
+		stop := s.keepAlive(h.cfg.KeepAlive)
+		defer stop()
+	}
 	err := h.cfg.API.WatchRun(&havenv1.WatchRunRequest{RunId: id}, s)
 	switch {
 	case err == nil:
@@ -50,11 +55,43 @@ func (h *Handler) watchRun(w http.ResponseWriter, r *http.Request) {
 // eventStream is the HTTP answer as the WatchRun server stream
 // (havenv1.Coordinator_WatchRunServer) the API's service writes to.
 type eventStream struct {
-	ctx     context.Context
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	sse     bool
+	ctx context.Context
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	sse bool
+
+	mu      sync.Mutex // events and keep-alive comments write in turn
 	started bool
+}
+
+// keepAlive writes a comment line every interval until stop is called;
+// a server-sent event client ignores it. The first waits for the answer
+// to start, so that an error before any event is still a plain error.
+func (s *eventStream) keepAlive(interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-s.ctx.Done():
+				return
+			case <-t.C:
+			}
+			s.mu.Lock()
+			if s.started {
+				if _, err := s.w.Write([]byte(": keep-alive\n\n")); err == nil {
+					_ = s.rc.Flush()
+				}
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 var _ havenv1.Coordinator_WatchRunServer = (*eventStream)(nil)
@@ -74,6 +111,8 @@ func (s *eventStream) write(name string, v any) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.started {
 		s.started = true
 		ct := mediaNDJSON
