@@ -47,6 +47,9 @@ func TestPortalAccess(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(page, "The released table") || !strings.Contains(page, `id="legend"`) && !strings.Contains(page, `id="released"`) {
 		t.Errorf("the requester's run page: %d\n%s", code, page)
 	}
+	if !strings.Contains(page, "ana (QHM, analyst)</dd>") {
+		t.Errorf("the run page does not say who asked with their role:\n%s", page)
+	}
 	for _, name := range []string{"Content-Security-Policy", "Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options"} {
 		if h.Get(name) == "" {
 			t.Errorf("no %s header", name)

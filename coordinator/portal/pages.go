@@ -184,6 +184,7 @@ type runView struct {
 	ID, Definition, Hash, Purpose, State string
 	Version                              uint32
 	Requester, Org                       string
+	Roles                                []string // the requester's roles at submission
 	Mine, Final, Released, Refused       bool
 	Parameters                           []param
 	Submitted, Finished, Deadline        time.Time
@@ -205,7 +206,7 @@ type siteView struct {
 func viewOf(run *havenv1.Run, s session) runView {
 	v := runView{ID: run.GetId(), Definition: run.GetDefinitionId(), Hash: run.GetDefinitionHash(), Version: run.GetDefinitionVersion(),
 		Purpose: run.GetPurpose(), State: wire.RunStateName(run.GetState()), Requester: run.GetRequester().GetId(),
-		Org: run.GetRequester().GetOrg(), Final: wire.FinalRun(run.GetState()), Queue: run.GetQueuePosition(),
+		Org: run.GetRequester().GetOrg(), Roles: run.GetRequester().GetRoles(), Final: wire.FinalRun(run.GetState()), Queue: run.GetQueuePosition(),
 		Released: run.GetState() == havenv1.RunState_RUN_STATE_RELEASED, Refused: run.GetState() == havenv1.RunState_RUN_STATE_REFUSED,
 		Coverage: register.CoverageText(run.GetCoverage()), Error: run.GetError(), Release: run.GetRelease()}
 	v.Mine = v.Requester == s.User && v.Org == s.Org
