@@ -162,6 +162,15 @@ func TestPortalInABrowser(t *testing.T) {
 		b.Do("sign in as "+user, chromedp.Click(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("username")),
 			chromedp.SendKeys(chromedp.ID("username"), user), chromedp.SendKeys(chromedp.ID("password"), coordinatortest.PortalPassword(user)),
 			chromedp.Click(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("signed-in-as")))
+		// The sign-in ends in a chain of redirects, and a page found
+		// visible during it can be replaced under the next step (Chromium
+		// then answers "No node with given id found"): load the page the
+		// chain lands on once more, now that the session cookie is set.
+		landed := browsertest.Run(b, "read where the sign-in landed", chromedp.Evaluate[string](`location.pathname`))
+		b.Do("reload "+landed, chromedp.Navigate(base+landed), chromedp.WaitVisible(chromedp.ID("signed-in-as")))
+		if landed != "/catalogue" {
+			t.Errorf("signing in as %s landed on %s, want /catalogue", user, landed)
+		}
 	}
 	signInAs("ana")
 	if who := browsertest.Run(b, "read who is signed in", chromedp.Text(chromedp.ID("signed-in-as"))); !strings.Contains(who, "QHM") {
