@@ -366,7 +366,9 @@ func TestReconnectedSiteGetsItsTask(t *testing.T) {
 	// The coordinator notices the closed link asynchronously.
 	for {
 		run = submit(t, ctx, conn, "statins-chd", purpose, nil)
-		if site(run, nodes[1].ODS).GetState() == havenv1.SiteState_SITE_STATE_DISCONNECTED {
+		// Heard from a moment ago, the site keeps its place, its task
+		// unsent (dispatch.Config.ReconnectGrace).
+		if s := site(run, nodes[1].ODS); s.GetState() == havenv1.SiteState_SITE_STATE_PENDING && strings.Contains(s.GetError(), "link is down") {
 			break
 		}
 		if _, err := c.CancelRun(ctx, &havenv1.CancelRunRequest{RunId: run.GetId()}); err != nil {

@@ -140,6 +140,13 @@ type Config struct {
 	// NewCombiner makes each run's combiner; nil means NewLinkage with
 	// LinkageMemoryBudget and SpillDir.
 	NewCombiner CombinerFactory
+	// ReconnectGrace is how recently a site must have been heard from for
+	// it to keep its place when its link is down as its task is due: it
+	// is sent the task when it links again, until the deadline (a network
+	// blip, a coordinator restart). A site unheard for longer is
+	// DISCONNECTED at once, so that a run need not wait for a site that
+	// is gone. Default one minute.
+	ReconnectGrace time.Duration
 	// PersistInterval bounds how stale the stored snapshot of a run in
 	// progress may be; zero means 250ms.
 	PersistInterval time.Duration
@@ -192,6 +199,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	if cfg.NewCombiner == nil {
 		cfg.NewCombiner = NewLinkage(cfg.LinkageMemoryBudget, cfg.SpillDir)
+	}
+	if cfg.ReconnectGrace <= 0 {
+		cfg.ReconnectGrace = time.Minute
 	}
 	if cfg.PersistInterval <= 0 {
 		cfg.PersistInterval = 250 * time.Millisecond
@@ -432,8 +442,12 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 
 	for _, ods := range r.order() {
 		s := r.sites[ods]
-		switch s.status.State {
-		case havenv1.SiteState_SITE_STATE_PENDING:
+		switch {
+		case s.status.State == havenv1.SiteState_SITE_STATE_PENDING:
+			d.sendTask(ctx, r, s, now)
+		case s.status.State == havenv1.SiteState_SITE_STATE_DISCONNECTED && d.heardRecently(s.ods, now):
+			// Planned while its link was down, but heard from a moment
+			// ago: sendTask keeps its place for when it links again.
 			d.sendTask(ctx, r, s, now)
 		default:
 			d.audit(ctx, audit.KindDispatch, run.Id, "coordinator", map[string]any{"site": s.ods, "kind": s.kind,
@@ -465,16 +479,40 @@ func (d *Dispatcher) sendTask(ctx context.Context, r *activeRun, s *siteRun, now
 	data := map[string]any{"site": s.ods, "kind": s.kind, "task_id": s.taskID, "sent": err == nil,
 		"deadline": r.run.Deadline.AsTime(), "limits": map[string]int64{"max_rows": task.Limits.MaxRows,
 			"max_bytes": task.Limits.MaxBytes, "max_batch_bytes": task.Limits.MaxBatchBytes}}
-	if err != nil {
+	switch {
+	case err != nil && d.heardRecently(s.ods, now):
+		// Heard from a moment ago: its link is being made again. It keeps
+		// its place, NodeConnected sends the task when it is back, and
+		// the deadline names it DISCONNECTED if it is not.
+		data["error"] = err.Error()
+		if s.linkLost.IsZero() {
+			s.linkLost = now
+		}
+		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_PENDING, now, func(st *havenv1.SiteStatus) {
+			st.Error = "the site's link is down; its task goes when it links again, until the deadline"
+		})
+	case err != nil:
 		data["error"] = err.Error()
 		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_DISCONNECTED, now, func(st *havenv1.SiteStatus) {
 			st.Error = "the task could not be sent: " + err.Error()
 		})
-	} else {
+	default:
 		s.sent = true
 		d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_PENDING, now, func(st *havenv1.SiteStatus) { st.Error = "" })
 	}
 	d.audit(ctx, audit.KindDispatch, r.run.Id, "coordinator", data)
+}
+
+// heardRecently reports whether the node-link server heard from site ods
+// within ReconnectGrace of now. It reads every site, so it is asked only
+// of a site whose link is down.
+func (d *Dispatcher) heardRecently(ods string, now time.Time) bool {
+	for _, si := range d.cfg.Links.Sites() {
+		if si.ODS == ods {
+			return !si.LastSeen.IsZero() && now.Sub(si.LastSeen) <= d.cfg.ReconnectGrace
+		}
+	}
+	return false
 }
 
 // task builds the Task a site is sent.

@@ -514,6 +514,59 @@ func TestReconnectBeforeDeadline(t *testing.T) {
 	}
 }
 
+// A network blip as a run is dispatched (every link down, each heard from
+// a moment before) costs no site its part: each keeps its place, is sent
+// its task when it links again, and the run is released when all have
+// answered; it does not end at once as if they had all answered. A site
+// not heard from within the grace is DISCONNECTED at once, as before
+// (TestReconnectBeforeDeadline).
+func TestBlipAtDispatch(t *testing.T) {
+	t.Parallel()
+	n := newNetwork(t, map[string]int64{"A81001": 60, "A81002": 60})
+	n.links.mu.Lock()
+	for i := range n.links.sites {
+		n.links.sites[i].Connected, n.links.sites[i].LastSeen = false, start.Add(-2*time.Second)
+	}
+	n.links.mu.Unlock()
+	run := n.submit()
+	if run.GetState() != havenv1.RunState_RUN_STATE_RUNNING {
+		t.Fatalf("the run is %s with every link down a moment, want running", run.GetState())
+	}
+	for _, ods := range []string{"A81001", "A81002"} {
+		if s := siteStatus(run, ods); s.GetState() != havenv1.SiteState_SITE_STATE_PENDING || !strings.Contains(s.GetError(), "link is down") {
+			t.Errorf("site %s: %v, want pending, its link down", ods, s)
+		}
+	}
+	n.advanceTo(time.Second)
+	for i, ods := range []string{"A81001", "A81002"} {
+		n.links.mu.Lock()
+		n.links.sites[i].Connected = true
+		back := n.links.sites[i]
+		n.links.mu.Unlock()
+		n.d.NodeConnected(t.Context(), back, nil)
+		if n.links.task(ods) == nil {
+			t.Fatalf("site %s was not sent its task when it linked again", ods)
+		}
+		n.answer(ods)
+	}
+	if got := n.follow(run.GetId()); got.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
+		t.Errorf("run ended %s (%v), want released", got.GetState(), got.GetPolicyReasons())
+	}
+
+	// Still down at the deadline: DISCONNECTED then, not before.
+	n2 := newNetwork(t, map[string]int64{"A81001": 60, "A81002": 60})
+	n2.links.mu.Lock()
+	n2.links.sites[1].Connected, n2.links.sites[1].LastSeen = false, start.Add(-2*time.Second)
+	n2.links.mu.Unlock()
+	run2 := n2.submit()
+	n2.answer("A81001")
+	n2.advanceTo(runDeadline)
+	got := n2.follow(run2.GetId())
+	if s := siteStatus(got, "A81002"); s.GetState() != havenv1.SiteState_SITE_STATE_DISCONNECTED {
+		t.Errorf("a site still down at the deadline: %v, want disconnected", s)
+	}
+}
+
 // Moves the transition table forbids are refused however they are asked
 // for: a cancelled run stays cancelled when its deadline passes or a site
 // answers late, and cancelling a finished run returns it as it is.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/nodelink"
+	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -204,16 +205,23 @@ func (d *Dispatcher) NodeConnected(ctx context.Context, site nodelink.SiteInfo, 
 		}
 		switch {
 		case r.ended || r.run.State != havenv1.RunState_RUN_STATE_RUNNING || !now.Before(r.run.Deadline.AsTime()):
-		case s.status.State == havenv1.SiteState_SITE_STATE_DISCONNECTED:
+		case s.status.State == havenv1.SiteState_SITE_STATE_DISCONNECTED || s.status.State == havenv1.SiteState_SITE_STATE_PENDING && !s.sent:
+			// Never sent its task: planned while its link was down. The
+			// planner's checks are made now, with what the site says.
 			if site.Population > 0 {
 				s.population = site.Population
 			}
 			if site.Activity > 0 {
 				s.activity = site.Activity
 			}
-			if site.Paused {
+			switch {
+			case site.Paused:
 				d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_PAUSED, now, func(st *havenv1.SiteStatus) { st.Error = "" })
-			} else {
+			case r.plan.Mode == catalog.ModeLinkage && d.cfg.LinkageKeyID != "" && site.LinkageKeyID != d.cfg.LinkageKeyID:
+				d.setSite(ctx, r, s, havenv1.SiteState_SITE_STATE_FAILED, now, func(st *havenv1.SiteStatus) {
+					st.Error = fmt.Sprintf("the node holds linkage key %q, the network uses %q; its pseudonyms could not be linked", site.LinkageKeyID, d.cfg.LinkageKeyID)
+				})
+			default:
 				d.sendTask(ctx, r, s, now)
 			}
 		case !finalSite(s.status.State) && !slices.Contains(running, s.taskID):
