@@ -402,7 +402,16 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 		d.forget(r)
 		return proto.Clone(run).(*havenv1.Run), nil
 	}
-	assign, err := planner.Assign(r.plan, planner.Merge(d.cfg.Members, liveSites(d.cfg.Links.Sites())),
+	infos := d.cfg.Links.Sites()
+	// When each site whose link is down was last heard from, read from
+	// the same listing the planner sees rather than once per such site.
+	downSince := map[string]time.Time{}
+	for _, si := range infos {
+		if !si.Connected {
+			downSince[si.ODS] = si.LastSeen
+		}
+	}
+	assign, err := planner.Assign(r.plan, planner.Merge(d.cfg.Members, liveSites(infos)),
 		planner.Options{LinkageKeyID: d.cfg.LinkageKeyID})
 	if err != nil {
 		return fail(fmt.Sprintf("could not plan the run: %v", err))
@@ -445,7 +454,7 @@ func (d *Dispatcher) begin(ctx context.Context, r *activeRun) (*havenv1.Run, err
 		switch {
 		case s.status.State == havenv1.SiteState_SITE_STATE_PENDING:
 			d.sendTask(ctx, r, s, now)
-		case s.status.State == havenv1.SiteState_SITE_STATE_DISCONNECTED && d.heardRecently(s.ods, now):
+		case s.status.State == havenv1.SiteState_SITE_STATE_DISCONNECTED && d.recent(downSince[s.ods], now):
 			// Planned while its link was down, but heard from a moment
 			// ago: sendTask keeps its place for when it links again.
 			d.sendTask(ctx, r, s, now)
@@ -505,14 +514,20 @@ func (d *Dispatcher) sendTask(ctx context.Context, r *activeRun, s *siteRun, now
 
 // heardRecently reports whether the node-link server heard from site ods
 // within ReconnectGrace of now. It reads every site, so it is asked only
-// of a site whose link is down.
+// of a site whose send just failed, which the planner saw linked.
 func (d *Dispatcher) heardRecently(ods string, now time.Time) bool {
 	for _, si := range d.cfg.Links.Sites() {
 		if si.ODS == ods {
-			return !si.LastSeen.IsZero() && now.Sub(si.LastSeen) <= d.cfg.ReconnectGrace
+			return d.recent(si.LastSeen, now)
 		}
 	}
 	return false
+}
+
+// recent reports whether a site last heard from at seen is within
+// ReconnectGrace of now; a zero seen (never heard from) is not.
+func (d *Dispatcher) recent(seen, now time.Time) bool {
+	return !seen.IsZero() && now.Sub(seen) <= d.cfg.ReconnectGrace
 }
 
 // task builds the Task a site is sent.
