@@ -59,11 +59,18 @@ bench-protection:
 
 ## bench-national: one coordinator process with 6,500 simulated practices and
 # 230 trusts linked (real mTLS NodeLink streams and Flight uploads from one
-# simulator process): time to register, memory per idle link, idle CPU, an
-# aggregate run across every practice, re-registration after a restart.
-# HAVEN_NATIONAL_GPS, _TRUSTS, _PATIENTS, _DIALS and _JITTER change it.
+# simulator process), at each scale of HAVEN_NATIONAL_SCALES (patients):
+# registration, an aggregate run and a linkage run, each table checked
+# against the central answer, rows linked, peak RSS, spill; idle links and a
+# restart at the first scale; CPU and heap profiles of the coordinator at the
+# last, in HAVEN_NATIONAL_PROFILES; then a run with faults (silent sites,
+# malformed, dropped and oversized uploads). About 25 minutes on 2 cores.
+# HAVEN_NATIONAL_GPS, _TRUSTS, _BUDGET, _DIALS, _JITTER, _FAULTS=0 change it.
+HAVEN_NATIONAL_SCALES ?= 1.5M,6M,15M,60M
+HAVEN_NATIONAL_PROFILES ?= $(CURDIR)/bench-out/national
 bench-national:
-	$(GO) test -run '^$$' -bench BenchmarkNationalLinks -benchtime 1x -timeout 60m $(BENCH_FLAGS) ./integration/national/
+	HAVEN_NATIONAL_SCALES=$(HAVEN_NATIONAL_SCALES) HAVEN_NATIONAL_PROFILES=$(HAVEN_NATIONAL_PROFILES) \
+		$(GO) test -run '^$$' -bench BenchmarkNationalLinks -benchtime 1x -timeout 120m $(BENCH_FLAGS) ./integration/national/
 
 ## soak-links: the faults network's "links cut" step for 300 runs: every
 # node's connections to the coordinator cut twice in each run's first two

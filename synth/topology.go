@@ -107,19 +107,9 @@ func newTopology(seed uint64, scale Scale, sites int) (*topology, error) {
 	r := newRNG()
 	t := &topology{seed: seed, scale: scale, trustPos: map[int]int{}}
 
-	// List sizes: a skewed (log-normal) draw per practice, scaled so the
-	// full scale adds up to its population. The scaling uses every
-	// practice of the full scale, so a cut keeps the sizes it had.
-	raw := make([]float64, sh.practices)
-	total := 0.0
-	for p := range raw {
-		r.seed(seed, streamPractice, uint64(p), 0)
-		v := medianListSize * math.Exp(r.normal(0, listSizeSigma))
-		v = min(max(v, 2_000), maxListSize)
-		raw[p] = v
-		total += v
-	}
-	factor := float64(sh.population) / total
+	// List sizes are drawn for every practice of the full scale, so a
+	// cut keeps the sizes it had.
+	sizes := ListSizes(seed, sh.practices, sh.population)
 
 	r.seed(seed, streamRegion, 0, 0)
 	t.lsoaCount = min(englandLSOAs, max(50, sh.population/peoplePerLSOA))
@@ -127,7 +117,7 @@ func newTopology(seed uint64, scale Scale, sites int) (*topology, error) {
 
 	for p := range n {
 		r.seed(seed, streamPractice, uint64(p), 1)
-		size := min(max(int(math.Round(raw[p]*factor)), minListSize), maxListSize)
+		size := sizes[p]
 		x := (float64(p) + 0.5) / float64(sh.practices)
 		pr := practice{
 			id:         p,
@@ -186,6 +176,39 @@ func newTopology(seed uint64, scale Scale, sites int) (*topology, error) {
 		}
 	}
 	return t, nil
+}
+
+// ListSizes returns the registered list sizes of the given number of
+// practices, by the synthesiser's model, deterministically from seed: a
+// skewed (log-normal) draw per practice around a median of 8,500, scaled
+// so that the lists add up to about population, each kept between 1,000
+// and 30,000. The national bench sizes its simulated practices with it.
+func ListSizes(seed uint64, practices, population int) []int {
+	r := newRNG()
+	raw := make([]float64, practices)
+	total := 0.0
+	for p := range raw {
+		r.seed(seed, streamPractice, uint64(p), 0)
+		v := medianListSize * math.Exp(r.normal(0, listSizeSigma))
+		v = min(max(v, 2_000), maxListSize)
+		raw[p] = v
+		total += v
+	}
+	factor := float64(population) / total
+	sizes := make([]int, practices)
+	for p, v := range raw {
+		sizes[p] = min(max(int(math.Round(v*factor)), minListSize), maxListSize)
+	}
+	return sizes
+}
+
+// PracticeTrusts returns the trusts (indices in [0, trusts)) that
+// practice p of practices uses, nearest first, and the share of its
+// patients whose main trust is the first, by the synthesiser's model:
+// practices and trusts sit evenly along one line, and a practice near the
+// boundary between two trusts uses both.
+func PracticeTrusts(p, practices, trusts int) ([]int, float64) {
+	return trustsFor((float64(p)+0.5)/float64(practices), trusts)
 }
 
 // trustsFor returns the trusts a practice at position x in [0, 1) uses,

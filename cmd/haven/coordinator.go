@@ -48,6 +48,7 @@ func loadCoordinatorConfig(path string) (*config.Config, error) {
 
 func newCoordinatorRunCmd(a *app) *cobra.Command {
 	var path string
+	var prof profiles
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Serve until interrupted (SIGINT or SIGTERM)",
@@ -65,14 +66,19 @@ closed; nothing stored is lost.`,
 				return err
 			}
 			a.logger.Info("coordinator configuration", "config", cfg.File(), "summary", cfg.String())
-			svc, err := coordinator.New(cmd.Context(), cfg, a.logger)
-			if err != nil {
+			if err := prof.start(); err != nil {
 				return err
 			}
-			return svc.Run(cmd.Context())
+			svc, err := coordinator.New(cmd.Context(), cfg, a.logger)
+			if err == nil {
+				err = svc.Run(cmd.Context())
+			}
+			return errors.Join(err, prof.stop())
 		},
 	}
 	cmd.Flags().StringVar(&path, "config", "", "coordinator configuration file (YAML)")
+	cmd.Flags().StringVar(&prof.cpuPath, "cpu-profile", "", "write a CPU profile of the whole run to this file when the coordinator stops (for go tool pprof)")
+	cmd.Flags().StringVar(&prof.heapPath, "heap-profile", "", "write a heap profile to this file when the coordinator stops (alloc_space: every allocation made)")
 	return cmd
 }
 

@@ -63,6 +63,11 @@ type NodeDouble struct {
 	Running  []string
 	// NoHeartbeat stops the double sending Heartbeat.
 	NoHeartbeat bool
+	// Gate, if set, bounds how many doubles build and upload an answer
+	// at once: each holds a slot from building its records until its
+	// upload ends, so that thousands of simulated sites do not hold
+	// their answers in memory at the same time.
+	Gate chan struct{}
 
 	net    *Network         // nil for a double of a remote coordinator
 	cat    *catalog.Catalog // plans the double's answers
@@ -265,6 +270,14 @@ func (nd *NodeDouble) run(ctx context.Context, task *havenv1.Task) {
 	if !ok {
 		nd.fail(task, havenv1.TaskErrorCode_TASK_ERROR_CODE_INVALID_TASK, fmt.Errorf("no %s task in the plan", nd.Kind))
 		return
+	}
+	if nd.Gate != nil {
+		select {
+		case nd.Gate <- struct{}{}:
+			defer func() { <-nd.Gate }()
+		case <-ctx.Done():
+			return
+		}
 	}
 	if nd.BeforeUpload != nil {
 		nd.BeforeUpload(ctx, nd.conn, task, schema)

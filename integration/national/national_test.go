@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -34,189 +35,416 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/havenhealth/haven/cdm"
+	"github.com/havenhealth/haven/client"
 	"github.com/havenhealth/haven/coordinator/config"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
+	"github.com/havenhealth/haven/integration/releasecheck"
 	"github.com/havenhealth/haven/internal/testutil"
+	"github.com/havenhealth/haven/policy/catalog"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
+	"github.com/havenhealth/haven/release"
 )
 
 // BenchmarkNationalLinks links HAVEN_NATIONAL_GPS practices (default
 // 6,500) and HAVEN_NATIONAL_TRUSTS trusts (default 230) to one coordinator
-// process and prints what it costs:
+// process at each scale of HAVEN_NATIONAL_SCALES (patients, e.g.
+// "1.5M,6M,15M,60M"; default 1.5M) and prints a table of what it costs:
 //
 //   - the time for every site to register, all dialling at once (the
 //     simulator runs HAVEN_NATIONAL_DIALS TLS handshakes at a time,
 //     default 256);
-//   - the coordinator's memory per idle link (its RSS with every site
-//     linked, less its RSS before any, over the number of sites) and its
-//     CPU while the links idle for two heartbeat intervals (15 s each,
-//     as deployed);
-//   - an aggregate run (statins-chd) answered by every practice, from
-//     HAVEN_NATIONAL_PATIENTS patients per practice (default 100: the
-//     figure is about dispatch, ingest and release across the network,
-//     not the size of each site's data), submit to release;
-//   - a linkage run (t2dm-emergency-admissions) over the same patients:
-//     every practice sends its whole population under the run pseudonym,
-//     and every trust a row per patient it admitted (four in ten
-//     patients), submit to release, and the coordinator's peak RSS.
-//     HAVEN_NATIONAL_PATIENTS sets the scale: 230 a practice is 1.5M
-//     patients, 923 is 6M; HAVEN_NATIONAL_BUDGET (e.g. 256MiB) sets the
-//     coordinator's linkage memory budget, past which it spills;
-//   - the time for every site to register again after the coordinator
-//     restarts, the sites reconnecting with jitter over
-//     HAVEN_NATIONAL_JITTER (default 10s), as nodes' backoff spreads them.
+//   - an aggregate run (statins-chd) answered by every practice, submit
+//     to release, its released table checked against the same question
+//     answered centrally over the generated population;
+//   - a linkage run (t2dm-emergency-admissions): every practice sends its
+//     whole population under the run pseudonym and every trust a row per
+//     patient it admitted (four in ten patients), submit to release,
+//     checked the same way; the rows linked, what spilled to disk
+//     (HAVEN_NATIONAL_BUDGET sets linkage.memory_budget; default the
+//     coordinator's 4GiB) and the coordinator's peak RSS.
 //
-// Run it with -benchtime 1x.
+// At the first scale it also measures the coordinator's memory per idle
+// link, its CPU while the links idle for two heartbeat intervals (15 s
+// each, as deployed), and the time for every site to register again
+// after a restart, the sites reconnecting with jitter over
+// HAVEN_NATIONAL_JITTER (default 10s), as nodes' backoff spreads them.
+// At the last scale the coordinator writes CPU and heap profiles to
+// HAVEN_NATIONAL_PROFILES, if set. Then, unless HAVEN_NATIONAL_FAULTS=0,
+// a linkage run at the first scale with faults (see faultRun).
+//
+// The population is generated, never stored (see population), so the
+// simulator's memory does not grow with the scale. Run it with
+// -benchtime 1x.
 func BenchmarkNationalLinks(b *testing.B) {
-	gps := testutil.EnvInt(b, "HAVEN_NATIONAL_GPS", 6500, 1)
-	trusts := testutil.EnvInt(b, "HAVEN_NATIONAL_TRUSTS", 230, 0)
-	perPractice := testutil.EnvInt(b, "HAVEN_NATIONAL_PATIENTS", 100, 1)
-	dials := testutil.EnvInt(b, "HAVEN_NATIONAL_DIALS", 256, 1)
-	jitter := testutil.EnvDuration(b, "HAVEN_NATIONAL_JITTER", 10*time.Second)
-	const heartbeat = 15 * time.Second
-	ctx, cancel := context.WithTimeout(b.Context(), 55*time.Minute)
+	nb := &bench{
+		gps:      testutil.EnvInt(b, "HAVEN_NATIONAL_GPS", 6500, 1),
+		trusts:   testutil.EnvInt(b, "HAVEN_NATIONAL_TRUSTS", 230, 1),
+		dials:    testutil.EnvInt(b, "HAVEN_NATIONAL_DIALS", 256, 1),
+		jitter:   testutil.EnvDuration(b, "HAVEN_NATIONAL_JITTER", 10*time.Second),
+		budget:   os.Getenv("HAVEN_NATIONAL_BUDGET"),
+		profiles: os.Getenv("HAVEN_NATIONAL_PROFILES"),
+		bin:      buildHaven(b),
+		gate:     make(chan struct{}, 2*runtime.NumCPU()),
+	}
+	scales := envScales(b, "HAVEN_NATIONAL_SCALES", "1.5M")
+	ctx, cancel := context.WithTimeout(b.Context(), 115*time.Minute)
 	defer cancel()
 
-	var sites []config.Site
-	for i := range gps {
-		sites = append(sites, config.Site{ODS: fmt.Sprintf("N%05d", i+1), Kind: cdm.KindGP, Population: int64(perPractice)})
+	var rows []scaleRow
+	for i, size := range scales {
+		row := nb.scale(ctx, b, size, i == 0, i == len(scales)-1)
+		rows = append(rows, row)
+		b.ReportMetric(row.linkage.Seconds(), fmt.Sprintf("s/linkage-%s", scaleName(size)))
 	}
-	for i := range trusts {
-		sites = append(sites, config.Site{ODS: fmt.Sprintf("RN%03d", i+1), Kind: cdm.KindTrust})
+	var faults *faultRow
+	if os.Getenv("HAVEN_NATIONAL_FAULTS") != "0" {
+		faults = nb.faultRun(ctx, b, scales[0])
 	}
-	n := coordinatortest.New(b, coordinatortest.Options{External: true, Sites: sites, Heartbeat: heartbeat,
-		Deadline: 15 * time.Minute, LinkageBudget: os.Getenv("HAVEN_NATIONAL_BUDGET")})
-	bin := buildHaven(b)
 
+	first := rows[0]
+	fmt.Printf("\nNational network: %d practices, %d trusts, one coordinator process (%d cores on this machine)\n",
+		nb.gps, nb.trusts, runtime.NumCPU())
+	fmt.Printf("%-56s %12.1f\n", "coordinator RSS before any link (MiB)", mib(first.rss0))
+	fmt.Printf("%-56s %12.1f\n", "coordinator RSS, every site linked and idle (MiB)", mib(first.rssIdle))
+	fmt.Printf("%-56s %12.1f\n", "memory per idle link (KiB)", float64(first.rssIdle-first.rss0)/float64(nb.gps+nb.trusts)/1024)
+	fmt.Printf("%-56s %11.2f%%\n", fmt.Sprintf("coordinator CPU while idle (%s, of one core)", first.idleFor.Round(time.Second)),
+		100*first.idleCPU.Seconds()/first.idleFor.Seconds())
+	fmt.Printf("%-56s %12s\n", fmt.Sprintf("all sites registered after a restart, jitter %s", nb.jitter), first.reregister.Round(time.Millisecond))
+	fmt.Printf("\n%-6s %6s %11s %9s %10s %10s %12s %9s %10s %10s\n", "scale", "sites", "patients", "register", "aggregate",
+		"linkage", "rows linked", "s/M rows", "peak RSS", "spilled")
+	for _, r := range rows {
+		fmt.Printf("%-6s %6d %11d %9s %10s %10s %12d %9.2f %7.0f MiB %10s\n", scaleName(r.patients), nb.gps+nb.trusts, r.patients,
+			r.register.Round(100*time.Millisecond), r.aggregate.Round(100*time.Millisecond), r.linkage.Round(100*time.Millisecond),
+			r.rowsLinked, r.linkage.Seconds()/(float64(r.rowsLinked)/1e6), mib(r.peakRSS), r.spilled)
+	}
+	if nb.profiles != "" {
+		fmt.Printf("\nprofiles of the coordinator at %s: %s (go tool pprof -top %s)\n", scaleName(scales[len(scales)-1]),
+			nb.profiles, filepath.Join(nb.profiles, "coordinator.cpu.pprof"))
+	}
+	if faults != nil {
+		faults.print()
+	}
+	b.ReportMetric(first.register.Seconds(), "s/register")
+	b.ReportMetric(float64(first.rssIdle-first.rss0)/float64(nb.gps+nb.trusts)/1024, "KiB/link")
+	b.ReportMetric(first.aggregate.Seconds(), "s/run")
+}
+
+// bench is one national bench: the network's shape and the simulator's
+// settings.
+type bench struct {
+	gps, trusts, dials int
+	jitter             time.Duration
+	budget, profiles   string
+	bin                string
+	// gate bounds the simulated sites building and uploading answers at
+	// once (NodeDouble.Gate).
+	gate chan struct{}
+}
+
+// scaleRow is what one scale measured.
+type scaleRow struct {
+	patients                     int64
+	register, aggregate, linkage time.Duration
+	rowsLinked                   int64
+	peakRSS                      int64
+	spilled                      string
+	// The first scale's extra figures.
+	rss0, rssIdle    int64
+	idleCPU, idleFor time.Duration
+	reregister       time.Duration
+}
+
+// network is one coordinator process and its simulated sites.
+type network struct {
+	n       *coordinatortest.Network
+	pop     *population
+	coord   *coordinatorProc
+	nodes   []*coordinatortest.NodeDouble
+	sites   []config.Site
+	statins *catalog.Definition
+	t2dm    *catalog.Definition
+	// Bands map ages to each definition's age bands.
+	statinBands, t2dmBands []string
+}
+
+// setUp writes a network's files for a population of size, starts its
+// coordinator (with extra arguments) and makes a node double for every
+// site; configure, if set, adjusts each before it links. Nothing is
+// linked yet.
+func (nb *bench) setUp(ctx context.Context, b *testing.B, size int64, opts coordinatortest.Options, args []string,
+	configure func(i int, s config.Site, nd *coordinatortest.NodeDouble)) *network {
+	b.Helper()
 	began := time.Now()
+	pop := newPopulation(1, nb.gps, nb.trusts, size)
+	var sites []config.Site
+	for p := range nb.gps {
+		sites = append(sites, config.Site{ODS: fmt.Sprintf("N%05d", p+1), Kind: cdm.KindGP, Population: pop.listSize(p)})
+	}
+	activity := make([]int64, nb.trusts)
+	var g errgroup.Group
+	g.SetLimit(runtime.NumCPU())
+	for t := range nb.trusts {
+		sites = append(sites, config.Site{ODS: fmt.Sprintf("RN%03d", t+1), Kind: cdm.KindTrust})
+		g.Go(func() error { activity[t] = pop.trustRowCount(t); return nil })
+	}
+	_ = g.Wait()
+	opts.External, opts.Sites, opts.Heartbeat = true, sites, nationalHeartbeat
+	if opts.Deadline == 0 {
+		opts.Deadline = 15 * time.Minute
+	}
+	opts.LinkageBudget = nb.budget
+	n := coordinatortest.New(b, opts)
 	for _, s := range sites {
 		n.NodeCert(s.ODS)
 	}
-	certs := time.Since(began)
-
-	coord := startCoordinator(b, ctx, bin, n)
-	rss0 := rss(b, coord.pid())
-
-	// The simulated sites, each answering statins-chd (aggregate) and
-	// t2dm-emergency-admissions (linkage) from one generated population:
-	// perPractice patients at each practice, four in ten of them admitted
-	// to a trust.
-	statinsDef, ok1 := n.Catalog.Get("statins-chd")
-	t2dmDef, ok2 := n.Catalog.Get("t2dm-emergency-admissions")
+	w := &network{n: n, pop: pop, sites: sites}
+	var ok1, ok2 bool
+	w.statins, ok1 = n.Catalog.Get("statins-chd")
+	w.t2dm, ok2 = n.Catalog.Get("t2dm-emergency-admissions")
 	if !ok1 || !ok2 {
 		b.Fatal("the bundle lacks statins-chd or t2dm-emergency-admissions")
 	}
-	var gpODS, trustODS []string
-	for _, s := range sites {
-		if s.Kind == cdm.KindGP {
-			gpODS = append(gpODS, s.ODS)
-		} else {
-			trustODS = append(trustODS, s.ODS)
-		}
+	var err error
+	if w.statinBands, err = ageBands(w.statins); err != nil {
+		b.Fatal(err)
 	}
-	began = time.Now()
-	ps := coordinatortest.Patients(1, gpODS, perPractice, trustODS)
-	admitted := map[string][]coordinatortest.Patient{}
-	var trustRows int
-	for _, p := range ps {
-		for t := range p.Admissions {
-			admitted[t] = append(admitted[t], p)
-			trustRows++
-		}
+	if w.t2dmBands, err = ageBands(w.t2dm); err != nil {
+		b.Fatal(err)
 	}
-	fmt.Fprintf(os.Stderr, "national: %d patients generated, %d trust rows (%s)\n", len(ps), trustRows, time.Since(began).Round(time.Millisecond))
-	secret := []byte("national bench linkage secret, for the simulator")
-	nodes := make([]*coordinatortest.NodeDouble, len(sites))
+	w.nodes = make([]*coordinatortest.NodeDouble, len(sites))
 	for i, s := range sites {
 		nd := n.Node(s.ODS, s.Kind, s.Population)
+		nd.Gate = nb.gate
 		if s.Kind == cdm.KindGP {
-			mine := ps[i*perPractice : (i+1)*perPractice]
 			nd.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
-				if task.GetDefinitionId() == t2dmDef.ID {
-					return coordinatortest.T2DMPractice(t2dmDef, schema, mine, s.ODS, task.GetRunId(), secret), nil
+				if task.GetDefinitionId() == w.t2dm.ID {
+					return pop.practiceRows(i, schema, w.t2dmBands, task.GetRunId()), nil
 				}
-				return coordinatortest.StatinsCells(statinsDef, schema, mine, s.ODS, int(task.GetRecordKeyRange())), nil
+				return pop.statinRows(i, schema, w.statinBands)
 			}
 		} else {
-			nd.Activity = int64(len(admitted[s.ODS]))
+			t := i - nb.gps
+			nd.Activity = activity[t]
 			nd.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
-				return coordinatortest.T2DMTrust(schema, admitted[s.ODS], s.ODS, task.GetRunId(), secret), nil
+				return pop.trustRows(t, schema, task.GetRunId()), nil
 			}
 		}
-		nodes[i] = nd
-	}
-
-	register := connectAll(b, ctx, nodes, dials, 0)
-	// Two heartbeat intervals of idle links.
-	cpu0 := cpuTime(b, coord.pid())
-	idleFrom := time.Now()
-	time.Sleep(2 * heartbeat)
-	idleCPU := cpuTime(b, coord.pid()) - cpu0
-	idleFor := time.Since(idleFrom)
-	rssIdle := rss(b, coord.pid())
-
-	runTime, run := submit(b, ctx, n, "statins-chd", nil)
-	rssRun := rss(b, coord.pid())
-	var linkTime time.Duration
-	var linked *havenv1.Run
-	if trusts > 0 {
-		linkTime, linked = submit(b, ctx, n, "t2dm-emergency-admissions", map[string]*havenv1.ParameterValue{
-			"index_date": {Value: &havenv1.ParameterValue_DateValue{DateValue: coordinatortest.IndexDate}}})
-	}
-	rssPeak := peakRSS(b, coord.pid())
-
-	// Restart: every link drops; the sites come back with jitter.
-	for _, nd := range nodes {
-		nd.Close()
-	}
-	stopCoordinator(b, coord)
-	coord = startCoordinator(b, ctx, bin, n)
-	for i, s := range sites {
-		nodes[i] = n.Node(s.ODS, s.Kind, s.Population)
-	}
-	reregister := connectAll(b, ctx, nodes, dials, jitter)
-	for _, nd := range nodes {
-		nd.Close()
-	}
-	stopCoordinator(b, coord)
-
-	perLink := float64(rssIdle-rss0) / float64(len(sites))
-	fmt.Printf("\nNational links: %d practices, %d trusts, one coordinator process (%d cores on this machine)\n", gps, trusts, runtime.NumCPU())
-	fmt.Printf("%-52s %12s\n", "measure", "value")
-	fmt.Printf("%-52s %12s\n", "node certificates issued (simulator side)", certs.Round(time.Millisecond))
-	fmt.Printf("%-52s %12s\n", fmt.Sprintf("all sites registered, %d dialling at a time", dials), register.Round(time.Millisecond))
-	fmt.Printf("%-52s %12.1f\n", "coordinator RSS before any link (MiB)", float64(rss0)/(1<<20))
-	fmt.Printf("%-52s %12.1f\n", "coordinator RSS, every site linked and idle (MiB)", float64(rssIdle)/(1<<20))
-	fmt.Printf("%-52s %12.1f\n", "memory per idle link (KiB)", perLink/1024)
-	fmt.Printf("%-52s %11.2f%%\n", fmt.Sprintf("coordinator CPU while idle (%s, of one core)", idleFor.Round(time.Second)), 100*idleCPU.Seconds()/idleFor.Seconds())
-	fmt.Printf("%-52s %12s\n", fmt.Sprintf("statins-chd over %d practices, submit to %s", gps, strings.TrimPrefix(run.GetState().String(), "RUN_STATE_")), runTime.Round(time.Millisecond))
-	fmt.Printf("%-52s %12.1f\n", "coordinator RSS after the run (MiB)", float64(rssRun)/(1<<20))
-	if linked != nil {
-		fmt.Printf("%-52s %12s\n", fmt.Sprintf("t2dm-emergency-admissions, %d+%d rows, submit to %s", gps*perPractice, trustRows,
-			strings.TrimPrefix(linked.GetState().String(), "RUN_STATE_")), linkTime.Round(time.Millisecond))
-	}
-	if linked != nil {
-		fmt.Printf("%-52s %12s\n", "linkage spilled to disk", spilled(b, coord.log))
-	}
-	fmt.Printf("%-52s %12.1f\n", "coordinator peak RSS (MiB)", float64(rssPeak)/(1<<20))
-	fmt.Printf("%-52s %12s\n", fmt.Sprintf("all sites registered after a restart, jitter %s", jitter), reregister.Round(time.Millisecond))
-	if run.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
-		b.Errorf("the run ended %s: %v %s", run.GetState(), run.GetPolicyReasons(), run.GetError())
-	}
-	if got := run.GetCoverage().GetSitesAnswered(); got != int32(gps) {
-		b.Errorf("%d of %d practices answered", got, gps)
-	}
-	b.ReportMetric(register.Seconds(), "s/register")
-	b.ReportMetric(perLink/1024, "KiB/link")
-	b.ReportMetric(runTime.Seconds(), "s/run")
-	if linked != nil {
-		if linked.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
-			b.Errorf("the linkage run ended %s: %v %s", linked.GetState(), linked.GetPolicyReasons(), linked.GetError())
+		if configure != nil {
+			configure(i, s, nd)
 		}
-		b.ReportMetric(linkTime.Seconds(), "s/linkage-run")
+		w.nodes[i] = nd
 	}
-	b.ReportMetric(float64(rssPeak)/(1<<20), "MiB-peak")
+	fmt.Fprintf(os.Stderr, "national: %s patients over %d sites laid out (%s)\n", scaleName(size), len(sites), time.Since(began).Round(time.Millisecond))
+	w.coord = startCoordinator(b, ctx, nb.bin, n, args...)
+	return w
 }
+
+// stop ends the sites' links and stops the coordinator.
+func (w *network) stop(b *testing.B) {
+	for _, nd := range w.nodes {
+		nd.Close()
+	}
+	stopCoordinator(b, w.coord)
+}
+
+// scale measures one scale.
+func (nb *bench) scale(ctx context.Context, b *testing.B, size int64, first, last bool) scaleRow {
+	b.Helper()
+	var args []string
+	if last && nb.profiles != "" {
+		if err := os.MkdirAll(nb.profiles, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		args = []string{"--cpu-profile", filepath.Join(nb.profiles, "coordinator.cpu.pprof"),
+			"--heap-profile", filepath.Join(nb.profiles, "coordinator.heap.pprof")}
+	}
+	w := nb.setUp(ctx, b, size, coordinatortest.Options{}, args, nil)
+	row := scaleRow{patients: size, rss0: rss(b, w.coord.pid())}
+	row.register = connectAll(b, ctx, w.nodes, nb.dials, 0)
+
+	if first {
+		cpu0 := cpuTime(b, w.coord.pid())
+		idleFrom := time.Now()
+		time.Sleep(2 * nationalHeartbeat)
+		row.idleCPU = cpuTime(b, w.coord.pid()) - cpu0
+		row.idleFor = time.Since(idleFrom)
+		row.rssIdle = rss(b, w.coord.pid())
+	}
+
+	var run *havenv1.Run
+	row.aggregate, run = submit(b, ctx, w.n, "statins-chd", nil)
+	w.check(ctx, b, run, w.statinsTruth(nil), nb.gps, 0)
+
+	row.linkage, run = submit(b, ctx, w.n, "t2dm-emergency-admissions", map[string]*havenv1.ParameterValue{
+		"index_date": {Value: &havenv1.ParameterValue_DateValue{DateValue: coordinatortest.IndexDate}}})
+	w.check(ctx, b, run, w.t2dmTruth(nil, nil), nb.gps, nb.trusts)
+	for _, s := range run.GetCoverage().GetSites() {
+		row.rowsLinked += s.GetRows()
+	}
+	row.peakRSS = peakRSS(b, w.coord.pid())
+	row.spilled = spilled(b, w.coord.log)
+
+	if first {
+		// Restart: every link drops; the sites come back with jitter.
+		for _, nd := range w.nodes {
+			nd.Close()
+		}
+		stopCoordinator(b, w.coord)
+		w.coord = startCoordinator(b, ctx, nb.bin, w.n, args...)
+		for i, s := range w.sites {
+			w.nodes[i] = w.n.Node(s.ODS, s.Kind, s.Population)
+		}
+		row.reregister = connectAll(b, ctx, w.nodes, nb.dials, nb.jitter)
+	}
+	w.stop(b)
+	fmt.Fprintf(os.Stderr, "national: %s done: register %s, statins-chd %s, t2dm-emergency-admissions %s (%d rows linked), peak RSS %.0f MiB, spilled %s\n",
+		scaleName(size), row.register.Round(time.Millisecond), row.aggregate.Round(time.Millisecond), row.linkage.Round(time.Millisecond),
+		row.rowsLinked, mib(row.peakRSS), row.spilled)
+	return row
+}
+
+// check fails the bench unless run was released with gps practices and
+// trusts trusts answering, and its table is the true table, as
+// disclosure control releases it.
+func (w *network) check(ctx context.Context, b *testing.B, run *havenv1.Run, truth releasecheck.TrueTable, gps, trusts int) {
+	b.Helper()
+	what := run.GetDefinitionId()
+	if run.GetState() != havenv1.RunState_RUN_STATE_RELEASED {
+		b.Fatalf("%s ended %s: %v %s", what, run.GetState(), run.GetPolicyReasons(), run.GetError())
+	}
+	cov := run.GetCoverage()
+	if got := cov.GetSitesAnswered() - cov.GetTrustsAnswered(); got != int32(gps) {
+		b.Errorf("%s: %d practices answered, want %d", what, got, gps)
+	}
+	if got := cov.GetTrustsAnswered(); got != int32(trusts) {
+		b.Errorf("%s: %d trusts answered, want %d", what, got, trusts)
+	}
+	tab := fetch(ctx, b, w.n, run.GetId())
+	st, problems := releasecheck.Check(tab, truth, nil, nil)
+	for _, p := range problems[:min(len(problems), 20)] {
+		b.Errorf("%s: %s", what, p)
+	}
+	if st.Problems > 0 {
+		b.Fatalf("%s: %d problems in the released table", what, st.Problems)
+	}
+	fmt.Fprintf(os.Stderr, "national: %s released and checked against the central answer: %d cells, %d released, %d withheld\n",
+		what, st.Cells, st.Released, st.Withheld)
+}
+
+// statinsTruth is statins-chd answered centrally over the practices in
+// (all when nil).
+func (w *network) statinsTruth(in func(p int) bool) releasecheck.TrueTable {
+	tt := releasecheck.TrueTable{}
+	for p := range len(w.pop.first) - 1 {
+		if in != nil && !in(p) {
+			continue
+		}
+		for k, c := range w.pop.statinCells(p, w.statinBands) {
+			cell := tt.Cell(k[0], k[1])
+			cell.Add("patients", float64(c.patients), false)
+			cell.Add("on_statin", float64(c.onStatin), false)
+			cell.Add("statin_issues", float64(c.sum), false)
+			cell.N["statin_issues"] += c.n
+		}
+	}
+	return tt
+}
+
+// t2dmTruth is t2dm-emergency-admissions answered centrally: the
+// patients of the practices in (all when nil) and their admissions at
+// the trusts in (all when nil).
+func (w *network) t2dmTruth(practiceIn, trustIn func(int) bool) releasecheck.TrueTable {
+	type cell struct{ patients, admitted, admissions int64 }
+	cells := map[[2]string]*cell{}
+	for p := range len(w.pop.first) - 1 {
+		if practiceIn != nil && !practiceIn(p) {
+			continue
+		}
+		for id := w.pop.first[p]; id < w.pop.first[p+1]; id++ {
+			pt := w.pop.patient(p, id)
+			k := [2]string{w.t2dmBands[pt.age], pt.sex}
+			c := cells[k]
+			if c == nil {
+				c = &cell{}
+				cells[k] = c
+			}
+			c.patients++
+			if pt.trust >= 0 && (trustIn == nil || trustIn(pt.trust)) {
+				c.admitted++
+				c.admissions += pt.admissions
+			}
+		}
+	}
+	tt := releasecheck.TrueTable{}
+	for k, c := range cells {
+		cell := tt.Cell(k[0], k[1])
+		cell.Add("patients", float64(c.patients), false)
+		cell.Add("admitted", float64(c.admitted), false)
+		// Every patient admitted adds to the sum: they are its n.
+		cell.Add("admissions", float64(c.admissions), false)
+		cell.N["admissions"] += c.admitted
+	}
+	return tt
+}
+
+// fetch reads a released table as a commissioner does.
+func fetch(ctx context.Context, b *testing.B, n *coordinatortest.Network, runID string) *release.Table {
+	b.Helper()
+	cert, key := n.UserCert("ana", "QHM", "analyst")
+	c, err := client.Dial(client.Config{Addr: n.Addr, CAFile: n.CAFile, CertFile: cert, KeyFile: key})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	tab, err := c.Fetch(ctx, runID)
+	if err != nil {
+		b.Fatalf("fetch run %s: %v", runID, err)
+	}
+	return tab
+}
+
+// nationalHeartbeat is the links' heartbeat interval, as deployed.
+const nationalHeartbeat = 15 * time.Second
+
+// envScales reads a comma-separated list of population sizes ("1.5M",
+// "60M", "250k" or a plain number).
+func envScales(b *testing.B, name, def string) []int64 {
+	b.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		v = def
+	}
+	var out []int64
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		mult := 1.0
+		switch {
+		case strings.HasSuffix(f, "M"):
+			mult, f = 1e6, strings.TrimSuffix(f, "M")
+		case strings.HasSuffix(f, "k"):
+			mult, f = 1e3, strings.TrimSuffix(f, "k")
+		}
+		x, err := strconv.ParseFloat(f, 64)
+		if err != nil || x*mult < 1 {
+			b.Fatalf("%s=%q: want sizes like 1.5M,6M,15M,60M", name, v)
+		}
+		out = append(out, int64(math.Round(x*mult)))
+	}
+	return out
+}
+
+// scaleName writes a size as envScales reads it.
+func scaleName(n int64) string {
+	switch {
+	case n >= 1e6:
+		return strconv.FormatFloat(float64(n)/1e6, 'f', -1, 64) + "M"
+	case n >= 1e3:
+		return strconv.FormatFloat(float64(n)/1e3, 'f', -1, 64) + "k"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // connectAll links every node, at most dials at a time, each after a
 // random wait under jitter, and returns how long until all had
@@ -267,9 +495,21 @@ func connectAll(b *testing.B, ctx context.Context, nodes []*coordinatortest.Node
 	return time.Since(began)
 }
 
-// submit submits def with params and waits for the run to end, polling
-// (a watch would carry an event per site).
+// submit submits def with params and waits for the run to end.
 func submit(b *testing.B, ctx context.Context, n *coordinatortest.Network, def string, params map[string]*havenv1.ParameterValue) (time.Duration, *havenv1.Run) {
+	b.Helper()
+	return start(b, ctx, n, def, params).wait(b, ctx)
+}
+
+// pending is a submitted run.
+type pending struct {
+	api   havenv1.CoordinatorClient
+	id    string
+	began time.Time
+}
+
+// start submits def with params as a commissioner of QHM.
+func start(b *testing.B, ctx context.Context, n *coordinatortest.Network, def string, params map[string]*havenv1.ParameterValue) *pending {
 	b.Helper()
 	cert, key := n.UserCert("ana", "QHM", "analyst")
 	api := havenv1.NewCoordinatorClient(n.Dial(cert, key))
@@ -279,19 +519,26 @@ func submit(b *testing.B, ctx context.Context, n *coordinatortest.Network, def s
 	if err != nil {
 		b.Fatalf("submit %s: %v", def, err)
 	}
+	return &pending{api: api, id: resp.GetRun().GetId(), began: began}
+}
+
+// wait waits for the run to end, polling (a watch would carry an event
+// per site), and returns how long it took from submission.
+func (p *pending) wait(b *testing.B, ctx context.Context) (time.Duration, *havenv1.Run) {
+	b.Helper()
 	for {
-		r, err := api.GetRun(ctx, &havenv1.GetRunRequest{RunId: resp.GetRun().GetId()})
+		r, err := p.api.GetRun(ctx, &havenv1.GetRunRequest{RunId: p.id})
 		if err != nil {
 			b.Fatalf("get run: %v", err)
 		}
 		switch r.GetRun().GetState() {
 		case havenv1.RunState_RUN_STATE_RELEASED, havenv1.RunState_RUN_STATE_REFUSED, havenv1.RunState_RUN_STATE_FAILED,
 			havenv1.RunState_RUN_STATE_CANCELLED:
-			return time.Since(began), r.GetRun()
+			return time.Since(p.began), r.GetRun()
 		}
 		select {
 		case <-ctx.Done():
-			b.Fatalf("run %s: %v", resp.GetRun().GetId(), ctx.Err())
+			b.Fatalf("run %s: %v", p.id, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -320,14 +567,14 @@ func (c *coordinatorProc) pid() int { return c.cmd.Process.Pid }
 
 // startCoordinator runs `haven coordinator run` on n's files and waits
 // until it listens.
-func startCoordinator(b *testing.B, ctx context.Context, bin string, n *coordinatortest.Network) *coordinatorProc {
+func startCoordinator(b *testing.B, ctx context.Context, bin string, n *coordinatortest.Network, args ...string) *coordinatorProc {
 	b.Helper()
 	logPath := filepath.Join(n.Dir, "coordinator.log")
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--log-format", "text", "coordinator", "run", "--config", n.ConfigPath)
+	cmd := exec.Command(bin, append([]string{"--log-format", "text", "coordinator", "run", "--config", n.ConfigPath}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start the coordinator: %v", err)
