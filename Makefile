@@ -65,11 +65,14 @@ bench-protection:
 # restart at the first scale; CPU and heap profiles of the coordinator at the
 # last, in HAVEN_NATIONAL_PROFILES; then a run with faults (silent sites,
 # malformed, dropped and oversized uploads). About 25 minutes on 2 cores.
-# HAVEN_NATIONAL_GPS, _TRUSTS, _BUDGET, _DIALS, _JITTER, _FAULTS=0 change it.
+# HAVEN_NATIONAL_GPS, _TRUSTS, _BUDGET, _MEMORY_LIMIT (the coordinator's
+# memory_limit; default 6GiB), _DIALS, _JITTER, _FAULTS=0 change it.
 HAVEN_NATIONAL_SCALES ?= 1.5M,6M,15M,60M
 HAVEN_NATIONAL_PROFILES ?= $(CURDIR)/bench-out/national
+HAVEN_NATIONAL_MEMORY_LIMIT ?= 6GiB
 bench-national:
 	HAVEN_NATIONAL_SCALES=$(HAVEN_NATIONAL_SCALES) HAVEN_NATIONAL_PROFILES=$(HAVEN_NATIONAL_PROFILES) \
+		HAVEN_NATIONAL_MEMORY_LIMIT=$(HAVEN_NATIONAL_MEMORY_LIMIT) \
 		$(GO) test -run '^$$' -bench BenchmarkNationalLinks -benchtime 1x -timeout 120m $(BENCH_FLAGS) ./integration/national/
 
 ## soak-links: the faults network's "links cut" step for 300 runs: every

@@ -24,6 +24,7 @@ import (
 	"github.com/havenhealth/haven/coordinator/audit"
 	"github.com/havenhealth/haven/coordinator/config"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
+	"github.com/havenhealth/haven/coordinator/sitesim"
 	"github.com/havenhealth/haven/coordinator/store"
 	"github.com/havenhealth/haven/internal/arrowsafe/arrowsafetest"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
@@ -311,7 +312,7 @@ func TestBadUploadsLeaveTheRunIntact(t *testing.T) {
 	}
 	upload := func(schema *arrow.Schema, recs ...arrow.Record) func(context.Context, *grpc.ClientConn, *havenv1.Task, *arrow.Schema) error {
 		return func(ctx context.Context, conn *grpc.ClientConn, task *havenv1.Task, _ *arrow.Schema) error {
-			_, _, err := coordinatortest.Upload(ctx, conn, task.GetTaskId(), schema, recs)
+			_, _, err := sitesim.Upload(ctx, conn, task.GetTaskId(), schema, recs)
 			return err
 		}
 	}
@@ -326,7 +327,7 @@ func TestBadUploadsLeaveTheRunIntact(t *testing.T) {
 	badSex := cellRecord(gpSchema, 1, 1, leaked)
 	attempts := []attempt{
 		{"garbage IPC header", func(ctx context.Context, conn *grpc.ClientConn, task *havenv1.Task, schema *arrow.Schema) error {
-			return coordinatortest.SendRaw(ctx, conn, append(schemaMessages(t, schema, task.GetTaskId()),
+			return sitesim.SendRaw(ctx, conn, append(schemaMessages(t, schema, task.GetTaskId()),
 				&flight.FlightData{DataHeader: []byte("this is not a flatbuffer at all, not even close"), DataBody: []byte{1, 2, 3}}))
 		}, codes.InvalidArgument, "malformed"},
 		{"wrong schema", upload(wrongSchema, cellRecord(wrongSchema, 1, 1, "F")), codes.InvalidArgument, "statin_issues__top"},
@@ -448,7 +449,7 @@ func crafted(t *testing.T, patch func([]*flight.FlightData) []*flight.FlightData
 	return func(ctx context.Context, conn *grpc.ClientConn, task *havenv1.Task, schema *arrow.Schema) error {
 		rec := cellRecord(schema, 3, 1, "F")
 		defer rec.Release()
-		return coordinatortest.SendRaw(ctx, conn, patch(schemaMessages(t, schema, task.GetTaskId(), rec)))
+		return sitesim.SendRaw(ctx, conn, patch(schemaMessages(t, schema, task.GetTaskId(), rec)))
 	}
 }
 
@@ -498,7 +499,7 @@ func TestForgedUploadsRefused(t *testing.T) {
 		{"bad descriptor", intruder, "../etc/passwd", codes.InvalidArgument, "task descriptor"},
 		{"a user", user, taskID, codes.PermissionDenied, "for nodes"},
 	} {
-		_, _, err := coordinatortest.Upload(ctx, tc.conn, tc.taskID, schema, []arrow.Record{rec})
+		_, _, err := sitesim.Upload(ctx, tc.conn, tc.taskID, schema, []arrow.Record{rec})
 		if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.contains) {
 			t.Errorf("%s: got %v, want %s mentioning %q", tc.name, err, tc.code, tc.contains)
 		}

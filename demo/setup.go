@@ -519,3 +519,21 @@ func writeNodeConfig(l layout, p *pkiFiles, addr string, s synth.Site, src siteS
 		strconv.FormatInt(population(s), 10) + ").\n# See deploy/examples/node.yaml for every setting.\n"
 	return writeYAML(l.nodeConfig(s.ODS), header, c)
 }
+
+// ModuleRoot returns the root of the haven source the command runs in,
+// checked to hold the haven module: the national simulation signs its
+// copy of the reference bundle from there, as the demo does.
+func ModuleRoot(ctx context.Context) (string, error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	return root, checkModule(root)
+}
+
+// SignBundle copies the bundle at src to dst, passes the copy through
+// edit (if set), and signs it with a new board key whose halves go to
+// privPath and pubPath.
+func SignBundle(src, dst, privPath, pubPath string, edit func(dir string) error) error {
+	return signBundle(src, dst, privPath, pubPath, edit)
+}

@@ -66,6 +66,9 @@ closed; nothing stored is lost.`,
 				return err
 			}
 			a.logger.Info("coordinator configuration", "config", cfg.File(), "summary", cfg.String())
+			if limit, from := applyMemoryLimit(cfg); from != "" {
+				a.logger.Info("memory limit for the garbage collector", "limit", config.ByteSize(limit), "from", from)
+			}
 			if err := prof.start(); err != nil {
 				return err
 			}

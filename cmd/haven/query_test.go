@@ -105,7 +105,7 @@ func TestQueryCommands(t *testing.T) {
 		t.Errorf("fetch does not show the run's parameters:\n%s", out)
 	}
 	// And the rest of the provenance: the sites' node versions, the times.
-	if !strings.Contains(out, "node versions A81001=test-double A81002=test-double A81003=test-double\n") ||
+	if !strings.Contains(out, "node versions A81001=sitesim A81002=sitesim A81003=sitesim\n") ||
 		!regexp.MustCompile(`definition sha256 [0-9a-f]{64}, bundle \S+, submitted 20`).MatchString(out) {
 		t.Errorf("fetch does not show the provenance:\n%s", out)
 	}

@@ -90,6 +90,7 @@ run, in memory, and releases only tables that passed disclosure control.`,
 		newQueryCmd(a),
 		newDemoCmd(a),
 		newOIDCDevCmd(a),
+		newBenchCmd(a),
 	)
 	return root
 }

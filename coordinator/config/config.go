@@ -69,6 +69,16 @@ type Config struct {
 	Network Network `yaml:"network"`
 	// Linkage bounds the memory of linkage runs.
 	Linkage Linkage `yaml:"linkage"`
+	// MemoryLimit is the memory the coordinator process may use, given
+	// to Go's garbage collector as its soft limit, so that the process's
+	// memory follows linkage.memory_budget instead of growing to twice
+	// what is live before a collection: for a national network, the
+	// budget of the linkage runs that may run at once plus about 2GiB for
+	// links and uploads (docs/national-scale.md). 0, the default, leaves
+	// it to the GOMEMLIMIT environment variable, which overrides it
+	// anyway, or else to 90% of the cgroup's memory.max where there is
+	// one.
+	MemoryLimit ByteSize `yaml:"memory_limit"`
 
 	// file is the path the configuration was loaded from, for messages.
 	file string
@@ -153,6 +163,10 @@ type Linkage struct {
 // MinMemoryBudget is the smallest linkage.memory_budget but 0: below it a
 // run would spill nearly everything, which is surely a mistyped unit.
 const MinMemoryBudget = 64 << 20
+
+// MinMemoryLimit is the smallest memory_limit but 0: a coordinator with
+// links to a network needs more, and less is surely a mistyped unit.
+const MinMemoryLimit = 256 << 20
 
 // Network describes the network's member sites.
 type Network struct {
@@ -360,6 +374,9 @@ func (c *Config) Validate() error {
 		bad("uploads.max_batch_bytes", "%s: want at most 1GiB (one gRPC message carries one batch)", c.Uploads.MaxBatchBytes)
 	} else if c.Uploads.MaxBatchBytes > c.Uploads.MaxBytes {
 		bad("uploads.max_batch_bytes", "%s is more than uploads.max_bytes %s", c.Uploads.MaxBatchBytes, c.Uploads.MaxBytes)
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
+		bad("memory_limit", "%s: want 0 (none) or at least %s", c.MemoryLimit, ByteSize(MinMemoryLimit))
 	}
 	if c.Linkage.MemoryBudget != 0 && c.Linkage.MemoryBudget < MinMemoryBudget {
 		bad("linkage.memory_budget", "%s: want 0 (no budget) or at least %s", c.Linkage.MemoryBudget, ByteSize(MinMemoryBudget))

@@ -64,6 +64,7 @@ func TestLoad(t *testing.T) {
 		{file: "token_in_clear.bad.yaml", want: []string{"field token not found"}},
 		{file: "bad_size.bad.yaml", want: []string{`"12 parsecs" is not a byte size`}},
 		{file: "linkage.good.yaml"},
+		{file: "memory_limit_small.bad.yaml", want: []string{"memory_limit: 100MiB: want 0 (none) or at least 256MiB"}},
 		{file: "linkage_budget_unit.bad.yaml", want: []string{`"4 gigs" is not a byte size`}},
 		{file: "linkage_budget_small.bad.yaml", want: []string{"linkage.memory_budget: 4KiB: want 0 (no budget) or at least 64MiB"}},
 		{file: "linkage_unknown.bad.yaml", want: []string{"field memory not found"}},
@@ -124,6 +125,9 @@ func TestDefaultsAndRelativePaths(t *testing.T) {
 	}
 	if cfg.Linkage.MemoryBudget != 512<<20 || cfg.SpillPath() != "/var/tmp/haven-spill" {
 		t.Errorf("linkage section parsed as %+v", cfg.Linkage)
+	}
+	if cfg.MemoryLimit != 6<<30 {
+		t.Errorf("memory_limit parsed as %s, want 6GiB", cfg.MemoryLimit)
 	}
 	abs := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(abs, []byte("tls: {cert: /abs/c.crt, key: k, ca: ca}\ngovernance: {bundle: b, public_key: k}\ndata_dir: d\n"), 0o600)

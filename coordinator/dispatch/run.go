@@ -109,27 +109,37 @@ func (r *activeRun) updateCoverage() {
 	c.TrustsExpected, c.TrustsAnswered, c.ActivityExpected, c.ActivityAnswered = 0, 0, 0, 0
 	c.OptOutsHonoured = 0
 	for _, s := range r.sites {
-		c.SitesExpected++
-		c.OptOutsHonoured += s.status.OptOutsHonoured
-		done := s.status.State == havenv1.SiteState_SITE_STATE_DONE
+		r.count(s, 1)
+	}
+}
+
+// count adds site s's part to the run's coverage (sign 1) or takes it
+// away (sign -1). setSite takes a site's part away before changing its
+// status and adds it back after, so that a change costs the same at 6,730
+// sites as at ten (recounting every site at each change was a sixth of a
+// national linkage run's CPU).
+func (r *activeRun) count(s *siteRun, sign int64) {
+	c := r.run.Coverage
+	c.SitesExpected += int32(sign)
+	c.OptOutsHonoured += sign * s.status.OptOutsHonoured
+	done := s.status.State == havenv1.SiteState_SITE_STATE_DONE
+	if done {
+		c.SitesAnswered += int32(sign)
+	}
+	if s.kind == cdm.KindTrust {
+		c.TrustsExpected += int32(sign)
+		c.ActivityExpected += sign * s.activity
 		if done {
-			c.SitesAnswered++
+			c.TrustsAnswered += int32(sign)
+			c.ActivityAnswered += sign * s.activity
 		}
-		if s.kind == cdm.KindTrust {
-			c.TrustsExpected++
-			c.ActivityExpected += s.activity
-			if done {
-				c.TrustsAnswered++
-				c.ActivityAnswered += s.activity
-			}
-		}
-		if s.kind != r.plan.Population {
-			continue
-		}
-		c.PopulationExpected += s.population
-		if done {
-			c.PopulationAnswered += s.population
-		}
+	}
+	if s.kind != r.plan.Population {
+		return
+	}
+	c.PopulationExpected += sign * s.population
+	if done {
+		c.PopulationAnswered += sign * s.population
 	}
 }
 
@@ -181,13 +191,14 @@ func (d *Dispatcher) setState(ctx context.Context, r *activeRun, state havenv1.R
 // setSite changes a site's status, emits an event and marks the snapshot
 // for storing. r.mu is held.
 func (d *Dispatcher) setSite(_ context.Context, r *activeRun, s *siteRun, state havenv1.SiteState, now time.Time, edit func(*havenv1.SiteStatus)) {
+	r.count(s, -1)
 	s.status.State = state
 	if edit != nil {
 		edit(s.status)
 	}
+	r.count(s, 1)
 	s.status.UpdatedAt = timestamppb.New(now)
 	r.run.UpdatedAt = s.status.UpdatedAt
-	r.updateCoverage()
 	r.dirty = true
 	r.emit(&havenv1.RunEvent{Kind: havenv1.RunEventKind_RUN_EVENT_KIND_SITE_CHANGED, SiteOds: s.ods}, now)
 }

@@ -316,3 +316,89 @@ func (pop *population) statinRows(p int, schema *arrow.Schema, bands []string) (
 	}
 	return w.records(), nil
 }
+
+// Truth is a question answered centrally over the generated population,
+// before disclosure control: by cell (age band, sex), each measure's
+// value and, for a sum, the number of patients who add to it.
+type Truth map[[2]string]*TrueCell
+
+// TrueCell is one cell of a Truth.
+type TrueCell struct {
+	Values map[string]float64
+	N      map[string]int64
+}
+
+func (t Truth) cell(band, sex string) *TrueCell {
+	k := [2]string{band, sex}
+	c := t[k]
+	if c == nil {
+		c = &TrueCell{Values: map[string]float64{}, N: map[string]int64{}}
+		t[k] = c
+	}
+	return c
+}
+
+// Total adds measure up over every cell.
+func (t Truth) Total(measure string) float64 {
+	var sum float64
+	for _, c := range t {
+		sum += c.Values[measure]
+	}
+	return sum
+}
+
+// statinsTruth is statins-chd answered centrally over the practices in
+// (all when nil).
+func (pop *population) statinsTruth(bands []string, in func(p int) bool) Truth {
+	tt := Truth{}
+	for p := range len(pop.first) - 1 {
+		if in != nil && !in(p) {
+			continue
+		}
+		for k, c := range pop.statinCells(p, bands) {
+			cell := tt.cell(k[0], k[1])
+			cell.Values["patients"] += float64(c.patients)
+			cell.Values["on_statin"] += float64(c.onStatin)
+			cell.Values["statin_issues"] += float64(c.sum)
+			cell.N["statin_issues"] += c.n
+		}
+	}
+	return tt
+}
+
+// t2dmTruth is t2dm-emergency-admissions answered centrally: the patients
+// of the practices in (all when nil) and their admissions at the trusts
+// in (all when nil).
+func (pop *population) t2dmTruth(bands []string, practiceIn, trustIn func(int) bool) Truth {
+	type cell struct{ patients, admitted, admissions int64 }
+	cells := map[[2]string]*cell{}
+	for p := range len(pop.first) - 1 {
+		if practiceIn != nil && !practiceIn(p) {
+			continue
+		}
+		for id := pop.first[p]; id < pop.first[p+1]; id++ {
+			pt := pop.patient(p, id)
+			k := [2]string{bands[pt.age], pt.sex}
+			c := cells[k]
+			if c == nil {
+				c = &cell{}
+				cells[k] = c
+			}
+			c.patients++
+			if pt.trust >= 0 && (trustIn == nil || trustIn(pt.trust)) {
+				c.admitted++
+				c.admissions += pt.admissions
+			}
+		}
+	}
+	tt := Truth{}
+	for k, c := range cells {
+		cell := tt.cell(k[0], k[1])
+		cell.Values["patients"] = float64(c.patients)
+		cell.Values["admitted"] = float64(c.admitted)
+		// Every patient admitted adds to the sum: they are its n.
+		cell.Values["admissions"] = float64(c.admissions)
+		cell.N["admissions"] = c.admitted
+	}
+	return tt
+}
