@@ -21,9 +21,10 @@ const (
 	streamDirty                      // deliberate defects in one file: (site, table)
 )
 
-// mix64 is the splitmix64 finaliser: a bijection that spreads nearby
-// inputs (patient 7, patient 8) into unrelated 64-bit values.
-func mix64(x uint64) uint64 {
+// Mix64 is the splitmix64 finaliser: a bijection that spreads nearby
+// inputs (patient 7, patient 8) into unrelated 64-bit values. The
+// national simulation (demo/national) draws its patients with it too.
+func Mix64(x uint64) uint64 {
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9
 	x ^= x >> 27
@@ -47,8 +48,8 @@ func newRNG() *rng {
 
 // seed restarts r on the stream (seed, s, a, b).
 func (r *rng) seed(seed uint64, s stream, a, b uint64) {
-	hi := mix64(seed ^ mix64(uint64(s)))
-	lo := mix64(mix64(a+0x9e3779b97f4a7c15) ^ mix64(b^0xd1b54a32d192ed03) ^ uint64(s))
+	hi := Mix64(seed ^ Mix64(uint64(s)))
+	lo := Mix64(Mix64(a+0x9e3779b97f4a7c15) ^ Mix64(b^0xd1b54a32d192ed03) ^ uint64(s))
 	r.pcg.Seed(hi, lo)
 }
 

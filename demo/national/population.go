@@ -85,23 +85,12 @@ func newPopulation(seed uint64, practices, trusts int, size int64) *population {
 // listSize is practice p's number of patients.
 func (pop *population) listSize(p int) int64 { return pop.first[p+1] - pop.first[p] }
 
-// mix is splitmix64's finaliser: a bijection of uint64 that spreads every
-// input bit over the output.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
-
 // patient returns patient id of practice p.
 func (pop *population) patient(p int, id int64) patient {
-	h := mix(pop.seed ^ uint64(id)*0x9e3779b97f4a7c15)
+	h := synth.Mix64(pop.seed ^ uint64(id)*0x9e3779b97f4a7c15)
 	next := func(n uint64) uint64 {
 		v := h % n
-		h = mix(h + 0x9e3779b97f4a7c15)
+		h = synth.Mix64(h + 0x9e3779b97f4a7c15)
 		return v
 	}
 	pt := patient{age: 18 + int(next(78)), sex: sexes[next(2)], trust: -1}
@@ -134,8 +123,8 @@ func pseudonymKeys(runID string) (uint64, uint64) {
 // nanoseconds a patient, so the simulator does not compete with the
 // coordinator it measures for the CPU.
 func pseudonym(dst []byte, k1, k2 uint64, id int64) {
-	binary.BigEndian.PutUint64(dst[:8], mix(k1^uint64(id)))
-	binary.BigEndian.PutUint64(dst[8:16], mix(k2+uint64(id)))
+	binary.BigEndian.PutUint64(dst[:8], synth.Mix64(k1^uint64(id)))
+	binary.BigEndian.PutUint64(dst[8:16], synth.Mix64(k2+uint64(id)))
 }
 
 // ageBands maps an age to its band's label in def's age_band variable.
