@@ -22,11 +22,6 @@ import (
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
-// faultMaxRows is the fault network's uploads.max_rows: far above any
-// honest site's answer at the scales the fault run uses, so that only
-// the oversized site passes it.
-const faultMaxRows = 200_000
-
 // The sites of the fault run that misbehave other than by silence.
 const (
 	malformedSite = "N00001"
@@ -39,8 +34,13 @@ type FaultRow struct {
 	Patients                int64
 	SilentGPs, SilentTrusts int
 	Deadline                time.Duration
-	Runs                    []FaultResult
-	PeakRSS                 int64
+	// MaxRows is the fault network's uploads.max_rows: twice the largest
+	// honest answer and a thousand, so that only the oversized site
+	// passes it, without sending so many rows that a loaded host takes
+	// longer than the deadline to refuse them.
+	MaxRows int64
+	Runs    []FaultResult
+	PeakRSS int64
 }
 
 // FaultResult is one run of the fault network.
@@ -51,6 +51,10 @@ type FaultResult struct {
 	// Checked says what was checked of the outcome.
 	Checked string
 }
+
+// t2dmID is the linkage definition the fault run's oversized site
+// answers with too many rows.
+const t2dmID = "t2dm-emergency-admissions"
 
 // silent reports whether practice or trust k is one of the silent ones:
 // one in twenty.
@@ -77,7 +81,14 @@ func silent(k int) bool { return k%20 == 19 }
 func (o *Options) faultRun(ctx context.Context, size int64) (fr *FaultRow, err error) {
 	fr = &FaultRow{Patients: size, Deadline: o.FaultDeadline}
 	pop := newPopulation(o.Seed, o.Practices, o.Trusts, size)
-	var w *network
+	var largest int64
+	for p := range o.Practices {
+		largest = max(largest, pop.listSize(p))
+	}
+	for t := range o.Trusts {
+		largest = max(largest, pop.trustRowCount(t))
+	}
+	fr.MaxRows = 2*largest + 1000
 	configure := func(s site, st *sitesim.Site) {
 		switch {
 		case silent(s.index):
@@ -102,15 +113,15 @@ func (o *Options) faultRun(ctx context.Context, size int64) (fr *FaultRow, err e
 		case s.ods == oversizedSite:
 			answer := st.Answer
 			st.Answer = func(task *havenv1.Task, schema *arrow.Schema) ([]arrow.Record, error) {
-				if task.GetDefinitionId() == w.t2dm.ID {
-					return oversized(schema, faultMaxRows+1), nil
+				if task.GetDefinitionId() == t2dmID {
+					return oversized(schema, int(fr.MaxRows)+1), nil
 				}
 				return answer(task, schema)
 			}
 		}
 	}
-	w, err = o.setUp(ctx, filepath.Join(o.Dir, "faults-"+ScaleName(size)), pop,
-		netOptions{deadline: o.FaultDeadline, maxRows: faultMaxRows, budget: o.Budget, limit: o.MemoryLimit, configure: configure})
+	w, err := o.setUp(ctx, filepath.Join(o.Dir, "faults-"+ScaleName(size)), pop,
+		netOptions{deadline: o.FaultDeadline, maxRows: fr.MaxRows, budget: o.Budget, limit: o.MemoryLimit, configure: configure})
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +297,7 @@ func (fr *FaultRow) print(w io.Writer) {
 	fmt.Fprintf(w, "\nFaults at %s patients: %d practices and %d trusts silent (deadline %s); %s sent a malformed upload first, "+
 		"%s dropped an upload after its first batch, %s sent %d rows to the linkage run (max %d)\n",
 		ScaleName(fr.Patients), fr.SilentGPs, fr.SilentTrusts, fr.Deadline, malformedSite, abandonSite, oversizedSite,
-		faultMaxRows+1, faultMaxRows)
+		fr.MaxRows+1, fr.MaxRows)
 	for _, r := range fr.Runs {
 		var states []string
 		for st, n := range r.States {

@@ -155,7 +155,7 @@ func TestSimulation(t *testing.T) {
 	var progress bytes.Buffer
 	opts := Options{Haven: filepath.Join(bin, "haven"), BundleSource: filepath.Join(root, "policy", "bundle"), Dir: t.TempDir(),
 		Practices: 40, Trusts: 20, Scales: []int64{4000, 12_000}, Seed: 2, Dials: 16,
-		Faults: true, FaultDeadline: 10 * time.Second, Progress: &progress}
+		Faults: true, FaultDeadline: 20 * time.Second, Progress: &progress}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, opts)

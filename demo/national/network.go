@@ -249,12 +249,12 @@ func (w *network) makeSites(gate chan struct{}, configure func(site, *sitesim.Si
 					return w.pop.trustRows(s.index, schema, task.GetRunId()), nil
 				}
 			}
-			if configure != nil {
-				configure(s, st)
-			}
 			mu.Lock()
+			defer mu.Unlock()
+			if configure != nil {
+				configure(s, st) // one at a time: it may count what it does
+			}
 			w.nodes[i], w.dials[i] = st, dial
-			mu.Unlock()
 			return nil
 		})
 	}
