@@ -228,7 +228,14 @@ func benchTask(b *testing.B, n *synth.Network, s synth.Site, id string, ndop *op
 	// gives the statement the runner will run.
 	prog, err := sqlgen.Compile(bound, plan, s.Kind, sqlgen.DuckDB(), sqlgen.Options{SiteODS: s.ODS})
 	must(b, err)
-	src := &resultSource{Source: p, result: prog.Result.SQL}
+	// The node runs the aggregate's result with its cells' patients
+	// (CheckedResult), which binds the same arguments as Result; the
+	// direct query runs Result alone.
+	ran := prog.Result
+	if prog.CheckedResult != nil {
+		ran = *prog.CheckedResult
+	}
+	src := &resultSource{Source: p, result: ran.SQL}
 	network, err := optout.OpenReceiver(b.TempDir(), nil)
 	must(b, err)
 	must(b, network.Apply(&havenv1.NetworkOptOuts{Version: &havenv1.NetworkOptOutVersion{Epoch: "bench"}}))

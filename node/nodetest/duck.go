@@ -221,6 +221,8 @@ func arrowType(db string) (arrow.DataType, error) {
 		return arrow.FixedWidthTypes.Date32, nil
 	case "BIGINT[]", "INTEGER[]":
 		return arrow.ListOf(arrow.PrimitiveTypes.Int64), nil
+	case "VARCHAR[]":
+		return arrow.ListOf(arrow.BinaryTypes.String), nil
 	}
 	if strings.HasPrefix(db, "DECIMAL") {
 		return arrow.PrimitiveTypes.Float64, nil
@@ -266,13 +268,21 @@ func build(schema *arrow.Schema, rows [][]any) (arrow.Record, error) {
 				fb.Append(arrow.Date32FromTime(v.(time.Time)))
 			case *array.ListBuilder:
 				fb.Append(true)
-				vb := fb.ValueBuilder().(*array.Int64Builder)
 				for _, e := range v.([]any) {
-					n, ok := toInt64(e)
-					if !ok {
-						return nil, fmt.Errorf("list element %T is not an integer", e)
+					switch vb := fb.ValueBuilder().(type) {
+					case *array.StringBuilder:
+						s, ok := e.(string)
+						if !ok {
+							return nil, fmt.Errorf("list element %T is not a string", e)
+						}
+						vb.Append(s)
+					case *array.Int64Builder:
+						n, ok := toInt64(e)
+						if !ok {
+							return nil, fmt.Errorf("list element %T is not an integer", e)
+						}
+						vb.Append(n)
 					}
-					vb.Append(n)
 				}
 			default:
 				return nil, fmt.Errorf("no builder for %T", fb)

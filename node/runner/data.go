@@ -308,6 +308,9 @@ type output struct {
 	// numbers, and aggregate batches until cellKeys adds their keys.
 	pending []pendingBatch
 	rows    int64
+	// members holds, for an aggregate result, each batch's lists of the
+	// NHS numbers of its cells' patients, for check.
+	members []*array.List
 	// checked is set by check once every NHS number the result rests on
 	// has passed it; pseudonymise refuses an output without it.
 	checked bool
@@ -341,7 +344,10 @@ func (o *output) release() {
 	for _, p := range o.pending {
 		p.release()
 	}
-	o.records, o.pending = nil, nil
+	for _, m := range o.members {
+		m.Release()
+	}
+	o.records, o.pending, o.members = nil, nil, nil
 }
 
 func release(recs []arrow.Record) {
@@ -362,14 +368,20 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 	// secret.
 	fields := slices.DeleteFunc(slices.Clone(j.siteTask.Fields), goFilled)
 	linkage := j.siteTask.Rows == catalog.RowsPatients
-	cols := j.prog.Result.Columns
+	st := resultStatement(j.prog)
+	// An aggregate result carries its cells' patients in a last column,
+	// for check; it never leaves.
+	withMembers := st.Name == sqlgen.StatementCheckedResult
+	cols := st.Columns
 	want := len(fields)
 	if linkage {
 		// nhs_number stands where the pseudonym goes.
 		if len(cols) != want || cols[0].Name != cdm.ColNHSNumber {
 			return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "the compiled linkage result does not start with %s", cdm.ColNHSNumber)
 		}
-	} else if len(cols) != want {
+	} else if withMembers && (len(cols) != want+1 || cols[want].Name != sqlgen.ColMembers) {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "the compiled checked result does not end with %s after the plan's %d columns", sqlgen.ColMembers, want)
+	} else if !withMembers && len(cols) != want {
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "the compiled result has %d columns, the plan %d", len(cols), want)
 	}
 
@@ -377,15 +389,22 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 	if l := j.t.GetLimits().GetMaxRows(); l > 0 {
 		maxRows = min(maxRows, l)
 	}
-	q := connector.Query{SQL: j.prog.Result.SQL, Args: args(j.prog.Result.Args), MaxRows: maxRows, MaxBytes: r.cfg.Limits.MaxBytes}
+	q := connector.Query{SQL: st.SQL, Args: args(st.Args), MaxRows: maxRows, MaxBytes: r.cfg.Limits.MaxBytes}
 	out := &output{schema: schema}
 	// A connector error is most often about the site's data (a corrupt or
 	// missing file, a column of the wrong type); naming the tables the
 	// query reads tells provider IT where to look.
 	what := "run the query over " + strings.Join(j.prog.Tables, ", ")
 	err := r.query(ctx, what, q, func(rec arrow.Record) error {
-		if int(rec.NumCols()) != want {
-			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "the result has %d columns, want %d", rec.NumCols(), want)
+		if int(rec.NumCols()) != len(cols) {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "the result has %d columns, want %d", rec.NumCols(), len(cols))
+		}
+		if withMembers {
+			m, err := membersColumn(rec, want)
+			if err != nil {
+				return err
+			}
+			out.members = append(out.members, m)
 		}
 		var nhs *array.String
 		arrs := make([]arrow.Array, 0, want)
@@ -433,6 +452,32 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// resultStatement is the statement that computes p's result: in
+// aggregate mode CheckedResult, which also gives the numbers check needs,
+// else Result.
+func resultStatement(p *sqlgen.Program) sqlgen.Statement {
+	if p.CheckedResult != nil {
+		return *p.CheckedResult
+	}
+	return p.Result
+}
+
+// membersColumn returns column i of rec, the cells' patients, retained.
+func membersColumn(rec arrow.Record, i int) (*array.List, error) {
+	if got := rec.ColumnName(i); got != sqlgen.ColMembers {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "result column %d is %q, want %q", i, got, sqlgen.ColMembers)
+	}
+	l, ok := rec.Column(i).(*array.List)
+	if ok {
+		_, ok = l.ListValues().(*array.String)
+	}
+	if !ok {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "result column %s is %s, want list<utf8>", sqlgen.ColMembers, rec.Column(i).DataType())
+	}
+	l.Retain()
+	return l, nil
 }
 
 // conform returns a as Arrow type t, the plan's, or says why it cannot.
@@ -520,6 +565,22 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 		for _, p := range out.pending {
 			for i := range p.nhs.Len() {
 				verify(p.nhs.Value(i), p.nhs.IsNull(i))
+			}
+		}
+	} else if j.prog.CheckedResult != nil {
+		// The numbers came with the cells, from the statement that
+		// counted them.
+		for _, l := range out.members {
+			nums := l.ListValues().(*array.String) // membersColumn checked it
+			for i := range l.Len() {
+				if l.IsNull(i) {
+					invalid++ // a cell whose patients are unknown
+					continue
+				}
+				from, to := l.ValueOffsets(i)
+				for k := from; k < to; k++ {
+					verify(nums.Value(int(k)), nums.IsNull(int(k)))
+				}
 			}
 		}
 	} else if j.prog.Members != nil {

@@ -33,7 +33,10 @@
 // by the task's other fields, one row per relevant patient, ordered by
 // nhs_number. Members (aggregate mode only) lists every patient counted,
 // so that the node can check them against its own opt-out set before
-// anything leaves. With record keys (catalog.PlanOptions.RecordKeys), Result
+// anything leaves. CheckedResult (aggregate mode only) is Result with the
+// numbers of each cell's patients as a last column, members: one statement
+// in place of Result and Members, so that the node computes the population
+// once per task. With record keys (catalog.PlanOptions.RecordKeys), Result
 // leaves out the <measure>__key cell keys (aggregate) or record_key
 // (linkage), which need the perturbation secret and so are computed by the
 // node in Go, and Keys (aggregate) lists each patient of the population
