@@ -331,6 +331,82 @@ func BenchmarkIdleRSS(b *testing.B) {
 	b.ReportMetric(float64(pluginRSS)/1024, "plugin-RSS-MiB")
 }
 
+// BenchmarkStartup starts `haven node run` as a process on the ICB's
+// first practice (the site of BenchmarkAggregateTask) against a
+// coordinator double, and reports the time from starting the process to
+// its Register reaching the coordinator (startup-ms), and to the log
+// line saying the start-up count of rows with invalid NHS numbers is
+// done (counted-ms), which runs beside the link and must be done before
+// the first task needs it. HAVEN_BENCH_LOG passes the node's log through.
+// Each iteration stops the node and starts it
+// afresh on the same state directory, as a restart would.
+func BenchmarkStartup(b *testing.B) {
+	n := icbNetwork(b)
+	s := n.SitesOfKind(cdm.KindGP)[0]
+	bin, err := connectortest.Build(b.Context(), filepath.Join(b.TempDir(), "haven"), "github.com/havenhealth/haven/cmd/haven")
+	must(b, err)
+	plugin := plugins.Plugin(b, duckdbPlugin, "duckdb_arrow")
+	key := nodetest.NewKey(b)
+	bundle := nodetest.Bundle(b, key, nil)
+	pk := nodetest.NewPKI(b, s.ODS)
+	coord := nodetest.StartCoordinator(b, pk.ServerTLS, time.Second)
+	dir := b.TempDir()
+	must(b, os.WriteFile(filepath.Join(dir, "board.pub"), key.Public, 0o644))
+	must(b, os.WriteFile(filepath.Join(dir, "linkage.key"), testSecret, 0o600))
+	siteDir := filepath.Dir(n.Path(s.Files[cdm.TablePatient].Path))
+	cfg := fmt.Sprintf(`site: {ods: %s, kind: %s}
+coordinator: {address: "%s", server_name: localhost}
+tls: {cert: %s, key: %s, ca: %s}
+connector:
+  path: %s
+  sha256: %s
+  args: ["--dir", "%s"]
+governance: {bundle: %s, public_key: board.pub}
+linkage: {secret_file: linkage.key, key_id: test-key-1}
+opt_out: {ndop_file: %s}
+state_dir: state
+audit_dir: audit
+`, s.ODS, s.Kind, coord.Addr, pk.NodeCert, pk.NodeKey, pk.CAFile, plugin.Path, plugin.SHA256, siteDir, bundle, n.Path(n.NationalOptOut.Path))
+	config := filepath.Join(dir, "node.yaml")
+	must(b, os.WriteFile(config, []byte(cfg), 0o644))
+
+	var toRegister, toCounted time.Duration
+	for b.Loop() {
+		regs := len(coord.Registers())
+		cmd := exec.Command(bin.Path, "node", "run", "--config", config, "--log-format", "json")
+		stderr, err := cmd.StderrPipe()
+		must(b, err)
+		counted := make(chan time.Time, 1)
+		began := time.Now()
+		must(b, cmd.Start())
+		go func() {
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				if os.Getenv("HAVEN_BENCH_LOG") != "" {
+					fmt.Fprintln(os.Stderr, sc.Text())
+				}
+				if strings.Contains(sc.Text(), "counted rows with invalid NHS numbers") {
+					counted <- time.Now()
+				}
+			}
+		}()
+		nodetest.Eventually(b, "the node registered", func() bool { return len(coord.Registers()) > regs })
+		toRegister += time.Since(began)
+		select {
+		case at := <-counted:
+			toCounted += at.Sub(began)
+		case <-time.After(time.Minute):
+			b.Fatal("the node never logged its start-up count")
+		}
+		must(b, cmd.Process.Signal(os.Interrupt))
+		must(b, cmd.Wait())
+	}
+	k := float64(b.N) * float64(time.Millisecond)
+	b.ReportMetric(float64(toRegister)/k, "startup-ms")
+	b.ReportMetric(float64(toCounted)/k, "counted-ms")
+	b.ReportMetric(float64(patientRows(s)), "patients")
+}
+
 func vmRSS(b *testing.B, pid int) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
