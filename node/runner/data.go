@@ -33,6 +33,13 @@ func connectorErr(what string, err error) error {
 // query runs q within the node's query timeout and calls each for every
 // record batch.
 func (r *Runner) query(ctx context.Context, what string, q connector.Query, each func(arrow.Record) error) error {
+	_, err := r.queryVersion(ctx, what, q, each)
+	return err
+}
+
+// queryVersion is query, and returns the version of the data the query
+// read, or "" when the connector cannot tell.
+func (r *Runner) queryVersion(ctx context.Context, what string, q connector.Query, each func(arrow.Record) error) (string, error) {
 	if r.cfg.Limits.QueryTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, r.cfg.Limits.QueryTimeout)
@@ -41,25 +48,36 @@ func (r *Runner) query(ctx context.Context, what string, q connector.Query, each
 	began := time.Now()
 	res, err := r.cfg.Source.Query(ctx, q)
 	if err != nil {
-		return connectorErr(what, err)
+		return "", connectorErr(what, err)
 	}
 	defer res.Close()
 	for res.Next() {
 		if err := each(res.Record()); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if err := res.Err(); err != nil {
-		return connectorErr(what, err)
+		return "", connectorErr(what, err)
+	}
+	var version string
+	if v, ok := res.(versioned); ok {
+		version = v.DataVersion()
 	}
 	r.log.Debug("query done", "query", what, "duration", time.Since(began))
-	return nil
+	return version, nil
 }
 
 // scanStrings calls each for every value of the first column of q's
 // result, which must be a string column.
 func (r *Runner) scanStrings(ctx context.Context, what string, q connector.Query, each func(s string, null bool) error) error {
-	return r.query(ctx, what, q, func(rec arrow.Record) error {
+	_, err := r.scanStringsVersion(ctx, what, q, each)
+	return err
+}
+
+// scanStringsVersion is scanStrings, and returns the version of the data
+// the query read, or "" when the connector cannot tell.
+func (r *Runner) scanStringsVersion(ctx context.Context, what string, q connector.Query, each func(s string, null bool) error) (string, error) {
+	return r.queryVersion(ctx, what, q, func(rec arrow.Record) error {
 		if rec.NumCols() < 1 {
 			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has no columns", what)
 		}
@@ -78,37 +96,86 @@ func (r *Runner) scanStrings(ctx context.Context, what string, q connector.Query
 
 // siteOptOuts reads the type 1 opt-outs the site records. A practice must
 // hold the opt_out table; a trust may.
-func (r *Runner) siteOptOuts(ctx context.Context) (*optout.Set, error) {
+//
+// It also returns the version of the data the read saw, or "" when the
+// connector cannot tell or the site holds no opt_out table.
+func (r *Runner) siteOptOuts(ctx context.Context) (*optout.Set, string, error) {
 	has, err := r.cfg.Source.HasTable(ctx, cdm.TableOptOut)
 	if err != nil {
-		return nil, connectorErr("connector", err)
+		return nil, "", connectorErr("connector", err)
 	}
 	if !has {
 		if r.cfg.Kind == cdm.KindGP {
-			return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR,
+			return nil, "", taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR,
 				"the connector exposes no %s table, so this practice's type 1 opt-outs cannot be honoured", cdm.TableOptOut)
 		}
-		return &optout.Set{}, nil
+		return &optout.Set{}, "", nil
 	}
 	d, err := r.cfg.Source.Dialect(ctx)
 	if err != nil {
-		return nil, connectorErr("connector", err)
+		return nil, "", connectorErr("connector", err)
 	}
 	st, err := sqlgen.SiteOptOuts(d)
 	if err != nil {
-		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "read type 1 opt-outs: %v", err)
+		return nil, "", taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "read type 1 opt-outs: %v", err)
 	}
 	var b optout.Builder
-	err = r.scanStrings(ctx, "read type 1 opt-outs", r.statementQuery(st), func(s string, null bool) error {
+	version, err := r.scanStringsVersion(ctx, "read type 1 opt-outs", r.statementQuery(st), func(s string, null bool) error {
 		if !null {
 			b.Add(s)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return b.Set(), nil
+	return b.Set(), version, nil
+}
+
+// versioned is a result that can say which version of the site's data
+// it read (*connector.Result).
+type versioned interface {
+	DataVersion() string
+}
+
+// siteCut is what a task works out from the site's NHS numbers and the
+// opt-out lists before its result: the lists cut to the site, and how
+// many patient rows they leave out. It holds for as long as the data, the
+// national list and the network list are the ones it was made from.
+type siteCut struct {
+	version  string          // the data's, as the connector named it; never ""
+	ndop     *optout.Set     // the national list it was cut from
+	network  *optout.Network // the network list it was matched against
+	numbers  int             // valid numbers at the site, for the log
+	relevant *optout.Set     // national objectors among them
+	matched  *optout.Set     // network objectors among them
+	excluded int64           // patient rows on any list
+}
+
+// cachedCut returns the cut made for tables from the same data version
+// and lists, if there is one.
+func (r *Runner) cachedCut(tables []string, version string, ndop *optout.Set, network *optout.Network) *siteCut {
+	if version == "" {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.cuts[strings.Join(tables, ",")]
+	if c == nil || c.version != version || c.ndop != ndop || c.network != network {
+		return nil
+	}
+	return c
+}
+
+// keepCut remembers c for later tasks that read tables, if its data
+// version is known.
+func (r *Runner) keepCut(tables []string, c *siteCut) {
+	if c.version == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cuts[strings.Join(tables, ",")] = c
 }
 
 // invalidCountTTL is how long a count of invalid NHS numbers is reused.
@@ -236,15 +303,18 @@ func (r *Runner) countInvalid(ctx context.Context, d sqlgen.Dialect, tables []st
 // patient rows carry a number optedOut says yes to: the patients every
 // statement leaves out as objectors. optedOut is asked once about every
 // valid number.
-func (r *Runner) siteNumbers(ctx context.Context, d sqlgen.Dialect, tables []string, optedOut func(string) bool) (*optout.Set, int64, error) {
+//
+// It also returns the version of the data the read saw, or "" when the
+// connector cannot tell.
+func (r *Runner) siteNumbers(ctx context.Context, d sqlgen.Dialect, tables []string, optedOut func(string) bool) (*optout.Set, int64, string, error) {
 	const what = "read the site's NHS numbers"
 	st, err := sqlgen.SiteNumbers(r.cfg.Kind, d, tables)
 	if err != nil {
-		return nil, 0, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%s: %v", what, err)
+		return nil, 0, "", taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%s: %v", what, err)
 	}
 	var b optout.Builder
 	var excluded int64
-	err = r.query(ctx, what, r.statementQuery(st), func(rec arrow.Record) error {
+	version, err := r.queryVersion(ctx, what, r.statementQuery(st), func(rec arrow.Record) error {
 		if int(rec.NumCols()) != len(st.Columns) {
 			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want %d", what, rec.NumCols(), len(st.Columns))
 		}
@@ -271,9 +341,9 @@ func (r *Runner) siteNumbers(ctx context.Context, d sqlgen.Dialect, tables []str
 		return nil
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
-	return b.Set(), excluded, nil
+	return b.Set(), excluded, version, nil
 }
 
 // args converts sqlgen's argument values to connector values.

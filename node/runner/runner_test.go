@@ -579,6 +579,36 @@ func TestOptOutCheckStopsLeak(t *testing.T) {
 	}
 }
 
+// While the connector names the same version of the data and the lists
+// stay the same, a task reuses the site's numbers the last one read; a
+// new version makes it read them again. Either way it leaves out and
+// counts the same patients.
+func TestSiteNumbersReusedWhileDataUnchanged(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.src.Version = "v1"
+	run := func(id string) (*havenv1.TaskDone, int64) {
+		t.Helper()
+		before := e.src.Queries()
+		d := done(t, e.run(t, e.task(t, "t2dm-prevalence", id, nil)))
+		return d, e.src.Queries() - before
+	}
+	first, _ := run("run-cut-1") // also counts invalid numbers, kept for later tasks
+	reused, reusedQueries := run("run-cut-2")
+	e.src.Version = "v2"
+	fresh, freshQueries := run("run-cut-3")
+	if freshQueries != reusedQueries+1 {
+		t.Errorf("a task on unchanged data ran %d queries, on changed data %d; want one fewer", reusedQueries, freshQueries)
+	}
+	for _, d := range []*havenv1.TaskDone{reused, fresh} {
+		if d.GetRowsExcludedOptOut() != first.GetRowsExcludedOptOut() || d.GetRows() != first.GetRows() || d.GetRowsExcludedOptOut() == 0 {
+			t.Errorf("task %s: %d rows, %d left out for opt-outs; the first task %d and %d", d.GetTaskId(), d.GetRows(), d.GetRowsExcludedOptOut(), first.GetRows(), first.GetRowsExcludedOptOut())
+		}
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "site numbers reused") {
+		t.Error("no task logged that it reused the site's numbers")
+	}
+}
+
 // siteNumbers returns every NHS number in the given tables of the site,
 // read directly from its files.
 func siteNumbers(t *testing.T, e *env, tables []string) map[string]bool {
