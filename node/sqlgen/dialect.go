@@ -34,6 +34,9 @@ type Dialect interface {
 	// orderText makes a text expression sort byte by byte, the way Go
 	// compares strings, whatever the database's default collation.
 	orderText(x string) string
+	// validNHS is true when the text expression x holds a valid NHS
+	// number, false otherwise, NULL included.
+	validNHS(x string) string
 }
 
 // DuckDB returns the DuckDB dialect.
@@ -65,6 +68,7 @@ func (duckDB) doubleType() string         { return "DOUBLE" }
 func (duckDB) textType() string           { return "VARCHAR" }
 func (duckDB) intListAgg(x string) string { return "list(" + x + " ORDER BY " + x + ")" }
 func (duckDB) emptyIntList() string       { return "CAST([] AS BIGINT[])" }
+func (duckDB) validNHS(x string) string   { return validNHSByNumber(x) }
 func (duckDB) textListAgg(x string) string {
 	return "list(" + x + " ORDER BY " + x + ")"
 }
@@ -84,6 +88,7 @@ func (postgreSQL) doubleType() string           { return "DOUBLE PRECISION" }
 func (postgreSQL) textType() string             { return "TEXT" }
 func (postgreSQL) intListAgg(x string) string   { return "array_agg(" + x + " ORDER BY " + x + ")" }
 func (postgreSQL) emptyIntList() string         { return "CAST(ARRAY[] AS BIGINT[])" }
+func (postgreSQL) validNHS(x string) string     { return validNHSByChar(x) }
 func (postgreSQL) textListAgg(x string) string {
 	return "array_agg(" + x + " ORDER BY " + x + ` COLLATE "C")`
 }

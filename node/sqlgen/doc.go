@@ -61,7 +61,8 @@
 //
 // NHS numbers. A valid number is ten ASCII digits with a correct
 // modulus-11 check digit (cdm.CheckNHSNumber), tested in SQL by arithmetic
-// on character codes; NULL is invalid. A row with an invalid number is
+// on character codes (PostgreSQL) or, once the text is shown to be ten
+// ASCII digits, on the number (DuckDB); NULL is invalid. A row with an invalid number is
 // never a patient and never counts for one: numbers are checked once per
 // patient — on the patient table, and at a trust on the set of numbers it
 // reports on — and every event row is matched by equality to a checked
