@@ -170,6 +170,7 @@ type Result struct {
 	maxRows int64
 	rows    int64
 	err     error
+	ended   bool // the stream ended complete
 }
 
 // open reads and checks the schema.
@@ -223,6 +224,7 @@ func (r *Result) Next() bool {
 			r.fail(err)
 			return false
 		}
+		r.ended = true
 		r.release()
 		return false
 	}
@@ -252,6 +254,16 @@ func (r *Result) Rows() int64 { return r.rows }
 
 // Bytes returns the number of Arrow IPC bytes received so far.
 func (r *Result) Bytes() int64 { return r.src.total }
+
+// DataVersion returns the version of the data the query read, as the
+// plugin reported it, once the result has ended normally; "" before, after
+// an error, or when the plugin cannot tell (see DataVersioner).
+func (r *Result) DataVersion() string {
+	if r.err != nil || !r.ended {
+		return ""
+	}
+	return r.src.done.GetDataVersion()
+}
 
 // Close stops the query if it is still running and releases the result.
 // It is safe to call more than once.

@@ -80,6 +80,21 @@ type Backend interface {
 	Query(ctx context.Context, q Query, w io.Writer) error
 }
 
+// DataVersioner is a Backend that can tell which version of its data a
+// query reads. The node reuses what it derives from the data, such as the
+// site's NHS numbers, while the version stays the same; a Backend that is
+// not one makes the node derive it afresh for every task.
+type DataVersioner interface {
+	// DataVersion returns a string that stays the same while the data
+	// does and changes once any of it changes, or "" when it cannot tell.
+	// It must be cheap: it is called twice for every query.
+	DataVersion() (string, error)
+}
+
+// MaxDataVersion is the longest data version a plugin may report, in
+// bytes.
+const MaxDataVersion = 256
+
 // Dialect is the SQL dialect a connector runs. The node compiles each task
 // for the dialect its connector reports.
 type Dialect string

@@ -119,6 +119,50 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
+// A plugin that can tell the version of its data reports it with each
+// complete result; one that cannot reports none.
+func TestDataVersion(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "version")
+	version := func(h *connector.Host) string {
+		t.Helper()
+		res, err := h.Query(t.Context(), connector.Query{SQL: "rows 10 batch 5"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := res.DataVersion(); v != "" {
+			t.Errorf("data version %q before the result was read", v)
+		}
+		if _, err := readAll(res); err != nil {
+			t.Fatal(err)
+		}
+		return res.DataVersion()
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(file, []byte("v1"), 0o600))
+	h := launchDouble(t, launchOpts{args: []string{"-data-version", file}})
+	if v := version(h); v != "v1" {
+		t.Errorf("data version %q, want v1", v)
+	}
+	must(os.WriteFile(file, []byte("v2"), 0o600))
+	if v := version(h); v != "v2" {
+		t.Errorf("data version %q after a change, want v2", v)
+	}
+	// Longer than a version may be: Serve reports none (and the host
+	// would take a result carrying one for malformed).
+	must(os.WriteFile(file, []byte(strings.Repeat("x", connector.MaxDataVersion+1)), 0o600))
+	if v := version(h); v != "" {
+		t.Errorf("data version of %d bytes passed on", len(v))
+	}
+	if v := version(launchDouble(t, launchOpts{})); v != "" {
+		t.Errorf("data version %q from a plugin that cannot tell", v)
+	}
+}
+
 func TestArgumentsRoundTrip(t *testing.T) {
 	h := launchDouble(t, launchOpts{})
 	day := time.Date(2024, 4, 1, 15, 30, 0, 0, time.UTC)

@@ -49,9 +49,13 @@ func (s *server) Query(req *connectorv1.QueryRequest, stream grpc.ServerStreamin
 		return status.Errorf(codes.InvalidArgument, "query: %v", err)
 	}
 	began := time.Now()
+	version := s.dataVersion()
 	w := &chunkWriter{stream: stream, max: q.MaxBytes}
 	stopFlusher := w.flushEvery(flushInterval)
 	err = s.backend.Query(ctx, q, w)
+	if after := s.dataVersion(); after != version {
+		version = "" // the data changed as the query read it
+	}
 	stopFlusher()
 	if err == nil {
 		err = w.flush()
@@ -62,7 +66,7 @@ func (s *server) Query(req *connectorv1.QueryRequest, stream grpc.ServerStreamin
 		err = w.limit
 	}
 	if err == nil {
-		err = stream.Send(&connectorv1.QueryResponse{Part: &connectorv1.QueryResponse_Done{Done: &connectorv1.QueryDone{Bytes: w.total}}})
+		err = stream.Send(&connectorv1.QueryResponse{Part: &connectorv1.QueryResponse_Done{Done: &connectorv1.QueryDone{Bytes: w.total, DataVersion: version}}})
 	}
 	// Neither the arguments nor the error's text are logged: either may
 	// quote a value that identifies someone (a database's conversion
@@ -76,6 +80,23 @@ func (s *server) Query(req *connectorv1.QueryRequest, stream grpc.ServerStreamin
 	}
 	s.logger.Debug("query done", attrs...)
 	return nil
+}
+
+// dataVersion is the backend's data version, or "" when it has none or
+// cannot tell.
+func (s *server) dataVersion() string {
+	dv, ok := s.backend.(DataVersioner)
+	if !ok {
+		return ""
+	}
+	v, err := dv.DataVersion()
+	if err != nil || len(v) > MaxDataVersion {
+		if err != nil {
+			s.logger.Warn("data version unknown", "error", err)
+		}
+		return ""
+	}
+	return v
 }
 
 // toStatus turns a backend's error into the status the host reads: a

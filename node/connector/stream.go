@@ -186,6 +186,9 @@ func (s *streamSource) finish() error {
 	if s.done.GetBytes() != s.total {
 		return fmt.Errorf("%w: plugin says it sent %d bytes, %d arrived", ErrMalformedResult, s.done.GetBytes(), s.total)
 	}
+	if n := len(s.done.GetDataVersion()); n > MaxDataVersion {
+		return fmt.Errorf("%w: a data version of %d bytes", ErrMalformedResult, n)
+	}
 	if _, err := s.stream.Recv(); err != io.EOF {
 		if err == nil {
 			return fmt.Errorf("%w: messages after the end of the result", ErrMalformedResult)

@@ -108,7 +108,10 @@ type DuckSource struct {
 	// Before, if set, is called before each query; an error fails it.
 	// Tests use it to see what a query binds, or to hold one until the
 	// task is cancelled.
-	Before  func(ctx context.Context, q connector.Query) error
+	Before func(ctx context.Context, q connector.Query) error
+	// Version, if set, is the data version each result reports, as a
+	// connector that can tell does.
+	Version string
 	queries atomic.Int64
 }
 
@@ -191,7 +194,7 @@ func (d *DuckSource) Query(ctx context.Context, q connector.Query) (runner.Recor
 		fields[i] = arrow.Field{Name: ct.Name(), Type: dt, Nullable: true}
 	}
 	schema := arrow.NewSchema(fields, nil)
-	res := &records{}
+	res := &records{version: d.Version}
 	for from := 0; from < len(data) || from == 0; from += 4096 {
 		to := min(from+4096, len(data))
 		rec, err := build(schema, data[from:to])
@@ -221,6 +224,8 @@ func arrowType(db string) (arrow.DataType, error) {
 		return arrow.FixedWidthTypes.Date32, nil
 	case "BIGINT[]", "INTEGER[]":
 		return arrow.ListOf(arrow.PrimitiveTypes.Int64), nil
+	case "VARCHAR[]":
+		return arrow.ListOf(arrow.BinaryTypes.String), nil
 	}
 	if strings.HasPrefix(db, "DECIMAL") {
 		return arrow.PrimitiveTypes.Float64, nil
@@ -266,13 +271,21 @@ func build(schema *arrow.Schema, rows [][]any) (arrow.Record, error) {
 				fb.Append(arrow.Date32FromTime(v.(time.Time)))
 			case *array.ListBuilder:
 				fb.Append(true)
-				vb := fb.ValueBuilder().(*array.Int64Builder)
 				for _, e := range v.([]any) {
-					n, ok := toInt64(e)
-					if !ok {
-						return nil, fmt.Errorf("list element %T is not an integer", e)
+					switch vb := fb.ValueBuilder().(type) {
+					case *array.StringBuilder:
+						s, ok := e.(string)
+						if !ok {
+							return nil, fmt.Errorf("list element %T is not a string", e)
+						}
+						vb.Append(s)
+					case *array.Int64Builder:
+						n, ok := toInt64(e)
+						if !ok {
+							return nil, fmt.Errorf("list element %T is not an integer", e)
+						}
+						vb.Append(n)
 					}
-					vb.Append(n)
 				}
 			default:
 				return nil, fmt.Errorf("no builder for %T", fb)
@@ -304,9 +317,13 @@ func toInt64(v any) (int64, bool) {
 
 // records is a finished result held in memory.
 type records struct {
-	recs []arrow.Record
-	i    int
+	recs    []arrow.Record
+	i       int
+	version string
 }
+
+// DataVersion is the source's Version when the query ran.
+func (r *records) DataVersion() string { return r.version }
 
 func (r *records) Next() bool {
 	if r.i >= len(r.recs) {

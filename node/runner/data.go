@@ -33,6 +33,13 @@ func connectorErr(what string, err error) error {
 // query runs q within the node's query timeout and calls each for every
 // record batch.
 func (r *Runner) query(ctx context.Context, what string, q connector.Query, each func(arrow.Record) error) error {
+	_, err := r.queryVersion(ctx, what, q, each)
+	return err
+}
+
+// queryVersion is query, and returns the version of the data the query
+// read, or "" when the connector cannot tell.
+func (r *Runner) queryVersion(ctx context.Context, what string, q connector.Query, each func(arrow.Record) error) (string, error) {
 	if r.cfg.Limits.QueryTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, r.cfg.Limits.QueryTimeout)
@@ -41,25 +48,36 @@ func (r *Runner) query(ctx context.Context, what string, q connector.Query, each
 	began := time.Now()
 	res, err := r.cfg.Source.Query(ctx, q)
 	if err != nil {
-		return connectorErr(what, err)
+		return "", connectorErr(what, err)
 	}
 	defer res.Close()
 	for res.Next() {
 		if err := each(res.Record()); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if err := res.Err(); err != nil {
-		return connectorErr(what, err)
+		return "", connectorErr(what, err)
+	}
+	var version string
+	if v, ok := res.(versioned); ok {
+		version = v.DataVersion()
 	}
 	r.log.Debug("query done", "query", what, "duration", time.Since(began))
-	return nil
+	return version, nil
 }
 
 // scanStrings calls each for every value of the first column of q's
 // result, which must be a string column.
 func (r *Runner) scanStrings(ctx context.Context, what string, q connector.Query, each func(s string, null bool) error) error {
-	return r.query(ctx, what, q, func(rec arrow.Record) error {
+	_, err := r.scanStringsVersion(ctx, what, q, each)
+	return err
+}
+
+// scanStringsVersion is scanStrings, and returns the version of the data
+// the query read, or "" when the connector cannot tell.
+func (r *Runner) scanStringsVersion(ctx context.Context, what string, q connector.Query, each func(s string, null bool) error) (string, error) {
+	return r.queryVersion(ctx, what, q, func(rec arrow.Record) error {
 		if rec.NumCols() < 1 {
 			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has no columns", what)
 		}
@@ -78,37 +96,86 @@ func (r *Runner) scanStrings(ctx context.Context, what string, q connector.Query
 
 // siteOptOuts reads the type 1 opt-outs the site records. A practice must
 // hold the opt_out table; a trust may.
-func (r *Runner) siteOptOuts(ctx context.Context) (*optout.Set, error) {
+//
+// It also returns the version of the data the read saw, or "" when the
+// connector cannot tell or the site holds no opt_out table.
+func (r *Runner) siteOptOuts(ctx context.Context) (*optout.Set, string, error) {
 	has, err := r.cfg.Source.HasTable(ctx, cdm.TableOptOut)
 	if err != nil {
-		return nil, connectorErr("connector", err)
+		return nil, "", connectorErr("connector", err)
 	}
 	if !has {
 		if r.cfg.Kind == cdm.KindGP {
-			return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR,
+			return nil, "", taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR,
 				"the connector exposes no %s table, so this practice's type 1 opt-outs cannot be honoured", cdm.TableOptOut)
 		}
-		return &optout.Set{}, nil
+		return &optout.Set{}, "", nil
 	}
 	d, err := r.cfg.Source.Dialect(ctx)
 	if err != nil {
-		return nil, connectorErr("connector", err)
+		return nil, "", connectorErr("connector", err)
 	}
 	st, err := sqlgen.SiteOptOuts(d)
 	if err != nil {
-		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "read type 1 opt-outs: %v", err)
+		return nil, "", taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "read type 1 opt-outs: %v", err)
 	}
 	var b optout.Builder
-	err = r.scanStrings(ctx, "read type 1 opt-outs", r.statementQuery(st), func(s string, null bool) error {
+	version, err := r.scanStringsVersion(ctx, "read type 1 opt-outs", r.statementQuery(st), func(s string, null bool) error {
 		if !null {
 			b.Add(s)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return b.Set(), nil
+	return b.Set(), version, nil
+}
+
+// versioned is a result that can say which version of the site's data
+// it read (*connector.Result).
+type versioned interface {
+	DataVersion() string
+}
+
+// siteCut is what a task works out from the site's NHS numbers and the
+// opt-out lists before its result: the lists cut to the site, and how
+// many patient rows they leave out. It holds for as long as the data, the
+// national list and the network list are the ones it was made from.
+type siteCut struct {
+	version  string          // the data's, as the connector named it; never ""
+	ndop     *optout.Set     // the national list it was cut from
+	network  *optout.Network // the network list it was matched against
+	numbers  int             // valid numbers at the site, for the log
+	relevant *optout.Set     // national objectors among them
+	matched  *optout.Set     // network objectors among them
+	excluded int64           // patient rows on any list
+}
+
+// cachedCut returns the cut made for tables from the same data version
+// and lists, if there is one.
+func (r *Runner) cachedCut(tables []string, version string, ndop *optout.Set, network *optout.Network) *siteCut {
+	if version == "" {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.cuts[strings.Join(tables, ",")]
+	if c == nil || c.version != version || c.ndop != ndop || c.network != network {
+		return nil
+	}
+	return c
+}
+
+// keepCut remembers c for later tasks that read tables, if its data
+// version is known.
+func (r *Runner) keepCut(tables []string, c *siteCut) {
+	if c.version == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cuts[strings.Join(tables, ",")] = c
 }
 
 // invalidCountTTL is how long a count of invalid NHS numbers is reused.
@@ -236,15 +303,18 @@ func (r *Runner) countInvalid(ctx context.Context, d sqlgen.Dialect, tables []st
 // patient rows carry a number optedOut says yes to: the patients every
 // statement leaves out as objectors. optedOut is asked once about every
 // valid number.
-func (r *Runner) siteNumbers(ctx context.Context, d sqlgen.Dialect, tables []string, optedOut func(string) bool) (*optout.Set, int64, error) {
+//
+// It also returns the version of the data the read saw, or "" when the
+// connector cannot tell.
+func (r *Runner) siteNumbers(ctx context.Context, d sqlgen.Dialect, tables []string, optedOut func(string) bool) (*optout.Set, int64, string, error) {
 	const what = "read the site's NHS numbers"
 	st, err := sqlgen.SiteNumbers(r.cfg.Kind, d, tables)
 	if err != nil {
-		return nil, 0, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%s: %v", what, err)
+		return nil, 0, "", taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "%s: %v", what, err)
 	}
 	var b optout.Builder
 	var excluded int64
-	err = r.query(ctx, what, r.statementQuery(st), func(rec arrow.Record) error {
+	version, err := r.queryVersion(ctx, what, r.statementQuery(st), func(rec arrow.Record) error {
 		if int(rec.NumCols()) != len(st.Columns) {
 			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "%s: the result has %d columns, want %d", what, rec.NumCols(), len(st.Columns))
 		}
@@ -271,9 +341,9 @@ func (r *Runner) siteNumbers(ctx context.Context, d sqlgen.Dialect, tables []str
 		return nil
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
-	return b.Set(), excluded, nil
+	return b.Set(), excluded, version, nil
 }
 
 // args converts sqlgen's argument values to connector values.
@@ -308,6 +378,9 @@ type output struct {
 	// numbers, and aggregate batches until cellKeys adds their keys.
 	pending []pendingBatch
 	rows    int64
+	// members holds, for an aggregate result, each batch's lists of the
+	// NHS numbers of its cells' patients, for check.
+	members []*array.List
 	// checked is set by check once every NHS number the result rests on
 	// has passed it; pseudonymise refuses an output without it.
 	checked bool
@@ -341,7 +414,10 @@ func (o *output) release() {
 	for _, p := range o.pending {
 		p.release()
 	}
-	o.records, o.pending = nil, nil
+	for _, m := range o.members {
+		m.Release()
+	}
+	o.records, o.pending, o.members = nil, nil, nil
 }
 
 func release(recs []arrow.Record) {
@@ -362,14 +438,20 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 	// secret.
 	fields := slices.DeleteFunc(slices.Clone(j.siteTask.Fields), goFilled)
 	linkage := j.siteTask.Rows == catalog.RowsPatients
-	cols := j.prog.Result.Columns
+	st := resultStatement(j.prog)
+	// An aggregate result carries its cells' patients in a last column,
+	// for check; it never leaves.
+	withMembers := st.Name == sqlgen.StatementCheckedResult
+	cols := st.Columns
 	want := len(fields)
 	if linkage {
 		// nhs_number stands where the pseudonym goes.
 		if len(cols) != want || cols[0].Name != cdm.ColNHSNumber {
 			return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "the compiled linkage result does not start with %s", cdm.ColNHSNumber)
 		}
-	} else if len(cols) != want {
+	} else if withMembers && (len(cols) != want+1 || cols[want].Name != sqlgen.ColMembers) {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "the compiled checked result does not end with %s after the plan's %d columns", sqlgen.ColMembers, want)
+	} else if !withMembers && len(cols) != want {
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "the compiled result has %d columns, the plan %d", len(cols), want)
 	}
 
@@ -377,15 +459,22 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 	if l := j.t.GetLimits().GetMaxRows(); l > 0 {
 		maxRows = min(maxRows, l)
 	}
-	q := connector.Query{SQL: j.prog.Result.SQL, Args: args(j.prog.Result.Args), MaxRows: maxRows, MaxBytes: r.cfg.Limits.MaxBytes}
+	q := connector.Query{SQL: st.SQL, Args: args(st.Args), MaxRows: maxRows, MaxBytes: r.cfg.Limits.MaxBytes}
 	out := &output{schema: schema}
 	// A connector error is most often about the site's data (a corrupt or
 	// missing file, a column of the wrong type); naming the tables the
 	// query reads tells provider IT where to look.
 	what := "run the query over " + strings.Join(j.prog.Tables, ", ")
 	err := r.query(ctx, what, q, func(rec arrow.Record) error {
-		if int(rec.NumCols()) != want {
-			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "the result has %d columns, want %d", rec.NumCols(), want)
+		if int(rec.NumCols()) != len(cols) {
+			return taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "the result has %d columns, want %d", rec.NumCols(), len(cols))
+		}
+		if withMembers {
+			m, err := membersColumn(rec, want)
+			if err != nil {
+				return err
+			}
+			out.members = append(out.members, m)
 		}
 		var nhs *array.String
 		arrs := make([]arrow.Array, 0, want)
@@ -433,6 +522,32 @@ func (r *Runner) result(ctx context.Context, j *job) (*output, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// resultStatement is the statement that computes p's result: in
+// aggregate mode CheckedResult, which also gives the numbers check needs,
+// else Result.
+func resultStatement(p *sqlgen.Program) sqlgen.Statement {
+	if p.CheckedResult != nil {
+		return *p.CheckedResult
+	}
+	return p.Result
+}
+
+// membersColumn returns column i of rec, the cells' patients, retained.
+func membersColumn(rec arrow.Record, i int) (*array.List, error) {
+	if got := rec.ColumnName(i); got != sqlgen.ColMembers {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "result column %d is %q, want %q", i, got, sqlgen.ColMembers)
+	}
+	l, ok := rec.Column(i).(*array.List)
+	if ok {
+		_, ok = l.ListValues().(*array.String)
+	}
+	if !ok {
+		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_CONNECTOR, "result column %s is %s, want list<utf8>", sqlgen.ColMembers, rec.Column(i).DataType())
+	}
+	l.Retain()
+	return l, nil
 }
 
 // conform returns a as Arrow type t, the plan's, or says why it cannot.
@@ -520,6 +635,22 @@ func (r *Runner) check(ctx context.Context, j *job, out *output, optedOut func(s
 		for _, p := range out.pending {
 			for i := range p.nhs.Len() {
 				verify(p.nhs.Value(i), p.nhs.IsNull(i))
+			}
+		}
+	} else if j.prog.CheckedResult != nil {
+		// The numbers came with the cells, from the statement that
+		// counted them.
+		for _, l := range out.members {
+			nums := l.ListValues().(*array.String) // membersColumn checked it
+			for i := range l.Len() {
+				if l.IsNull(i) {
+					invalid++ // a cell whose patients are unknown
+					continue
+				}
+				from, to := l.ValueOffsets(i)
+				for k := from; k < to; k++ {
+					verify(nums.Value(int(k)), nums.IsNull(int(k)))
+				}
 			}
 		}
 	} else if j.prog.Members != nil {

@@ -179,7 +179,9 @@ func TestNetworkOptOutCheckStopsLeak(t *testing.T) {
 			prog := e.compiled(t, task)
 			target := prog.Result.SQL
 			if tc.statement == "members" {
-				target = prog.Members.SQL
+				// The aggregate's patients come in the last column of the
+				// statement that counts them.
+				target = prog.CheckedResult.SQL
 			}
 			leaked := false
 			e.src.Rewrite = func(sql string, rows [][]any) [][]any {
@@ -187,6 +189,11 @@ func TestNetworkOptOutCheckStopsLeak(t *testing.T) {
 					return rows
 				}
 				leaked = true
+				if tc.statement == "members" {
+					last := len(rows[0]) - 1
+					rows[0][last] = append(slices.Clone(rows[0][last].([]any)), stranger)
+					return rows
+				}
 				row := slices.Clone(rows[0])
 				row[0] = stranger
 				return append(rows, row)

@@ -222,6 +222,10 @@ type Runner struct {
 	// invalidCounts holds recent counts of invalid NHS numbers, by
 	// table.
 	invalidCounts map[string]cachedCount
+	// cuts holds, by the tables a task reads, the opt-out lists last cut
+	// to the site's numbers, for reuse while the data and the lists stay
+	// the same.
+	cuts map[string]*siteCut
 	// networkUsed is the network opt-out list version each running task
 	// read, for Recent.
 	networkUsed map[string]string
@@ -264,6 +268,7 @@ func New(cfg Config) (*Runner, error) {
 		running:     map[string]*running{},
 
 		invalidCounts: map[string]cachedCount{},
+		cuts:          map[string]*siteCut{},
 	}, nil
 }
 
@@ -425,7 +430,8 @@ func (r *Runner) usedNetwork(j *job) {
 // SiteOptOuts reads the type 1 opt-outs the site records, for the node to
 // publish to the network.
 func (r *Runner) SiteOptOuts(ctx context.Context) (*optout.Set, error) {
-	return r.siteOptOuts(ctx)
+	s, _, err := r.siteOptOuts(ctx)
+	return s, err
 }
 
 // remember adds a finished task to Recent. The caller holds mu.

@@ -344,7 +344,7 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	r.usedNetwork(j)
 	hasher := r.hasher.Clone()
 	ndop := r.cfg.NDOP()
-	siteOptOuts, err := r.siteOptOuts(ctx)
+	siteOptOuts, version, err := r.siteOptOuts(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -359,18 +359,37 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 	// list, which are bound with them. The check before upload still holds
 	// the result against the whole national list and hashes every number
 	// it rests on again.
-	var onNetwork optout.Builder
-	numbers, excludedOptOut, err := r.siteNumbers(ctx, dialect, j.prog.Tables, func(n string) bool {
-		if network.ContainsNumber(hasher, n) {
-			onNetwork.Add(n)
-			return true
+	//
+	// Reading and hashing the numbers is a fifth of a practice's task, and
+	// gives the same answer until the data or a list changes: so the cut
+	// is reused while the connector names the same version of the data as
+	// when it was made (the opt-out read above says which it is now) and
+	// the national and network lists are the same ones.
+	cut := r.cachedCut(j.prog.Tables, version, ndop, network)
+	if cut == nil {
+		var onNetwork optout.Builder
+		numbers, excluded, numbersVersion, err := r.siteNumbers(ctx, dialect, j.prog.Tables, func(n string) bool {
+			if network.ContainsNumber(hasher, n) {
+				onNetwork.Add(n)
+				return true
+			}
+			return optOuts.Contains(n)
+		})
+		if err != nil {
+			return nil, err
 		}
-		return optOuts.Contains(n)
-	})
-	if err != nil {
-		return nil, err
+		cut = &siteCut{version: numbersVersion, ndop: ndop, network: network, numbers: numbers.Len(),
+			relevant: ndop.Intersect(numbers), matched: onNetwork.Set(), excluded: excluded}
+		// Kept only if both reads saw the same data: the site's own
+		// opt-outs went into the count of rows left out.
+		if numbersVersion == version {
+			r.keepCut(j.prog.Tables, cut)
+		}
+	} else {
+		r.log.LogAttrs(ctx, slog.LevelDebug, "site numbers reused: the data and the opt-out lists are unchanged", slog.String("task_id", j.t.GetTaskId()),
+			slog.String("data_version", version))
 	}
-	relevant, networkMatched := ndop.Intersect(numbers), onNetwork.Set()
+	relevant, networkMatched, excludedOptOut := cut.relevant, cut.matched, cut.excluded
 	if j.prog, err = r.compile(j, dialect, relevant.Strings(), networkMatched.Strings()); err != nil {
 		return nil, err
 	}
@@ -378,7 +397,7 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 		return nil, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_INTERNAL, "compile: the SQL changed with the opt-out list bound")
 	}
 	r.log.LogAttrs(ctx, slog.LevelDebug, "opt-out lists cut to the site", slog.String("task_id", j.t.GetTaskId()),
-		slog.Int("national", ndop.Len()), slog.Int("site_numbers", numbers.Len()), slog.Int("bound", relevant.Len()),
+		slog.Int("national", ndop.Len()), slog.Int("site_numbers", cut.numbers), slog.Int("bound", relevant.Len()),
 		slog.Int("network", network.Len()), slog.Int("network_bound", networkMatched.Len()),
 		slog.String("network_version", j.network.String()))
 

@@ -207,7 +207,7 @@ func (c *compiler) variables() []*catalog.Variable {
 	return out
 }
 
-// validNHS is true when the expression x (a column) holds a valid NHS
+// validNHSByChar is true when the expression x (a column) holds a valid NHS
 // number: ten ASCII digits whose check digit is right (cdm.CheckNHSNumber).
 // It is plain arithmetic on character codes, so nothing can fail to cast,
 // inside a CASE so that the digits are only read in a string of the right
@@ -216,7 +216,10 @@ func (c *compiler) variables() []*catalog.Variable {
 // which is what the SQL tests, giving the check digit weight 1. When
 // 11 - (sum mod 11) is 10, no number with those nine digits is valid: no
 // digit d then makes sum + d a multiple of 11, so the same test rejects it.
-func validNHS(x string) string {
+//
+// PostgreSQL uses it as it is; DuckDB, where it was a fifth of a practice's
+// aggregate, uses validNHSByNumber.
+func validNHSByChar(x string) string {
 	var digits, terms []string
 	for i := 1; i <= 10; i++ {
 		code := fmt.Sprintf("ascii(substr(%s, %d, 1))", x, i)
@@ -225,6 +228,37 @@ func validNHS(x string) string {
 	}
 	return fmt.Sprintf("(CASE WHEN length(%s) = 10 AND %s THEN (%s) %% 11 = 0 ELSE false END)",
 		x, strings.Join(digits, " AND "), strings.Join(terms, " + "))
+}
+
+// validNHSByNumber is validNHSByChar for DuckDB, on a BIGINT rather
+// than on characters: several times cheaper per row. TRY_CAST reads x as
+// a number (NULL if it cannot, and it also takes forms such as "+1" or
+// "1e3"), and x holds ten ASCII digits exactly when it equals the last ten
+// digits of that number plus 10^10 written out, which are always ten
+// digits; the modulo keeps the sum from overflowing whatever the number.
+// The check digit test is then the same as validNHSByChar's, digit i
+// being the number divided by 10^(10-i), modulo 10. It holds no string
+// literal.
+func validNHSByNumber(x string) string {
+	n := "TRY_CAST(" + x + " AS BIGINT)"
+	var terms []string
+	for i := 1; i <= 10; i++ {
+		d := n
+		if p := 10 - i; p > 0 {
+			d = "(" + n + " // " + strconv.FormatInt(pow10(p), 10) + ")"
+		}
+		terms = append(terms, fmt.Sprintf("(%s %% 10) * %d", d, 11-i))
+	}
+	return fmt.Sprintf("(CASE WHEN length(%s) = 10 AND substr(CAST(%s %% 10000000000 + 10000000000 AS VARCHAR), 2) = %s THEN (%s) %% 11 = 0 ELSE false END)",
+		x, n, x, strings.Join(terms, " + "))
+}
+
+func pow10(p int) int64 {
+	v := int64(1)
+	for range p {
+		v *= 10
+	}
+	return v
 }
 
 // cte is one named common table expression.
@@ -267,7 +301,13 @@ func (c *compiler) invalidCounts() (string, []Column) {
 	for _, t := range c.tableList() {
 		name := c.table(t)
 		nhs := c.col(t, cdm.ColNHSNumber)
-		sel = append(sel, fmt.Sprintf("(SELECT count(*) FROM %s AS t WHERE NOT %s) AS %s", name, validNHS("t."+nhs), name))
+		// The check is costly string arithmetic and a table holds many
+		// rows per number, so each distinct number is checked once and
+		// its rows added up: at a practice this is several times faster
+		// than checking every row. NULL makes a group of its own, and
+		// fails the check as it would row by row.
+		sel = append(sel, fmt.Sprintf("(SELECT CAST(coalesce(sum(t.n), 0) AS BIGINT) FROM (SELECT %s, count(*) AS n FROM %s GROUP BY %s) AS t WHERE NOT %s) AS %s",
+			nhs, name, nhs, c.d.validNHS("t."+nhs), name))
 		cols = append(cols, Column{Name: name, Type: catalog.FieldInt64})
 	}
 	return "SELECT " + strings.Join(sel, ",\n  "), cols

@@ -27,11 +27,16 @@ type Dialect interface {
 	textType() string
 	// intListAgg aggregates an int expression into a list in ascending order.
 	intListAgg(x string) string
+	// textListAgg aggregates a text expression into a list in byte order.
+	textListAgg(x string) string
 	// emptyIntList is an empty list of the type intListAgg returns.
 	emptyIntList() string
 	// orderText makes a text expression sort byte by byte, the way Go
 	// compares strings, whatever the database's default collation.
 	orderText(x string) string
+	// validNHS is true when the text expression x holds a valid NHS
+	// number, false otherwise, NULL included.
+	validNHS(x string) string
 }
 
 // DuckDB returns the DuckDB dialect.
@@ -63,7 +68,11 @@ func (duckDB) doubleType() string         { return "DOUBLE" }
 func (duckDB) textType() string           { return "VARCHAR" }
 func (duckDB) intListAgg(x string) string { return "list(" + x + " ORDER BY " + x + ")" }
 func (duckDB) emptyIntList() string       { return "CAST([] AS BIGINT[])" }
-func (duckDB) orderText(x string) string  { return x }
+func (duckDB) validNHS(x string) string   { return validNHSByNumber(x) }
+func (duckDB) textListAgg(x string) string {
+	return "list(" + x + " ORDER BY " + x + ")"
+}
+func (duckDB) orderText(x string) string { return x }
 func (duckDB) inArray(x, arr string) string {
 	// A semi-join on the unnested list: DuckDB hashes the list once,
 	// where list_contains would scan it for every row.
@@ -79,4 +88,8 @@ func (postgreSQL) doubleType() string           { return "DOUBLE PRECISION" }
 func (postgreSQL) textType() string             { return "TEXT" }
 func (postgreSQL) intListAgg(x string) string   { return "array_agg(" + x + " ORDER BY " + x + ")" }
 func (postgreSQL) emptyIntList() string         { return "CAST(ARRAY[] AS BIGINT[])" }
-func (postgreSQL) orderText(x string) string    { return x + ` COLLATE "C"` }
+func (postgreSQL) validNHS(x string) string     { return validNHSByChar(x) }
+func (postgreSQL) textListAgg(x string) string {
+	return "array_agg(" + x + " ORDER BY " + x + ` COLLATE "C")`
+}
+func (postgreSQL) orderText(x string) string { return x + ` COLLATE "C"` }

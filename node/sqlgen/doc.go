@@ -33,7 +33,10 @@
 // by the task's other fields, one row per relevant patient, ordered by
 // nhs_number. Members (aggregate mode only) lists every patient counted,
 // so that the node can check them against its own opt-out set before
-// anything leaves. With record keys (catalog.PlanOptions.RecordKeys), Result
+// anything leaves. CheckedResult (aggregate mode only) is Result with the
+// numbers of each cell's patients as a last column, members: one statement
+// in place of Result and Members, so that the node computes the population
+// once per task. With record keys (catalog.PlanOptions.RecordKeys), Result
 // leaves out the <measure>__key cell keys (aggregate) or record_key
 // (linkage), which need the perturbation secret and so are computed by the
 // node in Go, and Keys (aggregate) lists each patient of the population
@@ -58,7 +61,8 @@
 //
 // NHS numbers. A valid number is ten ASCII digits with a correct
 // modulus-11 check digit (cdm.CheckNHSNumber), tested in SQL by arithmetic
-// on character codes; NULL is invalid. A row with an invalid number is
+// on character codes (PostgreSQL) or, once the text is shown to be ten
+// ASCII digits, on the number (DuckDB); NULL is invalid. A row with an invalid number is
 // never a patient and never counts for one: numbers are checked once per
 // patient — on the patient table, and at a trust on the set of numbers it
 // reports on — and every event row is matched by equality to a checked

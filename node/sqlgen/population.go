@@ -67,7 +67,7 @@ func (c *compiler) ptCTE() cte {
 		col = c.col(t, col)
 		sel = append(sel, fmt.Sprintf("min(p.%s) AS %s", col, col))
 	}
-	return cte{"pt", fmt.Sprintf("SELECT %s\nFROM %s AS p\nWHERE %s\nGROUP BY p.%s", strings.Join(sel, ", "), t, validNHS("p."+nhs), nhs)}
+	return cte{"pt", fmt.Sprintf("SELECT %s\nFROM %s AS p\nWHERE %s\nGROUP BY p.%s", strings.Join(sel, ", "), t, c.d.validNHS("p."+nhs), nhs)}
 }
 
 // subjectColumns selects the patient's number from alias key and pt's
@@ -124,7 +124,7 @@ func (c *compiler) trustSubjects(keys []string) cte {
 		c.fail("nothing to report at %s sites", c.kind)
 		keys = []string{"SELECT nhs_number FROM pt WHERE FALSE"}
 	}
-	conds := append([]string{validNHS("k.nhs_number")}, c.notOptedOut("k")...)
+	conds := append([]string{c.d.validNHS("k.nhs_number")}, c.notOptedOut("k")...)
 	inner := fmt.Sprintf("SELECT %s\nFROM (%s) AS k\nLEFT JOIN pt ON pt.nhs_number = k.nhs_number\nWHERE %s",
 		c.subjectColumns("k", "pt"), strings.Join(keys, "\n  UNION "), strings.Join(conds, "\n  AND "))
 	if !c.task.EvaluatesPopulation {

@@ -71,6 +71,12 @@ func query(ctx context.Context, db *sql.DB, st Statement) ([][]any, error) {
 					return nil, fmt.Errorf("%s: column %s: %w", st.Name, cols[i], err)
 				}
 			}
+			if s, ok := v.(string); ok && st.Columns[i].Type == FieldStrings {
+				v, err = parseTextArray(s)
+				if err != nil {
+					return nil, fmt.Errorf("%s: column %s: %w", st.Name, cols[i], err)
+				}
+			}
 			if vals[i], err = normalise(v); err != nil {
 				return nil, fmt.Errorf("%s: column %s: %w", st.Name, cols[i], err)
 			}
@@ -99,13 +105,42 @@ func parseIntArray(s string) ([]int64, error) {
 	return out, nil
 }
 
+// parseTextArray reads a PostgreSQL array literal of strings that need no
+// quoting, such as NHS numbers: {a,b,c}.
+func parseTextArray(s string) ([]string, error) {
+	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
+		return nil, fmt.Errorf("not an array: %q", s)
+	}
+	if s == "{}" {
+		return []string{}, nil
+	}
+	out := strings.Split(s[1:len(s)-1], ",")
+	for _, x := range out {
+		if strings.ContainsAny(x, `"\{}`) {
+			return nil, fmt.Errorf("array element %q needs unquoting", x)
+		}
+	}
+	return out, nil
+}
+
 func normalise(v any) (any, error) {
 	switch v := v.(type) {
-	case nil, string, int64, float64, bool:
+	case nil, string, int64, float64, bool, []string:
 		return v, nil
 	case int32:
 		return int64(v), nil
 	case []any:
+		if len(v) > 0 {
+			if _, ok := v[0].(string); ok {
+				out := make([]string, len(v))
+				for i, x := range v {
+					if out[i], ok = x.(string); !ok {
+						return nil, fmt.Errorf("list element of type %T among strings", x)
+					}
+				}
+				return out, nil
+			}
+		}
 		out := []int64{}
 		for _, x := range v {
 			n, err := normalise(x)

@@ -398,7 +398,10 @@ func TestValidNHSInSQL(t *testing.T) {
 	}
 	valid := nhsNumber(t, 943476591)
 	cases = append(cases, noCheckDigit(t), "", " ", valid[:9], valid+"0", " "+valid[:9], valid[:9]+" ",
-		"12345678AB", "٩٤٣٤٧٦٥٩١٩", "９４３４７６５９１９", strings.ReplaceAll(valid, "4", "\x00"), "+"+valid[1:], "-"+valid[1:], valid[:5]+"."+valid[6:])
+		"12345678AB", "٩٤٣٤٧٦٥٩١٩", "９４３４７６５９１９", strings.ReplaceAll(valid, "4", "\x00"), "+"+valid[1:], "-"+valid[1:], valid[:5]+"."+valid[6:],
+		// Forms a cast to a number might read.
+		" "+valid[1:], valid[1:]+" ", "1e9"+valid[3:], valid[:4]+"e"+valid[5:], valid[:4]+"_"+valid[5:], "0x"+valid[2:], valid[:8]+".0",
+		"-000000001", "-999999999", "9.22337e18", "99999999e9", valid+valid)
 	seen := map[bool]int{}
 	for _, x := range cases {
 		seen[cdm.ValidNHSNumber(x)]++
@@ -414,7 +417,7 @@ func TestValidNHSInSQL(t *testing.T) {
 				// PostgreSQL text cannot hold NUL.
 				in = slices.DeleteFunc(slices.Clone(cases), func(x string) bool { return strings.ContainsRune(x, 0) })
 			}
-			q := "SELECT t.x, " + validNHS("t.x") + " FROM (SELECT unnest(" + dialect.d.textArray("$1") + ") AS x) AS t"
+			q := "SELECT t.x, " + dialect.d.validNHS("t.x") + " FROM (SELECT unnest(" + dialect.d.textArray("$1") + ") AS x) AS t"
 			rows, err := db.Query(q, in)
 			if err != nil {
 				t.Fatalf("%s: %v", dialect.d.Name(), err)
@@ -439,7 +442,7 @@ func TestValidNHSInSQL(t *testing.T) {
 				t.Errorf("%s: checked %d of %d", dialect.d.Name(), checked, len(in))
 			}
 			var got bool
-			if err := db.QueryRow("SELECT " + validNHS("CAST(NULL AS "+dialect.d.textType()+")")).Scan(&got); err != nil || got {
+			if err := db.QueryRow("SELECT " + dialect.d.validNHS("CAST(NULL AS "+dialect.d.textType()+")")).Scan(&got); err != nil || got {
 				t.Errorf("%s: NULL valid = %v, %v", dialect.d.Name(), got, err)
 			}
 		})

@@ -38,9 +38,19 @@ const (
 	StatementResult            = "result"
 	StatementMembers           = "members"
 	StatementKeys              = "keys"
+	StatementCheckedResult     = "checked_result"
 	StatementInvalidNHSNumbers = "invalid_nhs_numbers"
 	StatementBadValues         = "bad_values"
 )
+
+// ColMembers is the last column of an aggregate program's CheckedResult:
+// the NHS numbers of the cell's patients.
+const ColMembers = "members"
+
+// FieldStrings is the Column type of a list of strings (Arrow
+// list<utf8>), which only CheckedResult's members column has: no plan
+// field is one.
+const FieldStrings catalog.FieldType = "strings"
 
 // Column is one column a statement returns.
 type Column struct {
@@ -90,6 +100,13 @@ type Program struct {
 	// set before anything leaves. It is nil in linkage mode, where Result
 	// itself carries the numbers.
 	Members *Statement
+	// CheckedResult is set in aggregate mode: Result with one more, last
+	// column, members, the list of the NHS numbers of the cell's patients
+	// in byte order. Together they are exactly Members' numbers. A node
+	// runs it in place of Result and Members, which would compute the
+	// population twice, checks the numbers as it would Members' and drops
+	// the column before anything leaves the site.
+	CheckedResult *Statement
 	// Keys is set in aggregate mode when the plan has record keys: one row
 	// per patient of the population, ordered by nhs_number, with the
 	// patient's nhs_number, the group columns and, for each cell key field
@@ -107,12 +124,15 @@ type Program struct {
 	Tables []string
 }
 
-// Statements returns the program's statements: Result, then Members and
-// Keys when set, then InvalidNHSNumbers.
+// Statements returns the program's statements: Result, then Members,
+// CheckedResult and Keys when set, then InvalidNHSNumbers.
 func (p *Program) Statements() []Statement {
 	out := []Statement{p.Result}
 	if p.Members != nil {
 		out = append(out, *p.Members)
+	}
+	if p.CheckedResult != nil {
+		out = append(out, *p.CheckedResult)
 	}
 	if p.Keys != nil {
 		out = append(out, *p.Keys)
@@ -194,6 +214,11 @@ func Compile(b *catalog.Bound, plan *catalog.Plan, kind cdm.SiteKind, d Dialect,
 			var m Statement
 			m, err = c.statement(StatementMembers, c.members)
 			p.Members = &m
+		}
+		if err == nil {
+			var cr Statement
+			cr, err = c.statement(StatementCheckedResult, c.checkedCells)
+			p.CheckedResult = &cr
 		}
 		if err == nil && plan.RecordKeys {
 			var k Statement

@@ -19,7 +19,14 @@ func (c *compiler) members() (string, []Column) {
 // cells is the Result statement of an aggregate program: per-patient
 // values in pv, then one row per non-empty group. Cell keys are left out:
 // the node adds them from the Keys statement.
-func (c *compiler) cells() (string, []Column) {
+func (c *compiler) cells() (string, []Column) { return c.cellsWith(false) }
+
+// checkedCells is the CheckedResult statement: cells with the list of
+// each cell's patients as one more, last column.
+func (c *compiler) checkedCells() (string, []Column) { return c.cellsWith(true) }
+
+// cellsWith is cells, with the members column last when members is set.
+func (c *compiler) cellsWith(members bool) (string, []Column) {
 	ctes := c.pvCTEs()
 	var sel, groups, order []string
 	var cols []Column
@@ -42,6 +49,15 @@ func (c *compiler) cells() (string, []Column) {
 		default:
 			c.fail("field %s: a cell has no %s fields", f.Name, f.Role)
 		}
+	}
+	if members {
+		for _, f := range c.task.Fields {
+			if f.Name == ColMembers {
+				c.fail("field %s: the name is the members column's", f.Name)
+			}
+		}
+		sel = append(sel, c.d.textListAgg("pv.nhs_number")+" AS "+ColMembers)
+		cols = append(cols, Column{Name: ColMembers, Type: FieldStrings})
 	}
 	q := "SELECT " + strings.Join(sel, ",\n  ") + "\nFROM pv"
 	if len(groups) > 0 {

@@ -106,7 +106,7 @@ func benchQuery(b *testing.B, sqlText string, args ...connector.Value) {
 		db := sql.OpenDB(c)
 		defer db.Close()
 		for _, t := range cdm.TablesFor(cdm.KindGP) {
-			view, err := be.viewSQL(t)
+			view, _, err := be.viewSQL(t)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -5,7 +5,9 @@ package duckdb
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql/driver"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -57,11 +59,15 @@ type Backend struct {
 	db      *duckdb.Connector
 	dir     string
 	tables  []string // CDM tables present, in CDM order
+	files   []string // their files, in the same order
 	version string
 	tempDir string // removed by Close, when Open made it
 }
 
-var _ connector.Backend = (*Backend)(nil)
+var (
+	_ connector.Backend       = (*Backend)(nil)
+	_ connector.DataVersioner = (*Backend)(nil)
+)
 
 // Open checks the site directory, starts an in-memory DuckDB database with
 // one view per CDM table present, and locks it down: it may read only the
@@ -131,7 +137,7 @@ func (b *Backend) setUp(ctx context.Context) error {
 		return err
 	}
 	for _, t := range cdm.Tables() {
-		view, err := b.viewSQL(t)
+		view, file, err := b.viewSQL(t)
 		if err != nil {
 			return err
 		}
@@ -147,6 +153,7 @@ func (b *Backend) setUp(ctx context.Context) error {
 			return fmt.Errorf("duckdb: table %s: %w", t.Name, err)
 		}
 		b.tables = append(b.tables, t.Name)
+		b.files = append(b.files, file)
 	}
 	if len(b.tables) == 0 {
 		return fmt.Errorf("duckdb: no CDM table files (<table>.parquet or <table>.csv) in %s", b.dir)
@@ -163,24 +170,25 @@ func (b *Backend) setUp(ctx context.Context) error {
 	return nil
 }
 
-// viewSQL returns the statement creating t's view over its file, or "" if
-// the site has no file for t. The view casts every column to its CDM type,
-// so a file with a missing or mistyped column fails here, by name.
-func (b *Backend) viewSQL(t cdm.Table) (string, error) {
+// viewSQL returns the statement creating t's view over its file, and the
+// file, or "" if the site has no file for t. The view casts every column
+// to its CDM type, so a file with a missing or mistyped column fails here,
+// by name.
+func (b *Backend) viewSQL(t cdm.Table) (string, string, error) {
 	var found []string
 	for _, ext := range []string{".parquet", ".csv"} {
 		p := filepath.Join(b.dir, t.Name+ext)
 		if _, err := os.Stat(p); err == nil {
 			found = append(found, p)
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("duckdb: %w", err)
+			return "", "", fmt.Errorf("duckdb: %w", err)
 		}
 	}
 	switch len(found) {
 	case 0:
-		return "", nil
+		return "", "", nil
 	case 2:
-		return "", fmt.Errorf("duckdb: both %s and %s: keep one", found[0], found[1])
+		return "", "", fmt.Errorf("duckdb: both %s and %s: keep one", found[0], found[1])
 	}
 	cols := make([]string, len(t.Columns))
 	csvCols := make([]string, len(t.Columns))
@@ -194,7 +202,23 @@ func (b *Backend) viewSQL(t cdm.Table) (string, error) {
 		from = "read_csv(" + quoteString(found[0]) + ", header = true, auto_detect = false, columns = {" +
 			strings.Join(csvCols, ", ") + "})"
 	}
-	return "CREATE VIEW " + quoteIdent(t.Name) + " AS SELECT " + strings.Join(cols, ", ") + " FROM " + from, nil
+	return "CREATE VIEW " + quoteIdent(t.Name) + " AS SELECT " + strings.Join(cols, ", ") + " FROM " + from, found[0], nil
+}
+
+// DataVersion names the version of the site's files: a hash of each
+// table file's name, size and modification time. The views read the
+// files afresh for every query, so a file replaced or rewritten changes
+// both what queries see and the version.
+func (b *Backend) DataVersion() (string, error) {
+	h := sha256.New()
+	for _, f := range b.files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return "", fmt.Errorf("duckdb: data version: %w", err)
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00%d\n", filepath.Base(f), fi.Size(), fi.ModTime().UnixNano())
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }
 
 func sqlType(t cdm.Type) string {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	arrow17 "github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
@@ -220,5 +221,49 @@ func TestOpenErrors(t *testing.T) {
 				t.Errorf("err = %v, want it to say %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// The data version stays while the files do, and changes when one is
+// rewritten, even to the same size.
+func TestDataVersion(t *testing.T) {
+	src, _ := siteDir(t, network(t, synth.ScaleSmall, 1), cdm.KindGP)
+	dir := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := open(t, Config{Dir: dir})
+	v1, err := b.DataVersion()
+	if err != nil || v1 == "" {
+		t.Fatalf("DataVersion = %q, %v", v1, err)
+	}
+	if v, _ := b.DataVersion(); v != v1 {
+		t.Errorf("data version %q, then %q with nothing changed", v1, v)
+	}
+	// The same bytes written again, a moment later: a new modification
+	// time is a new version.
+	f := filepath.Join(dir, cdm.TableOptOut+".parquet")
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(f, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := b.DataVersion(); v == v1 || v == "" {
+		t.Errorf("data version %q after opt_out changed, before %q", v, v1)
+	}
+	if err := os.Remove(f); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.DataVersion(); err == nil {
+		t.Errorf("data version %q with opt_out gone, want an error", v)
 	}
 }

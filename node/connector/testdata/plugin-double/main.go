@@ -40,6 +40,7 @@ func main() {
 	raw := flag.Bool("raw", false, "serve the protocol directly, misbehaving in it")
 	touch := flag.String("touch", "", "create this file on start, to show the double ran")
 	exitAtStart := flag.Bool("exit-at-start", false, "exit before the handshake")
+	dataVersion := flag.String("data-version", "", "report the contents of this file as the data version")
 	flag.Parse()
 	if *touch != "" {
 		if err := os.WriteFile(*touch, nil, 0o600); err != nil {
@@ -53,7 +54,7 @@ func main() {
 	}
 	logger := connector.NewPluginLogger(os.Stderr)
 	logger.Info("plugin-double starting", "describe", *describe, "raw", *raw)
-	d := &double{describe: *describe, logger: logger}
+	d := &double{describe: *describe, logger: logger, dataVersion: *dataVersion}
 	if *raw {
 		plugin.Serve(&plugin.ServeConfig{
 			HandshakeConfig: connector.HandshakeConfig(),
@@ -68,8 +69,18 @@ func main() {
 }
 
 type double struct {
-	describe string
-	logger   *slog.Logger
+	describe    string
+	logger      *slog.Logger
+	dataVersion string // a file holding the data version, or ""
+}
+
+// DataVersion reports the contents of the -data-version file.
+func (d *double) DataVersion() (string, error) {
+	if d.dataVersion == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(d.dataVersion)
+	return string(b), err
 }
 
 func (d *double) Describe(ctx context.Context) (connector.Description, error) {

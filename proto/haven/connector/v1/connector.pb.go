@@ -610,7 +610,14 @@ func (*QueryResponse_Done) isQueryResponse_Part() {}
 type QueryDone struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Total bytes of Arrow IPC sent in the chunks before this message.
-	Bytes         int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Bytes int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Names the version of the data the query read, when the plugin can
+	// tell: the same string while the data stays the same, another once any
+	// of it changed (a DuckDB plugin: the files' sizes and modification
+	// times). Empty when the plugin cannot tell, or the data changed while
+	// the query ran. The node reuses what it derived from the data, such as
+	// the site's NHS numbers, only while this stays the same and non-empty.
+	DataVersion   string `protobuf:"bytes,2,opt,name=data_version,json=dataVersion,proto3" json:"data_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -650,6 +657,13 @@ func (x *QueryDone) GetBytes() int64 {
 		return x.Bytes
 	}
 	return 0
+}
+
+func (x *QueryDone) GetDataVersion() string {
+	if x != nil {
+		return x.DataVersion
+	}
+	return ""
 }
 
 // LimitExceeded is the status detail of a Query that crossed a limit.
@@ -747,9 +761,10 @@ const file_haven_connector_v1_connector_proto_rawDesc = "" +
 	"\rQueryResponse\x12\x1d\n" +
 	"\tarrow_ipc\x18\x01 \x01(\fH\x00R\barrowIpc\x123\n" +
 	"\x04done\x18\x02 \x01(\v2\x1d.haven.connector.v1.QueryDoneH\x00R\x04doneB\x06\n" +
-	"\x04part\"!\n" +
+	"\x04part\"D\n" +
 	"\tQueryDone\x12\x14\n" +
-	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"7\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12!\n" +
+	"\fdata_version\x18\x02 \x01(\tR\vdataVersion\"7\n" +
 	"\rLimitExceeded\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\tR\x05limit\x12\x10\n" +
 	"\x03max\x18\x02 \x01(\x03R\x03max2\xb2\x01\n" +
