@@ -306,13 +306,17 @@ func (r *Runner) run(ctx context.Context, j *job) (*havenv1.TaskOutcome, error) 
 		return nil, err
 	}
 	hashes := statementHashes(j.prog)
+	// The hash the coordinator records is of the statement whose rows
+	// leave the site: in aggregate mode the checked result, which is the
+	// result with its cells' patients beside it for the check.
+	sqlHash := resultStatement(j.prog).SHA256
 	_ = r.cfg.Link.Send(&havenv1.NodeMessage{Body: &havenv1.NodeMessage_TaskAccepted{TaskAccepted: &havenv1.TaskAccepted{
-		TaskId: j.t.GetTaskId(), SqlHash: j.prog.Result.SHA256, DecisionId: j.decision.ID, BundleRevision: j.decision.Revision,
+		TaskId: j.t.GetTaskId(), SqlHash: sqlHash, DecisionId: j.decision.ID, BundleRevision: j.decision.Revision,
 	}}})
 	r.audit(j, audit.Record{Event: audit.EventAccepted, DecisionID: j.decision.ID, BundleRevision: j.decision.Revision,
 		Allow: ptr(true), SQL: hashes})
 	r.log.LogAttrs(ctx, slog.LevelInfo, "task accepted", slog.String("task_id", j.t.GetTaskId()),
-		slog.String("decision_id", j.decision.ID), slog.String("sql_sha256", j.prog.Result.SHA256))
+		slog.String("decision_id", j.decision.ID), slog.String("sql_sha256", sqlHash))
 	r.progress(j, havenv1.TaskStage_TASK_STAGE_COMPILING, 0, 0)
 
 	r.progress(j, havenv1.TaskStage_TASK_STAGE_QUERYING, 0, 0)
