@@ -79,6 +79,7 @@ minutes on two cores and a few GiB of memory.`,
 				return err
 			}
 			opts.BundleSource = filepath.Join(root, "policy", "bundle")
+			kept := opts.Dir != "" || keep
 			if opts.Dir == "" {
 				if opts.Dir, err = os.MkdirTemp("", "haven-bench-national-"); err != nil {
 					return err
@@ -99,8 +100,11 @@ minutes on two cores and a few GiB of memory.`,
 			if rep != nil {
 				rep.Print(a.stdout)
 			}
+			if err != nil && kept {
+				return fmt.Errorf("national simulation (its files and logs are in %s): %w", opts.Dir, err)
+			}
 			if err != nil {
-				return fmt.Errorf("national simulation (its files are in %s): %w", opts.Dir, err)
+				return fmt.Errorf("national simulation (--keep keeps its files and logs): %w", err)
 			}
 			return nil
 		},
