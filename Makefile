@@ -64,7 +64,7 @@ bench-protection:
 # against the central answer, rows linked, peak RSS, spill; idle links and a
 # restart at the first scale; CPU and heap profiles of the coordinator at the
 # last, in HAVEN_NATIONAL_PROFILES; then a run with faults (silent sites,
-# malformed, dropped and oversized uploads). About 25 minutes on 2 cores.
+# malformed, dropped and oversized uploads). About 12 minutes on 2 cores.
 # HAVEN_NATIONAL_GPS, _TRUSTS, _BUDGET, _MEMORY_LIMIT (the coordinator's
 # memory_limit; default 6GiB), _DIALS, _JITTER, _FAULTS=0 change it.
 HAVEN_NATIONAL_SCALES ?= 1.5M,6M,15M,60M
