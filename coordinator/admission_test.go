@@ -14,6 +14,7 @@ import (
 
 	"github.com/havenhealth/haven/cdm"
 	"github.com/havenhealth/haven/coordinator/coordinatortest"
+	"github.com/havenhealth/haven/internal/testutil"
 	havenv1 "github.com/havenhealth/haven/proto/haven/v1"
 )
 
@@ -183,6 +184,12 @@ func TestRefusedSubmissionsCapped(t *testing.T) {
 			t.Errorf("submission %d is %s %v", i, run.GetState(), run.GetPolicyReasons())
 		}
 	}
+	// The node double accepts the two runs it is sent on its own time;
+	// wait until both acceptances are audited, so that only the
+	// submissions below could add to the log.
+	testutil.Eventually(t, "both acceptances audited", func() bool {
+		return bytes.Count(readAudit(t, n), []byte(`"response":"accepted"`)) >= 2
+	})
 	auditBefore := readAudit(t, n)
 	for i := range 3 {
 		_, err := submitOnce()

@@ -65,7 +65,10 @@ func (d *Dispatcher) OpenUpload(ctx context.Context, site, taskID string) (*Uplo
 	case finalSite(s.status.State):
 		return nil, status.Errorf(codes.FailedPrecondition, "task %q is already %s", taskID, wire.SiteStateName(s.status.State))
 	case s.uploading:
-		return nil, status.Errorf(codes.AlreadyExists, "an upload for task %q is already under way", taskID)
+		// Aborted, not AlreadyExists: a node whose connection dropped mid-upload
+		// may try again before this side has seen the old stream end, and
+		// should retry rather than give its task up.
+		return nil, status.Errorf(codes.Aborted, "an upload for task %q is already under way; try again when it ends", taskID)
 	case s.staged != nil:
 		return nil, status.Errorf(codes.AlreadyExists, "the upload for task %q was already received", taskID)
 	}

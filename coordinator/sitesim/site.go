@@ -22,6 +22,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/ipc"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -317,7 +319,7 @@ func (st *Site) run(ctx context.Context, task *havenv1.Task) {
 			r.Release()
 		}
 	}()
-	rc, sent, err := Upload(ctx, st.conn, task.GetTaskId(), schema, recs)
+	rc, sent, err := uploadRetrying(ctx, st.conn, task.GetTaskId(), schema, recs)
 	if err != nil {
 		st.fail(task, havenv1.TaskErrorCode_TASK_ERROR_CODE_UPLOAD, err)
 		return
@@ -485,6 +487,25 @@ func Upload(ctx context.Context, conn grpc.ClientConnInterface, taskID string, s
 		return nil, sent, fmt.Errorf("decode receipt: %w", err)
 	}
 	return rc, sent, nil
+}
+
+// uploadRetrying is Upload, tried again while the coordinator answers
+// Unavailable or Aborted (it still holds an earlier attempt open), as a
+// node's runner does, for up to ten attempts.
+func uploadRetrying(ctx context.Context, conn grpc.ClientConnInterface, taskID string, schema *arrow.Schema, recs []arrow.Record) (*havenv1.UploadReceipt, Sent, error) {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		rc, sent, err := Upload(ctx, conn, taskID, schema, recs)
+		if c := status.Code(err); err == nil || attempt == 10 || (c != codes.Unavailable && c != codes.Aborted) {
+			return rc, sent, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, sent, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // SendRaw sends FlightData messages as they are as a DoPut upload and

@@ -114,11 +114,13 @@ func sendErr(stream flight.FlightService_DoPutClient, err error) error {
 	}
 }
 
-// retryable reports whether an upload error means the coordinator could
-// not be reached, so that the same upload may be tried again.
+// retryable reports whether an upload error means the same upload may be
+// tried again: the coordinator could not be reached (Unavailable), or it
+// still holds an earlier attempt of this upload open (Aborted), as after a
+// connection that dropped mid-upload.
 func retryable(err error) bool {
 	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.Unavailable
+	return ok && (st.Code() == codes.Unavailable || st.Code() == codes.Aborted)
 }
 
 // upload sends the batches, retrying while the coordinator is unreachable
@@ -140,7 +142,7 @@ func (r *Runner) upload(ctx context.Context, j *job, schema *arrow.Schema, batch
 		if ctx.Err() != nil || !retryable(err) {
 			return Sent{}, taskErr(havenv1.TaskErrorCode_TASK_ERROR_CODE_UPLOAD, "upload (attempt %d): %v", attempt, err)
 		}
-		r.log.LogAttrs(ctx, slog.LevelWarn, "coordinator unreachable for the upload; will retry",
+		r.log.LogAttrs(ctx, slog.LevelWarn, "upload not taken yet; will retry",
 			slog.String("task_id", id), slog.Int("attempt", attempt), slog.Duration("retry_in", wait), slog.String("error", audit.Redact(err.Error())))
 		select {
 		case <-ctx.Done():
